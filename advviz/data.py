@@ -1,0 +1,544 @@
+"""Datasets, sampling and user images.
+
+All datasets yield ``(image, label)`` with ``image`` a float tensor in ``[0, 1]`` of shape
+``(C, H, W)`` and expose ``.classes``.
+
+* ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images), upsampled to
+  20x20 and centred on a 28x28 canvas like MNIST; a fixed seeded 80/20 train/test split.
+  Needs no file and no network: the embedded offline default.
+* ``mnist``: torchvision's MNIST layout (``ROOT/MNIST/raw``) when present, else the raw idx
+  files under ``ROOT/mnist/raw`` (gzipped or not), else a torchvision download when allowed.
+* ``cifar10``: torchvision's pickled batches (``ROOT/cifar-10-batches-py``) when present, else
+  the ImageFolder layout ``ROOT/cifar10-jpg/{train,test}/<class>/*.jpg``, else a download.
+
+The root is the ``root`` argument, then ``$ADVVIZ_DATA``, then the user cache.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import struct
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from advviz._paths import data_root, offline
+
+__all__ = [
+    "ImageDataset",
+    "DATASETS",
+    "load",
+    "holdout_split",
+    "sample",
+    "load_image",
+    "DatasetNotFoundError",
+]
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("digits", "mnist", "cifar10")
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+DIGIT_CLASSES = tuple(str(i) for i in range(10))
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """Raised when a dataset or one of its splits is not available locally nor downloadable."""
+
+
+class ImageDataset(Dataset):
+    """An in-memory image dataset stored as ``uint8`` (compact) and served as float ``[0, 1]``.
+
+    Args:
+        images: ``(N, C, H, W)`` uint8 tensor.
+        labels: ``(N,)`` int64 tensor.
+        classes: class names, index ``i`` names label ``i``.
+        name: dataset name, for messages.
+        split: split name, for messages.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        classes: Sequence[str],
+        *,
+        name: str = "",
+        split: str = "",
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError("images must be a (N, C, H, W) uint8 tensor")
+        if labels.shape != (images.shape[0],):
+            raise ValueError("labels must be (N,) and match the number of images")
+        self.images = images
+        self.labels = labels.long()
+        self.classes = list(classes)
+        self.name = name
+        self.split = split
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index].float().div_(255.0), int(self.labels[index])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def tensors(self, indices: Sequence[int] | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(x, y)``: ``x`` float ``(N, C, H, W)`` in ``[0, 1]``, ``y`` int64 ``(N,)``."""
+        if indices is None:
+            return self.images.float().div_(255.0), self.labels.clone()
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx].float().div_(255.0), self.labels[idx].clone()
+
+    def subset(self, indices: Sequence[int] | torch.Tensor, *, split: str | None = None) -> ImageDataset:
+        """A new dataset holding the given indices (data shared where possible)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return ImageDataset(self.images[idx], self.labels[idx], self.classes, name=self.name,
+                            split=split if split is not None else self.split)
+
+    def __repr__(self) -> str:
+        return (f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"shape={self.image_shape}, classes={len(self.classes)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# digits (offline default)
+# ---------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _digits_all() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N,1,8,8)
+    x = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False).clamp_(0, 1)
+    x = F.pad(x, (4, 4, 4, 4))  # centred in 28x28, like MNIST's 20x20 box
+    images = (x * 255.0).round_().to(torch.uint8)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    return images, labels
+
+
+def _load_digits(split: str) -> ImageDataset:
+    images, labels = _digits_all()
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    n_test = len(labels) // 5
+    idx = perm[n_test:] if split == "train" else perm[:n_test]
+    return ImageDataset(images[idx], labels[idx], DIGIT_CLASSES, name="digits", split=split)
+
+
+# ---------------------------------------------------------------------------------------------
+# MNIST
+# ---------------------------------------------------------------------------------------------
+
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4:
+        raise ValueError(f"{path} is not an idx file (too short)")
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte idx file")
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated or corrupt: expected {int(np.prod(dims))} values, got {arr.size}")
+    return arr.reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for cand in (folder / stem, folder / f"{stem}.gz"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _load_mnist(root: Path, split: str, download: bool) -> ImageDataset:
+    img_stem, lab_stem = _MNIST_FILES[split]
+    for folder in (root / "MNIST" / "raw", root / "mnist" / "raw", root / "mnist"):
+        img, lab = _find_idx(folder, img_stem), _find_idx(folder, lab_stem)
+        if img is not None and lab is not None:
+            images = torch.from_numpy(_read_idx(img).copy()).unsqueeze(1)
+            labels = torch.from_numpy(_read_idx(lab).astype(np.int64))
+            return ImageDataset(images, labels, DIGIT_CLASSES, name="mnist", split=split)
+    if download:
+        try:
+            from torchvision.datasets import MNIST
+
+            ds = MNIST(str(root), train=(split == "train"), download=True)
+        except Exception as exc:  # network errors come in many types
+            raise DatasetNotFoundError(_mnist_missing_message(root, split, f"download failed: {exc}")) from exc
+        return ImageDataset(ds.data.unsqueeze(1).clone(), ds.targets.clone(), DIGIT_CLASSES,
+                            name="mnist", split=split)
+    raise DatasetNotFoundError(_mnist_missing_message(root, split, "download not allowed"))
+
+
+def _mnist_missing_message(root: Path, split: str, why: str) -> str:
+    msg = (f"MNIST {split!r} split not found under {root}/mnist/raw ({_MNIST_FILES[split][0]}[.gz]); {why}.")
+    if split == "train":
+        have_test = any(_find_idx(f, _MNIST_FILES["test"][0]) for f in (root / "MNIST" / "raw", root / "mnist" / "raw"))
+        if have_test:
+            msg += (" Only the test split is available here. Split it instead: "
+                    "train, held_out = advviz.data.holdout_split(advviz.data.load('mnist', 'test'), 0.2).")
+    else:
+        msg += " Set ADVVIZ_DATA to a folder containing mnist/raw, or allow download=True with a network."
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10
+# ---------------------------------------------------------------------------------------------
+
+def _decode_rgb32(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if arr.shape != (32, 32, 3):
+        raise ValueError(f"{path}: expected a 32x32 RGB image, got shape {arr.shape}")
+    return arr
+
+
+def _load_cifar_folder(folder: Path, split: str) -> ImageDataset:
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise DatasetNotFoundError(f"{folder} has no class folders")
+    files: list[Path] = []
+    labels: list[int] = []
+    for ci, cname in enumerate(classes):
+        cfiles = sorted(p for p in (folder / cname).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        files.extend(cfiles)
+        labels.extend([ci] * len(cfiles))
+    cache = _folder_cache_path(folder, len(files))
+    if cache is not None and cache.is_file():
+        try:
+            blob = torch.load(cache, map_location="cpu", weights_only=True)
+            if blob["images"].shape[0] == len(files):
+                return ImageDataset(blob["images"], blob["labels"], classes, name="cifar10", split=split)
+        except Exception:  # a stale or broken cache is simply rebuilt
+            log.warning("ignoring unreadable dataset cache %s", cache)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(_decode_rgb32, files, chunksize=256))
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    label_t = torch.tensor(labels, dtype=torch.int64)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            torch.save({"images": images, "labels": label_t}, tmp)
+            os.replace(tmp, cache)
+        except OSError:
+            log.debug("could not write dataset cache %s", cache)
+    return ImageDataset(images, label_t, classes, name="cifar10", split=split)
+
+
+def _folder_cache_path(folder: Path, n: int) -> Path | None:
+    """A decoded-tensor cache keyed by the folder's path, file count and modification time."""
+    try:
+        import hashlib
+
+        from advviz._paths import cache_dir
+
+        stamp = int(folder.stat().st_mtime)
+        digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+        key = f"{digest}_{n}_{stamp}"
+        return cache_dir() / "decoded" / f"cifar10_{folder.name}_{key}.pt"
+    except OSError:
+        return None
+
+
+def _load_cifar10(root: Path, split: str, download: bool) -> ImageDataset:
+    if (root / "cifar-10-batches-py").is_dir():
+        from torchvision.datasets import CIFAR10
+
+        ds = CIFAR10(str(root), train=(split == "train"), download=False)
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return ImageDataset(images, torch.tensor(ds.targets), ds.classes, name="cifar10", split=split)
+    folder = root / "cifar10-jpg" / split
+    if folder.is_dir():
+        return _load_cifar_folder(folder, split)
+    if download:
+        try:
+            from torchvision.datasets import CIFAR10
+
+            CIFAR10(str(root), train=(split == "train"), download=True)
+        except Exception as exc:
+            raise DatasetNotFoundError(
+                f"CIFAR-10 {split!r} not found under {root} (cifar-10-batches-py/ or cifar10-jpg/{split}/) "
+                f"and the download failed: {exc}. Set ADVVIZ_DATA to a folder that holds it.") from exc
+        return _load_cifar10(root, split, download=False)
+    raise DatasetNotFoundError(
+        f"CIFAR-10 {split!r} not found under {root}: expected cifar-10-batches-py/ (torchvision) or "
+        f"cifar10-jpg/{split}/<class>/*.jpg. Set ADVVIZ_DATA, pass root=..., or allow download=True.")
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=8)
+def _load_cached(name: str, split: str, root: str, download: bool) -> ImageDataset:
+    if name == "digits":
+        return _load_digits(split)
+    if name == "mnist":
+        return _load_mnist(Path(root), split, download)
+    return _load_cifar10(Path(root), split, download)
+
+
+def load(name: str, split: str = "test", root: str | os.PathLike[str] | None = None,
+         download: bool | None = None) -> ImageDataset:
+    """Load a dataset split as an in-memory :class:`ImageDataset`.
+
+    Args:
+        name: ``"digits"``, ``"mnist"`` or ``"cifar10"``.
+        split: ``"train"`` or ``"test"``.
+        root: dataset folder; default ``$ADVVIZ_DATA``, then ``<user cache>/data``.
+        download: allow a torchvision download when the files are missing. ``None`` means yes
+            unless ``$ADVVIZ_OFFLINE`` is set. Ignored for ``digits`` (always offline).
+
+    Returns:
+        Dataset of ``(image (C, H, W) float in [0, 1], label int)`` with ``.classes``.
+        Repeated calls with the same arguments return the same object (decoded once).
+
+    Raises:
+        ValueError: unknown name or split.
+        DatasetNotFoundError: the split is neither on disk nor downloadable; the message says
+            where it looked and what to do.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+    if download is None:
+        download = not offline()
+    resolved = str(data_root(root).resolve()) if name != "digits" else ""
+    return _load_cached(name, split, resolved, bool(download) and name != "digits")
+
+
+def holdout_split(dataset: ImageDataset, fraction: float = 0.2, *, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+    """Split a dataset into ``(train, held_out)`` with a seeded permutation.
+
+    Used where only one split exists (MNIST's test split here): train on one part, report on
+    the other, and say so.
+
+    Args:
+        dataset: the dataset to split.
+        fraction: share of images in the held-out part, in ``(0, 1)``.
+        seed: permutation seed.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    perm = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    n_held = max(1, int(round(len(dataset) * fraction)))
+    base = dataset.split or "data"
+    return (dataset.subset(perm[n_held:], split=f"{base}[train part]"),
+            dataset.subset(perm[:n_held], split=f"{base}[held-out part]"))
+
+
+@torch.no_grad()
+def sample(dataset: Dataset, n: int, *, seed: int = 0, model: torch.nn.Module | None = None,
+           device: str | torch.device | None = None, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``n`` images at random (seeded), optionally only ones ``model`` classifies correctly.
+
+    Args:
+        dataset: any dataset of ``(image, label)``.
+        n: number of images.
+        seed: permutation seed.
+        model: when given, keep only images whose prediction equals the label (as the papers
+            do, so that every misclassification after an attack is the attack's doing). A list
+            or tuple of models keeps images that *every* model classifies correctly.
+        device: where to run the model (default: the model's parameters' device).
+        batch_size: batch size for the model's forward passes.
+
+    Returns:
+        ``(x, y)``: ``x`` float ``(n, C, H, W)`` in ``[0, 1]`` on the CPU, ``y`` int64 ``(n,)``.
+
+    Raises:
+        ValueError: fewer than ``n`` eligible images exist.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    perm = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    models: list[torch.nn.Module] = []
+    if model is not None:
+        models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        if n > len(dataset):
+            raise ValueError(f"asked for {n} images but the dataset has {len(dataset)}")
+        return _gather(dataset, perm[:n])
+    xs, ys, have = [], [], 0
+    for start in range(0, len(perm), batch_size):
+        x, y = _gather(dataset, perm[start:start + batch_size])
+        keep = torch.ones_like(y, dtype=torch.bool)
+        for m in models:
+            dev = torch.device(device) if device is not None else _module_device(m)
+            was_training = m.training
+            m.eval()
+            try:
+                pred = m(x.to(dev)).argmax(1).cpu()
+            finally:
+                m.train(was_training)
+            keep &= pred == y
+        xs.append(x[keep])
+        ys.append(y[keep])
+        have += int(keep.sum())
+        if have >= n:
+            break
+    if have < n:
+        raise ValueError(f"only {have} of {len(dataset)} images are classified correctly; asked for {n}")
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+def _module_device(m: torch.nn.Module) -> torch.device:
+    for p in m.parameters():
+        return p.device
+    for b in m.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _gather(dataset: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(dataset, ImageDataset):
+        return dataset.tensors(idx)
+    items = [dataset[int(i)] for i in idx]
+    return torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items])
+
+
+def load_image(source: Any, *, size: int | tuple[int, int] | None = None,
+               channels: int | None = None) -> torch.Tensor:
+    """Load a user's image as a ``(C, H, W)`` float tensor in ``[0, 1]``.
+
+    Args:
+        source: a file path, ``bytes`` of an encoded image (PNG, JPEG, ...), a PIL image, a
+            NumPy array (``(H, W)``, ``(H, W, C)`` with C in {1, 3, 4}, uint8 in [0, 255] or
+            float in [0, 1]) or a torch tensor (``(H, W)`` or ``(C, H, W)``, float in [0, 1]).
+        size: resize to ``size`` (int: square) with bilinear, antialiased resampling.
+        channels: convert to 1 (grayscale, ITU-R 601 luma) or 3 (RGB) channels.
+
+    Returns:
+        ``(C, H, W)`` float32 tensor in ``[0, 1]``.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: unreadable file, wrong number of dimensions or channels, NaN/inf, or values
+            outside ``[0, 1]`` for float input (with a hint for the 0–255 scale).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"image file not found: {path}")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                x = _pil_to_tensor(im)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"cannot read {path} as an image ({exc}); use PNG, JPEG, BMP or similar") from exc
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        try:
+            with Image.open(io.BytesIO(bytes(source))) as im:
+                im.load()
+                x = _pil_to_tensor(im)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"the bytes given are not a readable image ({exc})") from exc
+    elif isinstance(source, Image.Image):
+        x = _pil_to_tensor(source)
+    elif isinstance(source, np.ndarray):
+        x = _array_to_tensor(source)
+    elif isinstance(source, torch.Tensor):
+        x = _tensor_to_chw(source)
+    else:
+        raise TypeError(f"cannot load an image from {type(source).__name__}; "
+                        "pass a path, bytes, PIL image, NumPy array or tensor")
+    if channels is not None:
+        x = _convert_channels(x, channels)
+    if size is not None:
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        if x.shape[1:] != hw:
+            x = F.interpolate(x.unsqueeze(0), size=hw, mode="bilinear", align_corners=False,
+                              antialias=True).squeeze(0).clamp_(0, 1)
+    return x.contiguous()
+
+
+def _pil_to_tensor(im: Any) -> torch.Tensor:
+    if im.mode not in ("L", "RGB"):
+        im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+        if im.mode == "RGBA":
+            im = im.convert("RGB")
+    arr = np.asarray(im, dtype=np.uint8)
+    return _array_to_tensor(arr)
+
+
+def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an image array of shape (H, W) or (H, W, C) with C in 1, 3, 4; got {arr.shape}")
+    if arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
+    elif np.issubdtype(arr.dtype, np.floating):
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)
+        _check_range(t)
+    else:
+        raise ValueError(f"unsupported array dtype {arr.dtype}; use uint8 (0-255) or float (0-1)")
+    return t
+
+
+def _tensor_to_chw(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().cpu()
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim == 2:
+        t = t.unsqueeze(0)
+    if t.ndim != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(f"expected a tensor of shape (H, W) or (C, H, W) with C in 1, 3; got {tuple(t.shape)}")
+    if t.dtype == torch.uint8:
+        return t.float().div_(255.0)
+    t = t.float()
+    _check_range(t)
+    return t
+
+
+def _check_range(t: torch.Tensor) -> None:
+    if not torch.isfinite(t).all():
+        raise ValueError("the image contains NaN or infinite values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = " (it looks like 0-255: divide by 255)" if hi > 1.0 and hi <= 255.0 and lo >= 0 else ""
+        raise ValueError(f"float image values must lie in [0, 1]; got [{lo:.3g}, {hi:.3g}]{hint}")
+
+
+def _convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if x.shape[0] == channels:
+        return x
+    if channels == 3:
+        return x.expand(3, -1, -1).clone()
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    return (x * weights).sum(0, keepdim=True)
