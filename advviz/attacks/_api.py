@@ -1,0 +1,79 @@
+"""The attack registry: :class:`AttackSpec`, :func:`register_attack`, :func:`list_attacks`, :func:`get`.
+
+Every attack is a plain function ``NAME(model, x, y, *, ...) -> x_adv`` registered with the
+specs of its keyword parameters, so that widgets and the CLI build their controls from it and
+the tests check every entry's invariants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from advviz._registry import ParamSpec, Registry
+
+__all__ = ["AttackSpec", "register_attack", "list_attacks", "get", "ATTACKS"]
+
+AttackFn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registered attack.
+
+    Attributes:
+        name: registry name (also the function's name in ``advviz.attacks``).
+        fn: ``fn(model, x, y, *, **params) -> x_adv``.
+        params: the keyword parameters, with defaults and ranges.
+        paper: citation of the method.
+        norm: the threat model's norm: ``"linf"``, ``"l2"``, ``"l0"`` or ``"patch"``.
+        targeted: whether ``targeted=True`` (``y`` = target labels) is supported.
+        budget: name of the parameter bounding the perturbation in ``norm`` (``"eps"``), or
+            ``None`` when the method is unbounded (C&W, DeepFool minimise the perturbation).
+        description: one line for listings and tooltips.
+    """
+
+    name: str
+    fn: AttackFn
+    params: tuple[ParamSpec, ...]
+    paper: str = ""
+    norm: str = "linf"
+    targeted: bool = False
+    budget: str | None = "eps"
+    description: str = ""
+
+    def defaults(self) -> dict[str, object]:
+        """``{param: default}`` for every parameter."""
+        return {p.name: p.default for p in self.params}
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        return self.fn(model, x, y, **kwargs)
+
+
+ATTACKS: Registry[AttackSpec] = Registry("attack")
+
+
+def register_attack(name: str, *, params: Sequence[ParamSpec], paper: str = "", norm: str = "linf",
+                    targeted: bool = False, budget: str | None = "eps",
+                    description: str = "") -> Callable[[AttackFn], AttackFn]:
+    """Decorator registering an attack function under ``name`` (duplicates raise)."""
+
+    def deco(fn: AttackFn) -> AttackFn:
+        ATTACKS.add(name, AttackSpec(name=name, fn=fn, params=tuple(params), paper=paper, norm=norm,
+                                     targeted=targeted, budget=budget,
+                                     description=description or (fn.__doc__ or "").strip().split("\n")[0]))
+        return fn
+
+    return deco
+
+
+def list_attacks() -> list[str]:
+    """Names of every registered attack, sorted."""
+    return ATTACKS.names()
+
+
+def get(name: str) -> AttackSpec:
+    """The :class:`AttackSpec` registered as ``name``."""
+    return ATTACKS.get(name)

@@ -1,0 +1,59 @@
+"""Tiny hand-set models for exact expectations (in the spirit of captum's basic_models)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from advviz.models import Classifier, Normalize
+
+
+class LinearImageModel(Classifier):
+    """logits = W · flatten(x) + b, with hand-set ``W`` ``(K, C*H*W)`` and ``b`` ``(K,)``.
+
+    Its input gradients are known in closed form, so attacks on it can be checked exactly.
+    """
+
+    last_conv = "normalize"
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, input_size: tuple[int, int, int]) -> None:
+        super().__init__()
+        c = input_size[0]
+        self.input_size = input_size
+        self.num_classes = weight.shape[0]
+        self.normalize = Normalize((0.0,) * c, (1.0,) * c)
+        self.fc = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            self.fc.weight.copy_(weight)
+            self.fc.bias.copy_(bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features.flatten(1))
+
+
+class TinyConvNet(Classifier):
+    """A small seeded CNN for 3x8x8 inputs (fast invariants): conv(3->4) ReLU, conv(4->4) ReLU, GAP, fc."""
+
+    last_conv = "relu2"
+
+    def __init__(self, num_classes: int = 3, seed: int = 0, in_channels: int = 3, size: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.input_size = (in_channels, size, size)
+        self.num_classes = num_classes
+        self.normalize = Normalize((0.5,) * in_channels, (0.25,) * in_channels)
+        self.conv1 = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu2(self.conv2(self.relu1(self.bn1(self.conv1(self.normalize(x))))))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features.mean(dim=(2, 3)))
