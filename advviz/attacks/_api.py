@@ -7,8 +7,8 @@ the tests check every entry's invariants.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,6 +33,12 @@ class AttackSpec:
         budget: name of the parameter bounding the perturbation in ``norm`` (``"eps"``), or
             ``None`` when the method is unbounded (C&W, DeepFool minimise the perturbation).
         description: one line for listings and tooltips.
+        quick: parameter overrides for a fast run (tests, widget previews), e.g. fewer steps.
+            Budget semantics checked by the invariant tests, by ``norm``/``budget``:
+            ``linf`` + ``eps``: max |x_adv - x| <= eps; ``l2`` + ``eps``: per-image L2 <= eps;
+            ``l0`` + ``pixels``: at most ``pixels`` pixel locations change; ``l0`` + ``gamma``:
+            at most a fraction ``gamma`` of the input features change; ``patch`` + ``area``:
+            at most a fraction ``area`` of pixel locations change; ``budget=None``: unbounded.
     """
 
     name: str
@@ -43,6 +49,7 @@ class AttackSpec:
     targeted: bool = False
     budget: str | None = "eps"
     description: str = ""
+    quick: Mapping[str, object] = field(default_factory=dict)
 
     def defaults(self) -> dict[str, object]:
         """``{param: default}`` for every parameter."""
@@ -57,13 +64,14 @@ ATTACKS: Registry[AttackSpec] = Registry("attack")
 
 def register_attack(name: str, *, params: Sequence[ParamSpec], paper: str = "", norm: str = "linf",
                     targeted: bool = False, budget: str | None = "eps",
-                    description: str = "") -> Callable[[AttackFn], AttackFn]:
+                    description: str = "", quick: Mapping[str, object] | None = None) -> Callable[[AttackFn], AttackFn]:
     """Decorator registering an attack function under ``name`` (duplicates raise)."""
 
     def deco(fn: AttackFn) -> AttackFn:
         ATTACKS.add(name, AttackSpec(name=name, fn=fn, params=tuple(params), paper=paper, norm=norm,
                                      targeted=targeted, budget=budget,
-                                     description=description or (fn.__doc__ or "").strip().split("\n")[0]))
+                                     description=description or (fn.__doc__ or "").strip().split("\n")[0],
+                                     quick=dict(quick or {})))
         return fn
 
     return deco

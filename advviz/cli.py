@@ -1,0 +1,119 @@
+"""The ``advviz`` command: ``demo``, ``train``, ``explore``, ``reproduce``, ``bench``.
+
+Each subcommand's work lives in the module that owns it; this file only parses arguments and
+dispatches, and prints the returned text (the CLI is the one place that writes to stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+# reproduce PAPER -> module with run(table=..., quick=..., n=..., seed=...) -> dict and format(result) -> str
+PAPERS = {
+    "cfr": "advviz.papers.cfr",
+    "tsgan": "advviz.papers.tsgan",
+    "purifier": "advviz.papers.purifier",
+    "uddn": "advviz.papers.uddn",
+    "twostream": "advviz.papers.twostream",
+}
+# bench WHAT -> module with run(n=..., quick=..., device=..., seed=...) -> list[dict] and format(rows) -> str
+BENCHES = {
+    "attacks": "advviz.benchmarks.attacks",
+    "widgets": "advviz.benchmarks.widgets",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the tests)."""
+    p = argparse.ArgumentParser(prog="advviz", description="Explore adversarial attacks and defenses on image classifiers.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="train LeNet-5 on the offline digits data, attack it, summarise")
+    d.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recorded recipe)")
+    d.add_argument("--eps", type=float, default=0.1, help="attack budget on the [0, 1] scale (default 0.1)")
+    d.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser("train", help="train a zoo model on a dataset and save its weights")
+    t.add_argument("model", help="architecture name (advviz.models.list_models())")
+    t.add_argument("--data", default="digits", help="dataset: digits, mnist or cifar10 (default digits)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    t.add_argument("--schedule", choices=("none", "cosine"), default="none")
+    t.add_argument("--augment", action="store_true", help="random crop + flip (CIFAR-style)")
+    t.add_argument("--out", required=True, help="output weights (.safetensors); a checkpoint pair is kept beside it")
+    t.add_argument("--device", default=None)
+    t.add_argument("--seed", type=int, default=0)
+
+    e = sub.add_parser("explore", help="open the explorer notebook in JupyterLab")
+    e.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    e.add_argument("--no-browser", action="store_true", help="only print the URL")
+
+    r = sub.add_parser("reproduce", help="re-run a paper's experiment headless and compare with the paper")
+    r.add_argument("paper", choices=sorted(PAPERS))
+    r.add_argument("--table", default=None, help="which table/figure (default: the paper's main table)")
+    r.add_argument("--quick", action="store_true", help="small configuration (about a minute on a 2-core CPU)")
+    r.add_argument("--n", type=int, default=None, help="number of images")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", default=None, help="write the result as JSON to this path")
+
+    b = sub.add_parser("bench", help="benchmarks (advviz beside the reference implementation)")
+    b.add_argument("what", choices=sorted(BENCHES))
+    b.add_argument("--n", type=int, default=None, help="number of images")
+    b.add_argument("--quick", action="store_true", help="fewer images and repeats")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--json", default=None, help="write the rows as JSON to this path")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``advviz`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "demo":
+            from advviz.demo import run_demo
+
+            print(run_demo(epochs=args.epochs, eps=args.eps, seed=args.seed))
+        elif args.command == "train":
+            from advviz.demo import run_train
+
+            print(run_train(args))
+        elif args.command == "explore":
+            mod = importlib.import_module("advviz.widgets.launch")
+            return int(mod.main(port=args.port, open_browser=not args.no_browser) or 0)
+        elif args.command == "reproduce":
+            mod = importlib.import_module(PAPERS[args.paper])
+            result = mod.run(table=args.table, quick=args.quick, n=args.n, seed=args.seed)
+            print(mod.format(result))
+            if args.json:
+                with open(args.json, "w") as fh:
+                    json.dump(result, fh, indent=1)
+        elif args.command == "bench":
+            mod = importlib.import_module(BENCHES[args.what])
+            rows = mod.run(n=args.n, quick=args.quick, device=args.device, seed=args.seed)
+            print(mod.format(rows))
+            if args.json:
+                with open(args.json, "w") as fh:
+                    json.dump(rows, fh, indent=1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, FileNotFoundError, ModuleNotFoundError) as exc:
+        print(f"advviz: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
