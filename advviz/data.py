@@ -500,7 +500,7 @@ def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
     if arr.shape[2] == 4:
         arr = arr[:, :, :3]
     if arr.dtype == np.uint8:
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
+        t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float().div_(255.0)
     elif np.issubdtype(arr.dtype, np.floating):
         t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)
         _check_range(t)

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Self-setting-up entry point: ``python3 run.py explore | demo | test | advviz ...``.
+
+The first call creates a virtual environment (``.venv`` beside this file, or
+``$ADVVIZ_VENV``) and installs advviz with its development extra into it; later calls reuse
+it, and reinstall only when ``pyproject.toml`` changes. Needs nothing but Python 3.11+.
+
+* ``python3 run.py explore``  open the explorer notebook in JupyterLab (the main job)
+* ``python3 run.py demo``     train LeNet-5 on the offline digits, attack it, print a summary
+* ``python3 run.py test``     run the whole test suite (extra arguments go to pytest)
+* ``python3 run.py advviz ARGS``  any ``advviz`` subcommand inside the environment
+
+Note on pip: a ``find-links`` folder that holds a CPU-only torch build (as some machines
+configure) makes pip pick a torch that the registry's torchvision cannot load
+("operator torchvision::nms does not exist"). The install therefore points ``PIP_FIND_LINKS``
+at an empty folder, which overrides any configured find-links and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("ADVVIZ_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".advviz-install-stamp"
+
+# What `test` runs: the unit tests, then every notebook through nbval.
+TEST_ARGS = ["-m", "pytest", "tests", "notebooks", "--nbval-lax", "-p", "no:cacheprovider"]
+
+
+def _stamp() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def _log(msg: str) -> None:
+    sys.stderr.write(f"[run.py] {msg}\n")
+    sys.stderr.flush()
+
+
+def ensure_env() -> None:
+    """Create the virtual environment and install advviz[dev] when missing or outdated."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"advviz needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if PY.exists() and STAMP.exists() and STAMP.read_text().strip() == _stamp():
+        return
+    if not PY.exists():
+        _log(f"creating virtual environment in {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    empty = VENV / ".no-find-links"
+    empty.mkdir(exist_ok=True)
+    env = dict(os.environ, PIP_FIND_LINKS=str(empty), PIP_DISABLE_PIP_VERSION_CHECK="1")
+    _log("installing advviz and its dependencies (first run: a few minutes)")
+    subprocess.run([str(PY), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]"], check=True, env=env, cwd=ROOT)
+    STAMP.write_text(_stamp())
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(__doc__ or "")
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    ensure_env()
+    if cmd == "test":
+        return subprocess.call([str(PY), *TEST_ARGS, *rest], cwd=ROOT)
+    if cmd in ("explore", "demo", "reproduce", "bench", "train"):
+        return subprocess.call([str(PY), "-m", "advviz.cli", cmd, *rest], cwd=ROOT)
+    if cmd == "advviz":
+        return subprocess.call([str(PY), "-m", "advviz.cli", *rest], cwd=ROOT)
+    sys.stderr.write(f"unknown command {cmd!r}; use explore, demo, test or advviz ARGS\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
