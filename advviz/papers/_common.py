@@ -1,0 +1,68 @@
+"""Helpers shared by the paper reproductions: result dicts, tables, timing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["result", "format_rows", "timer", "PAPER_KEY"]
+
+# Row keys whose paper value is shown beside the measured one as "<key> (paper)".
+PAPER_KEY = "paper_"
+
+
+def result(paper: str, table: str, config: dict[str, Any], data: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON-ready result of one reproduction (DESIGN.md contract)."""
+    return {"paper": paper, "table": table, "config": config, "data": data, "rows": rows}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 100:
+            return f"{v:.1f}"
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+    return str(v)
+
+
+def format_rows(res: dict[str, Any], columns: Sequence[str] | None = None, title: str | None = None) -> str:
+    """A plain-text table of ``res["rows"]``; a ``paper_<metric>`` key is shown as its own column."""
+    rows = res["rows"]
+    if not rows:
+        return f"{title or res['table']}: no rows"
+    if columns is None:
+        columns = []
+        for r in rows:
+            for k in r:
+                if k not in columns:
+                    columns.append(k)
+    header = [c.replace(PAPER_KEY, "") + (" (paper)" if c.startswith(PAPER_KEY) else "") for c in columns]
+    body = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    lines = [title or f"{res['paper']} — {res['table']}", f"data: {res['data']}"]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(b[i].ljust(widths[i]) for i in range(len(b))) for b in body]
+    return "\n".join(lines)
+
+
+@contextmanager
+def timer() -> Iterator[dict[str, float]]:
+    """``with timer() as t: ...`` then ``t["seconds"]``."""
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["seconds"] = time.perf_counter() - t0
