@@ -1,8 +1,7 @@
 """Shared fixtures.
 
-* Offline and hermetic: ``ADVVIZ_OFFLINE=1``; ``ADVVIZ_DATA``/``ADVVIZ_WEIGHTS`` default to
-  ``../shared/{data,weights}`` beside the repository when unset; ``ADVVIZ_CACHE`` points at a
-  per-session temporary folder (set ``ADVVIZ_TEST_CACHE`` to reuse one between runs).
+* The environment (offline, hermetic cache, data/weights defaults) is set by the repository's
+  root ``conftest.py``, so that it applies to ``notebooks/`` (nbval) as well.
 * ``device``: CPU by default; ``pytest --device cuda`` opts in to the GPU.
 * Session-scoped models (``resnet20``, ``lenet_digits``) are shared: tests must not change
   them (attacks guarantee that; a test that trains makes its own copy).
@@ -15,30 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--device", default="cpu", help="device for device-parametrised tests (cpu or cuda)")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    os.environ["ADVVIZ_OFFLINE"] = "1"
-    if "ADVVIZ_DATA" not in os.environ and (SHARED / "data").is_dir():
-        os.environ["ADVVIZ_DATA"] = str(SHARED / "data")
-    if "ADVVIZ_WEIGHTS" not in os.environ and (SHARED / "weights").is_dir():
-        os.environ["ADVVIZ_WEIGHTS"] = str(SHARED / "weights")
-    cache = os.environ.get("ADVVIZ_TEST_CACHE")
-    if cache:
-        os.environ["ADVVIZ_CACHE"] = cache
-    else:
-        import tempfile
-
-        os.environ["ADVVIZ_CACHE"] = tempfile.mkdtemp(prefix="advviz-test-cache-")
-    os.environ.setdefault("MPLBACKEND", "Agg")
-
 
 def _have(path_var: str, rel: str) -> bool:
     base = os.environ.get(path_var)

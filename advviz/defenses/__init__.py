@@ -1,0 +1,86 @@
+"""Defenses. Purifiers are registered like attacks, so widgets, the CLI and the tests find them.
+
+A purifier is a plain function ``NAME(x, *, ...) -> x_purified`` mapping a ``(B, C, H, W)``
+float batch in ``[0, 1]`` to a batch of the same shape, dtype and device, also in ``[0, 1]``;
+it never modifies ``x``. It is registered with the :class:`~advviz._registry.ParamSpec` of
+each keyword parameter:
+
+* :func:`register_purifier` (decorator; a duplicate name raises),
+* :func:`list_purifiers` (sorted names), :func:`get` (the :class:`PurifierSpec`).
+
+Registered here: ``jpeg`` (:func:`advviz.defenses.jpeg.jpeg`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from advviz._registry import ParamSpec, Registry, check_params
+
+__all__ = ["PurifierSpec", "register_purifier", "list_purifiers", "get", "PURIFIERS", "jpeg"]
+
+PurifierFn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PurifierSpec:
+    """A registered purifier.
+
+    Attributes:
+        name: registry name (also the function's name in ``advviz.defenses``).
+        fn: ``fn(x, **params) -> x_purified``, ``(B, C, H, W)`` in ``[0, 1]`` to the same.
+        params: the keyword parameters, with defaults and ranges.
+        paper: citation of the method.
+        description: one line for listings and tooltips.
+        differentiable: whether gradients flow through ``fn`` (JPEG's rounding does not).
+        quick: parameter overrides for a fast run (tests, widget previews).
+    """
+
+    name: str
+    fn: PurifierFn
+    params: tuple[ParamSpec, ...]
+    paper: str = ""
+    description: str = ""
+    differentiable: bool = False
+    quick: Mapping[str, object] = field(default_factory=dict)
+
+    def defaults(self) -> dict[str, object]:
+        """``{param: default}`` for every parameter."""
+        return {p.name: p.default for p in self.params}
+
+    def __call__(self, x: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        check_params(self.params, kwargs, self.name)
+        return self.fn(x, **kwargs)
+
+
+PURIFIERS: Registry[PurifierSpec] = Registry("purifier")
+
+
+def register_purifier(name: str, *, params: Sequence[ParamSpec], paper: str = "", description: str = "",
+                      differentiable: bool = False,
+                      quick: Mapping[str, object] | None = None) -> Callable[[PurifierFn], PurifierFn]:
+    """Decorator registering a purifier function under ``name`` (duplicates raise ``ValueError``)."""
+
+    def deco(fn: PurifierFn) -> PurifierFn:
+        PURIFIERS.add(name, PurifierSpec(name=name, fn=fn, params=tuple(params), paper=paper,
+                                         description=description or (fn.__doc__ or "").strip().split("\n")[0],
+                                         differentiable=differentiable, quick=dict(quick or {})))
+        return fn
+
+    return deco
+
+
+def list_purifiers() -> list[str]:
+    """Names of every registered purifier, sorted."""
+    return PURIFIERS.names()
+
+
+def get(name: str) -> PurifierSpec:
+    """The :class:`PurifierSpec` registered as ``name`` (``KeyError`` listing the names otherwise)."""
+    return PURIFIERS.get(name)
+
+
+from advviz.defenses.jpeg import jpeg  # noqa: E402  (registers itself)

@@ -1,0 +1,42 @@
+"""Interactive components (ipywidgets 8) built on the core; they hold state and contain no math.
+
+* :class:`ImagePicker` — dataset, split, class filter, index, upload; prediction.
+* :class:`CFRView` — Grad-CAM overlay, CFR soft mask with a live τ slider, the CFR attack.
+* :class:`FeatureMapView` — channel grids of any layer, clean beside adversarial.
+* :class:`AttackLab` — any registered attack with controls built from its parameter specs.
+* :class:`PurifierLab` — any registered purifier applied live.
+* :class:`TrainPanel` — (re)train a zoo model in a background thread with a live plot.
+* :class:`Explorer` — all of them around one shared :class:`ExplorerState`.
+
+Errors raised in any callback are shown inside the component (:class:`ErrorArea`).
+``python -m advviz.widgets.launch`` (or ``advviz explore``) opens the explorer notebook.
+"""
+
+from advviz.widgets._errors import REPORTED, ErrorArea, guarded
+from advviz.widgets._state import ExplorerState, Prediction, available_datasets, available_models, default_pairing
+from advviz.widgets.attack_lab import AttackLab
+from advviz.widgets.cfr import CFRView
+from advviz.widgets.explorer import Explorer, fast_mode
+from advviz.widgets.features import FeatureMapView
+from advviz.widgets.picker import ImagePicker
+from advviz.widgets.purifier_lab import PurifierLab
+from advviz.widgets.train_panel import TrainPanel
+
+__all__ = [
+    "AttackLab",
+    "CFRView",
+    "ErrorArea",
+    "Explorer",
+    "ExplorerState",
+    "FeatureMapView",
+    "ImagePicker",
+    "Prediction",
+    "PurifierLab",
+    "REPORTED",
+    "TrainPanel",
+    "available_datasets",
+    "available_models",
+    "default_pairing",
+    "fast_mode",
+    "guarded",
+]

@@ -1,0 +1,103 @@
+"""One way to report errors raised in widget callbacks: inside the widget, never only in a log.
+
+Every callback of every component is wrapped by :func:`guarded`. An exception raised inside is
+caught, shown in the component's :class:`ErrorArea` (a red box with the exception type and
+message, the traceback folded underneath), logged on ``advviz.widgets`` at ERROR level, and
+appended to :data:`REPORTED` (which the tests inspect). Without this, ipywidgets hands button
+errors to a logger and observer errors to the kernel's comm handler, which the notebook user
+never sees.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import ipywidgets as W
+
+__all__ = ["ErrorArea", "guarded", "REPORTED", "ReportedError"]
+
+log = logging.getLogger("advviz.widgets")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ReportedError:
+    """An error shown in a widget: the component, the callback and the exception."""
+
+    def __init__(self, owner: str, callback: str, exc: BaseException) -> None:
+        self.owner = owner
+        self.callback = callback
+        self.exc = exc
+
+    def __repr__(self) -> str:
+        return f"<{self.owner}.{self.callback}: {type(self.exc).__name__}: {self.exc}>"
+
+
+#: Every error shown by an :class:`ErrorArea` in this process (tests assert it stays empty).
+REPORTED: list[ReportedError] = []
+_lock = threading.Lock()
+
+
+class ErrorArea(W.HTML):
+    """An HTML box that is empty until an error is shown; :meth:`clear` hides it again."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(value="", **kwargs)
+        self.add_class("advviz-error")
+        self.last: BaseException | None = None
+
+    def show(self, exc: BaseException, *, where: str = "") -> None:
+        """Display ``exc`` (type, message, folded traceback)."""
+        self.last = exc
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        title = f"{type(exc).__name__}: {exc}"
+        self.value = (
+            '<div style="border:1px solid #c0392b;background:#fdecea;color:#7b241c;padding:6px 8px;'
+            'border-radius:4px;font-family:sans-serif;font-size:13px">'
+            f"<b>Error{(' in ' + html.escape(where)) if where else ''}:</b> {html.escape(title)}"
+            '<details><summary style="cursor:pointer">traceback</summary>'
+            f'<pre style="font-size:11px;white-space:pre-wrap">{html.escape(tb)}</pre></details></div>')
+
+    def message(self, text: str, *, kind: str = "info") -> None:
+        """Display a plain (non-error) notice, e.g. "the CFR attack is not available yet"."""
+        colours = {"info": ("#1f618d", "#eaf2f8"), "warning": ("#9a7d0a", "#fef9e7")}
+        fg, bg = colours.get(kind, colours["info"])
+        self.last = None
+        self.value = (f'<div style="border:1px solid {fg};background:{bg};color:{fg};padding:6px 8px;'
+                      f'border-radius:4px;font-family:sans-serif;font-size:13px">{html.escape(text)}</div>')
+
+    def clear(self) -> None:
+        """Hide whatever is shown."""
+        self.last = None
+        self.value = ""
+
+
+def guarded(fn: F) -> F:
+    """Decorate a component method used as a widget callback.
+
+    The component must have an ``errors`` attribute (an :class:`ErrorArea`). A successful call
+    leaves the area as the callback left it; an exception is shown there, logged and recorded
+    in :data:`REPORTED` instead of propagating (returns ``None``).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except Exception as exc:  # every error, whatever its type, must reach the user
+            owner = type(self).__name__
+            with _lock:
+                REPORTED.append(ReportedError(owner, fn.__name__, exc))
+            log.error("error in %s.%s: %s: %s", owner, fn.__name__, type(exc).__name__, exc)
+            area = getattr(self, "errors", None)
+            if isinstance(area, ErrorArea):
+                area.show(exc, where=f"{owner}.{fn.__name__}")
+            return None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,161 @@
+"""``advviz explore``: open JupyterLab on the explorer notebook, bound to 127.0.0.1.
+
+Which notebook: when advviz runs from a repository checkout, ``notebooks/00_explorer.ipynb``
+beside the package; otherwise (an installed wheel) a copy generated from
+:mod:`advviz.widgets._notebook` is written once to ``<advviz cache>/notebooks/`` and opened
+from there (an existing copy is kept, with the user's edits).
+
+The server gets a random token and a free port (unless one is given), listens on 127.0.0.1
+only, and the URL (with the token) is printed; a browser is opened only when asked and a
+display is available.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import webbrowser
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["find_notebook", "free_port", "LabServer", "start", "main"]
+
+NOTEBOOK = "00_explorer.ipynb"
+
+
+def find_notebook() -> Path:
+    """The explorer notebook to open (the checkout's, else a user copy written on demand)."""
+    import advviz
+    from advviz._paths import cache_dir
+    from advviz.widgets._notebook import write_notebook
+
+    repo = Path(advviz.__file__).resolve().parents[1] / "notebooks" / NOTEBOOK
+    if repo.is_file():
+        return repo
+    user = cache_dir() / "notebooks" / NOTEBOOK
+    if not user.is_file():
+        write_notebook(user)
+    return user
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LabServer:
+    """A running JupyterLab: its process, URL of the notebook (with token), token and root."""
+
+    process: subprocess.Popen
+    url: str
+    base_url: str
+    token: str
+    root: Path
+    notebook: Path
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Terminate the server (and wait for it)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+
+
+def _has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def start(port: int = 0, *, notebook: str | os.PathLike[str] | None = None, token: str | None = None,
+          env: Mapping[str, str] | None = None, extra_args: Sequence[str] = (), timeout: float = 120.0,
+          log_path: str | os.PathLike[str] | None = None) -> LabServer:
+    """Start JupyterLab (no browser) on 127.0.0.1 and wait until it answers.
+
+    Args:
+        port: TCP port; 0 picks a free one.
+        notebook: the notebook to open (default :func:`find_notebook`); its folder is the root.
+        token: access token (default: a random one).
+        env: extra environment variables for the server and its kernels.
+        extra_args: extra ``jupyter lab`` arguments.
+        timeout: seconds to wait for the server to answer.
+        log_path: where the server's output goes (default: discarded).
+
+    Raises:
+        RuntimeError: the server exited or did not answer in time (its log is quoted).
+    """
+    nb = Path(notebook) if notebook is not None else find_notebook()
+    if not nb.is_file():
+        raise FileNotFoundError(f"notebook not found: {nb}")
+    port = port or free_port()
+    token = token or secrets.token_hex(16)
+    root = nb.resolve().parent
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={root}", *extra_args]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers often run as root
+        cmd.append("--allow-root")
+    full_env = {**os.environ, **(env or {})}
+    log = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(root))
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            tail = Path(log_path).read_text(errors="replace")[-3000:] if log_path else ""
+            raise RuntimeError(f"JupyterLab exited with status {proc.returncode}: {tail}")
+        try:
+            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise RuntimeError(f"JupyterLab did not answer on {base} within {timeout:.0f} s")
+        time.sleep(0.3)
+    url = f"{base}/lab/tree/{nb.name}?token={token}"
+    return LabServer(process=proc, url=url, base_url=base, token=token, root=root, notebook=nb)
+
+
+def main(port: int = 0, open_browser: bool = True) -> int:
+    """Serve the explorer notebook until Ctrl-C; print its URL; open a browser if possible.
+
+    Returns:
+        0 after a clean shutdown, else the server's exit status.
+    """
+    server = start(port)
+    print(f"advviz explorer: {server.url}", flush=True)
+    if open_browser and _has_display():
+        webbrowser.open(server.url)
+    elif open_browser:
+        print("no display found: open the URL above in a browser", flush=True)
+    def _terminate(_signum: int, _frame: object) -> None:  # `kill`: take the server down with us
+        raise KeyboardInterrupt  # unwinds out of wait() (which holds Popen's lock), then stop() below
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return int(server.process.wait() or 0)
+    except KeyboardInterrupt:
+        server.stop()
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(open_browser="--no-browser" not in sys.argv))

@@ -1,0 +1,223 @@
+"""TrainPanel: train or retrain a zoo model from a cell without freezing the notebook."""
+
+from __future__ import annotations
+
+import copy
+import html
+import threading
+import time
+from typing import Any
+
+import ipywidgets as W
+import torch
+
+from advviz.widgets import _render as R
+from advviz.widgets._errors import ErrorArea, guarded
+from advviz.widgets._state import ExplorerState, available_datasets, dataset_classes, model_dataset
+
+__all__ = ["TrainPanel"]
+
+CURRENT = "current model (fine-tune a copy)"
+
+
+class _Progress:
+    """``advviz.train.fit`` callback: feeds the panel and relays its Stop button."""
+
+    def __init__(self, panel: TrainPanel) -> None:
+        self.panel = panel
+        self._last = 0.0
+
+    def on_train_begin(self, state: Any) -> None:
+        self.panel._fit_state = state
+
+    def on_batch_end(self, state: Any) -> None:
+        p = self.panel
+        p.batch_losses.append(state.loss)
+        if p._stop.is_set():
+            state.request_stop()
+        now = time.perf_counter()
+        if now - self._last > 0.25:  # do not flood the front end
+            self._last = now
+            done = (state.epoch - 1) * state.batches_per_epoch + state.batch
+            p.progress.value = done
+            p.status.value = (f"epoch {state.epoch}/{state.epochs}, batch {state.batch}/{state.batches_per_epoch}, "
+                              f"loss {state.loss:.4f}")
+
+    def on_epoch_end(self, state: Any) -> None:
+        p = self.panel
+        p.progress.value = state.epoch * state.batches_per_epoch
+        p.history = list(state.history)
+        p.plot.value = R.history_png(p.history, batch_losses=p.batch_losses)
+        h = state.history[-1]
+        extra = f", held-out accuracy {h['val_accuracy']:.3f}" if "val_accuracy" in h else ""
+        p.status.value = f"epoch {h['epoch']}: loss {h['loss']:.4f}, accuracy {h['accuracy']:.3f}{extra}"
+
+
+class TrainPanel(W.VBox):
+    """Epochs, learning rate, batch size and training-set size controls; Start/Stop; a live plot.
+
+    Start runs :func:`advviz.train.fit` on a *copy* in a background thread, with a callback
+    that updates the progress bar and loss/accuracy plot and relays Stop as
+    ``state.request_stop()`` (fit then keeps the last complete epoch). When training ends with
+    at least one complete epoch, the trained model replaces the shared state's model.
+
+    Args:
+        state: the shared :class:`ExplorerState`.
+        arch: ``None`` (fine-tune a copy of the current model) or an architecture name.
+        dataset: training dataset (default: the current model's, when available).
+        epochs, lr, batch_size: fit's options.
+        train_images: number of training images drawn (seeded); 0 = the whole split.
+        seed: fit's and the subset's seed.
+    """
+
+    def __init__(self, state: ExplorerState, *, arch: str | None = None, dataset: str | None = None,
+                 epochs: int = 2, lr: float = 1e-3, batch_size: int = 64, train_images: int = 1000,
+                 seed: int = 0) -> None:
+        from advviz import models
+
+        self.state = state
+        self.errors = ErrorArea()
+        self.seed = seed
+        self.history: list[dict[str, float]] = []
+        self.batch_losses: list[float] = []
+        self.result: Any = None
+        self._fit_state: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._done.set()
+        names = available_datasets()
+        ds = dataset or model_dataset(state.model_name) or "digits"
+        self.arch = W.Dropdown(options=[CURRENT] + models.list_models(), value=arch or CURRENT,
+                               description="model", layout=W.Layout(width="340px"))
+        self.dataset = W.Dropdown(options=names, value=ds if ds in names else "digits", description="dataset",
+                                  layout=W.Layout(width="220px"))
+        self.epochs = W.IntSlider(value=epochs, min=1, max=50, description="epochs", continuous_update=False)
+        self.lr = W.FloatLogSlider(value=lr, base=10, min=-5, max=0, step=0.1, description="learning rate",
+                                   readout_format=".1e", style={"description_width": "initial"})
+        self.batch_size = W.Dropdown(options=[16, 32, 64, 128, 256], value=batch_size, description="batch size",
+                                     style={"description_width": "initial"}, layout=W.Layout(width="200px"))
+        self.train_images = W.IntText(value=train_images, description="train images (0 = all)",
+                                      style={"description_width": "initial"}, layout=W.Layout(width="260px"))
+        self.start_button = W.Button(description="Start", icon="play", button_style="success")
+        self.stop_button = W.Button(description="Stop", icon="stop", button_style="warning", disabled=True)
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="progress", layout=W.Layout(width="420px"))
+        self.status = W.HTML()
+        self.plot = W.Image(format="png")
+        self.start_button.on_click(self._on_start)
+        self.stop_button.on_click(self._on_stop)
+        super().__init__(children=[
+            W.HBox([self.arch, self.dataset]),
+            W.HBox([self.epochs, self.lr]),
+            W.HBox([self.batch_size, self.train_images]),
+            W.HBox([self.start_button, self.stop_button, self.progress]),
+            self.status,
+            self.plot,
+            self.errors,
+        ])
+
+    @property
+    def running(self) -> bool:
+        """Whether training is in progress."""
+        return not self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until training finished; ``False`` on timeout."""
+        return self._done.wait(timeout)
+
+    def _prepare(self) -> tuple[torch.nn.Module, Any, Any, str]:
+        from advviz import data, models
+
+        ds = self.dataset.value
+        train = data.load(ds, "train")
+        test = data.load(ds, "test")
+        n = int(self.train_images.value)
+        if n < 0:
+            raise ValueError("train images must be 0 (all) or a positive number")
+        if 0 < n < len(train):
+            perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))
+            train = train.subset(perm[:n])
+        val = test.subset(torch.arange(min(500, len(test))))
+        shape = tuple(train.image_shape)
+        if self.arch.value == CURRENT:
+            model = copy.deepcopy(self.state.model)
+            name = f"{self.state.model_name} + fine-tuned on {ds}"
+        else:
+            model = models.create(self.arch.value, in_channels=shape[0], num_classes=len(train.classes))
+            name = f"{self.arch.value} trained here on {ds}"
+        want = tuple(getattr(model, "input_size", shape))
+        if want != shape:
+            raise ValueError(f"{self.arch.value if self.arch.value != CURRENT else self.state.model_name} takes "
+                             f"{'x'.join(map(str, want))} images but {ds} has {'x'.join(map(str, shape))}; "
+                             "choose a matching dataset (lenet5: digits or mnist; resnet/vgg/mobilenet: cifar10)")
+        return model, train, val, name
+
+    def start(self) -> None:
+        """Start training in a background thread (as the Start button does)."""
+        from advviz import train
+
+        if self.running:
+            raise RuntimeError("training is already running; press Stop first")
+        model, train_data, val, name = self._prepare()
+        self.errors.clear()
+        self.history, self.batch_losses, self.result = [], [], None
+        self._stop.clear()
+        epochs, lr, bs = int(self.epochs.value), float(self.lr.value), int(self.batch_size.value)
+        steps = -(-len(train_data) // bs)
+        self.progress.max = epochs * steps
+        self.progress.value = 0
+        self.progress.bar_style = "info"
+        self.status.value = f"training {html.escape(name)} on {len(train_data)} images…"
+        self.plot.value = R.history_png([])
+        self.start_button.disabled = True
+        self.stop_button.disabled = False
+        self._done.clear()
+        classes = dataset_classes(self.dataset.value)
+        kwargs = dict(epochs=epochs, lr=lr, batch_size=bs, val_data=val, device=self.state.device, seed=self.seed,
+                      callbacks=[_Progress(self)], progress=False, description="TrainPanel")
+        self._thread = threading.Thread(target=self._work, args=(train, model, train_data, kwargs, name, classes),
+                                        daemon=True, name="advviz-train")
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask training to stop after the current batch; the last complete epoch is kept."""
+        self._stop.set()
+        self.stop_button.disabled = True
+        self.status.value += " — stopping after this batch…"
+
+    def _work(self, train: Any, model: torch.nn.Module, data: Any, kwargs: dict[str, Any], name: str,
+              classes: list[str]) -> None:
+        try:
+            self._train(train, model, data, kwargs, name, classes)  # errors shown before "finished"
+        finally:
+            self.start_button.disabled = False
+            self.stop_button.disabled = True
+            self._done.set()
+
+    @guarded
+    def _train(self, train: Any, model: torch.nn.Module, data: Any, kwargs: dict[str, Any], name: str,
+               classes: list[str]) -> None:
+        try:
+            self.result = train.fit(model, data, **kwargs)
+            r = self.result
+            if r.epochs_completed > 0:
+                self.progress.bar_style = "success" if not r.interrupted else "warning"
+                self.state.set_model(model, name=f"{name} ({r.epochs_completed} ep)", classes=classes)
+                self.status.value = (f"{'stopped; kept' if r.interrupted else 'done:'} {r.epochs_completed} complete "
+                                     f"epoch(s); the explorer now uses this model "
+                                     f"(held-out accuracy {r.last.get('val_accuracy', float('nan')):.3f})")
+            else:
+                self.progress.bar_style = "warning"
+                self.status.value = "stopped before the first epoch completed; the model was not changed"
+        except BaseException:
+            self.progress.bar_style = "danger"
+            self.status.value = "training failed"
+            raise
+
+    @guarded
+    def _on_start(self, _button: W.Button | None = None) -> None:
+        self.start()
+
+    @guarded
+    def _on_stop(self, _button: W.Button | None = None) -> None:
+        self.stop()

@@ -1,0 +1,44 @@
+"""Session set-up shared by ``tests/`` and ``notebooks/`` (nbval).
+
+* Offline and hermetic: ``ADVVIZ_OFFLINE=1``; ``ADVVIZ_DATA``/``ADVVIZ_WEIGHTS`` default to
+  ``../shared/{data,weights}`` beside the repository when unset; ``ADVVIZ_CACHE`` points at a
+  per-session temporary folder (set ``ADVVIZ_TEST_CACHE`` to reuse one between runs).
+* ``--device``: CPU by default; ``pytest --device cuda`` opts in to the GPU.
+
+Notebook kernels are subprocesses: they inherit these variables because they are set in
+``os.environ`` before any kernel starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+SHARED = ROOT.parent / "shared"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", help="device for device-parametrised tests (cpu or cuda)")
+
+
+def _set_environment() -> None:
+    os.environ["ADVVIZ_OFFLINE"] = "1"
+    if "ADVVIZ_DATA" not in os.environ and (SHARED / "data").is_dir():
+        os.environ["ADVVIZ_DATA"] = str(SHARED / "data")
+    if "ADVVIZ_WEIGHTS" not in os.environ and (SHARED / "weights").is_dir():
+        os.environ["ADVVIZ_WEIGHTS"] = str(SHARED / "weights")
+    cache = os.environ.get("ADVVIZ_TEST_CACHE")
+    if cache:
+        os.environ["ADVVIZ_CACHE"] = cache
+    elif "ADVVIZ_CACHE_SESSION" not in os.environ:
+        import tempfile
+
+        os.environ["ADVVIZ_CACHE"] = os.environ["ADVVIZ_CACHE_SESSION"] = tempfile.mkdtemp(prefix="advviz-test-cache-")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+# At import, before any other conftest or test module reads the environment.
+_set_environment()
