@@ -1,0 +1,218 @@
+"""Evaluation metrics: accuracy, attack success rate, Lp distortions, SSIM, confidence.
+
+* :func:`accuracy`, :func:`misclassification`, :func:`asr`, :func:`confidence`: model-based
+  rates in ``[0, 1]``; the model is run in eval mode without gradients, in batches, and its
+  ``training`` flag is restored.
+* :func:`lp_norms`: the distortions of the CFR paper's Table I (``l0`` counts changed
+  *elements*, i.e. a changed RGB pixel counts 3), per image then averaged.
+* :func:`ssim`: structural similarity (Wang et al. 2004) with an 11x11 Gaussian window
+  (sigma 1.5), ``K1=0.01``, ``K2=0.03``, data range 1, per channel, averaged.
+
+All images are ``(B, C, H, W)`` float tensors in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "accuracy",
+    "asr",
+    "confidence",
+    "lp_norms",
+    "misclassification",
+    "predictions",
+    "ssim",
+]
+
+
+def _check_pair(x: torch.Tensor, x_adv: torch.Tensor, names: tuple[str, str] = ("x", "x_adv")) -> None:
+    for t, n in zip((x, x_adv), names):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{n} must be a torch.Tensor of shape (B, C, H, W), got {type(t).__name__}")
+        if t.ndim != 4:
+            raise ValueError(f"{n} must have shape (B, C, H, W), got {tuple(t.shape)}")
+    if x.shape != x_adv.shape:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {tuple(x.shape)} "
+                         f"and {tuple(x_adv.shape)}")
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        return torch.cat([model(x[s:s + batch_size]) for s in range(0, x.shape[0], batch_size)])
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _labels(y: torch.Tensor, n: int, device: torch.device, name: str = "y") -> torch.Tensor:
+    y = torch.as_tensor(y)
+    if y.ndim == 0:
+        y = y.unsqueeze(0)
+    if y.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
+    return y.to(device=device, dtype=torch.long)
+
+
+def predictions(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+    """Predicted classes ``(B,)`` of ``model`` on ``x`` ``(B, C, H, W)`` in [0, 1] (eval mode, restored)."""
+    return _logits(model, x, batch_size).argmax(1)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256) -> float:
+    """Top-1 accuracy in ``[0, 1]``: the fraction of ``x`` ``(B, C, H, W)`` classified as ``y`` ``(B,)``."""
+    pred = predictions(model, x, batch_size=batch_size)
+    return float((pred == _labels(y, x.shape[0], pred.device)).float().mean())
+
+
+def misclassification(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256) -> float:
+    """Misclassification rate in ``[0, 1]``: the fraction of ``x`` not classified as ``y`` (``1 - accuracy``)."""
+    return 1.0 - accuracy(model, x, y, batch_size=batch_size)
+
+
+def asr(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None, *,
+        batch_size: int = 256) -> float:
+    """Attack success rate in ``[0, 1]``.
+
+    Args:
+        model: classifier taking ``(B, C, H, W)`` in [0, 1].
+        x_adv: adversarial images ``(B, C, H, W)`` in [0, 1].
+        y: true labels ``(B,)``.
+        target: target labels ``(B,)`` of a targeted attack, or ``None``.
+
+    Returns:
+        Untargeted (``target=None``): the fraction predicted ``!= y``. Targeted: the fraction
+        predicted ``== target``. Callers that report ASR over originally-correct images only
+        (as the papers do) pass only those images.
+    """
+    pred = predictions(model, x_adv, batch_size=batch_size)
+    n = x_adv.shape[0]
+    if target is None:
+        return float((pred != _labels(y, n, pred.device)).float().mean())
+    return float((pred == _labels(target, n, pred.device, "target")).float().mean())
+
+
+def confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
+               batch_size: int = 256) -> float:
+    """Average softmax confidence in ``[0, 1]``.
+
+    Args:
+        model: classifier taking ``(B, C, H, W)`` in [0, 1].
+        x: images ``(B, C, H, W)`` in [0, 1].
+        y: optional labels ``(B,)``.
+
+    Returns:
+        With ``y=None``: the mean over images of the *maximum* softmax probability (the
+        confidence of the predicted class, whatever it is). With ``y``: the mean softmax
+        probability of class ``y`` (e.g. the true class, or a target class).
+    """
+    probs = F.softmax(_logits(model, x, batch_size).float(), dim=1)
+    if y is None:
+        return float(probs.max(1).values.mean())
+    yy = _labels(y, x.shape[0], probs.device)
+    return float(probs.gather(1, yy.view(-1, 1)).mean())
+
+
+def lp_norms(x: torch.Tensor, x_adv: torch.Tensor, *, reduction: str = "mean",
+             tol: float = 0.0) -> dict[str, float] | dict[str, torch.Tensor]:
+    """Distortions of ``x_adv`` from ``x`` as in the CFR paper's Table I.
+
+    Per image, with ``d = x_adv - x`` over all ``C*H*W`` elements: ``l0`` the number of
+    changed elements (``|d| > tol``; a changed RGB pixel counts up to 3), ``l1 = sum |d|``,
+    ``l2 = sqrt(sum d^2)``, ``linf = max |d|``; all on the [0, 1] pixel scale.
+
+    Args:
+        x: clean images ``(B, C, H, W)``.
+        x_adv: perturbed images, same shape.
+        reduction: ``"mean"``: averages over the batch as Python floats; ``"none"``: ``(B,)``
+            float64 tensors per image.
+        tol: an element counts in ``l0`` when it changed by more than ``tol`` (default 0: any
+            change).
+
+    Returns:
+        ``{"l0", "l1", "l2", "linf"}``.
+    """
+    _check_pair(x, x_adv)
+    _check_reduction(reduction)
+    d = (x_adv.detach().double() - x.detach().double()).flatten(1)
+    a = d.abs()
+    out = {
+        "l0": (a > tol).sum(1).double(),
+        "l1": a.sum(1),
+        "l2": d.pow(2).sum(1).sqrt(),
+        "linf": a.amax(1),
+    }
+    if reduction == "none":
+        return out
+    return {k: float(v.mean()) for k, v in out.items()}
+
+
+def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).to(dtype=dtype, device=device)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, *, reduction: str = "mean", window_size: int = 11,
+         sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03,
+         data_range: float = 1.0) -> float | torch.Tensor:
+    """Structural similarity index (Wang et al. 2004, eq. 13 with a Gaussian window).
+
+    Local means, variances and covariance are Gaussian-weighted (``window_size`` x
+    ``window_size``, ``sigma``, normalised to sum 1; population statistics) over the *valid*
+    window positions (no padding); the SSIM map is averaged per channel, then over channels.
+    Computed in float64.
+    This equals scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1, channel_axis=0)``. Images smaller than the
+    window use the largest odd window that fits (same ``sigma``).
+
+    Args:
+        x: images ``(B, C, H, W)`` in [0, ``data_range``].
+        y: images of the same shape.
+        reduction: ``"mean"`` (a float, averaged over the batch) or ``"none"`` (``(B,)``
+            float64 tensor).
+        window_size: odd window side (11).
+        sigma: Gaussian standard deviation in pixels (1.5).
+        k1: stability constant ``K1`` (0.01).
+        k2: stability constant ``K2`` (0.03).
+        data_range: dynamic range ``L`` of the pixel values (1).
+
+    Returns:
+        SSIM in ``[-1, 1]`` (1 for identical images).
+    """
+    _check_pair(x, y, ("x", "y"))
+    _check_reduction(reduction)
+    if window_size < 1 or window_size % 2 == 0:
+        raise ValueError(f"window_size must be a positive odd number, got {window_size}")
+    b, c, h, w = x.shape
+    size = min(window_size, h - (1 - h % 2), w - (1 - w % 2))  # largest odd side that fits
+    dtype = torch.float64  # E[x^2] - E[x]^2 in float32 loses ~1e-4 of SSIM on flat regions
+    xx = x.detach().to(dtype).reshape(b * c, 1, h, w)
+    yy = y.detach().to(dtype).reshape(b * c, 1, h, w)
+    win = _gaussian_window(size, sigma, dtype, xx.device).view(1, 1, size, size)
+    stack = torch.cat([xx, yy, xx * xx, yy * yy, xx * yy], dim=1)  # (B*C, 5, H, W)
+    stats = F.conv2d(stack, win.expand(5, 1, size, size), groups=5)
+    mu_x, mu_y, e_xx, e_yy, e_xy = stats.unbind(1)
+    var_x = e_xx - mu_x * mu_x
+    var_y = e_yy - mu_y * mu_y
+    cov = e_xy - mu_x * mu_y
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    smap = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    per_image = smap.flatten(1).mean(1).view(b, c).mean(1)
+    if reduction == "none":
+        return per_image
+    return float(per_image.mean())
