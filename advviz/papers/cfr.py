@@ -174,17 +174,24 @@ def fig7(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, A
     return result("cfr", "fig7", config, DATA, rows)
 
 
-def fig9(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, Any]:
-    """Fig. 9: ASR against iterations N and inverse temperature T (tau 0.2, beta 1)."""
-    from advviz import metrics
-    from advviz.attacks import cfr_attack
+def _resnet20_with_cams(what: str, *, n: int, seed: int,
+                        device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ResNet-20, ``n`` images it classifies correctly, and their Grad-CAM maps (true class)."""
     from advviz.explain import gradcam
 
     model = _load_model("resnet20_cifar10", device)
     if model is None:
-        raise FileNotFoundError("Fig. 9 needs resnet20_cifar10: set ADVVIZ_WEIGHTS")
+        raise FileNotFoundError(f"{what} needs resnet20_cifar10: set ADVVIZ_WEIGHTS")
     x, y = _sample([model], n, seed, device)
-    cam = gradcam(model, x, target=y)
+    return model, x, y, gradcam(model, x, target=y)
+
+
+def fig9(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, Any]:
+    """Fig. 9: ASR against iterations N and inverse temperature T (tau 0.2, beta 1)."""
+    from advviz import metrics
+    from advviz.attacks import cfr_attack
+
+    model, x, y, cam = _resnet20_with_cams("Fig. 9", n=n, seed=seed, device=device)
     rows = []
     steps_grid = (5, 10, 20, 30)
     t_grid = (0.01, 0.1, 1.0, 2.0) if not quick else (0.1, 2.0)
@@ -203,13 +210,8 @@ def fig10(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, 
     """Fig. 10: ASR and l0 against tau (N = 30, T = 0.1, beta = 1)."""
     from advviz import metrics
     from advviz.attacks import cfr_attack
-    from advviz.explain import gradcam
 
-    model = _load_model("resnet20_cifar10", device)
-    if model is None:
-        raise FileNotFoundError("Fig. 10 needs resnet20_cifar10: set ADVVIZ_WEIGHTS")
-    x, y = _sample([model], n, seed, device)
-    cam = gradcam(model, x, target=y)
+    model, x, y, cam = _resnet20_with_cams("Fig. 10", n=n, seed=seed, device=device)
     rows = []
     for tau in ((0.0, 0.2, 0.4, 0.6, 0.8) if quick else (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)):
         r = cfr_attack(model, x, y, cam=cam, tau=tau, steps=30)
