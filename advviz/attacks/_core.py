@@ -31,6 +31,7 @@ __all__ = [
     "l2_normalize",
     "batch_norm",
     "loss_ce",
+    "logit_margin",
 ]
 
 
@@ -171,3 +172,11 @@ def loss_ce(y: torch.Tensor, targeted: bool) -> Callable[[torch.Tensor], torch.T
     """Per-sample loss to *ascend*: cross-entropy to ``y`` (untargeted) or its negative (targeted)."""
     sign = -1.0 if targeted else 1.0
     return lambda logits: sign * F.cross_entropy(logits, y, reduction="none")
+
+
+def logit_margin(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False) -> torch.Tensor:
+    """How far ``logits`` ``(B, K)`` are past the decision boundary, ``(B,)``: untargeted
+    ``max_{i != y} Z_i - Z_y``; targeted ``Z_y - max_{i != y} Z_i``. Positive means success."""
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return z_y - other if targeted else other - z_y
