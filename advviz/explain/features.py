@@ -31,7 +31,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from advviz.explain.gradcam import _check_batch, eval_mode, get_module
+from advviz._checks import check_batch
+from advviz.explain.gradcam import eval_mode, get_module
 
 __all__ = [
     "PRESETS",
@@ -237,7 +238,7 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] 
         ValueError: an unknown layer name (with close matches), a layer that did not run, or
             a bad ``preset``.
     """
-    _check_batch(x)
+    check_batch(x)
     if layers is not None and preset is not None:
         raise ValueError("pass either layers= or preset=, not both")
     if layers is None:

@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz._checks import check_batch
+
 __all__ = [
     "MIN_CAM_SIZE",
     "GradCAMResult",
@@ -87,19 +89,6 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m in training:
             m.training = True
-
-
-def _check_batch(x: torch.Tensor, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
-    if x.ndim != 4:
-        hint = " (add a batch dimension with x.unsqueeze(0))" if x.ndim == 3 else ""
-        raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(x.shape)}{hint}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor, got dtype {x.dtype} "
-                         "(convert uint8 images with x.float() / 255)")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch")
 
 
 def module_name(model: nn.Module, module: nn.Module) -> str:
@@ -357,7 +346,7 @@ def gradcam_result(model: nn.Module, x: torch.Tensor, target: int | Sequence[int
     Returns:
         :class:`GradCAMResult` (``cam`` is what :func:`gradcam` returns).
     """
-    _check_batch(x)
+    check_batch(x)
     if backend not in ("direct", "captum"):
         raise ValueError(f"backend must be 'direct' or 'captum', got {backend!r}")
     name, module = resolve_layer(model, layer)
@@ -485,7 +474,7 @@ def occlude(x: torch.Tensor, cam: torch.Tensor, tau: float | torch.Tensor, keep:
     Returns:
         ``(B, C, H, W)`` like ``x``.
     """
-    _check_batch(x)
+    check_batch(x)
     _check_cam(cam)
     if cam.shape[0] != x.shape[0] or cam.shape[2:] != x.shape[2:]:
         raise ValueError(f"cam {tuple(cam.shape)} does not match x {tuple(x.shape)}: expected "
@@ -496,3 +485,4 @@ def occlude(x: torch.Tensor, cam: torch.Tensor, tau: float | torch.Tensor, keep:
     if keep == "non_cfr":
         region = ~region
     return torch.where(region, x, torch.full((), fill, dtype=x.dtype, device=x.device))
+

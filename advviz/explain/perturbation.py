@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import torch
 
-from advviz.explain.gradcam import _check_batch
+from advviz._checks import check_batch
 
 __all__ = ["amplify", "perturbation_magnitude", "signed_perturbation"]
 
 
 def _pair(x: torch.Tensor, x_adv: torch.Tensor) -> None:
-    _check_batch(x, "x")
-    _check_batch(x_adv, "x_adv")
+    check_batch(x, name="x")
+    check_batch(x_adv, name="x_adv")
     if x.shape != x_adv.shape:
         raise ValueError(f"x {tuple(x.shape)} and x_adv {tuple(x_adv.shape)} must have the same shape")
 
@@ -61,7 +61,7 @@ def amplify(delta: torch.Tensor, factor: float | None = None) -> torch.Tensor:
     if isinstance(factor, torch.Tensor) and factor.shape == getattr(delta, "shape", None):
         raise TypeError("amplify takes the perturbation delta = x_adv - x, not (x, x_adv): "
                         "use amplify(signed_perturbation(x, x_adv))")
-    _check_batch(delta, "delta")
+    check_batch(delta, name="delta")
     delta = delta.detach()
     if factor is None:
         peak = delta.abs().amax(dim=(1, 2, 3), keepdim=True)
