@@ -3,7 +3,8 @@
 Resolution order (documented in the README):
 
 * data: an explicit ``root`` argument, then ``$ADVVIZ_DATA``, then ``<cache>/data``;
-* weights: ``$ADVVIZ_WEIGHTS``, then ``<cache>/weights``, then a download (sha256-checked);
+* weights: ``$ADVVIZ_WEIGHTS``, then the small weights advviz ships (``advviz/weights``), then
+  ``<cache>/weights``, then a download (sha256-checked) or advviz's own training recipe;
 * cache: ``$ADVVIZ_CACHE``, else ``$XDG_CACHE_HOME/advviz``, else ``~/.cache/advviz``.
 
 ``$ADVVIZ_OFFLINE=1`` forbids every download (the test suite sets it).
@@ -40,11 +41,13 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def weights_dirs() -> list[Path]:
-    """Folders searched for weight files, in order: ``$ADVVIZ_WEIGHTS`` then the user cache."""
+    """Folders searched for weight files, in order: ``$ADVVIZ_WEIGHTS``, the package's own
+    ``advviz/weights`` (small weights advviz trained itself), then the user cache."""
     dirs = []
     env = os.environ.get("ADVVIZ_WEIGHTS")
     if env:
         dirs.append(Path(env).expanduser())
+    dirs.append(Path(__file__).resolve().parent / "weights")
     dirs.append(cache_dir() / "weights")
     return dirs
 

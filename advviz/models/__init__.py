@@ -74,6 +74,8 @@ class WeightsSpec:
         recipe: for advviz-trained weights, a callable ``(model) -> None`` that trains the model
             in place; run on first use when no file is found, then cached.
         description: one line for listings (provenance, reported accuracy).
+        input_size: ``(C, H, W)`` the model takes when it differs from the dataset's native
+            image size (e.g. a network on upsampled images); ``None``: the native size.
     """
 
     name: str
@@ -85,6 +87,7 @@ class WeightsSpec:
     sha256: str | None = None
     recipe: Callable[[nn.Module], None] | None = None
     description: str = ""
+    input_size: tuple[int, int, int] | None = None
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -330,3 +333,26 @@ for _depth in (11, 13, 16, 19):
         description=(f"Make them with: advviz train vgg{_depth} --data cifar10 --epochs 30 --optimizer sgd "
                      f"--lr 0.05 --schedule cosine --augment --out $ADVVIZ_WEIGHTS/vgg{_depth}_cifar10.safetensors"),
     ))
+
+
+# Two-stream detector (paper 003): the high-resolution CIFAR-10 stream, trained by advviz on
+# 2x-upsampled images (advviz/models/highres.py records the recipe and the measured accuracy).
+def _highres_resnet8(**kw: Any) -> nn.Module:
+    from advviz.models.highres import HighResResNet
+
+    return HighResResNet(depth=8, **kw)
+
+
+def _train_highres(model: nn.Module) -> None:
+    from advviz.models.highres import train_highres
+
+    train_highres(model)
+
+
+register_model("highres_resnet8")(_highres_resnet8)
+register_weights(WeightsSpec(
+    name="highres_resnet8_cifar10", arch="highres_resnet8", filename="highres_resnet8_cifar10.safetensors",
+    dataset="cifar10", recipe=_train_highres, input_size=(3, 64, 64),
+    description=("HighResResNet-8 on 64x64 (2x bilinear) CIFAR-10, trained by advviz on first use "
+                 "(advviz.models.highres.RECIPE: 1 epoch SGD on 20,000 images); 44.8% top-1, 92.4% top-5 on the JPEG CIFAR-10 test split"),
+))
