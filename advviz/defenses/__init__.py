@@ -8,7 +8,8 @@ each keyword parameter:
 * :func:`register_purifier` (decorator; a duplicate name raises),
 * :func:`list_purifiers` (sorted names), :func:`get` (the :class:`PurifierSpec`).
 
-Registered here: ``jpeg`` (:func:`advviz.defenses.jpeg.jpeg`).
+Registered here: ``jpeg`` (:func:`advviz.defenses.jpeg.jpeg`), ``pix2pix`` and ``cgan``
+(:mod:`advviz.defenses.pix2pix`), ``uddn`` and ``dae`` (:mod:`advviz.defenses.uddn`).
 """
 
 from __future__ import annotations
@@ -84,3 +85,8 @@ def get(name: str) -> PurifierSpec:
 
 
 from advviz.defenses.jpeg import jpeg  # noqa: E402  (registers itself)
+# The learned purifiers register themselves on import. Their modules are imported as modules
+# (not their functions) so that advviz.defenses.pix2pix / .uddn stay the modules; the
+# functions are reached through get("pix2pix"), get("cgan"), get("uddn"), get("dae").
+from advviz.defenses import pix2pix as _pix2pix_module  # noqa: E402, F401
+from advviz.defenses import uddn as _uddn_module  # noqa: E402, F401

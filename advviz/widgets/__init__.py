@@ -18,9 +18,11 @@ from advviz.widgets.attack_lab import AttackLab
 from advviz.widgets.cfr import CFRView
 from advviz.widgets.explorer import Explorer, fast_mode
 from advviz.widgets.features import FeatureMapView
+from advviz.widgets.generator import GeneratorView
 from advviz.widgets.picker import ImagePicker
 from advviz.widgets.purifier_lab import PurifierLab
 from advviz.widgets.train_panel import TrainPanel
+from advviz.widgets.twostream import TwoStreamState, TwoStreamView
 
 __all__ = [
     "AttackLab",
@@ -29,11 +31,14 @@ __all__ = [
     "Explorer",
     "ExplorerState",
     "FeatureMapView",
+    "GeneratorView",
     "ImagePicker",
     "Prediction",
     "PurifierLab",
     "REPORTED",
     "TrainPanel",
+    "TwoStreamState",
+    "TwoStreamView",
     "available_datasets",
     "available_models",
     "default_pairing",

@@ -1,0 +1,235 @@
+"""GNR: a WGAN-GP that learns the distribution of adversarial noise (UDDN paper, paper 004, Sec. 2, eq. 3).
+
+The real samples are noise images ``x_adv - x`` from a few (attacked, clean) pairs; the trained
+generator turns Gaussian codes into new noise, added to other clean images to make more
+training pairs for the denoiser (:func:`augment`).
+
+* Generator (:class:`NoiseGenerator`, Fig. 1): a linear map of ``z`` to a ``4x4`` map, then
+  three DeconvUnits (5x5 transposed convolution with stride 2, batch norm, ReLU, followed by
+  ``convs_per_unit`` 3x3 convolution blocks with batch norm and ReLU, bridged by a residual
+  connection: "the connection ... prevents gradient dispersion"), widths ``(256, 128, 64)``
+  as in the paper, then a 1x1 convolution. advviz bounds the output to ``[-eps, eps]`` with
+  ``eps * tanh`` (the noise of an L-infinity attack lives there; the paper does not say).
+* Critic (:class:`NoiseCritic`): three ConvUnits (4x4 convolution, stride 2, LeakyReLU 0.2)
+  of widths 64, 128, 256, then a linear layer to one score. The paper puts batch norm in the
+  ConvUnits; advviz leaves it out because the gradient penalty is a per-sample quantity that
+  batch norm (mixing samples) makes ill-defined (Gulrajani et al. 2017, Sec. 4, advise the same).
+* Loss (eq. 3, :func:`critic_loss`): ``E[F(fake)] - E[F(real)] + lambda * E[(||grad F(x_bar)||_2 - 1)^2]``
+  with ``x_bar`` uniform on the segments between real and fake samples, ``lambda = 10``; the
+  generator minimises ``-E[F(fake)]``. Adam (1e-4, betas (0.5, 0.9)), 5 critic steps per
+  generator step (Gulrajani et al.'s defaults; the paper gives none).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "NoiseCritic",
+    "NoiseGenerator",
+    "augment",
+    "critic_loss",
+    "generator_loss",
+    "gradient_penalty",
+    "sample_noise",
+    "train_gnr",
+]
+
+log = logging.getLogger(__name__)
+
+
+class _DeconvUnit(nn.Module):
+    def __init__(self, c_in: int, c_out: int, convs: int) -> None:
+        super().__init__()
+        self.up = nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 5, 2, 2, output_padding=1, bias=False),
+                                nn.BatchNorm2d(c_out), nn.ReLU())
+        self.convs = nn.Sequential(*[m for _ in range(convs) for m in
+                                     (nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        return h + self.convs(h) if len(self.convs) else h
+
+
+class NoiseGenerator(nn.Module):
+    """``z (B, z_dim) -> noise (B, C, 8 * base, 8 * base)`` in ``[-eps, eps]``.
+
+    Args:
+        channels: image channels.
+        z_dim: code size.
+        widths: the three DeconvUnits' widths (paper: 256, 128, 64).
+        base: side of the first feature map (4: 32x32 output).
+        convs_per_unit: convolution blocks after each deconvolution (paper: 3).
+        eps: output bound.
+    """
+
+    def __init__(self, channels: int = 3, *, z_dim: int = 64, widths: Sequence[int] = (256, 128, 64), base: int = 4,
+                 convs_per_unit: int = 3, eps: float = 8 / 255) -> None:
+        super().__init__()
+        self.z_dim, self.eps, self.base = z_dim, float(eps), base
+        self.fc = nn.Sequential(nn.Linear(z_dim, 2 * widths[0] * base * base, bias=False),
+                                nn.BatchNorm1d(2 * widths[0] * base * base), nn.ReLU())
+        units, c = [], 2 * widths[0]
+        for w in widths:
+            units.append(_DeconvUnit(c, w, convs_per_unit))
+            c = w
+        self.units = nn.Sequential(*units)
+        self.out = nn.Conv2d(c, channels, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(z.shape[0], -1, self.base, self.base)
+        return self.eps * torch.tanh(self.out(self.units(h)))
+
+
+class NoiseCritic(nn.Module):
+    """WGAN critic ``F``: noise ``(B, C, H, W)`` -> score ``(B,)`` (three ConvUnits and a linear layer)."""
+
+    def __init__(self, channels: int = 3, *, widths: Sequence[int] = (64, 128, 256), size: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = channels
+        for w in widths:
+            layers += [nn.Conv2d(c, w, 4, 2, 1), nn.LeakyReLU(0.2)]
+            c = w
+        self.convs = nn.Sequential(*layers)
+        side = size // 2 ** len(widths)
+        self.fc = nn.Linear(c * side * side, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(x).flatten(1)).squeeze(1)
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, *,
+                     t: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``E[(||grad_x F(x_bar)||_2 - 1)^2]`` with ``x_bar = t * real + (1 - t) * fake`` (eq. 3's penalty).
+
+    Args:
+        critic: ``F``, mapping ``(B, ...)`` to ``(B,)`` scores.
+        real, fake: ``(B, ...)`` samples (``fake`` is detached).
+        t: ``(B,)`` interpolation weights in [0, 1] (default: uniform random).
+        generator: random generator for ``t``.
+
+    Returns:
+        Scalar penalty (differentiable w.r.t. the critic's parameters).
+    """
+    b = real.shape[0]
+    if t is None:
+        t = torch.rand(b, generator=generator, device=generator.device if generator is not None else None)
+    t = t.to(real.device, real.dtype).view(b, *([1] * (real.ndim - 1)))
+    x_bar = (t * real.detach() + (1 - t) * fake.detach()).requires_grad_(True)
+    score = critic(x_bar)
+    (grad,) = torch.autograd.grad(score.sum(), x_bar, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, *, lam: float = 10.0,
+                t: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 3: ``E[F(fake)] - E[F(real)] + lam * gradient_penalty``."""
+    return critic(fake.detach()).mean() - critic(real).mean() + lam * gradient_penalty(critic, real, fake, t=t)
+
+
+def generator_loss(critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+    """The generator's WGAN loss ``-E[F(fake)]``."""
+    return -critic(fake).mean()
+
+
+def train_gnr(gen: NoiseGenerator, critic: NoiseCritic, noise: torch.Tensor, *, steps: int = 1000,
+              batch_size: int = 64, n_critic: int = 5, lam: float = 10.0, lr: float = 1e-4, eps: float | None = None,
+              device: str | torch.device | None = None, seed: int = 0, progress: bool = True,
+              log_every: int = 50) -> list[dict[str, float]]:
+    """Train the noise WGAN-GP in place on real noise samples ``noise`` ``(N, C, H, W)``.
+
+    A tqdm.auto bar counts generator steps; Ctrl-C keeps the weights of the last complete
+    block of ``log_every`` steps (the history's last entry). ``eps`` overrides the generator's
+    output bound (e.g. the attack's budget).
+
+    Returns:
+        History: one dict per ``log_every`` steps (``step``, ``critic``, ``gen``, ``wasserstein``
+        = ``E[F(real)] - E[F(fake)]``, ``seconds``).
+    """
+    from tqdm.auto import tqdm
+
+    from advviz.train import default_device
+
+    dev = torch.device(device) if device is not None else default_device()
+    if eps is not None:
+        gen.eps = float(eps)
+    gen.to(dev).train()
+    critic.to(dev).train()
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.9))
+    opt_c = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
+    g = torch.Generator().manual_seed(seed)
+    n = noise.shape[0]
+    history: list[dict[str, float]] = []
+    good = (copy.deepcopy(gen.state_dict()), copy.deepcopy(critic.state_dict()))
+    bar = tqdm(total=steps, desc="gnr (wgan-gp)", disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    acc = {"critic": 0.0, "gen": 0.0, "wasserstein": 0.0}
+    try:
+        for step in range(1, steps + 1):
+            for _ in range(n_critic):
+                real = noise[torch.randint(0, n, (batch_size,), generator=g)].to(dev)
+                z = torch.randn(batch_size, gen.z_dim, generator=g).to(dev)
+                with torch.no_grad():
+                    fake = gen(z)
+                t = torch.rand(batch_size, generator=g)
+                c_loss = critic_loss(critic, real, fake, lam=lam, t=t)
+                opt_c.zero_grad(set_to_none=True)
+                c_loss.backward()
+                opt_c.step()
+            z = torch.randn(batch_size, gen.z_dim, generator=g).to(dev)
+            g_loss = generator_loss(critic, gen(z))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            with torch.no_grad():
+                w = float(critic(real).mean() - critic(fake).mean())
+            acc["critic"] += float(c_loss.detach())
+            acc["gen"] += float(g_loss.detach())
+            acc["wasserstein"] += w
+            bar.update(1)
+            bar.set_postfix(w=f"{w:.4f}", refresh=False)
+            if step % log_every == 0 or step == steps:
+                k = (step - 1) % log_every + 1
+                history.append({"step": step, **{key: v / k for key, v in acc.items()},
+                                "seconds": time.perf_counter() - t0})
+                acc = dict.fromkeys(acc, 0.0)
+                good = (copy.deepcopy(gen.state_dict()), copy.deepcopy(critic.state_dict()))
+    except KeyboardInterrupt:
+        gen.load_state_dict(good[0])
+        critic.load_state_dict(good[1])
+        log.warning("GNR training interrupted; kept the weights after step %d",
+                    history[-1]["step"] if history else 0)
+    finally:
+        bar.close()
+        gen.eval()
+        critic.eval()
+    return history
+
+
+@torch.no_grad()
+def sample_noise(gen: NoiseGenerator, n: int, *, seed: int = 0, device: str | torch.device | None = None) -> torch.Tensor:
+    """``n`` noise samples ``(n, C, H, W)`` in ``[-eps, eps]`` from the (eval-mode) generator, seeded."""
+    dev = torch.device(device) if device is not None else next(iter(gen.parameters())).device
+    z = torch.randn(n, gen.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
+    was = gen.training
+    gen.eval()
+    try:
+        return gen(z)
+    finally:
+        gen.train(was)
+
+
+@torch.no_grad()
+def augment(gen: NoiseGenerator, x: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+    """New adversarial-like images ``clip(x + noise, 0, 1)`` for clean ``x`` ``(B, C, H, W)`` (GNR's use)."""
+    noise = sample_noise(gen, x.shape[0], seed=seed, device=x.device)
+    if noise.shape[1:] != x.shape[1:]:
+        raise ValueError(f"the generator makes noise of shape {tuple(noise.shape[1:])}, images are {tuple(x.shape[1:])}")
+    return (x + noise.to(x.dtype)).clamp(0, 1)

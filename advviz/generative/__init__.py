@@ -1,0 +1,17 @@
+"""Generative attacks: TSGAN (two-stage WGAN-GP with content loss), AdvGAN, and FID.
+
+* :mod:`advviz.generative.tsgan` — Liu et al. 2020 (paper 000): :class:`TSGAN`, its losses and
+  the VGG-16 content network.
+* :mod:`advviz.generative.advgan` — Xiao et al. 2018: :class:`AdvGAN`.
+* :mod:`advviz.generative.fid` — Fréchet distance between feature statistics.
+"""
+
+from advviz.generative.tsgan import (
+    CONFIGS,
+    TSGAN,
+    TSGANConfig,
+    content_network,
+    gradient_penalty,
+)
+
+__all__ = ["CONFIGS", "TSGAN", "TSGANConfig", "content_network", "gradient_penalty"]

@@ -1,0 +1,308 @@
+"""AdvGAN (Xiao, Li, Zhu, He, Liu, Song: Generating Adversarial Examples with Adversarial Networks,
+IJCAI 2018).
+
+A generator ``G`` maps an image ``x`` to a perturbation; ``x_adv = clip(x + G(x), 0, 1)``. A
+discriminator ``D`` tells ``x`` from ``x_adv`` (least-squares GAN loss, as the paper uses LSGAN);
+the target model ``f`` guides ``G``. The generator minimises (paper eq. 4)
+
+``L = L_adv + alpha * L_GAN + beta * L_hinge``
+
+* ``L_adv`` (C&W-style, eqs. 5-6 of the paper's reference to Carlini & Wagner): targeted toward
+  ``t``: ``max(max_{i != t} Z_i - Z_t, -kappa)``; untargeted: ``max(Z_y - max_{i != y} Z_i, -kappa)``
+  on the logits ``Z = f(x_adv)``;
+* ``L_GAN = mean (D(x_adv) - 1)^2``; the discriminator minimises ``(D(x) - 1)^2 + D(x_adv)^2``;
+* ``L_hinge = mean_i max(0, ||G(x_i)||_2 - c)`` — the soft bound ``c`` on the L2 norm of the
+  perturbation (paper eq. 3).
+
+Choices (documented, recorded in results): besides the soft L2 hinge, the perturbation is also
+hard-capped in L-infinity by ``eps * tanh(.)`` (``eps = 0.3`` for MNIST-like data, the MNIST
+challenge budget the paper's MNIST experiments use; ``None`` for no cap); ``c = 3.0`` (L2 on
+28x28 images), ``alpha = beta = 1``, ``kappa = 0``; Adam lr 1e-3, batch 128 (the paper's);
+a small convolutional encoder-decoder generator with instance norm and a two-conv
+discriminator. Targeted AdvGAN trains one generator per target class.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ADVGAN_CONFIGS",
+    "AdvGAN",
+    "AdvGANConfig",
+    "Discriminator",
+    "PerturbationGenerator",
+    "cw_loss",
+    "hinge_loss",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdvGANConfig:
+    """AdvGAN hyper-parameters (see the module docstring)."""
+
+    name: str
+    eps: float | None = 0.3
+    c: float = 3.0
+    alpha: float = 1.0
+    beta: float = 1.0
+    kappa: float = 0.0
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 60
+    width: int = 32
+
+
+ADVGAN_CONFIGS: dict[str, AdvGANConfig] = {
+    "mnist": AdvGANConfig(name="mnist", epochs=60),
+    # Quick: digits train split, batch 64, 10 epochs (~220 generator steps).
+    "digits_quick": AdvGANConfig(name="digits_quick", batch_size=64, epochs=10, width=16),
+    "cifar10": AdvGANConfig(name="cifar10", eps=8 / 255, c=1.0, epochs=60),
+}
+
+
+class PerturbationGenerator(nn.Module):
+    """``x (B, C, H, W)`` in [0, 1] -> perturbation ``(B, C, H, W)``, bounded by ``eps`` in L-inf
+    (``eps * tanh``) or by 1 when ``eps`` is ``None``. H and W must be even."""
+
+    def __init__(self, in_channels: int = 1, *, width: int = 32, eps: float | None = 0.3) -> None:
+        super().__init__()
+        w = width
+        self.eps = eps
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1), nn.InstanceNorm2d(w, affine=True), nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.InstanceNorm2d(2 * w, affine=True), nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.InstanceNorm2d(2 * w, affine=True), nn.ReLU(),
+            nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1), nn.InstanceNorm2d(w, affine=True), nn.ReLU(),
+            nn.Conv2d(w, in_channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The perturbation ``G(x)``."""
+        out = torch.tanh(self.net(x))
+        return out * self.eps if self.eps is not None else out
+
+
+class Discriminator(nn.Module):
+    """LSGAN discriminator ``(B, C, H, W) -> (B,)`` scores."""
+
+    def __init__(self, image_shape: tuple[int, int, int], *, width: int = 32) -> None:
+        super().__init__()
+        c, h, w = image_shape
+        self.net = nn.Sequential(
+            nn.Conv2d(c, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * width * (h // 4) * (w // 4), 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+def cw_loss(logits: torch.Tensor, labels: torch.Tensor, *, targeted: bool, kappa: float = 0.0) -> torch.Tensor:
+    """Carlini-Wagner margin loss, batch mean.
+
+    Targeted (``labels`` = targets): ``max(max_{i != t} Z_i - Z_t, -kappa)``; untargeted
+    (``labels`` = true classes): ``max(Z_y - max_{i != y} Z_i, -kappa)``.
+    """
+    onehot = F.one_hot(labels, logits.shape[1]).bool()
+    z_lab = logits[onehot]
+    z_other = logits.masked_fill(onehot, float("-inf")).amax(dim=1)
+    margin = z_other - z_lab if targeted else z_lab - z_other
+    return margin.clamp(min=-kappa).mean()
+
+
+def hinge_loss(perturbation: torch.Tensor, c: float) -> torch.Tensor:
+    """``mean_i max(0, ||perturbation_i||_2 - c)`` (AdvGAN eq. 3)."""
+    return (perturbation.flatten(1).norm(p=2, dim=1) - c).clamp(min=0).mean()
+
+
+@dataclass
+class AdvGANResult:
+    """History (one dict per complete epoch), interrupted flag, epochs completed, seconds."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    interrupted: bool = False
+    epochs_completed: int = 0
+    seconds: float = 0.0
+
+
+class AdvGAN(nn.Module):
+    """An AdvGAN attacker for one target model (targeted toward ``target``, or untargeted).
+
+    Args:
+        config: an :class:`AdvGANConfig`.
+        image_shape: ``(C, H, W)``.
+        target: target class for a targeted attack, ``None`` for untargeted.
+    """
+
+    def __init__(self, config: AdvGANConfig, image_shape: tuple[int, int, int], *, target: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.image_shape = tuple(image_shape)
+        self.target = target
+        self.generator = PerturbationGenerator(image_shape[0], width=config.width, eps=config.eps)
+        self.discriminator = Discriminator(self.image_shape, width=config.width)
+        self.epochs_done = 0
+        self.history: list[dict[str, float]] = []
+        self.eval()
+
+    def _device(self) -> torch.device:
+        return self.net_device()
+
+    def net_device(self) -> torch.device:
+        return self.discriminator.net[0].weight.device
+
+    @torch.no_grad()
+    def attack(self, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
+        """``x_adv = clip(x + G(x), 0, 1)`` for ``x`` ``(B, C, H, W)`` in [0, 1] (detached, x's device)."""
+        was = self.generator.training
+        self.generator.eval()
+        dev = self.net_device()
+        out = torch.cat([(xb.to(dev) + self.generator(xb.to(dev))).clamp(0, 1)
+                         for xb in x.split(batch_size)]) if x.shape[0] else x.clone()
+        self.generator.train(was)
+        return out.to(x.device)
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, target_model: nn.Module, *, epochs: int | None = None,
+            device: str | torch.device | None = None, seed: int = 0, progress: bool = True,
+            checkpoint: str | os.PathLike[str] | None = None,
+            callback: Callable[[dict[str, float]], None] | None = None) -> AdvGANResult:
+        """Train on images ``x`` ``(N, C, H, W)`` in [0, 1] with labels ``y`` ``(N,)``.
+
+        The target model is frozen (eval mode) during training and restored afterwards. Ctrl-C
+        keeps the last complete epoch; ``checkpoint`` (``.safetensors``) is written after every
+        epoch and resumed from when it exists.
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        epochs = cfg.epochs if epochs is None else epochs
+        if checkpoint is not None and Path(checkpoint).is_file() and self.epochs_done == 0:
+            other = AdvGAN.load(checkpoint)
+            if other.config != cfg or other.target != self.target:
+                raise ValueError(f"checkpoint {checkpoint} has a different configuration or target")
+            self.load_state_dict(other.state_dict())
+            self.epochs_done, self.history = other.epochs_done, other.history
+        dev = torch.device(device) if device is not None else self.net_device()
+        self.to(dev)
+        saved = [(p, p.requires_grad) for p in target_model.parameters()]
+        tm_was = target_model.training
+        target_model.eval()
+        for p, _ in saved:
+            p.requires_grad_(False)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr)
+        n = x.shape[0]
+        bs = min(cfg.batch_size, n)
+        steps = -(-n // bs)
+        res = AdvGANResult(history=self.history, epochs_completed=self.epochs_done)
+        t_call = time.perf_counter()
+        desc = f"AdvGAN ({'target ' + str(self.target) if self.target is not None else 'untargeted'})"
+        bar = tqdm(total=max(0, epochs - self.epochs_done) * steps, desc=desc, disable=not progress, leave=False)
+        self.generator.train()
+        self.discriminator.train()
+        try:
+            for epoch in range(self.epochs_done, epochs):
+                snap = copy.deepcopy(self.state_dict())
+                t0 = time.perf_counter()
+                order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+                sums: dict[str, float] = {}
+                try:
+                    for i in range(steps):
+                        idx = order[i * bs:(i + 1) * bs]
+                        xb, yb = x[idx].to(dev).float(), y[idx].to(dev)
+                        pert = self.generator(xb)
+                        x_adv = (xb + pert).clamp(0, 1)
+                        # discriminator (LSGAN)
+                        d_loss = ((self.discriminator(xb) - 1) ** 2).mean() + \
+                            (self.discriminator(x_adv.detach()) ** 2).mean()
+                        opt_d.zero_grad(set_to_none=True)
+                        d_loss.backward()
+                        opt_d.step()
+                        # generator
+                        for p in self.discriminator.parameters():
+                            p.requires_grad_(False)
+                        l_gan = ((self.discriminator(x_adv) - 1) ** 2).mean()
+                        logits = target_model(x_adv)
+                        if self.target is None:
+                            l_adv = cw_loss(logits, yb, targeted=False, kappa=cfg.kappa)
+                        else:
+                            l_adv = cw_loss(logits, torch.full_like(yb, self.target), targeted=True, kappa=cfg.kappa)
+                        l_hinge = hinge_loss(pert, cfg.c)
+                        loss = l_adv + cfg.alpha * l_gan + cfg.beta * l_hinge
+                        opt_g.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt_g.step()
+                        for p in self.discriminator.parameters():
+                            p.requires_grad_(True)
+                        for k, v in (("d_loss", d_loss), ("g_gan", l_gan), ("g_adv", l_adv), ("g_hinge", l_hinge),
+                                     ("g_total", loss)):
+                            sums[k] = sums.get(k, 0.0) + float(v.detach())
+                        bar.update(1)
+                except KeyboardInterrupt:
+                    self.load_state_dict(snap)
+                    res.interrupted = True
+                    break
+                rec = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()},
+                       "seconds": time.perf_counter() - t0}
+                self.history.append(rec)
+                self.epochs_done = res.epochs_completed = epoch + 1
+                if checkpoint is not None:
+                    self.save(checkpoint)
+                if callback is not None:
+                    callback(rec)
+        finally:
+            bar.close()
+            for p, rg in saved:
+                p.requires_grad_(rg)
+            target_model.train(tm_was)
+            for p in self.discriminator.parameters():
+                p.requires_grad_(True)
+            self.eval()
+        res.seconds = time.perf_counter() - t_call
+        return res
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Weights and training state as safetensors."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        meta = {"config": json.dumps(asdict(self.config)), "image_shape": json.dumps(list(self.image_shape)),
+                "target": json.dumps(self.target), "epochs_done": str(self.epochs_done),
+                "history": json.dumps(self.history)}
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> AdvGAN:
+        """Read a model written by :meth:`save`."""
+        from safetensors import safe_open
+
+        from advviz.models import load_state_file
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta: dict[str, Any] = fh.metadata()
+        gan = cls(AdvGANConfig(**json.loads(meta["config"])), tuple(json.loads(meta["image_shape"])),
+                  target=json.loads(meta["target"]))
+        gan.load_state_dict(load_state_file(path))
+        gan.epochs_done = int(meta["epochs_done"])
+        gan.history = json.loads(meta["history"])
+        return gan.to(device).eval()

@@ -1,0 +1,103 @@
+"""cGAN purifier paper (paper 001), Tables 2-5 analogues on CIFAR-10 ResNet-20.
+
+The paper purifies ImageNet images for MobileNetV2 (Tables 2-4, FGSM) and Inception-V3 /
+ResNet-101 (Table 5, PGD-10). advviz measures the same quantities on CIFAR-10 with the
+published ResNet-20 (``resnet20_cifar10``; MobileNetV2 has no CIFAR-10 weights here): for each
+attack (``clean`` = no attack, ``fgsm`` and ``pgd`` = PGD-10, both L-infinity eps 8/255, white
+box on ResNet-20) and each defense (``none``, ``pix2pix`` = the paper's baseline, ``cgan`` = the
+paper's method), over ``n`` test images drawn at random (not filtered: the ``clean``/``none``
+row is the "ground truth" accuracy):
+
+* ``accuracy``: top-1 accuracy of ResNet-20 on the (purified) images;
+* ``misclassification``: ``1 - accuracy`` (the paper's Table 3: share of images whose class
+  is not the true one);
+* ``confidence``: mean maximum softmax probability (the paper's Table 4 "average confidence").
+
+Purifiers for the ``fgsm`` rows were trained on FGSM pairs, for the ``pgd`` rows on PGD-10
+pairs, for the ``clean`` rows the FGSM ones (``advviz.defenses.pix2pix.RECIPES``; ``quick``
+uses the small recipe). The perceptual network used is recorded in ``config``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+
+from advviz.papers._common import format_rows, result, timer
+
+__all__ = ["TABLES", "format", "run"]
+
+TABLES = ("2-5",)
+
+# The paper's values (ImageNet; MobileNetV2 for FGSM, Tables 2-4; Table 5 PGD-10 on Inception-V3).
+PAPER = {
+    ("none", "clean"): {"accuracy": 0.5483, "confidence": 0.761},
+    ("none", "fgsm"): {"accuracy": 0.2464, "misclassification": 0.4666, "confidence": 0.3732},
+    ("pix2pix", "fgsm"): {"accuracy": 0.4478, "misclassification": 0.2922, "confidence": 0.5357},
+    ("cgan", "fgsm"): {"accuracy": 0.5034, "misclassification": 0.1409, "confidence": 0.692},
+    ("none", "pgd"): {"accuracy": 0.009},
+    ("cgan", "pgd"): {"accuracy": 0.009 + 0.4722},
+}
+
+
+def run(*, table: str | None = None, quick: bool = False, n: int | None = None, seed: int = 0,
+        device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run the Tables 2-5 analogue and return the JSON-ready result.
+
+    Args:
+        table: ``"2-5"`` (the only one; default).
+        quick: the small training recipe (``RECIPES["quick"]``) and ``n = 128``.
+        n: test images (default 1000; quick 128).
+        seed: image sampling and PGD seed.
+        device: default CPU (the purifiers are trained there on first use).
+    """
+    from advviz import attacks, data, metrics, models
+
+    table = table or "2-5"
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r} for the purifier paper; choose one of {', '.join(TABLES)}")
+    P = importlib.import_module("advviz.defenses.pix2pix")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    config = "quick" if quick else "full"
+    n = n or (128 if quick else 1000)
+    model = models.load("resnet20_cifar10", device=dev)
+    x, y = data.sample(data.load("cifar10", "test"), n, seed=seed)
+    x, y = x.to(dev), y.to(dev)
+    adv = {"clean": x, "fgsm": attacks.fgsm(model, x, y, eps=8 / 255),
+           "pgd": attacks.pgd(model, x, y, eps=8 / 255, alpha=2 / 255, steps=10, seed=seed)}
+    rows: list[dict[str, Any]] = []
+    records: dict[str, Any] = {}
+    for attack, xa in adv.items():
+        for defense in ("none", "pix2pix", "cgan"):
+            with timer() as t:
+                if defense == "none":
+                    xp = xa
+                else:
+                    train_attack = "pgd" if attack == "pgd" else "fgsm"
+                    gen, rec = P.load_purifier(defense, attack=train_attack, config=config, device=dev,
+                                               progress=progress)
+                    records[f"{defense}_{train_attack}"] = {k: v for k, v in rec.items() if k != "history"}
+                    xp = P.purify(gen, xa)
+            acc = metrics.accuracy(model, xp, y)
+            row = {"defense": defense, "attack": attack, "accuracy": acc, "misclassification": 1 - acc,
+                   "confidence": metrics.confidence(model, xp), "seconds": t["seconds"]}
+            for k, v in PAPER.get((defense, attack), {}).items():
+                row[f"paper_{k}"] = v
+            rows.append(row)
+    cfg = {"model": "resnet20_cifar10", "paper_models": "MobileNetV2 (FGSM), Inception-V3 (PGD-10), ImageNet",
+           "eps": 8 / 255, "pgd": {"steps": 10, "alpha": 2 / 255}, "n": n, "seed": seed, "quick": quick,
+           "recipe": P.RECIPES[config], "purifiers": records}
+    return result("purifier", table, cfg, f"CIFAR-10 test split (JPEG copy), {n} random images", rows)
+
+
+def format(res: dict[str, Any]) -> str:
+    """The result as a text table, paper values beside measured ones."""
+    text = format_rows(res, columns=["defense", "attack", "accuracy", "paper_accuracy", "misclassification",
+                                     "paper_misclassification", "confidence", "paper_confidence", "seconds"],
+                       title="Purifier paper, Tables 2-5 (measured: CIFAR-10 ResNet-20; paper: ImageNet)")
+    perc = {k: v.get("perceptual") for k, v in res["config"].get("purifiers", {}).items() if k.startswith("cgan")}
+    if perc:
+        text += "\nperceptual network: " + "; ".join(f"{k}: {v}" for k, v in perc.items())
+    return text

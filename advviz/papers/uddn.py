@@ -1,0 +1,131 @@
+"""UDDN paper (paper 004), Tables 1-3 analogues on CIFAR-10 ResNet-20.
+
+The paper defends FaceNet on LFW; advviz measures the same quantities on CIFAR-10 with the
+published ResNet-20 (``resnet20_cifar10``) as the protected model:
+
+* test sets: ``clean`` (``n`` random test images), ``white_box`` (half FGSM, half I-FGSM-4,
+  eps 8/255, made on the undefended ResNet-20, as the paper's FGSM / FGSM4 on FaceNet),
+  ``black_box`` (the same attacks made on the published ResNet-32, as the paper's made on
+  Inception-V3);
+* defenses: ``none`` (NA), ``dae`` and ``uddn`` (:mod:`advviz.defenses.uddn`), ``pgd_at``
+  (ResNet-20 PGD-7 adversarially fine-tuned, :mod:`advviz.papers.protected`), ``jpeg``
+  (quality 75, the paper's "data compression"), ``distillation`` (teacher fine-tuned on the
+  training pairs' attacked images with one-hot labels, student fine-tuned on its outputs at
+  T = 10, eq. 6; raw inputs), ``uddn_distillation`` (the paper's method: UDDN, then a
+  student distilled from a teacher fine-tuned on UDDN-denoised images);
+* ``accuracy`` (Tables 2-3) and ``l1``: mean absolute difference between what the classifier
+  receives (the denoised image, or the input when there is no denoiser) and the clean image
+  (Table 1).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+
+from advviz.papers._common import format_rows, result, timer
+
+__all__ = ["DISTILL", "TABLES", "format", "run"]
+
+TABLES = ("1-3",)
+
+DISTILL = {"T": 10.0, "lam": 1.0, "epochs": 1, "lr": 0.01, "optimizer": "sgd", "batch_size": 64}
+
+PAPER = {  # LFW / FaceNet (Tables 1-3)
+    ("none", "clean"): (0.845, 0.0), ("none", "white_box"): (0.223, 0.0373), ("none", "black_box"): (0.690, 0.0157),
+    ("dae", "clean"): (0.661, 0.0153), ("dae", "white_box"): (0.288, 0.0359), ("dae", "black_box"): (0.627, 0.0161),
+    ("pgd_at", "clean"): (0.833, None), ("pgd_at", "white_box"): (0.514, None), ("pgd_at", "black_box"): (0.700, None),
+    ("jpeg", "clean"): (0.822, None), ("jpeg", "white_box"): (0.534, None), ("jpeg", "black_box"): (0.558, None),
+    ("distillation", "clean"): (0.836, None), ("distillation", "white_box"): (0.563, None),
+    ("distillation", "black_box"): (0.708, None),
+    ("uddn", "clean"): (0.831, 0.0125), ("uddn", "white_box"): (0.602, 0.0167), ("uddn", "black_box"): (0.753, 0.0134),
+    ("uddn_distillation", "clean"): (0.839, None), ("uddn_distillation", "white_box"): (0.612, None),
+    ("uddn_distillation", "black_box"): (0.765, None),
+}
+
+
+def _attack_set(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+    from advviz import attacks
+
+    h = x.shape[0] // 2
+    a = attacks.fgsm(model, x[:h], y[:h], eps=8 / 255)
+    b = attacks.pgd(model, x[h:], y[h:], eps=8 / 255, alpha=2 / 255, steps=4, random_start=False, seed=seed)
+    return torch.cat([a, b])
+
+
+def _student(images: torch.Tensor, labels: torch.Tensor, dev: torch.device, progress: bool) -> torch.nn.Module:
+    from advviz import models
+    from advviz.defenses import distillation as dist
+
+    fit_kw = {k: DISTILL[k] for k in ("epochs", "lr", "optimizer", "batch_size")}
+    teacher = models.load("resnet20_cifar10", device=dev)
+    dist.train_teacher(teacher, images, labels, device=dev, progress=progress, description="teacher", **fit_kw)
+    student = models.load("resnet20_cifar10", device=dev)
+    dist.train_student(student, teacher.eval(), images, labels, T=DISTILL["T"], lam=DISTILL["lam"], device=dev,
+                       progress=progress, description="student", **fit_kw)
+    return student.eval()
+
+
+def run(*, table: str | None = None, quick: bool = False, n: int | None = None, seed: int = 0,
+        device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run the Tables 1-3 analogue and return the JSON-ready result.
+
+    Args:
+        table: ``"1-3"`` (the only one; default).
+        quick: the small recipes (``uddn.RECIPES["quick"]``, the quick PGD-AT model) and ``n = 128``.
+        n: test images (default 1000; quick 128).
+        seed: sampling and attack seed.
+        device: default CPU.
+    """
+    from advviz import data, metrics, models
+    from advviz.defenses.jpeg import jpeg
+    from advviz.defenses.pix2pix import purify
+    from advviz.papers import protected
+
+    table = table or "1-3"
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r} for the UDDN paper; choose one of {', '.join(TABLES)}")
+    U = importlib.import_module("advviz.defenses.uddn")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    config = "quick" if quick else "full"
+    n = n or (128 if quick else 1000)
+    model = models.load("resnet20_cifar10", device=dev)
+    surrogate = models.load("resnet32_cifar10", device=dev)
+    x, y = data.sample(data.load("cifar10", "test"), n, seed=seed)
+    x, y = x.to(dev), y.to(dev)
+    sets = {"clean": x, "white_box": _attack_set(model, x, y, seed), "black_box": _attack_set(surrogate, x, y, seed)}
+    uddn_net, uddn_rec = U.load_denoiser("uddn", config=config, device=dev, progress=progress)
+    dae_net, dae_rec = U.load_denoiser("dae", config=config, device=dev, progress=progress)
+    pgd_model, pgd_rec = protected.resnet20("pgd_at", quick=quick, device=dev, progress=progress)
+    # distillation students, fine-tuned on the denoiser's training pairs (attacked images)
+    xa_tr, _xc_tr, y_tr, _ = U.training_pairs(config, device=dev, progress=progress)
+    with timer() as t_dist:
+        student_raw = _student(xa_tr, y_tr, dev, progress)
+        student_uddn = _student(purify(uddn_net, xa_tr), y_tr, dev, progress)
+    defenses: dict[str, tuple[Any, torch.nn.Module]] = {
+        "none": (None, model), "dae": (dae_net, model), "pgd_at": (None, pgd_model), "jpeg": ("jpeg", model),
+        "distillation": (None, student_raw), "uddn": (uddn_net, model), "uddn_distillation": (uddn_net, student_uddn)}
+    rows: list[dict[str, Any]] = []
+    for name, (pre, clf) in defenses.items():
+        for test_set, xs in sets.items():
+            with timer() as t:
+                xin = xs if pre is None else jpeg(xs) if pre == "jpeg" else purify(pre, xs)
+                acc = metrics.accuracy(clf, xin, y)
+            paper_acc, paper_l1 = PAPER[(name, test_set)]
+            rows.append({"defense": name, "test_set": test_set, "accuracy": acc, "paper_accuracy": paper_acc,
+                         "l1": float((xin - x).abs().mean()), "paper_l1": paper_l1, "seconds": t["seconds"]})
+    cfg = {"model": "resnet20_cifar10", "black_box_surrogate": "resnet32_cifar10", "paper_model": "FaceNet on LFW",
+           "eps": 8 / 255, "attacks": "half FGSM, half I-FGSM-4 (alpha 2/255)", "n": n, "seed": seed, "quick": quick,
+           "uddn": {k: v for k, v in uddn_rec.items() if k != "history"},
+           "dae": {k: v for k, v in dae_rec.items() if k != "history"},
+           "pgd_at": {k: v for k, v in pgd_rec.items()}, "distillation": {**DISTILL, "init": "resnet20_cifar10 (fine-tuned)",
+                                                                          "seconds": t_dist["seconds"]}}
+    return result("uddn", table, cfg, f"CIFAR-10 test split (JPEG copy), {n} random images", rows)
+
+
+def format(res: dict[str, Any]) -> str:
+    """The result as a text table, paper values beside measured ones."""
+    return format_rows(res, columns=["defense", "test_set", "accuracy", "paper_accuracy", "l1", "paper_l1", "seconds"],
+                       title="UDDN paper, Tables 1-3 (measured: CIFAR-10 ResNet-20; paper: FaceNet on LFW)")

@@ -1,0 +1,218 @@
+"""UDDN denoiser (eqs. 4-5), DAE, GNR noise WGAN-GP (eq. 3), distillation (eqs. 6-7), and their purifiers."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advviz import defenses
+
+U = importlib.import_module("advviz.defenses.uddn")
+G = importlib.import_module("advviz.defenses.gnr")
+D = importlib.import_module("advviz.defenses.distillation")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (3, 1, 28, 28)])
+def test_uddn_shapes_and_residual_formulation(shape):
+    torch.manual_seed(0)
+    net = U.UDDN(shape[1], width=8).eval()
+    x = torch.rand(shape)
+    out = net(x)
+    assert out.shape == x.shape
+    # eq. 4: x_hat = x* - dx, exactly
+    assert torch.equal(out, x - net.noise(x))
+    # the encoder halves the side four times after C2 (stride 2 on each C3's first conv)
+    strides = [u.c1[0].stride[0] for u in net.encoder[1:]]
+    assert strides == [2, 2, 2, 2] and isinstance(net.encoder[0], U._C2)
+    assert [type(u).__name__ for u in net.decoder] == ["_C3", "_C3", "_C3", "_C2"]
+    assert net.head.kernel_size == (1, 1)
+
+
+def test_dae_has_no_laterals_and_reconstructs():
+    torch.manual_seed(0)
+    uddn_net, dae_net = U.UDDN(3, 8).eval(), U.dae_network(3, 8).eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(dae_net(x), dae_net.noise(x))  # the DAE outputs the image itself
+    # the decoder's inputs are narrower without lateral features
+    assert dae_net.decoder[0].c1[0].in_channels < uddn_net.decoder[0].c1[0].in_channels
+    assert dae_net.decoder[3].c1[0].in_channels == 16 and uddn_net.decoder[3].c1[0].in_channels == 16 + 8
+
+
+class _Lin(nn.Module):
+    """A hand-set 'classifier': features = 2 * x (conv-like map), logits = sum of features per channel."""
+
+    def forward_features(self, x):
+        return 2 * x
+
+    def forward(self, x):
+        return self.forward_features(x).sum(dim=(2, 3))
+
+
+def test_uddn_loss_exact_values():
+    m = _Lin()
+    x = torch.zeros(1, 2, 2, 2)
+    x_hat = x.clone()
+    x_hat[0, 0, 0, 0] = 0.5  # logits differ by 2 * 0.5 = 1 on channel 0
+    assert U.uddn_loss(m, x_hat, x, layer=-1).item() == pytest.approx(1.0 / 2)
+    # features differ by 1 at one of 8 entries
+    assert U.uddn_loss(m, x_hat, x, layer=-2).item() == pytest.approx(1.0 / 8)
+    assert U.pixel_loss(x_hat, x).item() == pytest.approx(0.5 / 8)
+    with pytest.raises(ValueError, match="layer must be"):
+        U.uddn_loss(m, x_hat, x, layer=-3)
+
+
+def test_uddn_loss_gradient_reaches_denoiser_only():
+    m = _Lin()
+    x = torch.rand(2, 2, 4, 4)
+    x_hat = (x + 0.1).requires_grad_(True)
+    U.uddn_loss(m, x_hat, x).backward()
+    # d/dx_hat mean|2*sum(x_hat - x)| = 2 / (B*K) * sign per element
+    assert torch.allclose(x_hat.grad, torch.full_like(x, 2 / 4))
+
+
+def test_gradient_penalty_on_hand_set_linear_critic():
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Flatten(), nn.Linear(12, 1, bias=False))
+    w = torch.arange(12, dtype=torch.float32) / 10
+    with torch.no_grad():
+        critic[1].weight.copy_(w.view(1, 12))
+    f = lambda z: critic(z).squeeze(1)
+    real, fake = torch.rand(5, 3, 2, 2), torch.rand(5, 3, 2, 2)
+    # grad of a linear critic is w everywhere: penalty = (||w|| - 1)^2
+    expected = (w.norm().item() - 1) ** 2
+    assert G.gradient_penalty(f, real, fake).item() == pytest.approx(expected, rel=1e-5)
+    # eq. 3 on this critic, lambda = 10
+    t = torch.full((5,), 0.3)
+    loss = G.critic_loss(f, real, fake, lam=10.0, t=t).item()
+    manual = (fake.flatten(1) @ w).mean() - (real.flatten(1) @ w).mean() + 10 * expected
+    assert loss == pytest.approx(manual.item(), rel=1e-5)
+    assert G.generator_loss(f, fake).item() == pytest.approx(-(fake.flatten(1) @ w).mean().item(), rel=1e-5)
+
+
+def test_gradient_penalty_nonlinear_critic_matches_definition():
+    critic = lambda z: (z ** 2).flatten(1).sum(1)
+    real, fake = torch.ones(2, 1, 1, 2), torch.zeros(2, 1, 1, 2)
+    t = torch.tensor([0.5, 1.0])
+    # x_bar = t: grads 2 * t per element -> norms 2 * t * sqrt(2)
+    norms = 2 * t * math.sqrt(2)
+    expected = ((norms - 1) ** 2).mean().item()
+    assert G.gradient_penalty(critic, real, fake, t=t).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_gnr_sampling_shape_bound_and_augment():
+    torch.manual_seed(0)
+    gen = G.NoiseGenerator(3, z_dim=16, widths=(16, 8, 8), convs_per_unit=1, eps=4 / 255)
+    n = G.sample_noise(gen, 5, seed=1)
+    assert n.shape == (5, 3, 32, 32) and float(n.abs().max()) <= 4 / 255 + 1e-7
+    assert torch.equal(n, G.sample_noise(gen, 5, seed=1))  # seeded
+    x = torch.rand(5, 3, 32, 32)
+    xa = G.augment(gen, x, seed=1)
+    assert xa.shape == x.shape and xa.min() >= 0 and xa.max() <= 1
+    assert torch.allclose(xa, (x + n).clamp(0, 1))
+    crit = G.NoiseCritic(3, widths=(8, 8, 8))
+    assert crit(n).shape == (5,)
+
+
+def test_gnr_training_moves_towards_the_noise_distribution():
+    # real "noise": +-eps constant sign images (as FGSM's); the generator starts near 0
+    torch.manual_seed(0)
+    eps = 8 / 255
+    real = eps * torch.sign(torch.randn(128, 1, 8, 8))
+    gen = G.NoiseGenerator(1, z_dim=8, widths=(8, 8, 8), base=1, convs_per_unit=0, eps=eps)
+    crit = G.NoiseCritic(1, widths=(8, 8, 8), size=8)
+    before = G.sample_noise(gen, 256, seed=0).abs().mean().item()
+    hist = G.train_gnr(gen, crit, real, steps=60, batch_size=32, n_critic=3, lr=1e-3, device="cpu",
+                       progress=False, log_every=20)
+    after = G.sample_noise(gen, 256, seed=0).abs().mean().item()
+    assert [h["step"] for h in hist] == [20, 40, 60]
+    # |noise| moves towards eps (real mean |noise| = eps)
+    assert abs(after - eps) < abs(before - eps) * 0.7, (before, after, eps)
+
+
+def test_softmax_t_and_softened_targets():
+    z = torch.tensor([[2.0, 0.0, -2.0]])
+    assert torch.allclose(D.softmax_t(z, 1.0), F.softmax(z, -1))
+    p10 = D.softmax_t(z, 10.0)
+    assert torch.allclose(p10, F.softmax(z / 10, -1))
+    # softer: higher entropy, same order
+    ent = lambda p: -(p * p.log()).sum()
+    assert ent(p10) > ent(D.softmax_t(z, 1.0)) and p10.argmax() == 0
+    with pytest.raises(ValueError, match="T must be >= 1"):
+        D.softmax_t(z, 0.5)
+
+
+def test_distillation_loss_exact():
+    t = torch.tensor([[1.0, 0.0]])
+    s = torch.tensor([[0.0, 0.0]])
+    T, lam = 2.0, 3.0
+
+    def kl(p, q):
+        return (p * (p / q).log()).sum().item()
+
+    expected = kl(F.softmax(t, -1), F.softmax(s, -1)) + lam * kl(F.softmax(t / T, -1), F.softmax(s / T, -1))
+    assert D.distillation_loss(s, t, T=T, lam=lam).item() == pytest.approx(expected, rel=1e-6)
+    assert D.distillation_loss(t, t, T=T, lam=lam).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_student_learns_teacher_outputs():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    student = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x = torch.rand(64, 1, 2, 2)
+    y = teacher(x).argmax(1).detach()
+    before = D.distillation_loss(student(x), teacher(x)).item()
+    flags = [p.requires_grad for p in teacher.parameters()]
+    D.train_student(student, teacher, x, y, T=4.0, lam=1.0, epochs=30, lr=0.05, batch_size=16,
+                    progress=False, device="cpu")
+    after = D.distillation_loss(student(x), teacher(x)).item()
+    assert after < 0.2 * before
+    assert [p.requires_grad for p in teacher.parameters()] == flags
+
+
+@pytest.mark.parametrize("name", ["uddn", "dae"])
+def test_registered_purifier_contract(name, device, monkeypatch):
+    spec = defenses.get(name)
+    assert spec.differentiable and spec.quick == {"config": "quick"}
+    torch.manual_seed(0)
+    net = U.UDDN(3, 8) if name == "uddn" else U.dae_network(3, 8)
+    monkeypatch.setitem(U._LOADED, (name, "quick"), (net.eval(), {"name": "test"}))
+    x = torch.rand(5, 3, 32, 32, device=device)
+    x_copy = x.clone()
+    out = spec(x, **spec.quick)
+    assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(x, x_copy)
+    assert not out.requires_grad
+    if name == "uddn":
+        with torch.no_grad():
+            assert torch.allclose(out, (x - net.to(device).noise(x)).clamp(0, 1), atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        spec(x * 255, **spec.quick)
+
+
+@pytest.mark.slow
+def test_briefly_trained_uddn_raises_accuracy_on_attacked_digits(lenet_digits):
+    from advviz import attacks, data, metrics
+
+    torch.manual_seed(0)
+    eps = 0.2
+    xtr, ytr = data.sample(data.load("digits", "train"), 1024, seed=0)
+    xte, yte = data.sample(data.load("digits", "test"), 256, seed=0)
+    xa_tr = attacks.fgsm(lenet_digits, xtr, ytr, eps=eps)
+    xa_te = attacks.fgsm(lenet_digits, xte, yte, eps=eps)
+    net = U.UDDN(1, width=8)
+    flags = [p.requires_grad for p in lenet_digits.parameters()]
+    res = U.train_denoiser(net, lenet_digits, (xa_tr, xtr), ytr, guidance="logits", epochs=4, lr=2e-3,
+                           batch_size=32, device="cpu", progress=False)
+    assert res.epochs_completed == 4 and not lenet_digits.training
+    assert [p.requires_grad for p in lenet_digits.parameters()] == flags
+    from advviz.defenses.pix2pix import purify
+
+    attacked = metrics.accuracy(lenet_digits, xa_te, yte)
+    purified = metrics.accuracy(lenet_digits, purify(net, xa_te), yte)
+    assert purified > attacked + 0.2, (attacked, purified)
