@@ -84,7 +84,8 @@ def test_quick_advgan_targeted_and_untargeted(one_thread, lenet_digits, digits_t
     assert (x_adv - x[keep]).abs().max().item() <= cfg.eps + 1e-6
     untargeted = AdvGAN(cfg, (1, 28, 28))
     untargeted.fit(x, y, lenet_digits, progress=False, device="cpu", epochs=1)
-    assert (lenet_digits(untargeted.attack(x)).argmax(1) != y).float().mean().item() > 0.3
+    fooled = (lenet_digits(untargeted.attack(x)).argmax(1) != y).float().mean().item()
+    assert fooled > 0.3, fooled  # chance-level misclassification of the clean model is ~0.01
     assert all(torch.equal(a, b) for a, b in zip(before, lenet_digits.parameters()))
     assert not lenet_digits.training
 
