@@ -82,10 +82,12 @@ def test_quick_advgan_targeted_and_untargeted(one_thread, lenet_digits, digits_t
     pred = lenet_digits(x_adv).argmax(1)
     assert (pred == 3).float().mean().item() > 0.3  # chance is 0.1
     assert (x_adv - x[keep]).abs().max().item() <= cfg.eps + 1e-6
-    untargeted = AdvGAN(cfg, (1, 28, 28))
-    untargeted.fit(x, y, lenet_digits, progress=False, device="cpu", epochs=1)
+    # kappa > 0: with kappa = 0 the untargeted loss vanishes on the boundary, the GAN and hinge
+    # terms pull images back onto it, and held-out images mostly stay unfooled (measured 0.05-0.29)
+    untargeted = AdvGAN(dataclasses.replace(cfg, kappa=5.0), (1, 28, 28))
+    untargeted.fit(x, y, lenet_digits, progress=False, device="cpu")
     fooled = (lenet_digits(untargeted.attack(x)).argmax(1) != y).float().mean().item()
-    assert fooled > 0.3, fooled  # chance-level misclassification of the clean model is ~0.01
+    assert fooled > 0.3, fooled  # measured 0.94 on a fresh LeNet-5; the clean model misclassifies ~0.01
     assert all(torch.equal(a, b) for a, b in zip(before, lenet_digits.parameters()))
     assert not lenet_digits.training
 
