@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _out(text: str, *, err: bool = False) -> None:
+    """Write one block of text to stdout (or stderr): the CLI is the only place advviz writes."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``advviz`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -84,33 +91,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from advviz.demo import run_demo
 
-            print(run_demo(epochs=args.epochs, eps=args.eps, seed=args.seed))
+            _out(run_demo(epochs=args.epochs, eps=args.eps, seed=args.seed))
         elif args.command == "train":
             from advviz.demo import run_train
 
-            print(run_train(args))
+            _out(run_train(args))
         elif args.command == "explore":
             mod = importlib.import_module("advviz.widgets.launch")
             return int(mod.main(port=args.port, open_browser=not args.no_browser) or 0)
         elif args.command == "reproduce":
             mod = importlib.import_module(PAPERS[args.paper])
             result = mod.run(table=args.table, quick=args.quick, n=args.n, seed=args.seed)
-            print(mod.format(result))
+            _out(mod.format(result))
             if args.json:
                 with open(args.json, "w") as fh:
                     json.dump(result, fh, indent=1)
         elif args.command == "bench":
             mod = importlib.import_module(BENCHES[args.what])
             rows = mod.run(n=args.n, quick=args.quick, device=args.device, seed=args.seed)
-            print(mod.format(rows))
+            _out(mod.format(rows))
             if args.json:
                 with open(args.json, "w") as fh:
                     json.dump(rows, fh, indent=1)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _out("interrupted", err=True)
         return 130
     except (ValueError, KeyError, FileNotFoundError, ModuleNotFoundError) as exc:
-        print(f"advviz: error: {exc}", file=sys.stderr)
+        _out(f"advviz: error: {exc}", err=True)
         return 2
     return 0
 
