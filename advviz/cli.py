@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _out(run_train(args))
         elif args.command == "explore":
             mod = importlib.import_module("advviz.widgets.launch")
-            return int(mod.main(port=args.port, open_browser=not args.no_browser) or 0)
+            return int(mod.main(port=args.port, open_browser=not args.no_browser, report=_out) or 0)
         elif args.command == "reproduce":
             mod = importlib.import_module(PAPERS[args.paper])
             result = mod.run(table=args.table, quick=args.quick, n=args.n, seed=args.seed)

@@ -12,6 +12,7 @@ display is available.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
@@ -23,9 +24,11 @@ import time
 import urllib.error
 import urllib.request
 import webbrowser
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 __all__ = ["find_notebook", "free_port", "LabServer", "start", "main"]
 
@@ -133,18 +136,25 @@ def start(port: int = 0, *, notebook: str | os.PathLike[str] | None = None, toke
     return LabServer(process=proc, url=url, base_url=base, token=token, root=root, notebook=nb)
 
 
-def main(port: int = 0, open_browser: bool = True) -> int:
-    """Serve the explorer notebook until Ctrl-C; print its URL; open a browser if possible.
+def main(port: int = 0, open_browser: bool = True, report: Callable[[str], None] | None = None) -> int:
+    """Serve the explorer notebook until Ctrl-C; report its URL; open a browser if possible.
+
+    Args:
+        port: port on 127.0.0.1 (0: a free one).
+        open_browser: open the URL in a browser when a display exists.
+        report: receives the lines for the user (the URL, display hints); the CLI passes its
+            terminal writer. Default: ``logging`` at INFO level.
 
     Returns:
         0 after a clean shutdown, else the server's exit status.
     """
+    say = report or log.info
     server = start(port)
-    print(f"advviz explorer: {server.url}", flush=True)
+    say(f"advviz explorer: {server.url}")
     if open_browser and _has_display():
         webbrowser.open(server.url)
     elif open_browser:
-        print("no display found: open the URL above in a browser", flush=True)
+        say("no display found: open the URL above in a browser")
     def _terminate(_signum: int, _frame: object) -> None:  # `kill`: take the server down with us
         raise KeyboardInterrupt  # unwinds out of wait() (which holds Popen's lock), then stop() below
 
