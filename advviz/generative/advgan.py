@@ -38,11 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz.generative.tsgan import Critic
+
 __all__ = [
     "ADVGAN_CONFIGS",
     "AdvGAN",
     "AdvGANConfig",
-    "Discriminator",
     "PerturbationGenerator",
     "cw_loss",
     "hinge_loss",
@@ -97,22 +98,6 @@ class PerturbationGenerator(nn.Module):
         return out * self.eps if self.eps is not None else out
 
 
-class Discriminator(nn.Module):
-    """LSGAN discriminator ``(B, C, H, W) -> (B,)`` scores."""
-
-    def __init__(self, image_shape: tuple[int, int, int], *, width: int = 32) -> None:
-        super().__init__()
-        c, h, w = image_shape
-        self.net = nn.Sequential(
-            nn.Conv2d(c, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * width * (h // 4) * (w // 4), 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(1)
-
-
 def cw_loss(logits: torch.Tensor, labels: torch.Tensor, *, targeted: bool, kappa: float = 0.0) -> torch.Tensor:
     """Carlini-Wagner margin loss, batch mean.
 
@@ -156,7 +141,7 @@ class AdvGAN(nn.Module):
         self.image_shape = tuple(image_shape)
         self.target = target
         self.generator = PerturbationGenerator(image_shape[0], width=config.width, eps=config.eps)
-        self.discriminator = Discriminator(self.image_shape, width=config.width)
+        self.discriminator = Critic(self.image_shape, width=config.width)  # same network as TSGAN's critic
         self.epochs_done = 0
         self.history: list[dict[str, float]] = []
         self.eval()
