@@ -72,6 +72,12 @@ def test_asr_accuracy_misclassification_exact() -> None:
     assert metrics.asr(model, x, y, target) == pytest.approx(0.5)
     assert metrics.asr(model, x, y, torch.tensor([0, 1, 2, 0])) == pytest.approx(1.0)
     assert metrics.asr(model, x, torch.tensor([0, 1, 2, 0])) == pytest.approx(0.0)
+    # prediction_change compares with the predictions on reference images, not with labels
+    x_ref = _images((0.9, 0.1), (0.9, 0.1), (0.1, 0.2), (0.2, 0.8))  # predictions 0, 0, 2, 1
+    assert metrics.prediction_change(model, x_ref, x) == pytest.approx(0.5)
+    assert metrics.prediction_change(model, x, x) == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.prediction_change(model, x_ref[:2], x)
     # batching does not change the result
     assert metrics.asr(model, x, y, batch_size=3) == pytest.approx(0.5)
 
