@@ -129,3 +129,16 @@ def test_resnet20_pretrained_accuracy(cifar_test):
 def test_resnet32_loads_and_state_keys_match():
     m = models.load("resnet32_cifar10")
     assert m.depth == 32 and sum(p.numel() for p in m.parameters()) == 464154
+
+
+def test_slim_vgg_keeps_depth_and_layer_names() -> None:
+    full, slim = models.create("vgg19"), models.create("vgg19", width=0.25)
+    names = [n for n, _ in full.features.named_children()]
+    assert names == [n for n, _ in slim.features.named_children()]
+    assert slim.features.conv1_1.out_channels == 16 and slim.features.conv5_4.out_channels == 128
+    n_full, n_slim = (sum(p.numel() for p in m.parameters()) for m in (full, slim))
+    assert 12 < n_full / n_slim < 20  # conv weights scale with width**2
+    x = torch.rand(2, 3, 32, 32)
+    assert slim.eval()(x).shape == (2, 10) and slim.forward_features(x).shape == (2, 128, 4, 4)
+    with pytest.raises(ValueError, match="width"):
+        models.create("vgg19", width=0)

@@ -44,21 +44,27 @@ class CifarVGG(Classifier):
         in_channels: input channels.
         mean: normalisation mean (default CIFAR-10's).
         std: normalisation std.
+        width: channel multiplier (1.0: the paper's widths; 0.25: a "slim" VGG with every
+            layer a quarter as wide, the same depth and layer names).
     """
 
     def __init__(self, depth: int = 16, num_classes: int = 10, in_channels: int = 3,
-                 mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD) -> None:
+                 mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD,
+                 width: float = 1.0) -> None:
         super().__init__()
         if depth not in VGG_CONFIGS:
             raise ValueError(f"VGG depth must be one of {sorted(VGG_CONFIGS)}; got {depth}")
-        self.depth = depth
+        if not 0 < width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {width}")
+        self.depth, self.width = depth, width
         self.num_classes = num_classes
         self.input_size = (in_channels, 32, 32)
         self.normalize = Normalize(mean, std)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         c_in = in_channels
         for b, widths in enumerate(VGG_CONFIGS[depth], start=1):
-            for i, c_out in enumerate(widths, start=1):
+            for i, c_full in enumerate(widths, start=1):
+                c_out = max(1, round(c_full * width))
                 layers[f"conv{b}_{i}"] = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
                 layers[f"bn{b}_{i}"] = nn.BatchNorm2d(c_out)
                 layers[f"relu{b}_{i}"] = nn.ReLU()
@@ -71,15 +77,15 @@ class CifarVGG(Classifier):
         self.last_conv = f"features.relu5_{last_block}"
         self.pool5 = last_pool[1]
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(512, num_classes)
+        self.classifier = nn.Linear(c_in, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, 32, 32)`` in [0, 1] -> last conv activation ``(B, 512, 4, 4)``."""
+        """``(B, C, 32, 32)`` in [0, 1] -> last conv activation ``(B, 512 * width, 4, 4)``."""
         return self.features(self.normalize(x))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, 512, 4, 4)`` -> logits ``(B, num_classes)``."""
+        """``(B, 512 * width, 4, 4)`` -> logits ``(B, num_classes)``."""
         return self.classifier(self.avgpool(self.pool5(features)).flatten(1))
