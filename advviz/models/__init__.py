@@ -271,14 +271,21 @@ def load_state_file(path: str | os.PathLike[str], *, expected_sha256: str | None
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:
-    """Save ``model.state_dict()`` as safetensors (atomically), with string metadata."""
+def save_weights(model: nn.Module, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None,
+                 half: bool = False) -> Path:
+    """Save ``model.state_dict()`` as safetensors (atomically), with string metadata.
+
+    ``half=True`` stores floating-point tensors as float16 (half the size, for weights that ship
+    with advviz); ``load_state_dict`` casts them back to the model's dtype.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.safetensors")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     save_file(state, str(tmp), metadata=meta)
     os.replace(tmp, path)
