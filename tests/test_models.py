@@ -142,3 +142,17 @@ def test_slim_vgg_keeps_depth_and_layer_names() -> None:
     assert slim.eval()(x).shape == (2, 10) and slim.forward_features(x).shape == (2, 128, 4, 4)
     with pytest.raises(ValueError, match="width"):
         models.create("vgg19", width=0)
+
+
+def test_save_weights_half_round_trip(tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    net = models.create("lenet5")
+    path = models.save_weights(net, tmp_path / "w.safetensors", metadata={"recipe": {"a": 1}}, half=True)
+    stored = load_file(str(path))
+    assert all(v.dtype == torch.float16 for k, v in stored.items() if v.is_floating_point())
+    back = models.load("lenet5", weights=path)
+    for (k, a), b in zip(net.state_dict().items(), back.state_dict().values()):
+        assert b.dtype == a.dtype, k
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), k
