@@ -160,6 +160,33 @@ def _load_data(quick: bool, dataset: str, device: torch.device, progress: bool) 
                      "LeNet-5 (lenet5_digits recipe), 2,000 held-out images are attacked")}
 
 
+def _cached_tsgan(path: Any, cfg: Any, targets: list[int], device: torch.device) -> Any:
+    """The TSGAN cached at ``path`` if it was trained with ``cfg`` for ``targets``, else ``None``
+    (a cache from an earlier configuration is retrained, not reused)."""
+    from advviz.generative import tsgan as T
+
+    if not path.is_file():
+        return None
+    gan = T.TSGAN.load(path, device=device)
+    if gan.config != cfg or gan.targets() != sorted(targets):
+        log.info("ignoring %s: trained with another configuration", path)
+        return None
+    return gan
+
+
+def _cached_advgan(path: Any, acfg: Any, device: torch.device) -> Any:
+    """The AdvGAN cached at ``path`` if it was trained with ``acfg``, else ``None``."""
+    from advviz.generative import advgan as A
+
+    if not path.is_file():
+        return None
+    gan = A.AdvGAN.load(path, device=device)
+    if gan.config != acfg:
+        log.info("ignoring %s: trained with another configuration", path)
+        return None
+    return gan
+
+
 def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
            dataset: str = "mnist") -> dict[str, Any]:
     """Train (or load from the cache) everything the tables of one dataset share."""
@@ -179,9 +206,9 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
     folder = cache_dir() / "tsgan"
     stem = f"{cfg.name}_seed{seed}_t{'-'.join(map(str, targets))}"
     gan_path, nc_path = folder / f"{stem}.safetensors", folder / f"{stem}_nocontent.safetensors"
-    if gan_path.is_file() and nc_path.is_file():
-        gan, gan_nc = T.TSGAN.load(gan_path, device=device), T.TSGAN.load(nc_path, device=device)
-    else:
+    gan = _cached_tsgan(gan_path, cfg, targets, device)
+    gan_nc = _cached_tsgan(nc_path, cfg.replace(lambda_content=0.0), targets, device)
+    if gan is None or gan_nc is None:
         gan = T.TSGAN(cfg, tuple(x_tr.shape[1:])).to(device)
         gan.fit_normal(x_tr, device=device, seed=seed, progress=progress)
         gan_nc = T.TSGAN(cfg.replace(lambda_content=0.0), tuple(x_tr.shape[1:])).to(device)
@@ -196,8 +223,9 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
     advgans = {}
     for t in targets:
         path = folder / f"advgan_{acfg.name}_seed{seed}_t{t}.safetensors"
-        if path.is_file():
-            advgans[t] = A.AdvGAN.load(path, device=device)
+        cached = _cached_advgan(path, acfg, device)
+        if cached is not None:
+            advgans[t] = cached
         else:
             advgans[t] = A.AdvGAN(acfg, tuple(x_tr.shape[1:]), target=t).to(device)
             advgans[t].fit(d["x_adv_tr"], d["y_adv_tr"], target_model, device=device, seed=seed, progress=progress)
@@ -324,9 +352,8 @@ def _defended_rows(s: dict[str, Any], n: int, seed: int, table: str, kind: str, 
     gpath = folder / f"{s['cfg'].name}_seed{seed}_t{tag}_vs_{model_name.split()[0]}_{kind}.safetensors"
     if table == "7":  # the file name the digits Table 7 has always used
         gpath = folder / f"{s['cfg'].name}_seed{seed}_t0_vs_{kind}.safetensors"
-    if gpath.is_file():
-        gan = T.TSGAN.load(gpath, device=dev)
-    else:
+    gan = _cached_tsgan(gpath, s["cfg"], s["targets"], dev)
+    if gan is None:
         gan = T.TSGAN(s["cfg"], s["gan"].image_shape).to(dev)
         gan.g_norm.load_state_dict(s["gan"].g_norm.state_dict())
         gan.critic.load_state_dict(s["gan"].critic.state_dict())
@@ -339,8 +366,9 @@ def _defended_rows(s: dict[str, Any], n: int, seed: int, table: str, kind: str, 
     for t in s["targets"]:
         suffix = f"_vs_{kind}" if table == "7" else f"_vs_{model_name.split()[0]}_{kind}"
         apath = folder / f"advgan_{s['acfg'].name}_seed{seed}_t{t}{suffix}.safetensors"
-        if apath.is_file():
-            advgans[t] = A.AdvGAN.load(apath, device=dev)
+        cached = _cached_advgan(apath, s["acfg"], dev)
+        if cached is not None:
+            advgans[t] = cached
         else:
             advgans[t] = A.AdvGAN(s["acfg"], s["gan"].image_shape, target=t).to(dev)
             advgans[t].fit(s["x_adv_tr"], s["y_adv_tr"], model, device=dev, seed=seed, progress=False)
