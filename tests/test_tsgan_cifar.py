@@ -159,7 +159,7 @@ def test_table8_rows_carry_defense_and_paper_values(one_thread, monkeypatch, tmp
     assert "quick" in r8["config"]["note"]
     # the retrained generators are cached per defended model
     assert len(list((tmp_path / "tsgan").glob("cifar10_quick_seed0_t0_vs_resnet20_*.safetensors"))) == 2
-    assert len(list((tmp_path / "tsgan").glob("advgan_cifar10_quick_seed0_t0_vs_resnet20_*.safetensors"))) == 2
+    assert len(list((tmp_path / "tsgan").glob("advgan_cifar10_quick_n8_seed0_t0_vs_resnet20_*.safetensors"))) == 2
     json.dumps(r8)
 
 

@@ -31,8 +31,8 @@ settings.
 
 CIFAR-10 column (the JPEG re-encoding in ``$ADVVIZ_DATA``, on which the published ResNet-20
 scores 81%): target model the published ``resnet20_cifar10`` (the paper trains its own). Quick
-mode trains TSGAN (``cifar10_quick``) on a seeded subset of 4,000 train images
-(:data:`CIFAR_QUICK`), AdvGAN (``cifar10_quick``) on the first 2,000 of them, and attacks 500
+mode trains TSGAN and AdvGAN (both ``cifar10_quick``) on a seeded subset of 4,000 train images
+(:data:`CIFAR_QUICK`) and attacks 500
 seeded test images; the full mode uses Table 4's settings on the whole train split and 2,000
 test images (never run on this CPU: 3,000 + 1,000 epochs). The content network is ImageNet
 VGG-16 if available, else the zoo ``vgg16_cifar10``, else a slim VGG-16 advviz trains on
@@ -70,7 +70,7 @@ TABLE_DATASETS: dict[str, tuple[str, ...]] = {"6": DATASETS, "7": ("mnist",), "8
 
 # Quick CIFAR-10 sizes: TSGAN's training subset (seeded permutation of the train split, seed 0),
 # AdvGAN's (the first images of that subset) and the attacked test images (data.sample, seed 0).
-CIFAR_QUICK: dict[str, int] = {"train": 4000, "advgan_train": 2000, "test": 500}
+CIFAR_QUICK: dict[str, int] = {"train": 4000, "advgan_train": 4000, "test": 500}
 # Table 8's two defenses -> advviz.papers.protected recipes.
 CIFAR_DEFENSES: dict[str, str] = {"adv": "fast_at", "iter": "pgd_at"}
 
@@ -127,6 +127,9 @@ def _load_data(quick: bool, dataset: str, device: torch.device, progress: bool) 
             n_adv = CIFAR_QUICK["advgan_train"]
             train_desc = (f"a seeded subset of {CIFAR_QUICK['train']:,} CIFAR-10 train images (randperm, seed 0) "
                           f"trains TSGAN, its first {n_adv:,} AdvGAN")
+            if n_adv == len(x_tr):
+                train_desc = (f"a seeded subset of {len(x_tr):,} CIFAR-10 train images (randperm, seed 0) trains "
+                              "TSGAN and AdvGAN")
         else:
             x_tr, y_tr = train_set.tensors()
             n_adv = len(x_tr)
@@ -222,7 +225,8 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
         gan_nc.save(nc_path)
     advgans = {}
     for t in targets:
-        path = folder / f"advgan_{acfg.name}_seed{seed}_t{t}.safetensors"
+        # the file name carries the number of training images (the config does not)
+        path = folder / f"advgan_{acfg.name}_n{len(d['x_adv_tr'])}_seed{seed}_t{t}.safetensors"
         cached = _cached_advgan(path, acfg, device)
         if cached is not None:
             advgans[t] = cached
@@ -365,7 +369,7 @@ def _defended_rows(s: dict[str, Any], n: int, seed: int, table: str, kind: str, 
     advgans = {}
     for t in s["targets"]:
         suffix = f"_vs_{kind}" if table == "7" else f"_vs_{model_name.split()[0]}_{kind}"
-        apath = folder / f"advgan_{s['acfg'].name}_seed{seed}_t{t}{suffix}.safetensors"
+        apath = folder / f"advgan_{s['acfg'].name}_n{len(s['x_adv_tr'])}_seed{seed}_t{t}{suffix}.safetensors"
         cached = _cached_advgan(apath, s["acfg"], dev)
         if cached is not None:
             advgans[t] = cached
