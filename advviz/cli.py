@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import logging
 import sys
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true", help="small configuration (about a minute on a 2-core CPU)")
     r.add_argument("--n", type=int, default=None, help="number of images")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--dataset", default=None,
+                   help="the paper's dataset column where it has several (tsgan: mnist or cifar10)")
     r.add_argument("--json", default=None, help="write the result as JSON to this path")
 
     b = sub.add_parser("bench", help="benchmarks (advviz beside the reference implementation)")
@@ -101,7 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(mod.main(port=args.port, open_browser=not args.no_browser, report=_out) or 0)
         elif args.command == "reproduce":
             mod = importlib.import_module(PAPERS[args.paper])
-            result = mod.run(table=args.table, quick=args.quick, n=args.n, seed=args.seed)
+            extra = {}
+            if args.dataset is not None:
+                if "dataset" not in inspect.signature(mod.run).parameters:
+                    raise ValueError(f"reproduce {args.paper} has no --dataset option")
+                extra["dataset"] = args.dataset
+            result = mod.run(table=args.table, quick=args.quick, n=args.n, seed=args.seed, **extra)
             _out(mod.format(result))
             if args.json:
                 with open(args.json, "w") as fh:

@@ -231,8 +231,9 @@ def test_quick_tsgan_targeted_asr_above_chance(one_thread, lenet_digits, digits_
     target = torch.zeros(n, dtype=torch.long)
     asr_adv = metrics.asr(lenet_digits, gan.generate(n, 0, seed=1), target, target)
     asr_norm = metrics.asr(lenet_digits, gan.generate(n, None, seed=1), target, target)
-    assert asr_adv > 0.25, (asr_adv, asr_norm)
-    assert asr_adv > asr_norm + 0.12
+    # measured: 0.734 (G_norm 0.068) with digits_quick's stage-2 rate 1e-3; 0.288 with the earlier 2e-4
+    assert asr_adv > 0.5, (asr_adv, asr_norm)
+    assert asr_adv > asr_norm + 0.3
     assert all(torch.equal(a, b) for a, b in zip(before, lenet_digits.parameters()))
     assert all(p.requires_grad for p in lenet_digits.parameters()) and not lenet_digits.training
     assert all(p.requires_grad for p in gan.g_norm.parameters())  # stage 2 restores G_norm's flags

@@ -1,31 +1,51 @@
 """Reproduction of the TSGAN paper's experiments (paper 000: Liu et al., IEEE Access 2020).
 
-``advviz reproduce tsgan --table T`` with T one of:
+``advviz reproduce tsgan --table T [--dataset mnist|cifar10]`` with T one of:
 
-* ``6``: targeted ASR of FGSM, PGD-20, AdvGAN and TSGAN against LeNet-5 (MNIST column).
+* ``6``: targeted ASR of FGSM, PGD-20, AdvGAN and TSGAN against LeNet-5 (MNIST column) or,
+  with ``--dataset cifar10``, against ResNet-20 (the CIFAR-10 ResNet-20 column).
 * ``7``: ASR against LeNet-5s adversarially trained with FGSM ("adv") and PGD ("iter") by
   :func:`advviz.train.adversarial_fit` (quick recipes :data:`AT_RECIPES`, labelled as such);
   TSGAN stage 2 and AdvGAN are retrained against each defended model. Quick mode only.
+* ``8``: the CIFAR-10 version of Table 7 (ResNet-20 rows): "adv" is advviz's FGSM-based
+  ``fast_at`` ResNet-20 (Wong et al.: FGSM from a random start), "iter" its ``pgd_at`` ResNet-20
+  (PGD-7), both from :mod:`advviz.papers.protected` (``quick`` recipes: 2,000 images, one
+  epoch of fine-tuning; labelled as such).
 * ``9``: transfer — the same adversarial examples on a second classifier they were not trained
-  against (advviz's slim VGG-16 trained on digits).
+  against (MNIST: advviz's slim VGG-16 trained on digits; CIFAR-10: ResNet-32, the paper's
+  ResNet20 -> ResNet32 row).
 * ``10``: TSGAN with and without the content loss (ASR).
 * ``11``: quality — FID and SSIM of TSGAN (with/without content) and AdvGAN against G_norm's
-  outputs (Table 11; Table 12 is the CIFAR-10 version, not run here).
+  outputs on MNIST; ``12``: the same on CIFAR-10.
 * ``13``: seconds to generate 1,000 adversarial examples.
 
-Data and models: quick mode trains on the **digits** train split (scikit-learn's 8x8 digits
-upsampled to 28x28, 1,437 images) against advviz's ``lenet5_digits`` and evaluates on the digits
-test split (359 images) / 1,000 generated examples; the full mode uses the MNIST *test* split
-split by :func:`advviz.data.holdout_split` (80% to train TSGAN, AdvGAN and a LeNet-5, 20% to
-evaluate), since only MNIST's test split is available here, with Table 3's settings.
+Tables 8 and 12 are CIFAR-10 only, 7 and 11 MNIST only; the others take ``dataset``
+(default ``mnist``).
 
-Attack settings (the paper gives none for FGSM/PGD): L-inf eps = 0.3 (MNIST's usual budget),
-PGD 20 steps of alpha = 2.5 * eps / 20 from a random start. ASR is *targeted* for every method
-(the fraction classified as the target, over test images whose label is not the target; for
-TSGAN over generated images), the quantity TSGAN optimises; FGSM/PGD/AdvGAN also report
-``asr_untargeted`` (untargeted attacks' fraction misclassified), closer to the paper's FGSM.
-Quick mode attacks target class 0 only (the paper's figures use target 0); the full mode every
-class. Trained generators are cached (``<cache>/tsgan/``) so later tables reuse them.
+Data and models, MNIST column: quick mode trains on the **digits** train split (scikit-learn's
+8x8 digits upsampled to 28x28, 1,437 images) against advviz's ``lenet5_digits`` and evaluates on
+the digits test split (359 images) / 1,000 generated examples; the full mode uses the MNIST
+*test* split divided by :func:`advviz.data.holdout_split` (80% to train TSGAN, AdvGAN and a
+LeNet-5, 20% to evaluate), since only MNIST's test split is available here, with Table 3's
+settings.
+
+CIFAR-10 column (the JPEG re-encoding in ``$ADVVIZ_DATA``, on which the published ResNet-20
+scores 81%): target model the published ``resnet20_cifar10`` (the paper trains its own). Quick
+mode trains TSGAN and AdvGAN (both ``cifar10_quick``) on a seeded subset of 4,000 train images
+(:data:`CIFAR_QUICK`) and attacks 500
+seeded test images; the full mode uses Table 4's settings on the whole train split and 2,000
+test images (never run on this CPU: 3,000 + 1,000 epochs). The content network is ImageNet
+VGG-16 if available, else the zoo ``vgg16_cifar10``, else a slim VGG-16 advviz trains on
+CIFAR-10 (its name says which).
+
+Attack settings (the paper gives none for FGSM/PGD): L-inf eps = 0.3 on MNIST (its usual
+budget) and 8/255 on CIFAR-10 (its usual budget), PGD 20 steps of alpha = 2.5 * eps / 20 from a
+random start. ASR is *targeted* for every method (the fraction classified as the target, over
+test images whose label is not the target; for TSGAN over generated images), the quantity
+TSGAN optimises; FGSM/PGD also report ``asr_untargeted`` (untargeted attacks' fraction
+misclassified), closer to the paper's FGSM. Quick mode attacks target class 0 only (the paper's
+figures use target 0: the digit 0 and "plane"); the full mode every class. Trained generators
+are cached (``<cache>/tsgan/``) so later tables reuse them.
 """
 
 from __future__ import annotations
@@ -42,7 +62,17 @@ __all__ = ["PAPER", "TABLES", "format", "run"]
 
 log = logging.getLogger(__name__)
 
-TABLES = ("6", "7", "9", "10", "11", "13")
+TABLES = ("6", "7", "8", "9", "10", "11", "12", "13")
+DATASETS = ("mnist", "cifar10")
+# Which column(s) of the paper each table has.
+TABLE_DATASETS: dict[str, tuple[str, ...]] = {"6": DATASETS, "7": ("mnist",), "8": ("cifar10",), "9": DATASETS,
+                                              "10": DATASETS, "11": ("mnist",), "12": ("cifar10",), "13": DATASETS}
+
+# Quick CIFAR-10 sizes: TSGAN's training subset (seeded permutation of the train split, seed 0),
+# AdvGAN's (the first images of that subset) and the attacked test images (data.sample, seed 0).
+CIFAR_QUICK: dict[str, int] = {"train": 4000, "advgan_train": 4000, "test": 500}
+# Table 8's two defenses -> advviz.papers.protected recipes.
+CIFAR_DEFENSES: dict[str, str] = {"adv": "fast_at", "iter": "pgd_at"}
 
 # Quick adversarially trained LeNet-5s for Table 7 (fine-tuned from lenet5_digits on the digits
 # train split with advviz.train.adversarial_fit): "adv" = FGSM adversarial training (Goodfellow et
@@ -64,54 +94,124 @@ PAPER: dict[str, dict[str, dict[str, float]]] = {
            "advgan": {"fid": 276.19, "ssim": 0.4772}},
     "13": {"fgsm": {"seconds_per_1000": 0.66}, "pgd": {"seconds_per_1000": 4.83},
            "advgan": {"seconds_per_1000": 0.036}, "tsgan": {"seconds_per_1000": 0.013}},
+    # CIFAR-10, ResNet-20 rows/columns.
+    "6:cifar10": {"fgsm": {"asr": 0.7968}, "pgd": {"asr": 0.9281}, "advgan": {"asr": 0.9496},
+                  "tsgan": {"asr": 0.9583}},
+    "8:adv": {"fgsm": {"asr": 0.1369}, "pgd": {"asr": 0.7688}, "advgan": {"asr": 0.1374}, "tsgan": {"asr": 0.1813}},
+    "8:iter": {"fgsm": {"asr": 0.3396}, "pgd": {"asr": 0.3914}, "advgan": {"asr": 0.1616}, "tsgan": {"asr": 0.1241}},
+    "9:cifar10": {"advgan": {"asr": 0.4068}, "tsgan": {"asr": 0.7309}},  # trained on ResNet20, attacking ResNet32
+    "12": {"tsgan_no_content": {"fid": 37.08, "ssim": 0.6673}, "tsgan": {"fid": 8.42, "ssim": 0.7975},
+           "advgan": {"fid": 11.08, "ssim": 0.7665}},
 }
-EPS = 0.3
+EPS = 0.3  # MNIST
+EPS_CIFAR = 8 / 255
 PGD_STEPS = 20
 
 _CACHE: dict[tuple[Any, ...], dict[str, Any]] = {}
 
 
-def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False) -> dict[str, Any]:
-    """Train (or load from the cache) everything the tables share."""
+def _eps(s: dict[str, Any]) -> float:
+    return EPS_CIFAR if s.get("dataset") == "cifar10" else EPS
+
+
+def _load_data(quick: bool, dataset: str, device: torch.device, progress: bool) -> dict[str, Any]:
+    """Training/test images, the target model and descriptions for one column of the paper."""
     from advviz import data, models, train
+
+    if dataset == "cifar10":
+        train_set = data.load("cifar10", "train")
+        n_test = CIFAR_QUICK["test"] if quick else 2000
+        if quick:
+            idx = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[:CIFAR_QUICK["train"]]
+            x_tr, y_tr = train_set.tensors(idx)
+            n_adv = CIFAR_QUICK["advgan_train"]
+            train_desc = (f"a seeded subset of {CIFAR_QUICK['train']:,} CIFAR-10 train images (randperm, seed 0) "
+                          f"trains TSGAN, its first {n_adv:,} AdvGAN")
+            if n_adv == len(x_tr):
+                train_desc = (f"a seeded subset of {len(x_tr):,} CIFAR-10 train images (randperm, seed 0) trains "
+                              "TSGAN and AdvGAN")
+        else:
+            x_tr, y_tr = train_set.tensors()
+            n_adv = len(x_tr)
+            train_desc = "the CIFAR-10 train split (50,000) trains TSGAN and AdvGAN"
+        x_te, y_te = data.sample(data.load("cifar10", "test"), n_test, seed=0)
+        return {"cfg_name": "cifar10_quick" if quick else "cifar10", "x_tr": x_tr, "y_tr": y_tr,
+                "x_adv_tr": x_tr[:n_adv], "y_adv_tr": y_tr[:n_adv], "x_te": x_te, "y_te": y_te,
+                "target_model": models.load("resnet20_cifar10", device=device), "model_name": "resnet20",
+                "target_label": "resnet20_cifar10", "targets": [0] if quick else list(range(10)),
+                "content_ds": "cifar10",
+                "data": (f"CIFAR-10 (JPEG re-encoding; resnet20_cifar10 scores 81% on it): {train_desc}; "
+                         f"{n_test:,} test images (data.sample, seed 0) are attacked; target model resnet20_cifar10")}
+    if quick:
+        x_tr, y_tr = data.load("digits", "train").tensors()
+        x_te, y_te = data.load("digits", "test").tensors()
+        return {"cfg_name": "digits_quick", "x_tr": x_tr, "y_tr": y_tr, "x_adv_tr": x_tr, "y_adv_tr": y_tr,
+                "x_te": x_te, "y_te": y_te, "target_model": models.load("lenet5_digits", device=device),
+                "model_name": "lenet5", "target_label": "lenet5_digits", "targets": [0], "content_ds": "digits",
+                "data": ("digits (scikit-learn, 28x28): train split (1,437) to train the GANs, test split (359) "
+                         "to attack; target model lenet5_digits")}
+    tr, te = data.holdout_split(data.load("mnist", "test"), 0.2, seed=0)
+    x_tr, y_tr = tr.tensors()
+    x_te, y_te = te.tensors()
+    target_model = models.create("lenet5")
+    train.fit(target_model, (x_tr, y_tr), **train.RECIPES["lenet5_digits"], device=device, progress=progress)
+    target_model.eval()
+    return {"cfg_name": "mnist", "x_tr": x_tr, "y_tr": y_tr, "x_adv_tr": x_tr, "y_adv_tr": y_tr, "x_te": x_te,
+            "y_te": y_te, "target_model": target_model, "model_name": "lenet5", "target_label": "lenet5 (mnist part)",
+            "targets": list(range(10)), "content_ds": "mnist",
+            "data": ("MNIST test split divided by holdout_split(0.2, seed=0): 8,000 images train the GANs and a "
+                     "LeNet-5 (lenet5_digits recipe), 2,000 held-out images are attacked")}
+
+
+def _cached_tsgan(path: Any, cfg: Any, targets: list[int], device: torch.device) -> Any:
+    """The TSGAN cached at ``path`` if it was trained with ``cfg`` for ``targets``, else ``None``
+    (a cache from an earlier configuration is retrained, not reused)."""
+    from advviz.generative import tsgan as T
+
+    if not path.is_file():
+        return None
+    gan = T.TSGAN.load(path, device=device)
+    if gan.config != cfg or gan.targets() != sorted(targets):
+        log.info("ignoring %s: trained with another configuration", path)
+        return None
+    return gan
+
+
+def _cached_advgan(path: Any, acfg: Any, device: torch.device) -> Any:
+    """The AdvGAN cached at ``path`` if it was trained with ``acfg``, else ``None``."""
+    from advviz.generative import advgan as A
+
+    if not path.is_file():
+        return None
+    gan = A.AdvGAN.load(path, device=device)
+    if gan.config != acfg:
+        log.info("ignoring %s: trained with another configuration", path)
+        return None
+    return gan
+
+
+def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
+           dataset: str = "mnist") -> dict[str, Any]:
+    """Train (or load from the cache) everything the tables of one dataset share."""
     from advviz._paths import cache_dir
     from advviz.generative import advgan as A
     from advviz.generative import tsgan as T
 
-    key = (quick, seed, str(device))
+    key = (quick, seed, str(device), dataset)
     if key in _CACHE:
         return _CACHE[key]
     t_start = time.perf_counter()
-    if quick:
-        cfg = T.CONFIGS["digits_quick"]
-        acfg = A.ADVGAN_CONFIGS["digits_quick"]
-        x_tr, y_tr = data.load("digits", "train").tensors()
-        x_te, y_te = data.load("digits", "test").tensors()
-        target_model = models.load("lenet5_digits", device=device)
-        data_desc = ("digits (scikit-learn, 28x28): train split (1,437) to train the GANs, test split (359) "
-                     "to attack; target model lenet5_digits")
-        targets = [0]
-        content_ds = "digits"
-    else:
-        cfg = T.CONFIGS["mnist"]
-        acfg = A.ADVGAN_CONFIGS["mnist"]
-        tr, te = data.holdout_split(data.load("mnist", "test"), 0.2, seed=0)
-        x_tr, y_tr = tr.tensors()
-        x_te, y_te = te.tensors()
-        target_model = models.create("lenet5")
-        train.fit(target_model, (x_tr, y_tr), **train.RECIPES["lenet5_digits"], device=device, progress=progress)
-        target_model.eval()
-        data_desc = ("MNIST test split divided by holdout_split(0.2, seed=0): 8,000 images train the GANs and a "
-                     "LeNet-5 (lenet5_digits recipe), 2,000 held-out images are attacked")
-        targets = list(range(10))
-        content_ds = "mnist"
-    content = T.content_network(content_ds, device=device)
+    d = _load_data(quick, dataset, device, progress)
+    cfg = T.CONFIGS[d["cfg_name"]]
+    acfg = A.ADVGAN_CONFIGS[d["cfg_name"]]
+    x_tr, target_model, targets = d["x_tr"], d["target_model"], d["targets"]
+    content = T.content_network(d["content_ds"], device=device, progress=progress)
     folder = cache_dir() / "tsgan"
     stem = f"{cfg.name}_seed{seed}_t{'-'.join(map(str, targets))}"
     gan_path, nc_path = folder / f"{stem}.safetensors", folder / f"{stem}_nocontent.safetensors"
-    if gan_path.is_file() and nc_path.is_file():
-        gan, gan_nc = T.TSGAN.load(gan_path, device=device), T.TSGAN.load(nc_path, device=device)
-    else:
+    gan = _cached_tsgan(gan_path, cfg, targets, device)
+    gan_nc = _cached_tsgan(nc_path, cfg.replace(lambda_content=0.0), targets, device)
+    if gan is None or gan_nc is None:
         gan = T.TSGAN(cfg, tuple(x_tr.shape[1:])).to(device)
         gan.fit_normal(x_tr, device=device, seed=seed, progress=progress)
         gan_nc = T.TSGAN(cfg.replace(lambda_content=0.0), tuple(x_tr.shape[1:])).to(device)
@@ -120,25 +220,31 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False)
         gan_nc.epochs_done["normal"] = gan.epochs_done["normal"]
         gan.fit_adversarial(x_tr, target_model, targets, content=content, device=device, seed=seed, progress=progress)
         gan_nc.fit_adversarial(x_tr, target_model, targets, content=None, device=device, seed=seed, progress=progress)
-        gan.info["target_model"] = gan_nc.info["target_model"] = "lenet5_digits" if quick else "lenet5 (mnist part)"
+        gan.info["target_model"] = gan_nc.info["target_model"] = d["target_label"]
         gan.save(gan_path)
         gan_nc.save(nc_path)
     advgans = {}
     for t in targets:
-        path = folder / f"advgan_{acfg.name}_seed{seed}_t{t}.safetensors"
-        if path.is_file():
-            advgans[t] = A.AdvGAN.load(path, device=device)
+        # the file name carries the number of training images (the config does not)
+        path = folder / f"advgan_{acfg.name}_n{len(d['x_adv_tr'])}_seed{seed}_t{t}.safetensors"
+        cached = _cached_advgan(path, acfg, device)
+        if cached is not None:
+            advgans[t] = cached
         else:
             advgans[t] = A.AdvGAN(acfg, tuple(x_tr.shape[1:]), target=t).to(device)
-            advgans[t].fit(x_tr, y_tr, target_model, device=device, seed=seed, progress=progress)
+            advgans[t].fit(d["x_adv_tr"], d["y_adv_tr"], target_model, device=device, seed=seed, progress=progress)
             advgans[t].save(path)
-    config = {"quick": quick, "seed": seed, "tsgan_config": cfg.__dict__ | {"betas": list(cfg.betas)},
+    eps = EPS_CIFAR if dataset == "cifar10" else EPS
+    config = {"quick": quick, "seed": seed, "dataset": dataset,
+              "tsgan_config": cfg.__dict__ | {"betas": list(cfg.betas)},
               "advgan_config": acfg.__dict__, "targets": targets, "content_network": content.name,
-              "fgsm": {"eps": EPS}, "pgd": {"eps": EPS, "alpha": 2.5 * EPS / PGD_STEPS, "steps": PGD_STEPS},
+              "fgsm": {"eps": eps}, "pgd": {"eps": eps, "alpha": 2.5 * eps / PGD_STEPS, "steps": PGD_STEPS},
               "tsgan_epochs_done": gan.epochs_done, "target_model": gan.info.get("target_model")}
-    out = {"cfg": cfg, "gan": gan, "gan_nc": gan_nc, "advgans": advgans, "target_model": target_model,
-           "content": content, "x_te": x_te.to(device), "y_te": y_te.to(device), "targets": targets,
-           "data": data_desc, "config": config, "setup_seconds": time.perf_counter() - t_start}
+    out = {"cfg": cfg, "acfg": acfg, "gan": gan, "gan_nc": gan_nc, "advgans": advgans, "target_model": target_model,
+           "content": content, "x_tr": x_tr, "x_adv_tr": d["x_adv_tr"], "y_adv_tr": d["y_adv_tr"],
+           "x_te": d["x_te"].to(device), "y_te": d["y_te"].to(device), "targets": targets, "dataset": dataset,
+           "model_name": d["model_name"], "data": d["data"], "config": config,
+           "setup_seconds": time.perf_counter() - t_start}
     _CACHE[key] = out
     return out
 
@@ -154,11 +260,13 @@ def _targeted_images(s: dict[str, Any], t: int, n: int) -> tuple[torch.Tensor, t
 
 
 def _asr_rows(s: dict[str, Any], n: int, seed: int, table: str, model: torch.nn.Module, model_name: str,
-              attacks: tuple[str, ...]) -> list[dict[str, Any]]:
+              attacks: tuple[str, ...], paper_key: str | None = None) -> list[dict[str, Any]]:
+    """Targeted ASR of ``attacks`` (crafted on ``s["target_model"]``) measured on ``model``."""
     from advviz import attacks as atk
     from advviz import metrics
 
     tm = s["target_model"]
+    eps = _eps(s)
     acc: dict[str, list[tuple[float, float | None, int]]] = {a: [] for a in attacks}
     for t in s["targets"]:
         x, y = _targeted_images(s, t, n)
@@ -173,10 +281,10 @@ def _asr_rows(s: dict[str, Any], n: int, seed: int, table: str, model: torch.nn.
                 count = n
             else:
                 if a == "fgsm":
-                    x_adv = atk.fgsm(tm, x, tgt, eps=EPS, targeted=True)
-                    x_un = atk.fgsm(tm, x, y, eps=EPS)
+                    x_adv = atk.fgsm(tm, x, tgt, eps=eps, targeted=True)
+                    x_un = atk.fgsm(tm, x, y, eps=eps)
                 elif a == "pgd":
-                    kw = {"eps": EPS, "alpha": 2.5 * EPS / PGD_STEPS, "steps": PGD_STEPS, "seed": seed}
+                    kw = {"eps": eps, "alpha": 2.5 * eps / PGD_STEPS, "steps": PGD_STEPS, "seed": seed}
                     x_adv = atk.pgd(tm, x, tgt, targeted=True, **kw)
                     x_un = atk.pgd(tm, x, y, **kw)
                 else:
@@ -195,13 +303,18 @@ def _asr_rows(s: dict[str, Any], n: int, seed: int, table: str, model: torch.nn.
         if all(u is not None for _, u, _ in acc[a]):
             row["asr_untargeted"] = sum(u * c for _, u, c in acc[a]) / total  # type: ignore[operator]
         row["n"] = total
-        row.update(_paper(table, a, "asr"))
+        row.update(_paper(paper_key or table, a, "asr"))
         rows.append(row)
     return rows
 
 
+def _column_key(s: dict[str, Any], table: str) -> str:
+    return f"{table}:cifar10" if s.get("dataset") == "cifar10" else table
+
+
 def table6(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
-    rows = _asr_rows(s, n, seed, "6", s["target_model"], "lenet5", ("fgsm", "pgd", "advgan", "tsgan"))
+    rows = _asr_rows(s, n, seed, "6", s["target_model"], s.get("model_name", "lenet5"),
+                     ("fgsm", "pgd", "advgan", "tsgan"), paper_key=_column_key(s, "6"))
     return result("tsgan", "6", s["config"], s["data"], rows)
 
 
@@ -221,64 +334,102 @@ def _robust_lenet(s: dict[str, Any], kind: str) -> tuple[torch.nn.Module, float]
                               progress=False)
         save_weights(model, path, metadata={"recipe": AT_RECIPES[kind], "base": "lenet5_digits"})
     model.eval()
+    return model, _accuracy(model, s)
+
+
+def _accuracy(model: torch.nn.Module, s: dict[str, Any]) -> float:
     with torch.no_grad():
-        acc = float((model(s["x_te"]).argmax(1) == s["y_te"]).float().mean())
-    return model, acc
+        return float((model(s["x_te"]).argmax(1) == s["y_te"]).float().mean())
+
+
+def _defended_rows(s: dict[str, Any], n: int, seed: int, table: str, kind: str, model: torch.nn.Module,
+                   model_name: str) -> list[dict[str, Any]]:
+    """ASR rows against one defended model; TSGAN's stage 2 (from the shared stage 1) and AdvGAN are
+    retrained against it (cached)."""
+    from advviz._paths import cache_dir
+    from advviz.generative import advgan as A
+    from advviz.generative import tsgan as T
+
+    dev = s["x_te"].device
+    folder = cache_dir() / "tsgan"
+    tag = "-".join(map(str, s["targets"]))
+    gpath = folder / f"{s['cfg'].name}_seed{seed}_t{tag}_vs_{model_name.split()[0]}_{kind}.safetensors"
+    if table == "7":  # the file name the digits Table 7 has always used
+        gpath = folder / f"{s['cfg'].name}_seed{seed}_t0_vs_{kind}.safetensors"
+    gan = _cached_tsgan(gpath, s["cfg"], s["targets"], dev)
+    if gan is None:
+        gan = T.TSGAN(s["cfg"], s["gan"].image_shape).to(dev)
+        gan.g_norm.load_state_dict(s["gan"].g_norm.state_dict())
+        gan.critic.load_state_dict(s["gan"].critic.state_dict())
+        gan.epochs_done["normal"] = s["gan"].epochs_done["normal"]
+        gan.fit_adversarial(s["x_tr"], model, s["targets"], content=s["content"], device=dev, seed=seed,
+                            progress=False)
+        gan.info["target_model"] = model_name
+        gan.save(gpath)
+    advgans = {}
+    for t in s["targets"]:
+        suffix = f"_vs_{kind}" if table == "7" else f"_vs_{model_name.split()[0]}_{kind}"
+        apath = folder / f"advgan_{s['acfg'].name}_n{len(s['x_adv_tr'])}_seed{seed}_t{t}{suffix}.safetensors"
+        cached = _cached_advgan(apath, s["acfg"], dev)
+        if cached is not None:
+            advgans[t] = cached
+        else:
+            advgans[t] = A.AdvGAN(s["acfg"], s["gan"].image_shape, target=t).to(dev)
+            advgans[t].fit(s["x_adv_tr"], s["y_adv_tr"], model, device=dev, seed=seed, progress=False)
+            advgans[t].save(apath)
+    sub = dict(s, target_model=model, gan=gan, advgans=advgans)
+    rows = []
+    for r in _asr_rows(sub, n, seed, table, model, model_name, ("fgsm", "pgd", "advgan", "tsgan"),
+                       paper_key=f"{table}:{kind}"):
+        r["defense"] = kind
+        rows.append(r)
+    return rows
 
 
 def table7(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     """ASR against adversarially trained LeNet-5s; TSGAN's and AdvGAN's stage 2 / training is redone
     against each defended model (TSGAN reuses stage 1)."""
-    from advviz._paths import cache_dir
-    from advviz.generative import advgan as A
-    from advviz.generative import tsgan as T
-
     if not s["config"]["quick"]:
         raise ValueError("Table 7 is implemented for --quick (digits) only")
     rows, accs = [], {}
     for kind in ("adv", "iter"):
         model, accs[kind] = _robust_lenet(s, kind)
-        dev = s["x_te"].device
-        sub = dict(s, target_model=model)
-        folder = cache_dir() / "tsgan"
-        gpath = folder / f"{s['cfg'].name}_seed{seed}_t0_vs_{kind}.safetensors"
-        if gpath.is_file():
-            gan = T.TSGAN.load(gpath, device=dev)
-        else:
-            gan = T.TSGAN(s["cfg"], s["gan"].image_shape).to(dev)
-            gan.g_norm.load_state_dict(s["gan"].g_norm.state_dict())
-            gan.critic.load_state_dict(s["gan"].critic.state_dict())
-            gan.epochs_done["normal"] = s["gan"].epochs_done["normal"]
-            from advviz import data
-
-            x_tr, y_tr = data.load("digits", "train").tensors()
-            gan.fit_adversarial(x_tr, model, s["targets"], content=s["content"], device=dev, seed=seed, progress=False)
-            gan.save(gpath)
-        advgans = {}
-        for t in s["targets"]:
-            apath = folder / f"advgan_{s['config']['advgan_config']['name']}_seed{seed}_t{t}_vs_{kind}.safetensors"
-            if apath.is_file():
-                advgans[t] = A.AdvGAN.load(apath, device=dev)
-            else:
-                from advviz import data
-
-                x_tr, y_tr = data.load("digits", "train").tensors()
-                advgans[t] = A.AdvGAN(A.ADVGAN_CONFIGS["digits_quick"], s["gan"].image_shape, target=t).to(dev)
-                advgans[t].fit(x_tr, y_tr, model, device=dev, seed=seed, progress=False)
-                advgans[t].save(apath)
-        sub.update(gan=gan, advgans=advgans)
-        for r in _asr_rows(sub, n, seed, "7", model, f"lenet5 ({kind}-trained, quick)",
-                           ("fgsm", "pgd", "advgan", "tsgan")):
-            r["defense"] = kind
-            r.pop("paper_asr", None)
-            r.update({f"paper_{k}": v for k, v in PAPER[f"7:{kind}"].get(r["attack"], {}).items()})
-            rows.append(r)
+        rows += _defended_rows(s, n, seed, "7", kind, model, f"lenet5 ({kind}-trained, quick)")
     cfg = dict(s["config"], at_recipes=AT_RECIPES, clean_accuracy={k: round(v, 4) for k, v in accs.items()},
                note="quick adversarial-training recipes (3 epochs fine-tuning on digits), far weaker than the paper's")
     return result("tsgan", "7", cfg, s["data"], rows)
 
 
+def table8(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+    """Table 8 (CIFAR-10): ASR against adversarially trained ResNet-20s ("adv": advviz's FGSM-based
+    ``fast_at``, "iter": ``pgd_at``; :mod:`advviz.papers.protected`, quick recipes in quick mode);
+    TSGAN's stage 2 and AdvGAN are retrained against each (TSGAN reuses stage 1)."""
+    from advviz.papers import protected
+
+    quick = s["config"]["quick"]
+    rows, records = [], {}
+    for kind, recipe in CIFAR_DEFENSES.items():
+        model, rec = protected.resnet20(recipe, quick=quick, device=s["x_te"].device)
+        rec = dict(rec, clean_accuracy_attacked=round(_accuracy(model, s), 4))
+        records[kind] = rec
+        label = f"resnet20 ({recipe}{', quick' if quick else ''})"
+        rows += _defended_rows(s, n, seed, "8", kind, model, label)
+    cfg = dict(s["config"], defended_models=records, defenses=CIFAR_DEFENSES,
+               note=("adv = FGSM adversarial training (advviz fast_at: FGSM from a random start, eps 8/255), "
+                     "iter = PGD-7 adversarial training (pgd_at); fine-tuned from resnet20_cifar10"
+                     + (" with the quick recipes (2,000 images, 1 epoch), far weaker than the paper's" if quick else "")))
+    return result("tsgan", "8", cfg, s["data"], rows)
+
+
 def table9(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+    if s.get("dataset") == "cifar10":
+        from advviz import models
+
+        other = models.load("resnet32_cifar10", device=s["x_te"].device)
+        rows = _asr_rows(s, n, seed, "9", other, "resnet32_cifar10 (transfer from resnet20)",
+                         ("fgsm", "pgd", "advgan", "tsgan"), paper_key="9:cifar10")
+        cfg = dict(s["config"], transfer_model="resnet32_cifar10 (published weights)")
+        return result("tsgan", "9", cfg, s["data"], rows)
     from advviz.generative.tsgan import _slim_vgg16_digits
 
     other = _slim_vgg16_digits().to(s["x_te"].device)
@@ -289,15 +440,19 @@ def table9(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
 
 
 def table10(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
-    rows = _asr_rows(s, n, seed, "10", s["target_model"], "lenet5", ("tsgan_no_content", "tsgan"))
+    rows = _asr_rows(s, n, seed, "10", s["target_model"], s.get("model_name", "lenet5"),
+                     ("tsgan_no_content", "tsgan"))
     return result("tsgan", "10", s["config"], s["data"], rows)
 
 
-def table11(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+def _quality(s: dict[str, Any], n: int, seed: int, table: str) -> dict[str, Any]:
+    """FID and SSIM against G_norm's outputs (Table 11 on MNIST, Table 12 on CIFAR-10)."""
     from advviz import metrics
     from advviz.generative.fid import fid, fid_network
 
-    net = fid_network(s["target_model"], fallback_name="lenet5 (the target model)")
+    model_name = s.get("model_name", "lenet5")
+    label = "resnet20_cifar10" if model_name == "resnet20" else model_name
+    net = fid_network(s["target_model"], fallback_name=f"{label} (the target model)")
     rows = []
     for a in ("tsgan_no_content", "tsgan", "advgan"):
         fids, ssims = [], []
@@ -313,21 +468,30 @@ def table11(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
                 x_adv = gan.generate(n, t, seed=seed)
                 fids.append(fid(x_adv, ref, net))
                 ssims.append(float(metrics.ssim(x_adv, ref)))
-        row = {"table": "11", "attack": a, "model": "lenet5", "fid": sum(fids) / len(fids),
+        row = {"table": table, "attack": a, "model": model_name, "fid": sum(fids) / len(fids),
                "ssim": sum(ssims) / len(ssims)}
-        row.update(_paper("11", a, "fid"))
-        row.update(_paper("11", a, "ssim"))
+        row.update(_paper(table, a, "fid"))
+        row.update(_paper(table, a, "ssim"))
         rows.append(row)
     cfg = dict(s["config"], fid_features=net.name,
                ssim_reference="TSGAN: G_adv(z) against G_norm(z) for the same z; AdvGAN: x_adv against its input x "
                               "(no G_norm counterpart); FID of every method against G_norm's outputs")
-    return result("tsgan", "11", cfg, s["data"], rows)
+    return result("tsgan", table, cfg, s["data"], rows)
+
+
+def table11(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+    return _quality(s, n, seed, "11")
+
+
+def table12(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+    return _quality(s, n, seed, "12")
 
 
 def table13(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     from advviz import attacks as atk
 
     tm = s["target_model"]
+    eps = _eps(s)
     t = s["targets"][0]
     n_time = 1000
     x = s["x_te"]
@@ -335,8 +499,8 @@ def table13(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     x = x.repeat(reps, 1, 1, 1)[:n_time]
     tgt = torch.full((n_time,), t, dtype=torch.long, device=x.device)
     fns = {
-        "fgsm": lambda: atk.fgsm(tm, x, tgt, eps=EPS, targeted=True),
-        "pgd": lambda: atk.pgd(tm, x, tgt, eps=EPS, alpha=2.5 * EPS / PGD_STEPS, steps=PGD_STEPS, targeted=True),
+        "fgsm": lambda: atk.fgsm(tm, x, tgt, eps=eps, targeted=True),
+        "pgd": lambda: atk.pgd(tm, x, tgt, eps=eps, alpha=2.5 * eps / PGD_STEPS, steps=PGD_STEPS, targeted=True),
         "advgan": lambda: s["advgans"][t].attack(x),
         "tsgan": lambda: s["gan"].generate(n_time, t, seed=seed),
     }
@@ -352,7 +516,7 @@ def table13(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
             if x.is_cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-        row = {"table": "13", "attack": a, "model": "lenet5", "seconds_per_1000": min(times)}
+        row = {"table": "13", "attack": a, "model": s.get("model_name", "lenet5"), "seconds_per_1000": min(times)}
         row.update(_paper("13", a, "seconds_per_1000"))
         rows.append(row)
     cfg = dict(s["config"], timing=f"best of 3 runs after a warm-up, 1,000 images, {x.device.type}, "
@@ -360,43 +524,65 @@ def table13(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     return result("tsgan", "13", cfg, s["data"], rows)
 
 
+_TABLE_FNS = {"6": table6, "7": table7, "8": table8, "9": table9, "10": table10, "11": table11, "12": table12,
+              "13": table13}
+
+
 def run(*, table: str | None = None, quick: bool = False, n: int | None = None, seed: int = 0,
-        device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
+        device: str | torch.device | None = None, progress: bool = False,
+        dataset: str | None = None) -> dict[str, Any]:
     """Run one of the paper's experiments (default Table 6) and return the JSON-ready result.
 
     Args:
         table: one of ``TABLES``.
-        quick: digits + LeNet-5, target 0, the ``digits_quick`` configurations (the first call
-            trains the generators: about 1.5 minutes on one free CPU core; later tables reuse
-            them from the cache).
+        quick: the quick configurations: digits + LeNet-5 (``digits_quick``) for the MNIST
+            column, 4,000 CIFAR-10 images + ResNet-20 (``cifar10_quick``) for the CIFAR-10 one;
+            target 0 only. The first call trains the generators (and, on CIFAR-10, the slim
+            content network and for Table 8 the defended ResNet-20s); later tables reuse them
+            from the cache.
         n: attacked / generated images per target (default 1,000, capped by the test images
             for FGSM/PGD/AdvGAN).
         seed: training and noise seed.
         device: default CUDA when available.
         progress: show training progress bars.
+        dataset: the paper's column, ``"mnist"`` or ``"cifar10"`` (default: ``cifar10`` for
+            Tables 8 and 12, else ``mnist``); see :data:`TABLE_DATASETS`.
+
+    Raises:
+        ValueError: an unknown table or dataset, or a table the dataset does not have.
     """
     from advviz.train import default_device
 
     table = table or "6"
     if table not in TABLES:
-        raise ValueError(f"unknown table {table!r} for the TSGAN paper; choose one of {', '.join(TABLES)} "
-                         "(Tables 8 and 12, the CIFAR-10 ones, are not reproduced yet)")
+        raise ValueError(f"unknown table {table!r} for the TSGAN paper; choose one of {', '.join(TABLES)}")
+    ds = dataset or ("cifar10" if TABLE_DATASETS[table] == ("cifar10",) else "mnist")
+    if ds not in DATASETS:
+        raise ValueError(f"unknown dataset {ds!r} for the TSGAN paper; choose one of {', '.join(DATASETS)}")
+    if ds not in TABLE_DATASETS[table]:
+        hint = {"7": " (its CIFAR-10 version is Table 8)", "8": " (its MNIST version is Table 7)",
+                "11": " (its CIFAR-10 version is Table 12)", "12": " (its MNIST version is Table 11)"}.get(table, "")
+        raise ValueError(f"Table {table} has no {ds} column{hint}")
     dev = torch.device(device) if device is not None else default_device()
-    s = _setup(quick, seed, dev, progress)
-    fn = {"6": table6, "7": table7, "9": table9, "10": table10, "11": table11, "13": table13}[table]
-    res = fn(s, n or 1000, seed)
+    s = _setup(quick, seed, dev, progress, ds)
+    res = _TABLE_FNS[table](s, n or 1000, seed)
     res["config"] = dict(res["config"], setup_seconds=round(s["setup_seconds"], 1))
     return res
 
 
 def format(res: dict[str, Any]) -> str:
-    """The result as a text table, paper values (MNIST, LeNet-5) beside measured ones."""
-    titles = {"6": "TSGAN paper, Table 6: targeted ASR on LeNet-5 (paper: MNIST column)",
+    """The result as a text table, the paper's values (same column) beside measured ones."""
+    cifar = res["config"].get("dataset") == "cifar10"
+    col = "CIFAR-10, ResNet-20" if cifar else "MNIST, LeNet-5"
+    titles = {"6": f"TSGAN paper, Table 6: targeted ASR ({col} column)",
               "7": "TSGAN paper, Table 7: targeted ASR against adversarially trained LeNet-5 (quick recipes)",
-              "9": "TSGAN paper, Table 9 analogue: transfer of LeNet-5-trained examples to another classifier",
-              "10": "TSGAN paper, Table 10: ASR with and without the content loss",
-              "11": "TSGAN paper, Table 11: FID and SSIM against G_norm's outputs",
-              "13": "TSGAN paper, Table 13: seconds per 1,000 adversarial examples"}
+              "8": "TSGAN paper, Table 8: targeted ASR against adversarially trained ResNet-20 (CIFAR-10)"
+                   + (" (quick recipes)" if res["config"].get("quick") else ""),
+              "9": f"TSGAN paper, Table 9 analogue: transfer to another classifier ({col})",
+              "10": f"TSGAN paper, Table 10: ASR with and without the content loss ({col})",
+              "11": "TSGAN paper, Table 11: FID and SSIM against G_norm's outputs (MNIST)",
+              "12": "TSGAN paper, Table 12: FID and SSIM against G_norm's outputs (CIFAR-10)",
+              "13": f"TSGAN paper, Table 13: seconds per 1,000 adversarial examples ({col})"}
     text = format_rows(res, title=titles.get(res["table"]))
     extra = [f"content network: {res['config'].get('content_network')}"]
     if "fid_features" in res["config"]:
