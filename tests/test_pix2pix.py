@@ -86,8 +86,8 @@ def test_perceptual_loss_layers_and_value():
     loss = P.PerceptualLoss(net, ["0", "1"])
     a = torch.full((1, 1, 2, 2), 0.5)
     b = torch.zeros(1, 1, 2, 2)
-    # layer 0: |(0.5, -0.5) - 0| mean = 0.5; layer 1 (ReLU): (0.5, 0) -> mean 0.25; average 0.375
-    assert loss(a, b).item() == pytest.approx(0.375)
+    # layer 0: |(0.5, -0.5) - 0| mean = 0.5; layer 1 (ReLU): (0.5, 0) -> mean 0.25; a_k = 1: sum 0.75
+    assert loss(a, b).item() == pytest.approx(0.75)
     a.requires_grad_(True)
     loss(a, b).backward()
     assert a.grad is not None and all(p.grad is None for p in net.parameters() if not p.requires_grad)
@@ -175,6 +175,8 @@ def test_registered_purifier_contract(name, device, monkeypatch):
     assert spec(x[:0], **spec.quick).shape == (0, 3, 32, 32)
     with pytest.raises(ValueError, match="must be one of"):
         spec(x, attack="cw", config="quick")
+    with pytest.raises(ValueError, match="CIFAR-10 colour images.*'jpeg'"):
+        spec(torch.rand(2, 1, 28, 28, device=device), **spec.quick)
 
 
 def test_make_pairs_budget(lenet_digits):

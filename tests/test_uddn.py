@@ -193,6 +193,8 @@ def test_registered_purifier_contract(name, device, monkeypatch):
             assert torch.allclose(out, (x - net.to(device).noise(x)).clamp(0, 1), atol=1e-6)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         spec(x * 255, **spec.quick)
+    with pytest.raises(ValueError, match="CIFAR-10 colour images"):
+        spec(torch.rand(2, 1, 28, 28, device=device), **spec.quick)
 
 
 @pytest.mark.slow

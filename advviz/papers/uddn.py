@@ -69,12 +69,16 @@ def _student(images: torch.Tensor, labels: torch.Tensor, dev: torch.device, prog
 
 
 def run(*, table: str | None = None, quick: bool = False, n: int | None = None, seed: int = 0,
-        device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
+        device: str | torch.device | None = None, progress: bool = False,
+        quick_pgd_at: bool | None = None) -> dict[str, Any]:
     """Run the Tables 1-3 analogue and return the JSON-ready result.
 
     Args:
         table: ``"1-3"`` (the only one; default).
         quick: the small recipes (``uddn.RECIPES["quick"]``, the quick PGD-AT model) and ``n = 128``.
+        quick_pgd_at: use the quick PGD-AT recipe (default: as ``quick``). The full one
+            (:data:`advviz.papers.protected.RECIPES`) takes hours on a CPU; the choice is
+            recorded in ``config["pgd_at"]``.
         n: test images (default 1000; quick 128).
         seed: sampling and attack seed.
         device: default CPU.
@@ -98,7 +102,8 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
     sets = {"clean": x, "white_box": _attack_set(model, x, y, seed), "black_box": _attack_set(surrogate, x, y, seed)}
     uddn_net, uddn_rec = U.load_denoiser("uddn", config=config, device=dev, progress=progress)
     dae_net, dae_rec = U.load_denoiser("dae", config=config, device=dev, progress=progress)
-    pgd_model, pgd_rec = protected.resnet20("pgd_at", quick=quick, device=dev, progress=progress)
+    pgd_model, pgd_rec = protected.resnet20("pgd_at", quick=quick if quick_pgd_at is None else quick_pgd_at,
+                                            device=dev, progress=progress)
     # distillation students, fine-tuned on the denoiser's training pairs (attacked images)
     xa_tr, _xc_tr, y_tr, _ = U.training_pairs(config, device=dev, progress=progress)
     with timer() as t_dist:
