@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+
 def _have(path_var: str, rel: str) -> bool:
     base = os.environ.get(path_var)
     return bool(base) and (Path(base) / rel).exists()
@@ -74,3 +75,12 @@ def digits_test():
     from advviz import data
 
     return data.load("digits", "test")
+
+
+@pytest.fixture
+def one_thread():
+    """Many small steps (GAN loops): on a shared 2-core machine one torch thread is much faster."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

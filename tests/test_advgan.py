@@ -60,14 +60,6 @@ def test_perturbation_linf_bound(eps):
     assert x_adv.min() >= 0 and x_adv.max() <= 1
 
 
-@pytest.fixture
-def one_thread():
-    """Many small steps: one thread is much faster on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.mark.slow
 def test_quick_advgan_targeted_and_untargeted(one_thread, lenet_digits, digits_test):

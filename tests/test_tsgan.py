@@ -23,15 +23,6 @@ from advviz.generative.tsgan import (
 )
 
 
-@pytest.fixture
-def one_thread():
-    """The GAN loops are many small steps: on a shared 2-core machine one thread is much faster."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class Linear(nn.Module):
     """D(x) = <w, x> + b: its input gradient is w everywhere."""
 

@@ -16,14 +16,6 @@ from advviz.generative.advgan import ADVGAN_CONFIGS, AdvGAN
 from advviz.generative.tsgan import CONFIGS, TSGAN, ContentNetwork, SlimVGG16
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _slim_content() -> ContentNetwork:
     """An untrained 3-channel slim VGG-16 cut at relu3_3 (the loss term is the same as with trained weights)."""
     slim = SlimVGG16(in_channels=3)
