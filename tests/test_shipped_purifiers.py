@@ -38,8 +38,9 @@ def test_shipped_files_are_found_without_training(monkeypatch):
     _net, layers, desc = P.perceptual_network()
     assert "slim CIFAR VGG-19" in desc and len(layers) == 35
     for kind in ("cgan", "pix2pix"):
-        gen, rec = P.load_purifier(kind, attack="fgsm", config="full")
-        assert "advviz/weights" in rec["weights"] and not gen.training
+        for attack in ("fgsm", "pgd"):
+            gen, rec = P.load_purifier(kind, attack=attack, config="full")
+            assert "advviz/weights" in rec["weights"] and not gen.training
     assert "slim CIFAR VGG-19" in P.load_purifier("cgan", attack="fgsm", config="full")[1]["perceptual"]
     for kind in ("uddn", "dae"):
         net, rec = U.load_denoiser(kind, config="full")

@@ -517,8 +517,8 @@ def train_pix2pix(gen: nn.Module, disc: nn.Module, pairs: tuple[torch.Tensor, to
 RECIPES: dict[str, dict[str, Any]] = {
     # Pairs: the CIFAR-10 train split (first `subset` images of a seeded permutation) attacked on
     # the published ResNet-20 with `attack` at eps 8/255.
-    # "full": the recipe of the FGSM generators that ship in advviz/weights/ (float16), trained on
-    # a 2-core CPU by `python -m advviz.defenses.make_weights fgsm pgd`.
+    # "full": the recipe of the FGSM and PGD generators that ship in advviz/weights/ (float16),
+    # trained on a 2-core CPU by `python -m advviz.defenses.make_weights fgsm pgd`.
     # The paper trains 300 epochs on 5,000 ImageNet pairs (a GPU job).
     # Deviation for the CPU budget: Adam at 1e-3 instead of pix2pix's 2e-4. At 2e-4 a 16-wide
     # U-Net trained 3 epochs on 5,000 pairs still had a pixel L1 error of 0.07 (worse than the
