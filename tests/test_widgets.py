@@ -392,6 +392,16 @@ def test_purifier_lab_live(digit_state):
     assert "purified" in pur.summary.value
 
 
+def test_purifier_lab_shows_why_a_cifar_purifier_refuses_digits(digit_state, expect_widget_errors):
+    from advviz.widgets import PurifierLab
+
+    pur = PurifierLab(digit_state, live=True)
+    pur.purifier.value = "cgan"
+    errs = provoked(expect_widget_errors)
+    assert len(errs) == 1 and "CIFAR-10 colour images" in str(errs[0].exc)
+    assert "CIFAR-10 colour images" in pur.errors.value and "jpeg" in pur.errors.value
+
+
 # ---------------------------------------------------------------------------------------------
 # FeatureMapView
 # ---------------------------------------------------------------------------------------------
