@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--dataset", default=None,
                    help="the paper's dataset column where it has several (tsgan: mnist or cifar10)")
+    r.add_argument("--model", default=None,
+                   help="the target model where the paper has several (tsgan CIFAR-10: resnet20 or resnet32)")
     r.add_argument("--json", default=None, help="write the result as JSON to this path")
 
     b = sub.add_parser("bench", help="benchmarks (advviz beside the reference implementation)")
@@ -109,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if "dataset" not in inspect.signature(mod.run).parameters:
                     raise ValueError(f"reproduce {args.paper} has no --dataset option")
                 extra["dataset"] = args.dataset
+            if args.model is not None:
+                if "model" not in inspect.signature(mod.run).parameters:
+                    raise ValueError(f"reproduce {args.paper} has no --model option")
+                extra["model"] = args.model
             result = mod.run(table=args.table, quick=args.quick, n=args.n, seed=args.seed, **extra)
             _out(mod.format(result))
             if args.json:

@@ -173,3 +173,23 @@ def test_cli_dataset_option():
     assert args.dataset == "cifar10" and args.table == "8"
     # a paper without a dataset option refuses it before running anything
     assert cli.main(["reproduce", "cfr", "--quick", "--dataset", "cifar10"]) == 2
+
+
+def test_resnet32_column_options():
+    from advviz import cli
+    from advviz.papers import tsgan as P
+
+    with pytest.raises(ValueError, match="ResNet-20 ones only"):
+        P.run(table="8", quick=True, dataset="cifar10", model="resnet32")
+    with pytest.raises(ValueError, match="unknown CIFAR-10 target"):
+        P.run(table="6", quick=True, dataset="cifar10", model="vgg16")
+    with pytest.raises(ValueError, match="attacks LeNet-5"):
+        P.run(table="6", quick=True, dataset="mnist", model="resnet32")
+    # the paper's ResNet-32 column of Table 6 is picked by the column key
+    s = {"dataset": "cifar10", "model_name": "resnet32"}
+    assert P._column_key(s, "6") == "6:cifar10:resnet32"
+    assert P.PAPER["6:cifar10:resnet32"]["tsgan"]["asr"] == pytest.approx(0.9828)
+    assert P._column_key({"dataset": "cifar10", "model_name": "resnet20"}, "6") == "6:cifar10"
+    args = cli.build_parser().parse_args(["reproduce", "tsgan", "--quick", "--dataset", "cifar10", "--model", "resnet32"])
+    assert args.model == "resnet32"
+    assert cli.main(["reproduce", "cfr", "--quick", "--model", "resnet32"]) == 2

@@ -97,6 +97,9 @@ PAPER: dict[str, dict[str, dict[str, float]]] = {
     # CIFAR-10, ResNet-20 rows/columns.
     "6:cifar10": {"fgsm": {"asr": 0.7968}, "pgd": {"asr": 0.9281}, "advgan": {"asr": 0.9496},
                   "tsgan": {"asr": 0.9583}},
+    # CIFAR-10, ResNet-32 column of Table 6.
+    "6:cifar10:resnet32": {"fgsm": {"asr": 0.8437}, "pgd": {"asr": 0.9320}, "advgan": {"asr": 0.9213},
+                           "tsgan": {"asr": 0.9828}},
     "8:adv": {"fgsm": {"asr": 0.1369}, "pgd": {"asr": 0.7688}, "advgan": {"asr": 0.1374}, "tsgan": {"asr": 0.1813}},
     "8:iter": {"fgsm": {"asr": 0.3396}, "pgd": {"asr": 0.3914}, "advgan": {"asr": 0.1616}, "tsgan": {"asr": 0.1241}},
     "9:cifar10": {"advgan": {"asr": 0.4068}, "tsgan": {"asr": 0.7309}},  # trained on ResNet20, attacking ResNet32
@@ -114,8 +117,13 @@ def _eps(s: dict[str, Any]) -> float:
     return EPS_CIFAR if s.get("dataset") == "cifar10" else EPS
 
 
-def _load_data(quick: bool, dataset: str, device: torch.device, progress: bool) -> dict[str, Any]:
-    """Training/test images, the target model and descriptions for one column of the paper."""
+CIFAR_MODELS = ("resnet20", "resnet32")
+
+
+def _load_data(quick: bool, dataset: str, device: torch.device, progress: bool,
+               model: str = "resnet20") -> dict[str, Any]:
+    """Training/test images, the target model and descriptions for one column of the paper
+    (``model``: the CIFAR-10 target, one of :data:`CIFAR_MODELS`)."""
     from advviz import data, models, train
 
     if dataset == "cifar10":
@@ -137,11 +145,11 @@ def _load_data(quick: bool, dataset: str, device: torch.device, progress: bool) 
         x_te, y_te = data.sample(data.load("cifar10", "test"), n_test, seed=0)
         return {"cfg_name": "cifar10_quick" if quick else "cifar10", "x_tr": x_tr, "y_tr": y_tr,
                 "x_adv_tr": x_tr[:n_adv], "y_adv_tr": y_tr[:n_adv], "x_te": x_te, "y_te": y_te,
-                "target_model": models.load("resnet20_cifar10", device=device), "model_name": "resnet20",
-                "target_label": "resnet20_cifar10", "targets": [0] if quick else list(range(10)),
+                "target_model": models.load(f"{model}_cifar10", device=device), "model_name": model,
+                "target_label": f"{model}_cifar10", "targets": [0] if quick else list(range(10)),
                 "content_ds": "cifar10",
                 "data": (f"CIFAR-10 (JPEG re-encoding; resnet20_cifar10 scores 81% on it): {train_desc}; "
-                         f"{n_test:,} test images (data.sample, seed 0) are attacked; target model resnet20_cifar10")}
+                         f"{n_test:,} test images (data.sample, seed 0) are attacked; target model {model}_cifar10")}
     if quick:
         x_tr, y_tr = data.load("digits", "train").tensors()
         x_te, y_te = data.load("digits", "test").tensors()
@@ -191,23 +199,25 @@ def _cached_advgan(path: Any, acfg: Any, device: torch.device) -> Any:
 
 
 def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
-           dataset: str = "mnist") -> dict[str, Any]:
+           dataset: str = "mnist", model: str = "resnet20") -> dict[str, Any]:
     """Train (or load from the cache) everything the tables of one dataset share."""
     from advviz._paths import cache_dir
     from advviz.generative import advgan as A
     from advviz.generative import tsgan as T
 
-    key = (quick, seed, str(device), dataset)
+    key = (quick, seed, str(device), dataset, model)
     if key in _CACHE:
         return _CACHE[key]
     t_start = time.perf_counter()
-    d = _load_data(quick, dataset, device, progress)
+    d = _load_data(quick, dataset, device, progress, model)
     cfg = T.CONFIGS[d["cfg_name"]]
     acfg = A.ADVGAN_CONFIGS[d["cfg_name"]]
     x_tr, target_model, targets = d["x_tr"], d["target_model"], d["targets"]
     content = T.content_network(d["content_ds"], device=device, progress=progress)
     folder = cache_dir() / "tsgan"
-    stem = f"{cfg.name}_seed{seed}_t{'-'.join(map(str, targets))}"
+    # generators trained against another CIFAR-10 target than ResNet-20 carry its name
+    vs = f"_vs_{model}" if dataset == "cifar10" and model != "resnet20" else ""
+    stem = f"{cfg.name}_seed{seed}_t{'-'.join(map(str, targets))}{vs}"
     gan_path, nc_path = folder / f"{stem}.safetensors", folder / f"{stem}_nocontent.safetensors"
     gan = _cached_tsgan(gan_path, cfg, targets, device)
     gan_nc = _cached_tsgan(nc_path, cfg.replace(lambda_content=0.0), targets, device)
@@ -226,7 +236,7 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
     advgans = {}
     for t in targets:
         # the file name carries the number of training images (the config does not)
-        path = folder / f"advgan_{acfg.name}_n{len(d['x_adv_tr'])}_seed{seed}_t{t}.safetensors"
+        path = folder / f"advgan_{acfg.name}_n{len(d['x_adv_tr'])}_seed{seed}_t{t}{vs}.safetensors"
         cached = _cached_advgan(path, acfg, device)
         if cached is not None:
             advgans[t] = cached
@@ -309,7 +319,9 @@ def _asr_rows(s: dict[str, Any], n: int, seed: int, table: str, model: torch.nn.
 
 
 def _column_key(s: dict[str, Any], table: str) -> str:
-    return f"{table}:cifar10" if s.get("dataset") == "cifar10" else table
+    if s.get("dataset") != "cifar10":
+        return table
+    return f"{table}:cifar10" + ("" if s.get("model_name", "resnet20") == "resnet20" else f":{s['model_name']}")
 
 
 def table6(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
@@ -425,10 +437,12 @@ def table9(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     if s.get("dataset") == "cifar10":
         from advviz import models
 
-        other = models.load("resnet32_cifar10", device=s["x_te"].device)
-        rows = _asr_rows(s, n, seed, "9", other, "resnet32_cifar10 (transfer from resnet20)",
-                         ("fgsm", "pgd", "advgan", "tsgan"), paper_key="9:cifar10")
-        cfg = dict(s["config"], transfer_model="resnet32_cifar10 (published weights)")
+        src = s.get("model_name", "resnet20")
+        dst = "resnet20" if src == "resnet32" else "resnet32"
+        other = models.load(f"{dst}_cifar10", device=s["x_te"].device)
+        rows = _asr_rows(s, n, seed, "9", other, f"{dst}_cifar10 (transfer from {src})",
+                         ("fgsm", "pgd", "advgan", "tsgan"), paper_key="9:cifar10" if src == "resnet20" else None)
+        cfg = dict(s["config"], transfer_model=f"{dst}_cifar10 (published weights)")
         return result("tsgan", "9", cfg, s["data"], rows)
     from advviz.generative.tsgan import _slim_vgg16_digits
 
@@ -451,7 +465,7 @@ def _quality(s: dict[str, Any], n: int, seed: int, table: str) -> dict[str, Any]
     from advviz.generative.fid import fid, fid_network
 
     model_name = s.get("model_name", "lenet5")
-    label = "resnet20_cifar10" if model_name == "resnet20" else model_name
+    label = f"{model_name}_cifar10" if model_name in CIFAR_MODELS else model_name
     net = fid_network(s["target_model"], fallback_name=f"{label} (the target model)")
     rows = []
     for a in ("tsgan_no_content", "tsgan", "advgan"):
@@ -530,7 +544,7 @@ _TABLE_FNS = {"6": table6, "7": table7, "8": table8, "9": table9, "10": table10,
 
 def run(*, table: str | None = None, quick: bool = False, n: int | None = None, seed: int = 0,
         device: str | torch.device | None = None, progress: bool = False,
-        dataset: str | None = None) -> dict[str, Any]:
+        dataset: str | None = None, model: str | None = None) -> dict[str, Any]:
     """Run one of the paper's experiments (default Table 6) and return the JSON-ready result.
 
     Args:
@@ -547,6 +561,9 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
         progress: show training progress bars.
         dataset: the paper's column, ``"mnist"`` or ``"cifar10"`` (default: ``cifar10`` for
             Tables 8 and 12, else ``mnist``); see :data:`TABLE_DATASETS`.
+        model: the CIFAR-10 target model, ``"resnet20"`` (default) or ``"resnet32"`` (the paper's
+            Table 6 ResNet-32 column; Table 9 then transfers to ResNet-20). Table 8 needs
+            adversarially trained versions, which advviz makes for ResNet-20 only.
 
     Raises:
         ValueError: an unknown table or dataset, or a table the dataset does not have.
@@ -563,8 +580,16 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
         hint = {"7": " (its CIFAR-10 version is Table 8)", "8": " (its MNIST version is Table 7)",
                 "11": " (its CIFAR-10 version is Table 12)", "12": " (its MNIST version is Table 11)"}.get(table, "")
         raise ValueError(f"Table {table} has no {ds} column{hint}")
+    model = model or "resnet20"
+    if ds != "cifar10" and model != "resnet20":
+        raise ValueError(f"model={model!r} picks a CIFAR-10 target; the {ds} column attacks LeNet-5")
+    if model not in CIFAR_MODELS:
+        raise ValueError(f"unknown CIFAR-10 target {model!r}; choose one of {', '.join(CIFAR_MODELS)}")
+    if table == "8" and model != "resnet20":
+        raise ValueError("Table 8 attacks adversarially trained models, and advviz.papers.protected makes "
+                         "ResNet-20 ones only; use model='resnet20'")
     dev = torch.device(device) if device is not None else default_device()
-    s = _setup(quick, seed, dev, progress, ds)
+    s = _setup(quick, seed, dev, progress, ds, model)
     res = _TABLE_FNS[table](s, n or 1000, seed)
     res["config"] = dict(res["config"], setup_seconds=round(s["setup_seconds"], 1))
     return res
@@ -573,7 +598,8 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
 def format(res: dict[str, Any]) -> str:
     """The result as a text table, the paper's values (same column) beside measured ones."""
     cifar = res["config"].get("dataset") == "cifar10"
-    col = "CIFAR-10, ResNet-20" if cifar else "MNIST, LeNet-5"
+    net = "ResNet-32" if "resnet32" in str(res["config"].get("target_model")) else "ResNet-20"
+    col = f"CIFAR-10, {net}" if cifar else "MNIST, LeNet-5"
     titles = {"6": f"TSGAN paper, Table 6: targeted ASR ({col} column)",
               "7": "TSGAN paper, Table 7: targeted ASR against adversarially trained LeNet-5 (quick recipes)",
               "8": "TSGAN paper, Table 8: targeted ASR against adversarially trained ResNet-20 (CIFAR-10)"
