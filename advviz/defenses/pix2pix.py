@@ -248,14 +248,13 @@ def perceptual_network(*, quick: bool = False, device: str | torch.device = "cpu
         names = vgg19_layers(net)
         desc = "advviz vgg19_cifar10 (zoo weights)"
     else:
-        kind = "full"
-        found = find(PERCEPTUAL_FILE)
+        kind, filename = "full", PERCEPTUAL_FILE
+        found = find(filename)
         if found is None and quick:
-            kind = "quick"
-            found = find(PERCEPTUAL_FILE.replace(".safetensors", "_quick.safetensors"))
+            kind, filename = "quick", PERCEPTUAL_FILE.replace(".safetensors", "_quick.safetensors")
+            found = find(filename)
         if found is None:
-            stem = PERCEPTUAL_FILE.replace(".safetensors", "_quick.safetensors" if kind == "quick" else ".safetensors")
-            found = _train_perceptual_vgg(kind, cache_dir() / "weights" / stem, device, progress)
+            found = _train_perceptual_vgg(kind, cache_dir() / "weights" / filename, device, progress)
         net = models.load("vgg19", weights=found, width=PERCEPTUAL_RECIPE[kind]["width"])
         names = vgg19_layers(net)
         desc = f"advviz-trained slim CIFAR VGG-19, width 0.25 (PERCEPTUAL_RECIPE[{kind!r}])"
@@ -648,10 +647,12 @@ def pix2pix(x: torch.Tensor, *, attack: str = "fgsm", config: str = "full") -> t
     return purify(gen, x)
 
 
+# The recipe choice every learned purifier takes (pix2pix/cGAN here, UDDN/DAE in advviz.defenses.uddn).
+CONFIG_PARAM = ParamSpec("config", "full", kind="choice", choices=("full", "quick"),
+                         help="training recipe (shipped weights, else trained on first use and cached)")
 _PARAMS = [ParamSpec("attack", "fgsm", kind="choice", choices=("fgsm", "pgd"),
                      help="attack whose (attacked, clean) pairs trained the generator"),
-           ParamSpec("config", "full", kind="choice", choices=("full", "quick"),
-                     help="training recipe (trained on first use, then cached)")]
+           CONFIG_PARAM]
 
 
 def _register() -> None:

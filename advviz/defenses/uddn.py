@@ -39,8 +39,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advviz._registry import ParamSpec
-
 __all__ = [
     "RECIPES",
     "UDDN",
@@ -361,9 +359,9 @@ def dae(x: torch.Tensor, *, config: str = "full") -> torch.Tensor:
 
 def _register() -> None:
     from advviz.defenses import register_purifier
+    from advviz.defenses.pix2pix import CONFIG_PARAM
 
-    params = [ParamSpec("config", "full", kind="choice", choices=("full", "quick"),
-                        help="training recipe (trained on first use, then cached)")]
+    params = [CONFIG_PARAM]
     register_purifier("uddn", params=params, differentiable=True, quick={"config": "quick"},
                       paper="UDDN paper (004), Sec. 3: U-Net denoiser, x_hat = x* - dx (eq. 4), logit-guided loss (eq. 5)",
                       description="UDDN: U-Net residual denoiser guided by the classifier's logits")(uddn)
