@@ -5,6 +5,8 @@
   ``training`` flag is restored.
 * :func:`lp_norms`: the distortions of the CFR paper's Table I (``l0`` counts changed
   *elements*, i.e. a changed RGB pixel counts 3), per image then averaged.
+* :func:`perturbation_survival` and :func:`accuracy_along`: how much of an attack a purifier
+  leaves, and how little of it the classifier needs to be fooled.
 * :func:`ssim`: structural similarity (Wang et al. 2004) with an 11x11 Gaussian window
   (sigma 1.5), ``K1=0.01``, ``K2=0.03``, data range 1, per channel, averaged.
 
@@ -19,10 +21,12 @@ from torch import nn
 
 __all__ = [
     "accuracy",
+    "accuracy_along",
     "asr",
     "confidence",
     "lp_norms",
     "misclassification",
+    "perturbation_survival",
     "prediction_change",
     "predictions",
     "ssim",
@@ -121,6 +125,61 @@ def asr(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Te
     if target is None:
         return float((pred != _labels(y, n, pred.device)).float().mean())
     return float((pred == _labels(target, n, pred.device, "target")).float().mean())
+
+
+def perturbation_survival(x: torch.Tensor, x_adv: torch.Tensor, x_purified: torch.Tensor, *,
+                          reduction: str = "mean") -> float | torch.Tensor:
+    """Share of the attack's perturbation that survives purification, per image then averaged.
+
+    With ``delta = x_adv - x`` and the purifier's error ``r = x_purified - x``, the survival of
+    one image is the projection coefficient ``<r, delta> / <delta, delta>``: 1 when the
+    purifier hands the perturbation through untouched (identity), 0 when nothing along
+    ``delta`` is left (a perfect purifier, or errors orthogonal to the attack), negative when
+    it overshoots. Errors orthogonal to ``delta`` (blur, noise) do not count: they are what
+    clean accuracy measures. Images with ``delta = 0`` count as 0.
+
+    Args:
+        x: clean images ``(B, C, H, W)``.
+        x_adv: attacked images, same shape.
+        x_purified: the purifier's output for ``x_adv``, same shape.
+        reduction: ``"mean"`` (a float) or ``"none"`` (a ``(B,)`` tensor).
+    """
+    _check_pair(x, x_adv)
+    _check_pair(x, x_purified, ("x", "x_purified"))
+    _check_reduction(reduction)
+    delta = (x_adv - x).flatten(1).double()
+    resid = (x_purified - x).flatten(1).double()
+    dd = (delta * delta).sum(1)
+    per = torch.where(dd > 0, (resid * delta).sum(1) / dd.clamp_min(1e-300), torch.zeros_like(dd)).float()
+    if reduction == "none":
+        return per
+    return float(per.mean()) if per.numel() else 0.0
+
+
+def accuracy_along(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                   fractions: tuple[float, ...] = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0), *,
+                   batch_size: int = 256) -> list[dict[str, float]]:
+    """Accuracy on ``x + a * (x_adv - x)`` (clipped to [0, 1]) for each fraction ``a`` of the perturbation.
+
+    The curve says how much of an attack a purifier must remove: a purifier whose output keeps
+    a share ``s`` of the perturbation (:func:`perturbation_survival`) cannot do better than the
+    accuracy at ``a = s`` unless its other errors happen to help.
+
+    Args:
+        model: classifier taking ``(B, C, H, W)`` in [0, 1].
+        x: clean images ``(B, C, H, W)``; ``x_adv``: attacked images, same shape; ``y``: labels ``(B,)``.
+        fractions: the values of ``a`` (each in [0, 1]).
+
+    Returns:
+        ``[{"fraction": a, "accuracy": acc}, ...]`` in the order of ``fractions``.
+    """
+    _check_pair(x, x_adv)
+    bad = [a for a in fractions if not 0.0 <= float(a) <= 1.0]
+    if bad:
+        raise ValueError(f"fractions must lie in [0, 1], got {bad}")
+    delta = x_adv - x
+    return [{"fraction": float(a), "accuracy": accuracy(model, (x + float(a) * delta).clamp(0, 1), y,
+                                                        batch_size=batch_size)} for a in fractions]
 
 
 def confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,

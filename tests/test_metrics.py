@@ -82,6 +82,39 @@ def test_asr_accuracy_misclassification_exact() -> None:
     assert metrics.asr(model, x, y, batch_size=3) == pytest.approx(0.5)
 
 
+def test_perturbation_survival_exact() -> None:
+    x = _images((0.2, 0.2), (0.5, 0.5), (0.3, 0.3))
+    delta = _images((0.1, -0.1), (0.0, 0.2), (0.0, 0.0))
+    x_adv = x + delta
+    # identity keeps all of it, a perfect purifier none
+    assert metrics.perturbation_survival(x, x_adv, x_adv, reduction="none").tolist() == pytest.approx([1, 1, 0])
+    assert metrics.perturbation_survival(x, x_adv, x) == pytest.approx(0.0)
+    # image 0 keeps half of delta plus an orthogonal error (0.05, 0.05), which does not count;
+    # image 1 overshoots to -delta; image 2 has no perturbation: 0
+    purified = x + _images((0.05 + 0.05, 0.05 - 0.05), (0.0, -0.2), (0.4, 0.0))
+    per = metrics.perturbation_survival(x, x_adv, purified, reduction="none")
+    assert per.tolist() == pytest.approx([0.5, -1.0, 0.0])
+    assert metrics.perturbation_survival(x, x_adv, purified) == pytest.approx(-0.5 / 3)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.perturbation_survival(x, x_adv, purified[:2])
+    with pytest.raises(ValueError, match="reduction"):
+        metrics.perturbation_survival(x, x_adv, purified, reduction="sum")
+
+
+def test_accuracy_along_exact() -> None:
+    model = _linear_model()  # logits (x0, x1, 0.5)
+    x = _images((0.9, 0.1), (0.2, 0.9))  # predictions 0, 1
+    x_adv = _images((0.1, 0.9), (0.9, 0.4))  # predictions 1, 0
+    y = torch.tensor([0, 1])
+    got = metrics.accuracy_along(model, x, x_adv, y, fractions=(0.0, 0.25, 0.55, 0.6, 1.0))
+    # along the way the larger of x0, x1 stays above 0.5 (class 2's logit); image 0 flips once
+    # 0.9 - 0.8a < 0.1 + 0.8a (a > 0.5), image 1 once 0.2 + 0.7a > 0.9 - 0.5a (a > 0.583)
+    assert [r["fraction"] for r in got] == [0.0, 0.25, 0.55, 0.6, 1.0]
+    assert [r["accuracy"] for r in got] == pytest.approx([1.0, 1.0, 0.5, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        metrics.accuracy_along(model, x, x_adv, y, fractions=(8.0,))
+
+
 def test_confidence_exact() -> None:
     model = _linear_model()
     x = _images((1.0, 0.0), (0.0, 0.0))

@@ -82,3 +82,30 @@ def test_shipped_purifier_inference_speed(fgsm_set):
             spec(x_adv)
             times.append(time.perf_counter() - t0)
         assert min(times) / 64 < 0.010, (name, min(times) / 64)  # 2x margin for a loaded CI machine
+
+
+def test_reproduce_purifier_table_with_the_shipped_generators(monkeypatch):
+    """`advviz reproduce purifier` on a few images: the row contract, the survival column, the curve."""
+    from advviz.papers import purifier
+
+    monkeypatch.setattr(P, "train_pix2pix", lambda *_a, **_k: pytest.fail("a shipped generator was retrained"))
+    res = purifier.run(n=64, seed=0)
+    rows = {(r["defense"], r["attack"]): r for r in res["rows"]}
+    assert set(rows) == {(d, a) for d in ("none", "pix2pix", "cgan") for a in ("clean", "fgsm", "pgd")}
+    for r in rows.values():
+        assert {"accuracy", "misclassification", "confidence", "error", "survival"} <= set(r)
+        assert r["error"] == pytest.approx(1 - r["accuracy"])
+    assert rows["none", "clean"]["misclassification"] == 0.0 and rows["none", "clean"]["survival"] is None
+    # no defense hands the whole perturbation through; the generators remove part of it
+    for attack in ("fgsm", "pgd"):
+        assert rows["none", attack]["survival"] == pytest.approx(1.0, abs=1e-6)
+        for d in ("pix2pix", "cgan"):
+            assert 0.0 < rows[d, attack]["survival"] < 0.9
+            assert rows[d, attack]["accuracy"] > rows["none", attack]["accuracy"]
+    # the curve starts at clean accuracy and ends at the attacked accuracy
+    for attack in ("fgsm", "pgd"):
+        curve = res["analysis"]["accuracy_along"][attack]
+        assert [c["fraction"] for c in curve] == list(purifier.FRACTIONS)
+        assert curve[0]["accuracy"] == pytest.approx(rows["none", "clean"]["accuracy"])
+        assert curve[-1]["accuracy"] == pytest.approx(rows["none", attack]["accuracy"])
+    assert "accuracy on x + a * (fgsm perturbation)" in purifier.format(res)
