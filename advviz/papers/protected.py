@@ -5,7 +5,9 @@ The CFR paper attacks ResNet-18 protected by Fast-AT (Wong et al. 2020, eps = 8/
 analogues by adversarially fine-tuning the published ResNet-20 on the (JPEG) CIFAR-10 train
 split with :func:`advviz.train.adversarial_fit`, following the recipes below, and caches the
 weights (``<cache>/weights/<name>.safetensors``; a file of that name in ``$ADVVIZ_WEIGHTS`` is
-used instead). The recipe travels with every result, so a number always says which model it
+used instead). Training writes a checkpoint after every complete epoch
+(``<cache>/checkpoints/<name>``) and resumes from it, so an interrupted run (Ctrl-C) loses at most
+the epoch in progress. The recipe travels with every result, so a number always says which model it
 comes from. ``quick`` recipes (a 2,000-image subset, one epoch) exist for CI and notebooks and
 are labelled as such; they are far weaker defenses than the full ones.
 """
@@ -63,10 +65,14 @@ def resnet20(kind: str, *, quick: bool = False, device: str | torch.device = "cp
             idx = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[:recipe["subset"]]
             train_set = train_set.subset(idx)
         fit_kw = {k: v for k, v in recipe.items() if k not in ("attack", "eps", "alpha", "steps", "subset", "augment")}
-        train.adversarial_fit(model, train_set, attack=recipe["attack"], eps=recipe["eps"],
-                              alpha=recipe.get("alpha"), steps=recipe.get("steps"), device=device, seed=0,
-                              augment=train.cifar_augment if recipe["augment"] else None, progress=progress,
-                              description=name, **fit_kw)
+        res = train.adversarial_fit(model, train_set, attack=recipe["attack"], eps=recipe["eps"],
+                                    alpha=recipe.get("alpha"), steps=recipe.get("steps"), device=device, seed=0,
+                                    augment=train.cifar_augment if recipe["augment"] else None,
+                                    progress=progress, description=name,
+                                    checkpoint=cache_dir() / "checkpoints" / name, **fit_kw)
+        if res.interrupted:
+            raise KeyboardInterrupt(f"adversarial training of {name} was interrupted; the checkpoint of its last "
+                                    f"complete epoch resumes next time")
         found = models.save_weights(model, cache_dir() / "weights" / filename,
                                     metadata={"name": name, "arch": "resnet20", "recipe": recipe})
     model.to(device).eval()
