@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from advviz import data, metrics, train
 from advviz.models import Classifier, Normalize
+from tests.conftest import requires_cifar, requires_resnet
 from tests.helpers import TinyConvNet
 
 
@@ -163,3 +165,31 @@ def test_fast_and_fgsm_adversarial_training_raise_pgd_accuracy_on_digits(digits_
                           progress=False, device="cpu")
     # measured (CPU): plain 0.136; fast-AT 0.462; FGSM-AT 0.468
     assert _pgd_accuracy(robust, x_test, y_test, EPS) >= plain_pgd + 0.2
+
+
+@requires_cifar
+@requires_resnet
+def test_protected_resnet20_checkpoints_each_epoch_and_refuses_to_cache_an_interrupted_run(tmp_path, monkeypatch):
+    from advviz.papers import protected
+
+    monkeypatch.setenv("ADVVIZ_CACHE", str(tmp_path))
+    monkeypatch.setitem(protected.RECIPES, "pgd_at", {**protected.RECIPES["pgd_at"], "steps": 1, "batch_size": 16})
+    monkeypatch.setattr(protected, "QUICK", {"epochs": 2, "subset": 32})
+    seen = {}
+    real_fit = train.adversarial_fit
+
+    def interrupted_fit(*args, **kwargs):
+        seen.update(kwargs)
+        return train.FitResult(history=[], interrupted=True, epochs_completed=0, checkpoint=kwargs["checkpoint"])
+
+    monkeypatch.setattr(train, "adversarial_fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt, match="resumes next time"):
+        protected.resnet20("pgd_at", quick=True)
+    assert seen["checkpoint"] == tmp_path / "checkpoints" / "resnet20_cifar10_pgd_at_quick"
+    assert not (tmp_path / "weights" / "resnet20_cifar10_pgd_at_quick.safetensors").exists()
+
+    monkeypatch.setattr(train, "adversarial_fit", real_fit)
+    model, rec = protected.resnet20("pgd_at", quick=True)
+    assert rec["trained_now"] and (tmp_path / "weights" / "resnet20_cifar10_pgd_at_quick.safetensors").is_file()
+    ckpt = json.loads((tmp_path / "checkpoints" / "resnet20_cifar10_pgd_at_quick.json").read_text())
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
