@@ -161,9 +161,11 @@ def accuracy_along(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: to
                    batch_size: int = 256) -> list[dict[str, float]]:
     """Accuracy on ``x + a * (x_adv - x)`` (clipped to [0, 1]) for each fraction ``a`` of the perturbation.
 
-    The curve says how much of an attack a purifier must remove: a purifier whose output keeps
-    a share ``s`` of the perturbation (:func:`perturbation_survival`) cannot do better than the
-    accuracy at ``a = s`` unless its other errors happen to help.
+    The curve says how much of an attack a purifier must remove if removing it is all the
+    purifier does: one whose output keeps a share ``s`` of the perturbation
+    (:func:`perturbation_survival`) and changes nothing else lands near the accuracy at
+    ``a = s``. A purifier can do better only through its other changes, e.g. a denoiser trained
+    on the classifier's own logits (UDDN) adds back evidence for the true class.
 
     Args:
         model: classifier taking ``(B, C, H, W)`` in [0, 1].

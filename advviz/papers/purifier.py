@@ -21,8 +21,9 @@ row is the "ground truth" accuracy):
 The result's ``analysis`` holds ResNet-20's accuracy on ``x + a * delta`` for fractions ``a`` of
 each attack's perturbation (:func:`advviz.metrics.accuracy_along`): how much of the attack a
 purifier must remove before accuracy returns. On 32x32 CIFAR-10 a tenth of the FGSM
-perturbation already costs most of the accuracy, which is why the purifiers, trained only on
-pixels and VGG-19 features, stop far short of clean accuracy.
+perturbation already costs most of the accuracy (measured: .808 clean, .248 at a = 0.1), so
+purifiers trained only on pixels and VGG-19 features, which keep about a quarter of it, stop far
+short of clean accuracy.
 
 Purifiers for the ``fgsm`` rows were trained on FGSM pairs, for the ``pgd`` rows on PGD-10
 pairs, for the ``clean`` rows the FGSM ones (``advviz.defenses.pix2pix.RECIPES``; ``quick``
