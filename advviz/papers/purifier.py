@@ -23,7 +23,7 @@ each attack's perturbation (:func:`advviz.metrics.accuracy_along`): how much of 
 purifier must remove before accuracy returns. On 32x32 CIFAR-10 a tenth of the FGSM
 perturbation already costs most of the accuracy (measured: .808 clean, .248 at a = 0.1), so
 purifiers trained only on pixels and VGG-19 features, which keep about a quarter of it, stop far
-short of clean accuracy.
+short of clean accuracy. (UDDN, trained on ResNet-20's own logits, keeps .04 of it: measured.)
 
 Purifiers for the ``fgsm`` rows were trained on FGSM pairs, for the ``pgd`` rows on PGD-10
 pairs, for the ``clean`` rows the FGSM ones (``advviz.defenses.pix2pix.RECIPES``; ``quick``
