@@ -228,11 +228,8 @@ def perceptual_network(*, quick: bool = False, device: str | torch.device = "cpu
     (``quick=True``) or ``"full"`` recipe, cached in ``<cache>/weights``.
     """
     from advviz import models
-    from advviz._paths import cache_dir, weights_dirs
+    from advviz._paths import cache_dir, find_weights
     from advviz.explain.features import vgg19_layers
-
-    def find(filename: str) -> Path | None:
-        return next((d / filename for d in weights_dirs() if (d / filename).is_file()), None)
 
     hub = Path(torch.hub.get_dir()) / "checkpoints" / "vgg19-dcbb9e9d.pth"
     if hub.is_file():
@@ -243,16 +240,16 @@ def perceptual_network(*, quick: bool = False, device: str | torch.device = "cpu
         net: nn.Module = _ImageNetInput(tv)
         names = vgg19_layers(tv)
         desc = "torchvision vgg19 IMAGENET1K_V1"
-    elif (found := find("vgg19_cifar10.safetensors")) is not None:
+    elif (found := find_weights("vgg19_cifar10.safetensors")) is not None:
         net = models.load("vgg19", weights=found)
         names = vgg19_layers(net)
         desc = "advviz vgg19_cifar10 (zoo weights)"
     else:
         kind, filename = "full", PERCEPTUAL_FILE
-        found = find(filename)
+        found = find_weights(filename)
         if found is None and quick:
             kind, filename = "quick", PERCEPTUAL_FILE.replace(".safetensors", "_quick.safetensors")
-            found = find(filename)
+            found = find_weights(filename)
         if found is None:
             found = _train_perceptual_vgg(kind, cache_dir() / "weights" / filename, device, progress)
         net = models.load("vgg19", weights=found, width=PERCEPTUAL_RECIPE[kind]["width"])
@@ -546,7 +543,7 @@ def load_purifier(kind: str = "cgan", *, attack: str = "fgsm", config: str = "fu
     from safetensors import safe_open
 
     from advviz import data, models
-    from advviz._paths import cache_dir, weights_dirs
+    from advviz._paths import cache_dir, find_weights
 
     if kind not in ("cgan", "pix2pix") or attack not in ("fgsm", "pgd") or config not in RECIPES:
         raise ValueError(f"kind must be cgan|pix2pix, attack fgsm|pgd, config full|quick; got {kind}, {attack}, {config}")
@@ -557,7 +554,7 @@ def load_purifier(kind: str = "cgan", *, attack: str = "fgsm", config: str = "fu
     recipe = RECIPES[config]
     name = f"{kind}_{attack}_cifar10" + ("_quick" if config == "quick" else "")
     filename = f"{name}.safetensors"
-    found = next((d / filename for d in weights_dirs() if (d / filename).is_file()), None)
+    found = find_weights(filename)
     gen = UNetGenerator(3, ngf=recipe["ngf"])
     if found is None:
         found = cache_dir() / "weights" / filename

@@ -299,7 +299,7 @@ def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | tor
         config: ``"full"`` or ``"quick"``.
     """
     from advviz import models
-    from advviz._paths import cache_dir, weights_dirs
+    from advviz._paths import cache_dir, find_weights
 
     if kind not in ("uddn", "dae") or config not in RECIPES:
         raise ValueError(f"kind must be uddn|dae and config full|quick, got {kind!r}, {config!r}")
@@ -311,7 +311,7 @@ def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | tor
     name = f"{kind}_resnet20_cifar10" + ("_quick" if config == "quick" else "")
     filename = f"{name}.safetensors"
     net = UDDN(3, recipe["width"]) if kind == "uddn" else dae_network(3, recipe["width"])
-    found = next((d / filename for d in weights_dirs() if (d / filename).is_file()), None)
+    found = find_weights(filename)
     record: dict[str, Any] = {"name": name, "recipe": recipe, "guidance": "logits" if kind == "uddn" else "pixel"}
     if found is None:
         xa, xc, y, pair_rec = training_pairs(config, device=device, progress=progress)

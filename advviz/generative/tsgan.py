@@ -422,14 +422,14 @@ def _slim_vgg16(dataset: str, *, progress: bool = False) -> SlimVGG16:
     :data:`SLIM_VGG_RECIPE` / :data:`SLIM_VGG_CIFAR_RECIPE` and cached in ``<cache>/weights``.
     """
     from advviz import data, train
-    from advviz._paths import cache_dir, weights_dirs
+    from advviz._paths import cache_dir, find_weights
     from advviz.models import load_state_file, save_weights
 
     if dataset not in ("digits", "cifar10"):
         raise ValueError(f"no slim VGG-16 recipe for dataset {dataset!r}")
     filename = f"vgg16slim_{dataset}.safetensors"
     model = SlimVGG16() if dataset == "digits" else SlimVGG16(in_channels=3)
-    found = next((d / filename for d in weights_dirs() if (d / filename).is_file()), None)
+    found = find_weights(filename)
     target = cache_dir() / "weights" / filename
     if found is None and target.is_file():
         found = target
@@ -460,11 +460,11 @@ def _slim_vgg16(dataset: str, *, progress: bool = False) -> SlimVGG16:
 
 def _cifar_vgg16_weights() -> Path | None:
     """The zoo ``vgg16_cifar10`` weight file if one of the weight folders has it (no download)."""
-    from advviz._paths import weights_dirs
+    from advviz._paths import find_weights
     from advviz.models import get_weights_spec
 
     filename = get_weights_spec("vgg16_cifar10").filename
-    return next((d / filename for d in weights_dirs() if (d / filename).is_file()), None)
+    return find_weights(filename)
 
 
 def content_network(dataset: str, *, prefer_imagenet: bool = True, device: str | torch.device = "cpu",

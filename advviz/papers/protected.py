@@ -48,12 +48,12 @@ def resnet20(kind: str, *, quick: bool = False, device: str | torch.device = "cp
         recipe, whether it was trained now, and its clean accuracy on 1,000 test images.
     """
     from advviz import data, models, train
-    from advviz._paths import cache_dir, weights_dirs
+    from advviz._paths import cache_dir, find_weights
 
     recipe = _recipe(kind, quick)
     name = f"resnet20_cifar10_{kind}" + ("_quick" if quick else "")
     filename = f"{name}.safetensors"
-    found = next((d / filename for d in weights_dirs() if (d / filename).is_file()), None)
+    found = find_weights(filename)
     trained_now = found is None
     if found is not None:
         model = models.load("resnet20", weights=found)
