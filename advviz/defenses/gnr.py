@@ -58,7 +58,7 @@ class _DeconvUnit(nn.Module):
 
 
 class NoiseGenerator(nn.Module):
-    """``z (B, z_dim) -> noise (B, C, 8 * base, 8 * base)`` in ``[-eps, eps]``.
+    """``z (B, z_dim) -> noise (B, C, size, size)`` in ``[-eps, eps]`` (``size = 8 * base`` by default).
 
     Args:
         channels: image channels.
@@ -67,12 +67,17 @@ class NoiseGenerator(nn.Module):
         base: side of the first feature map (4: 32x32 output).
         convs_per_unit: convolution blocks after each deconvolution (paper: 3).
         eps: output bound.
+        size: output side when it is not ``8 * base`` (e.g. 28 for digits): the centre
+            ``size x size`` crop of the ``8 * base`` map; ``None``: ``8 * base``.
     """
 
     def __init__(self, channels: int = 3, *, z_dim: int = 64, widths: Sequence[int] = (256, 128, 64), base: int = 4,
-                 convs_per_unit: int = 3, eps: float = 8 / 255) -> None:
+                 convs_per_unit: int = 3, eps: float = 8 / 255, size: int | None = None) -> None:
         super().__init__()
+        if size is not None and not 0 < size <= 8 * base:
+            raise ValueError(f"size must be in [1, {8 * base}] for base={base}, got {size}")
         self.z_dim, self.eps, self.base = z_dim, float(eps), base
+        self.size = 8 * base if size is None else int(size)
         self.fc = nn.Sequential(nn.Linear(z_dim, 2 * widths[0] * base * base, bias=False),
                                 nn.BatchNorm1d(2 * widths[0] * base * base), nn.ReLU())
         units, c = [], 2 * widths[0]
@@ -84,7 +89,9 @@ class NoiseGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc(z).view(z.shape[0], -1, self.base, self.base)
-        return self.eps * torch.tanh(self.out(self.units(h)))
+        out = self.out(self.units(h))
+        top = (out.shape[-1] - self.size) // 2
+        return self.eps * torch.tanh(out[..., top:top + self.size, top:top + self.size])
 
 
 class NoiseCritic(nn.Module):

@@ -217,11 +217,15 @@ class _ImageNetInput(nn.Module):
         return self.features((x - self.mean) / self.std)
 
 
-def perceptual_network(*, quick: bool = False, device: str | torch.device = "cpu",
+def perceptual_network(*, dataset: str = "cifar10", quick: bool = False, device: str | torch.device = "cpu",
                        progress: bool = False) -> tuple[nn.Module, list[str], str]:
     """The VGG-19 of the perceptual loss: ``(eval-mode frozen net, layer names, description)``.
 
-    Order: torchvision's ImageNet ``vgg19`` if its weights are in torch's hub cache (no
+    ``dataset="digits"`` (the offline walkthroughs' setting, 1-channel 28x28 images): the slim
+    VGG-16 advviz trains on the digits (TSGAN's offline content network, trained on first use,
+    cached), compared at its ReLU outputs but the top one. A stand-in: no VGG-19 for digits exists here.
+
+    ``dataset="cifar10"``, in order: torchvision's ImageNet ``vgg19`` if its weights are in torch's hub cache (no
     download), the zoo's full-width ``vgg19_cifar10`` if in the weight folders, the slim CIFAR
     VGG-19 of :data:`PERCEPTUAL_RECIPE` (``"full"``, shipped with advviz as
     :data:`PERCEPTUAL_FILE`), else one trained by advviz on first use with the ``"quick"``
@@ -231,8 +235,16 @@ def perceptual_network(*, quick: bool = False, device: str | torch.device = "cpu
     from advviz._paths import cache_dir, find_weights
     from advviz.explain.features import vgg19_layers
 
+    if dataset not in ("cifar10", "digits"):
+        raise ValueError(f"no perceptual network for {dataset!r}; choose 'cifar10' or 'digits'")
     hub = Path(torch.hub.get_dir()) / "checkpoints" / "vgg19-dcbb9e9d.pth"
-    if hub.is_file():
+    if dataset == "digits":
+        from advviz.generative.tsgan import _slim_vgg16
+
+        net = _slim_vgg16("digits", progress=progress)
+        names = [f"features.{n}" for n, m in net.features.named_children() if isinstance(m, nn.ReLU)]
+        desc = "advviz slim VGG-16 trained on digits (stand-in for VGG-19 on 1-channel images)"
+    elif hub.is_file():
         import torchvision
 
         tv = torchvision.models.vgg19()

@@ -293,13 +293,24 @@ def _eval_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         model.train(was)
 
 
-def default_pair(*, p1: float = 0.10, p2: float = 0.20, device: str | torch.device | None = None) -> TwoStream:
-    """The offline default: ``highres_resnet8_cifar10`` (64x64, trained by advviz on first use) as the
-    high stream and ``resnet32_cifar10`` (32x32, the paper's low stream) as the low one, identity mapping."""
+def default_pair(*, dataset: str = "cifar10", p1: float = 0.10, p2: float = 0.20,
+                 device: str | torch.device | None = None) -> TwoStream:
+    """The offline default detector for ``dataset``, identity mapping.
+
+    ``"cifar10"``: ``highres_resnet8_cifar10`` (64x64, shipped with advviz) as the high stream and
+    ``resnet32_cifar10`` (32x32, the paper's low stream) as the low one. ``"digits"`` (works on
+    any machine): ``highres_resnet8_digits`` (64x64, trained by advviz on first use, about a
+    minute on a CPU) and ``lenet5_digits`` (28x28).
+    """
     from advviz import models
 
-    high = models.load("highres_resnet8_cifar10", device=device)
-    low = models.load("resnet32_cifar10", device=device)
+    pairs = {"cifar10": ("highres_resnet8_cifar10", "resnet32_cifar10"),
+             "digits": ("highres_resnet8_digits", "lenet5_digits")}
+    if dataset not in pairs:
+        raise ValueError(f"no default two-stream pair for {dataset!r}; choose one of {', '.join(pairs)}")
+    high_name, low_name = pairs[dataset]
+    high = models.load(high_name, device=device)
+    low = models.load(low_name, device=device)
     return TwoStream(high, low, identity_mapping(10), p1=p1, p2=p2)
 
 

@@ -356,10 +356,23 @@ def _train_highres(model: nn.Module) -> None:
     train_highres(model)
 
 
+def _train_highres_digits(model: nn.Module) -> None:
+    from advviz.models.highres import train_highres_digits
+
+    train_highres_digits(model)
+
+
 register_model("highres_resnet8")(_highres_resnet8)
 register_weights(WeightsSpec(
     name="highres_resnet8_cifar10", arch="highres_resnet8", filename="highres_resnet8_cifar10.safetensors",
     dataset="cifar10", recipe=_train_highres, input_size=(3, 64, 64),
     description=("HighResResNet-8 on 64x64 (2x bilinear) CIFAR-10, trained by advviz on first use "
                  "(advviz.models.highres.RECIPE: 1 epoch SGD on 20,000 images); 44.8% top-1, 92.4% top-5 on the JPEG CIFAR-10 test split"),
+))
+register_weights(WeightsSpec(
+    name="highres_resnet8_digits", arch="highres_resnet8", filename="highres_resnet8_digits.safetensors",
+    dataset="digits", arch_kwargs={"in_channels": 1, "mean": (0.5,), "std": (0.5,)}, recipe=_train_highres_digits,
+    input_size=(1, 64, 64),
+    description=("HighResResNet-8 on 64x64 (bilinear) digits, the two-stream detector's offline high stream, "
+                 "trained by advviz on first use (advviz.models.highres.DIGITS_RECIPE)"),
 ))

@@ -31,12 +31,15 @@ from torch import nn
 from advviz.models._base import Classifier, Normalize
 from advviz.models.resnet_cifar import IMAGENET_MEAN, IMAGENET_STD, BasicBlock
 
-__all__ = ["RECIPE", "HighResResNet", "train_highres", "upsample"]
+__all__ = ["RECIPE", "DIGITS_RECIPE", "HighResResNet", "train_highres", "train_highres_digits", "upsample"]
 
 RECIPE = {"epochs": 1, "lr": 0.05, "batch_size": 64, "optimizer": "sgd", "weight_decay": 5e-4,
           "schedule": "cosine", "seed": 0}
 #: images of the train split used by the recipe (a seeded random subset; ``None``: all 50,000)
 RECIPE_IMAGES = 20_000
+#: recipe of ``highres_resnet8_digits``, the offline high stream (digits train split, 1,437 images,
+#: bilinearly upsampled from 28x28 to 64x64; no other augmentation)
+DIGITS_RECIPE = {"epochs": 8, "lr": 1e-3, "batch_size": 64, "optimizer": "adam", "seed": 0}
 
 
 def upsample(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -120,3 +123,17 @@ def train_highres(model: nn.Module, *, epochs: int | None = None, images: int | 
         train_set = train_set.subset(idx)
     train.fit(model, train_set, augment=augment, progress=progress,
               description="highres_resnet8_cifar10", **cfg)
+
+
+def train_highres_digits(model: nn.Module, *, epochs: int | None = None, progress: bool = False) -> None:
+    """Train ``model`` (a 1-channel :class:`HighResResNet`) in place with :data:`DIGITS_RECIPE` on the
+    digits train split, each 28x28 image upsampled bilinearly to the model's input size, as
+    :class:`~advviz.defenses.twostream.TwoStream` presents it to the high stream."""
+    from advviz import data, train
+
+    size = model.input_size[1:] if hasattr(model, "input_size") else (64, 64)
+    cfg = dict(DIGITS_RECIPE)
+    if epochs is not None:
+        cfg["epochs"] = epochs
+    train.fit(model, data.load("digits", "train"), augment=lambda x, _gen: upsample(x, size), progress=progress,
+              description="highres_resnet8_digits", **cfg)
