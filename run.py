@@ -7,8 +7,12 @@ it, and reinstall only when ``pyproject.toml`` changes. Needs nothing but Python
 
 * ``python3 run.py explore``  open the explorer notebook in JupyterLab (the main job)
 * ``python3 run.py demo``     train LeNet-5 on the offline digits, attack it, print a summary
-* ``python3 run.py test``     run the whole test suite (extra arguments go to pytest)
+* ``python3 run.py test``     run the whole test suite (extra arguments go to pytest); the
+  notebooks run their fast configuration (``ADVVIZ_FAST=1``) unless ``ADVVIZ_FAST`` is set
 * ``python3 run.py advviz ARGS``  any ``advviz`` subcommand inside the environment
+
+It behaves like the program it wraps: SIGTERM (and a SIGINT sent to it alone) is passed on to
+the child, and it exits with the child's status (killed by a signal: by the same signal).
 
 Note on pip: a ``find-links`` folder that holds a CPU-only torch build (as some machines
 configure) makes pip pick a torch that the registry's torchvision cannot load
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +65,41 @@ def ensure_env() -> None:
     STAMP.write_text(_stamp())
 
 
+def _terminal_sent_it() -> bool:
+    """True when we are the foreground process group of a terminal: a Ctrl-C there reaches our
+    child (same process group) directly, so passing SIGINT on would deliver it twice."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def call(cmd: list[str], **kwargs: object) -> int:
+    """Run ``cmd`` as a child, passing SIGINT and SIGTERM on to it, and return its status.
+
+    A child killed by a signal is reported the way a shell would see it: this process then
+    ends by the same signal (so ``$?`` is 128 + N either way).
+    """
+    proc = subprocess.Popen(cmd, **kwargs)  # type: ignore[call-overload]
+
+    def forward(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and _terminal_sent_it():
+            return
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code < 0 and -code in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(__doc__ or "")
@@ -67,11 +107,12 @@ def main(argv: list[str]) -> int:
     cmd, rest = argv[0], argv[1:]
     ensure_env()
     if cmd == "test":
-        return subprocess.call([str(PY), *TEST_ARGS, *rest], cwd=ROOT)
-    if cmd in ("explore", "demo", "reproduce", "bench", "train"):
-        return subprocess.call([str(PY), "-m", "advviz.cli", cmd, *rest], cwd=ROOT)
+        env = {**os.environ, "ADVVIZ_FAST": os.environ.get("ADVVIZ_FAST", "1")}
+        return call([str(PY), *TEST_ARGS, *rest], cwd=ROOT, env=env)
+    if cmd in ("explore", "demo", "reproduce", "bench", "train", "evaluate", "artifacts"):
+        return call([str(PY), "-m", "advviz.cli", cmd, *rest], cwd=ROOT)
     if cmd == "advviz":
-        return subprocess.call([str(PY), "-m", "advviz.cli", *rest], cwd=ROOT)
+        return call([str(PY), "-m", "advviz.cli", *rest], cwd=ROOT)
     sys.stderr.write(f"unknown command {cmd!r}; use explore, demo, test or advviz ARGS\n")
     return 2
 

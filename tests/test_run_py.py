@@ -1,0 +1,99 @@
+"""``run.py`` behaves like the program it wraps: signals reach the child, the child's status comes back."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A driver that runs run.py's `call` on a command given as argv: the same code path as
+# `python3 run.py advviz ...`, without run.py's virtual-environment set-up.
+DRIVER = textwrap.dedent(f"""
+    import importlib.util, sys
+    spec = importlib.util.spec_from_file_location("advviz_run", {str(ROOT / "run.py")!r})
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    sys.exit(run.call(sys.argv[1:]))
+""")
+
+CHILD = textwrap.dedent("""
+    import signal, sys, time
+    out = sys.argv[1]
+    def handler(signum, frame):
+        open(out, "a").write(f"got {signal.Signals(signum).name}\\n")
+        sys.exit(7)
+    if sys.argv[2] == "handle":
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+    open(out, "a").write("ready\\n")
+    time.sleep(60)
+""")
+
+
+def _start(tmp_path: Path, mode: str) -> tuple[subprocess.Popen, Path]:
+    out = tmp_path / "child.log"
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, sys.executable, "-c", CHILD, str(out), mode],
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (out.is_file() and "ready" in out.read_text()):
+        assert proc.poll() is None, "the driver exited early"
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    return proc, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_reaches_child_and_its_status_comes_back(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, out = _start(tmp_path, "handle")
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == 7
+    assert out.read_text().splitlines() == ["ready", f"got {sig.name}"]
+
+
+def test_child_killed_by_signal_kills_wrapper_the_same_way(tmp_path: Path) -> None:
+    proc, _ = _start(tmp_path, "default")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == -signal.SIGTERM
+
+
+def test_exit_status_is_the_childs(tmp_path: Path) -> None:
+    code = subprocess.call([sys.executable, "-c", DRIVER, sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert code == 3
+
+
+@pytest.mark.slow
+def test_sigterm_takes_down_explore_jupyterlab_and_kernels(tmp_path: Path) -> None:
+    """``kill -TERM`` on the wrapper of ``advviz explore`` leaves no JupyterLab process behind."""
+    psutil = pytest.importorskip("psutil")
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
+           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, sys.executable, "-m", "advviz.cli", "explore", "--no-browser"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while not any(re.search(r"http://127\.0\.0\.1:\d+", ln) for ln in lines):
+            assert time.monotonic() < deadline, f"no URL reported: {lines}"
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, f"explore exited early: {lines}"
+            lines.append(line)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert any("jupyter" in " ".join(p.cmdline()) for p in family), [p.cmdline() for p in family]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        _, alive = psutil.wait_procs(family, timeout=30)
+        assert not alive, f"still running after SIGTERM: {[p.cmdline() for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
