@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "train":
             from advviz.demo import run_train
 
-            _out(run_train(args))
+            text = run_train(args)
+            if text:  # under torchrun only rank 0 reports
+                _out(text)
         elif args.command == "explore":
             mod = importlib.import_module("advviz.widgets.launch")
             return int(mod.main(port=args.port, open_browser=not args.no_browser, report=_out) or 0)

@@ -96,6 +96,10 @@ def run_train(args: argparse.Namespace) -> str:
         optimizer=args.optimizer, schedule=None if args.schedule == "none" else args.schedule,
         augment=train.cifar_augment if args.augment else None, description=f"{args.model} on {args.data}",
     )
+    from advviz import distributed
+
+    if not distributed.is_main():  # under torchrun every rank holds the same weights; rank 0 writes them
+        return ""
     models.save_weights(model, out, metadata={"arch": args.model, "dataset": args.data, "arch_kwargs": kwargs,
                                               "history": result.history})
     last = result.last

@@ -10,7 +10,13 @@ training, distillation and the purifiers through its ``loss`` argument):
 * Ctrl-C (``KeyboardInterrupt``) or a callback's ``state.request_stop()`` stops cleanly: the
   model is left with the weights of the last *complete* epoch (which is also what the
   checkpoint holds), and the result says ``interrupted=True``;
-* the device is CUDA when available, unless given.
+* the device is CUDA when available, unless given;
+* under ``torchrun`` (N processes), ``fit`` trains with DistributedDataParallel: every process
+  draws the same global batch order, each takes its contiguous share of every global batch of
+  ``batch_size`` images, and DDP averages the gradients (weighted so that the step equals one
+  process's step on the whole batch; BatchNorm statistics stay per process). Only rank 0 shows
+  progress and writes checkpoints; a stopped or killed run keeps the last complete epoch's
+  checkpoint, from which every rank resumes.
 """
 
 from __future__ import annotations
@@ -226,8 +232,17 @@ def fit(
     n = _num_items(train_data)
     if n == 0:
         raise ValueError("train_data is empty")
-    dev = torch.device(device) if device is not None else default_device()
+    from advviz import distributed
+
+    many = distributed.init(device)
+    dev = torch.device(device) if device is not None else (distributed.local_device() if many else default_device())
     model.to(dev)
+    world, rank = distributed.world_size(), distributed.rank()
+    net: nn.Module = model
+    if many:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = _make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
     loss_fn = loss or _ce_loss
     steps_per_epoch = math.ceil(n / batch_size)
@@ -253,8 +268,8 @@ def fit(
     _call(callbacks, "on_train_begin", state)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=description, disable=not progress,
-               leave=True, dynamic_ncols=True)
+    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=description,
+               disable=not progress or rank != 0, leave=True, dynamic_ncols=True)
     fork_devices = [dev] if dev.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=fork_devices):
@@ -271,23 +286,35 @@ def fit(
                     if augment is not None:
                         x = augment(x, gen if x.device.type == "cpu" else None)
                     cur_lr = set_lr(epoch * steps_per_epoch + bi)
-                    value, logits = loss_fn(model, x, y)
+                    weight = 1.0
+                    if many:  # this rank's share of the global batch, weighted so DDP's mean is the batch mean
+                        part = torch.tensor_split(torch.arange(y.shape[0], device=y.device), world)[rank]
+                        weight = part.numel() * world / y.shape[0]
+                        if part.numel() == 0:  # fewer images than processes: take part with no weight
+                            part = torch.arange(1, device=y.device)
+                        x, y = x[part], y[part]
+                    value, logits = loss_fn(net, x, y)
                     if not torch.isfinite(value):
                         raise FloatingPointError(f"loss became {value.item()} at epoch {epoch + 1}, batch {bi + 1}; "
                                                  "lower the learning rate")
                     opt.zero_grad(set_to_none=True)
-                    value.backward()
+                    (value * weight if many else value).backward()
                     opt.step()
-                    bs = y.shape[0]
+                    bs = y.shape[0] if weight else 0
                     tot_loss += float(value.detach()) * bs
-                    tot_correct += int((logits.detach().argmax(1) == y).sum())
+                    tot_correct += int((logits.detach().argmax(1) == y).sum()) if bs else 0
                     tot_n += bs
                     state.batch, state.loss = bi + 1, float(value.detach())
                     bar.update(1)
                     bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{state.loss:.4f}", refresh=False)
                     _call(callbacks, "on_batch_end", state)
+                    if many:  # one rank's stop request stops them all, at the same batch
+                        state.stop_requested = bool(distributed.all_sum(torch.tensor([float(state.stop_requested)])) > 0)
                     if state.stop_requested:
                         raise KeyboardInterrupt
+                if many:
+                    tot_loss, tot_correct, tot_n = distributed.all_sum(
+                        torch.tensor([tot_loss, float(tot_correct), float(tot_n)])).tolist()
                 record = {"epoch": epoch + 1, "loss": tot_loss / tot_n, "accuracy": tot_correct / tot_n,
                           "seconds": time.perf_counter() - t0, "lr": cur_lr}
                 if val_data is not None:
@@ -296,8 +323,9 @@ def fit(
                 state.history.append(record)
                 last_good = copy.deepcopy(model.state_dict())
                 last_good_opt = copy.deepcopy(opt.state_dict())
-                if ckpt is not None:
+                if ckpt is not None and rank == 0:
                     _save_checkpoint(ckpt, model, opt, epoch + 1, state.history)
+                distributed.barrier()
                 _call(callbacks, "on_epoch_end", state)
                 if state.stop_requested:
                     break
@@ -554,7 +582,9 @@ def adversarial_loss(*, attack: str | AttackFn = "pgd", eps: float = 8 / 255, al
         raise ValueError(f"attack must be one of {ADV_ATTACKS} or a callable (model, x, y) -> x_adv, got {attack!r}")
 
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x_adv = adversarial_examples(model, x, y, attack=attack, eps=eps, alpha=alpha, steps=steps, bn_mode=bn_mode)
+        # under DDP the attack runs on the wrapped module: only the training pass is synchronised
+        inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        x_adv = adversarial_examples(inner, x, y, attack=attack, eps=eps, alpha=alpha, steps=steps, bn_mode=bn_mode)
         logits = model(x_adv)
         value = F.cross_entropy(logits, y)
         if clean_weight > 0:
