@@ -10,6 +10,8 @@ it, and reinstall only when ``pyproject.toml`` changes. Needs nothing but Python
 * ``python3 run.py test``     run the whole test suite (extra arguments go to pytest); the
   notebooks run their fast configuration (``ADVVIZ_FAST=1``) unless ``ADVVIZ_FAST`` is set
 * ``python3 run.py advviz ARGS``  any ``advviz`` subcommand inside the environment
+* ``python3 run.py gpu-check``  the prepared check for a CUDA machine (tests on CUDA, benchmarks,
+  torchrun on every GPU; one JSON of figures, under 8 minutes)
 
 It behaves like the program it wraps: SIGTERM (and a SIGINT sent to it alone) is passed on to
 the child, and it exits with the child's status (killed by a signal: by the same signal).
@@ -113,7 +115,9 @@ def main(argv: list[str]) -> int:
         return call([str(PY), "-m", "advviz.cli", cmd, *rest], cwd=ROOT)
     if cmd == "advviz":
         return call([str(PY), "-m", "advviz.cli", *rest], cwd=ROOT)
-    sys.stderr.write(f"unknown command {cmd!r}; use explore, demo, test or advviz ARGS\n")
+    if cmd == "gpu-check":
+        return call([str(PY), "-m", "advviz.benchmarks.gpu_check", *rest], cwd=ROOT)
+    sys.stderr.write(f"unknown command {cmd!r}; use explore, demo, test, gpu-check or advviz ARGS\n")
     return 2
 
 
