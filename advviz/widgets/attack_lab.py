@@ -11,13 +11,14 @@ import ipywidgets as W
 import torch
 
 from advviz.widgets import _render as R
+from advviz.widgets._budgets import budget_overrides, widened_params
 from advviz.widgets._controls import ParamControls
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._state import ExplorerState
 
 __all__ = ["AttackLab"]
 
-_IMG = {"width": "180px", "height": "180px", "object_fit": "contain"}
+SLOT = 180  # displayed size of each result image (pixels)
 
 
 class AttackLab(W.VBox):
@@ -26,8 +27,13 @@ class AttackLab(W.VBox):
     "Run" attacks the current image with the current model: in a worker thread with an
     elapsed-time progress bar (the notebook stays responsive) when ``background=True``, else in
     the calling thread. Shows the original, the adversarial image, the perturbation amplified
-    and as a heatmap, prediction bars before/after, the ℓp norms and SSIM, and records the
-    adversarial image in the shared state.
+    (the factor is printed) and as a signed map δ = x_adv − x (mean over channels, on a
+    diverging scale symmetric about 0 whose end is the largest change, shown in /255 on its
+    colour bar), prediction bars before/after, the ℓp norms and SSIM, and records the
+    adversarial image in the shared state. The status line ends on "done in … s" or "failed".
+
+    The controls start from the attack's defaults, with the budget of the model's dataset
+    (:mod:`advviz.widgets._budgets`: ℓ∞ 0.3 on the digits and MNIST instead of 8/255).
 
     Args:
         state: the shared :class:`ExplorerState`.
@@ -46,8 +52,11 @@ class AttackLab(W.VBox):
         self.quick = quick
         self.last_result: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None
         self._done = threading.Event()
         self._done.set()
+        self._status_lock = threading.Lock()
+        self._running_status = False  # True while "running … s" may be written
         names = attacks.list_attacks()
         if not names:
             raise RuntimeError("no attack is registered (advviz.attacks.list_attacks() is empty)")
@@ -63,29 +72,30 @@ class AttackLab(W.VBox):
         self.run_button.add_class("advviz-attack-run")
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="300px", visibility="hidden"))
         self.status = W.HTML()
-        self.original = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.adversarial = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.adversarial.add_class("advviz-adv-image")
-        self.amplified = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.heatmap = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.bars = W.Image(format="png")
+        self.status.add_class("advviz-attack-status")
+        self.original = R.ImageSlot("pick an image", size=SLOT)
+        self.adversarial = R.ImageSlot("press Run to attack this image", size=SLOT, css_class="advviz-adv-image")
+        self.amplified = R.ImageSlot("the change the attack makes, magnified", size=SLOT)
+        self.heatmap = R.ImageSlot("where and which way pixels changed", size=SLOT)
+        self.amplified_caption = W.HTML("<b>perturbation (amplified)</b>")
+        self.heatmap_scale = W.HTML()
+        self.bars = W.HTML()
+        self.bars.add_class("advviz-bars")
         self.norms = W.HTML()
         self.attack.observe(self._on_attack, names="value")
         self.run_button.on_click(self._on_run)
         state.observe(self._on_image, "image")
         state.observe(self._on_model, "model")
 
-        def captioned(img: W.Widget, text: str) -> W.VBox:
-            return W.VBox([W.HTML(f"<b>{text}</b>"), img])
-
         super().__init__(children=[
-            W.HBox([self.attack, self.target]),
+            R.row(self.attack, self.target),
             self.describe,
             self.controls_box,
-            W.HBox([self.run_button, self.progress, self.status]),
-            W.HBox([captioned(self.original, "original"), captioned(self.adversarial, "adversarial"),
-                    captioned(self.amplified, "perturbation (amplified)"), captioned(self.heatmap, "|δ| heatmap")]),
-            W.HBox([self.bars, self.norms]),
+            R.row(self.run_button, self.progress, self.status),
+            R.row(R.captioned(self.original, "original"), R.captioned(self.adversarial, "adversarial"),
+                  W.VBox([self.amplified_caption, self.amplified], layout=W.Layout(flex="0 0 auto")),
+                  R.captioned(self.heatmap, "signed change δ = x_adv − x", below=self.heatmap_scale)),
+            R.row(self.bars, self.norms),
             self.errors,
         ])
         self._build_controls()
@@ -96,8 +106,9 @@ class AttackLab(W.VBox):
         from advviz import attacks
 
         spec = attacks.get(self.attack.value)
-        start = {**spec.defaults(), **(dict(spec.quick) if self.quick else {})}
-        self.controls = ParamControls(spec.params, start, skip=("targeted",))
+        start = {**spec.defaults(), **(dict(spec.quick) if self.quick else {}),
+                 **budget_overrides(spec, self.state.dataset)}
+        self.controls = ParamControls(widened_params(spec, start), start, skip=("targeted",))
         self.controls_box.children = [self.controls]
         self.target.disabled = not spec.targeted
         if not spec.targeted:
@@ -142,34 +153,53 @@ class AttackLab(W.VBox):
         self.progress.layout.visibility = "visible"
         self.progress.value = 0.0
         self.progress.bar_style = "info"
-        self.status.value = f"running {html.escape(spec.name)}…"
+        with self._status_lock:
+            self._running_status = True
+            self.status.value = f"running {html.escape(spec.name)}…"
         self._done.clear()
         job = {"spec": spec, "x": x, "y": y, "kwargs": kwargs, "before": before, "targeted": targeted}
         if self.background:
             self._thread = threading.Thread(target=self._work, args=(job,), daemon=True, name="advviz-attack")
             self._thread.start()
-            ticker = threading.Thread(target=self._tick, daemon=True, name="advviz-attack-progress")
-            ticker.start()
+            self._ticker = threading.Thread(target=self._tick, args=(spec.name,), daemon=True,
+                                            name="advviz-attack-progress")
+            self._ticker.start()
             if wait:
                 self.wait()
         else:
             self._work(job)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the running attack (if any) finished; ``False`` on timeout."""
-        return self._done.wait(timeout)
+        """Block until the running attack (if any) finished and its progress ticker stopped; ``False`` on timeout."""
+        ok = self._done.wait(timeout)
+        ticker = self._ticker
+        if ok and ticker is not None and ticker is not threading.current_thread():
+            ticker.join(timeout)
+        return ok
 
     @property
     def running(self) -> bool:
         """Whether an attack is running."""
         return not self._done.is_set()
 
-    def _tick(self) -> None:
+    def _tick(self, name: str) -> None:
         t0 = time.perf_counter()
         while not self._done.wait(0.25):
-            el = time.perf_counter() - t0
-            self.progress.value = 1.0 - 1.0 / (1.0 + el / 5.0)  # grows towards 1, never claims to be done
-            self.status.value = f"running {html.escape(self.attack.value)}… {el:.1f} s"
+            self._write_progress(name, time.perf_counter() - t0)
+
+    def _write_progress(self, name: str, elapsed: float) -> None:
+        """The ticker's update; a no-op once the run has written its final status (no late "running")."""
+        with self._status_lock:
+            if not self._running_status:
+                return
+            self.progress.value = 1.0 - 1.0 / (1.0 + elapsed / 5.0)  # grows towards 1, never claims to be done
+            self.status.value = f"running {html.escape(name)}… {elapsed:.1f} s"
+
+    def _final_status(self, text: str, style: str) -> None:
+        with self._status_lock:
+            self._running_status = False
+            self.status.value = text
+            self.progress.bar_style = style
 
     def _work(self, job: dict[str, Any]) -> None:
         try:
@@ -187,8 +217,7 @@ class AttackLab(W.VBox):
             secs = time.perf_counter() - t0
             self._show(job, x_adv, secs)
         except BaseException:
-            self.status.value = "failed"
-            self.progress.bar_style = "danger"
+            self._final_status("failed", "danger")
             raise
 
     def _show(self, job: dict[str, Any], x_adv: torch.Tensor, secs: float) -> None:
@@ -202,9 +231,17 @@ class AttackLab(W.VBox):
         s = float(metrics.ssim(x, x_adv))
         self.original.value = R.png(R.to_uint8(x[0]))
         self.adversarial.value = R.png(R.to_uint8(x_adv[0]))
-        self.amplified.value = R.png(R.to_uint8(explain.amplify(explain.signed_perturbation(x, x_adv))[0]))
-        self.heatmap.value = R.png(R.colorize(explain.perturbation_magnitude(x, x_adv)[0], "hot"))
-        self.bars.value = R.bars_png([("before", before.probs.tolist()), ("after", after.probs.tolist())],
+        delta = explain.signed_perturbation(x, x_adv)
+        peak = float(delta.abs().max())
+        self.amplified.value = R.png(R.to_uint8(explain.amplify(delta)[0]))
+        self.amplified_caption.value = (f"<b>perturbation amplified ×{0.5 / peak:.0f}</b>" if peak > 0 else
+                                        "<b>perturbation (none: the image is unchanged)</b>")
+        mean_delta = delta[0].mean(0)
+        top = float(mean_delta.abs().max())
+        self.heatmap.value = R.png(R.signed_map(mean_delta, top))
+        self.heatmap_scale.value = R.colorbar_html("RdBu_r", -top * 255, top * 255, fmt="{:+.1f}",
+                                                   label="δ per pixel (/255), mean over channels")
+        self.bars.value = R.bars_svg([("before", before.probs.tolist()), ("after", after.probs.tolist())],
                                      st.classes, highlight=st.y)
         y0 = int(job["y"][0])
         success = (after.label == y0) if job["targeted"] else (after.label != y0)
@@ -219,8 +256,7 @@ class AttackLab(W.VBox):
             f"<tr><td>ℓ∞</td><td>{norms['linf']:.4f} ({norms['linf'] * 255:.1f}/255)</td></tr>"
             f"<tr><td>SSIM</td><td>{s:.4f}</td></tr>"
             f"<tr><td>time</td><td>{secs:.2f} s</td></tr></table>")
-        self.status.value = f"done in {secs:.2f} s"
-        self.progress.bar_style = "success"
+        self._final_status(f"done in {secs:.2f} s", "success")
         self.last_result = {"attack": job["spec"].name, "params": dict(job["kwargs"]), "seconds": secs,
                             "before": before.label, "after": after.label, "success": bool(success),
                             "ssim": s, **norms}
@@ -238,15 +274,19 @@ class AttackLab(W.VBox):
 
     @guarded
     def _on_image(self, state: ExplorerState) -> None:
-        for img in (self.original, self.adversarial, self.amplified, self.heatmap, self.bars):
+        for img in (self.original, self.adversarial, self.amplified, self.heatmap):
             img.value = b""
-        self.norms.value = ""
-        self.status.value = ""
-        self.progress.layout.visibility = "hidden"
+        self.bars.value = self.norms.value = self.heatmap_scale.value = ""
+        self.amplified_caption.value = "<b>perturbation (amplified)</b>"
+        if not self.running:
+            self.status.value = ""
+            self.progress.layout.visibility = "hidden"
         if state.x is not None:
             self.original.value = R.png(R.to_uint8(state.x))
 
     @guarded
     def _on_model(self, state: ExplorerState) -> None:
         self._update_targets()
+        if not self.running:
+            self._build_controls()  # the new dataset's budgets
         self._on_image(state)
