@@ -70,8 +70,8 @@ class ErrorArea(W.HTML):
         place = COMPONENT_NAMES.get(owner, owner)
         heading = f"Problem in the {place}" if place else "Problem"
         self.value = (
-            '<div style="border:1px solid #c0392b;background:#fdecea;color:#7b241c;padding:6px 8px;'
-            'border-radius:4px;font-family:sans-serif;font-size:13px">'
+            '<div class="advviz-error-box" style="border:1px solid #c0392b;background:#fdecea;color:#7b241c;'
+            'padding:6px 8px;border-radius:4px;font-family:sans-serif;font-size:13px">'
             f"<b>{html.escape(heading)}:</b> {html.escape(str(exc) or type(exc).__name__)}"
             '<details><summary style="cursor:pointer">details for developers</summary>'
             f'<pre style="font-size:11px;white-space:pre-wrap">{html.escape(type(exc).__name__)} in '
@@ -82,8 +82,9 @@ class ErrorArea(W.HTML):
         colours = {"info": ("#1f618d", "#eaf2f8"), "warning": ("#9a7d0a", "#fef9e7")}
         fg, bg = colours.get(kind, colours["info"])
         self.last = None
-        self.value = (f'<div style="border:1px solid {fg};background:{bg};color:{fg};padding:6px 8px;'
-                      f'border-radius:4px;font-family:sans-serif;font-size:13px">{html.escape(text)}</div>')
+        self.value = (f'<div class="advviz-notice" style="border:1px solid {fg};background:{bg};color:{fg};'
+                      f'padding:6px 8px;border-radius:4px;font-family:sans-serif;font-size:13px">'
+                      f"{html.escape(text)}</div>")
 
     def clear(self) -> None:
         """Hide whatever is shown."""

@@ -239,7 +239,8 @@ def colorbar_html(cmap: str, lo: float, hi: float, *, label: str, fmt: str = "{:
     stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / 10:.0f}%" for i, (r, g, b) in
                       enumerate(lut[np.linspace(0, 255, 11).astype(int)]))
     mid = (lo + hi) / 2
-    return (f'<div class="advviz-colorbar" style="width:{width}px;font-family:sans-serif;font-size:11px;color:#333">'
+    return (f'<div class="advviz-colorbar" style="width:{width}px;font-family:sans-serif;font-size:11px;color:#333;'
+            'line-height:1.25">'
             f'<div style="height:10px;border:1px solid #999;background:linear-gradient(to right, {stops})"></div>'
             f'<div style="display:flex;justify-content:space-between"><span>{fmt.format(lo)}</span>'
             f"<span>{fmt.format(mid)}</span><span>{fmt.format(hi)}</span></div>"

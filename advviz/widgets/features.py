@@ -95,10 +95,10 @@ class FeatureMapView(W.VBox):
         self.channel = 0  # the enlarged channel
         self.clean_tiles = [_Tile(self._enlarge_clicked) for _ in range(channels)]
         self.adv_tiles = [_Tile(self._enlarge_clicked) for _ in range(channels)]
-        width = f"{cols * (TILE + 4) + 4}px"
-        self.clean_grid = W.HBox(self.clean_tiles, layout=W.Layout(flex_flow="row wrap", width=width))
+        width = f"{cols * (TILE + 4) + 4}px"  # `cols` tiles a row where there is room, fewer where not
+        self.clean_grid = W.HBox(self.clean_tiles, layout=W.Layout(flex_flow="row wrap", width=width, max_width="100%"))
         self.clean_grid.add_class("advviz-fmap-clean")
-        self.adv_grid = W.HBox(self.adv_tiles, layout=W.Layout(flex_flow="row wrap", width=width))
+        self.adv_grid = W.HBox(self.adv_tiles, layout=W.Layout(flex_flow="row wrap", width=width, max_width="100%"))
         self.adv_caption = W.HTML()
         self.tile_scale = W.HTML(R.colorbar_html("viridis", 0, 1, fmt="{:.0f}", width=cols * (TILE + 4),
                                                  label="each tile: its own minimum (0) to maximum (1)"))
@@ -118,8 +118,9 @@ class FeatureMapView(W.VBox):
         super().__init__(children=[
             R.row(self.network, self.layer, self.all_layers),
             R.row(self.page, self.page_label, self.compare),
-            R.row(W.VBox([W.HTML("<b>clean</b>"), self.clean_grid, self.tile_scale], layout=W.Layout(flex="0 0 auto")),
-                  W.VBox([self.adv_caption, self.adv_grid], layout=W.Layout(flex="0 0 auto"))),
+            R.row(W.VBox([W.HTML("<b>clean</b>"), self.clean_grid, self.tile_scale],
+                         layout=W.Layout(flex="0 1 auto", max_width="100%")),
+                  W.VBox([self.adv_caption, self.adv_grid], layout=W.Layout(flex="0 1 auto", max_width="100%"))),
             self.big_caption,
             R.row(R.captioned(self.big_clean, "clean"), R.captioned(self.big_adv, "adversarial"), self.big_scale),
             self.errors,

@@ -38,9 +38,28 @@ __all__ = ["find_notebook", "working_copy", "lab_command", "free_port", "LabServ
 
 NOTEBOOK = "00_explorer.ipynb"
 
-#: JupyterLab options for the explorer's server: no news pop-up (a news URL of None turns the
-#: announcements off; an empty one does not), no update check.
+#: JupyterLab options for the explorer's server: no news fetched (a news URL of None; an empty
+#: one does not), no update check.
 QUIET_LAB_ARGS = ("--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
+#: The plugin that asks "Would you like to get notified about official Jupyter news?" whatever the
+#: server's news URL; the explorer's server disables it through a page config of its own.
+ANNOUNCEMENTS_PLUGIN = "@jupyterlab/apputils-extension:announcements"
+
+
+def quiet_config_dir() -> Path:
+    """A Jupyter config folder (prepended to ``JUPYTER_CONFIG_PATH`` for the explorer's server only)
+    whose ``labconfig/page_config.json`` disables the news pop-up; the user's own settings are untouched."""
+    import json
+
+    from advviz._paths import cache_dir
+
+    base = cache_dir() / "explorer" / "jupyter-config"
+    page = base / "labconfig" / "page_config.json"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    want = {"disabledExtensions": {ANNOUNCEMENTS_PLUGIN: True}}
+    if not page.is_file() or json.loads(page.read_text() or "{}") != want:
+        page.write_text(json.dumps(want, indent=1))
+    return base
 
 
 def find_notebook() -> Path:
@@ -163,6 +182,8 @@ def start(port: int = 0, *, notebook: str | os.PathLike[str] | None = None, toke
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
+    paths = [str(quiet_config_dir())] + [p for p in full_env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p]
+    full_env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(paths)
     log = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(root))
     base = f"http://127.0.0.1:{port}"

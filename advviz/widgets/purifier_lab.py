@@ -283,7 +283,7 @@ class PurifierLab(W.VBox):
         self.output_img.value = R.png(R.to_uint8(out[0]))
         self.bars.value = R.bars_svg([(f"{kind} input", before.probs.tolist()), ("purified", after.probs.tolist())],
                                      st.classes, highlight=st.y)
-        restored = st.y is not None and after.label == st.y
+        restored = use_adv and st.y is not None and after.label == st.y and before.label != st.y
         label = f" from {html.escape(st.attack)}" if use_adv else ""
         self.summary.value = (
             '<div class="advviz-purify-summary" style="font-family:sans-serif;font-size:13px">'
