@@ -501,7 +501,7 @@ def test_explorer_shares_one_image_and_model(lenet_digits):
     from advviz.widgets import Explorer
 
     ex = Explorer("lenet5_digits", dataset="digits", background=False, quick=True)
-    assert ex.state.model_name == "lenet5_digits" and len(ex.tabs.children) == 5
+    assert ex.state.model_name == "lenet5_digits" and len(ex.tabs.children) == 6
     cam0, orig0 = ex.cfr.overlay.value, ex.attack_lab.original.value
     ex.picker.index.value = 4
     assert ex.cfr.overlay.value != cam0 and ex.attack_lab.original.value != orig0

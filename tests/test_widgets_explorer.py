@@ -427,3 +427,140 @@ def test_measured_purifier_table(resnet20, cifar_test):
     assert (acc(x), acc(xf)) == MEASURED["none"][:2]
     cgan = defenses.get("cgan")
     assert (acc(cgan(x, attack="fgsm")), acc(cgan(xf, attack="fgsm"))) == MEASURED["cgan_fgsm_cifar10"][:2]
+
+
+# ---------------------------------------------------------------------------------------------
+# 15. the attack trajectory: advviz.attacks.record and the Attack lab's scrubber
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,params", [("pgd", {"eps": 0.1, "alpha": 0.01, "steps": 8}),
+                                         ("bim", {"eps": 0.1, "alpha": 0.02, "steps": 5}),
+                                         ("mifgsm", {"eps": 0.1, "alpha": 0.02, "steps": 4}),
+                                         ("pgd_l2", {"eps": 1.5, "alpha": 0.3, "steps": 6})])
+def test_record_keeps_every_iteration(lenet_digits, digits_test, name, params):
+    from advviz import attacks
+
+    x, y = digits_test[0]
+    traj = attacks.record(name, lenet_digits, x, y, **params)
+    assert len(traj.frames) == params["steps"] and [f.step for f in traj.frames] == list(range(1, params["steps"] + 1))
+    plain = attacks.get(name)(lenet_digits, x[None], torch.tensor([y]), **params)
+    assert torch.equal(plain[0], traj.x_adv) and torch.equal(traj.frames[-1].x_adv, traj.x_adv)  # nothing changed
+    with torch.no_grad():
+        logits = lenet_digits(torch.stack([f.x_adv for f in traj.frames]))
+    for f, lg in zip(traj.frames, logits):
+        other = torch.cat([lg[:y], lg[y + 1:]]).max()
+        assert f.prediction == int(lg.argmax()) and f.margin == pytest.approx(float(lg[y] - other), abs=1e-4)
+        assert (f.margin < 0) == (f.prediction != y)
+        d = (f.x_adv - x).flatten()
+        assert f.linf == pytest.approx(float(d.abs().max()), abs=1e-6) and f.l2 == pytest.approx(float(d.norm()), abs=1e-5)
+        if name != "pgd_l2":
+            assert f.linf <= params["eps"] + 1e-6
+    flips = [f.step for f in traj.frames if f.prediction != y]
+    assert traj.flip_step == (flips[0] if flips else None)
+    assert traj.clean_prediction == y and traj.clean_margin > 0
+
+
+def test_record_cfr_and_refusals(lenet_digits, digits_test):
+    from advviz import attacks
+
+    x, y = digits_test[0]
+    traj = attacks.record("cfr", lenet_digits, x, y, steps=5)
+    assert 1 <= len(traj.frames) <= 5 and torch.equal(traj.frames[-1].x_adv, traj.x_adv)
+    assert len(attacks.record("fgsm", lenet_digits, x, y, eps=0.3).frames) == 1
+    with pytest.raises(ValueError, match="no iterations to record"):
+        attacks.record("deepfool", lenet_digits, x, y)
+    with pytest.raises(ValueError, match="one image"):
+        attacks.record("pgd", lenet_digits, torch.stack([x, x]), y)
+
+
+def test_recording_off_costs_one_lookup_per_attack(lenet_digits, digits_test, monkeypatch):
+    from advviz import attacks
+    from advviz.attacks import trajectory
+
+    assert trajectory.current_recorder() is None
+    calls = []
+
+    class Counting:
+        def get(self):
+            calls.append(1)
+            return None
+
+    monkeypatch.setattr(trajectory, "_RECORDER", Counting())
+    x, y = digits_test[0]
+    attacks.get("pgd")(lenet_digits, x[None], torch.tensor([y]), steps=20)
+    assert calls == [1], "the recorder must be looked up once per attack, not per iteration"
+
+
+def test_attack_lab_scrubs_the_trajectory(digit_state):
+    from advviz.widgets import AttackLab
+
+    lab = AttackLab(digit_state, attack="pgd", background=False)
+    lab.controls.set_values({"eps": 0.3, "alpha": 0.02, "steps": 8})
+    lab.run()
+    traj = lab.trajectory
+    assert traj is not None and lab.step.max == 8 and lab.play.max == 8 and not lab.step.disabled
+    flip = traj.flip_step
+    assert flip is not None and lab.step.value == flip
+    assert f"flips at step <b>{flip}</b>" in lab.step_strip.value and lab.step_strip.value.count("title=") == 8
+    assert lab.traj_chart.value.startswith("<svg")
+    lab.step.value = 1
+    assert "<b>1</b> of 8" in lab.step_info.value and bytes(lab.step_img.value)[:4] == b"\x89PNG"
+    assert bytes(lab.step_img.value) != bytes(lab.adversarial.value) or flip == 1
+    lab.attack.value = "deepfool"
+    lab.run()
+    assert lab.trajectory is None and lab.step.disabled and "no iterations" in lab.step_info.value
+
+
+# ---------------------------------------------------------------------------------------------
+# 16. where the attack takes over
+# ---------------------------------------------------------------------------------------------
+
+def test_feature_divergence_exact_on_a_hand_set_model():
+    from torch import nn
+
+    from advviz import explain
+
+    conv = nn.Conv2d(1, 1, 1, bias=False)
+    lin = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(2.0)
+        lin.weight.fill_(1.0)
+    model = nn.Sequential(conv, nn.Flatten(), lin)
+    x = torch.ones(1, 1, 2, 2)
+    x_adv = torch.tensor([[[[1.5, 1.0], [1.0, 1.0]]]])
+    d = explain.feature_divergence(model, x, x_adv)
+    assert list(d) == ["0", "2"]
+    # conv: clean 2 everywhere (norm 4), change 1 in one place -> 1/4; linear: 8 -> 9 -> 1/8
+    assert float(d["0"][0]) == pytest.approx(0.25) and float(d["2"][0]) == pytest.approx(0.125)
+    assert float(explain.feature_divergence(model, x, x)["2"][0]) == 0.0
+
+
+def test_takeover_view_follows_the_adversarial_image(digit_state):
+    from advviz.widgets import AttackLab, TakeoverView
+
+    view = TakeoverView(digit_state)
+    assert view.divergence == {} and _broken_images(view) == []
+    lab = AttackLab(digit_state, attack="pgd", background=False)
+    lab.run()
+    assert list(view.divergence) == ["conv1", "conv2", "fc1", "fc2"]  # LeNet-5: fc2 gives the logits
+    assert all(v > 0 for v in view.divergence.values())
+    assert view.chart.value.startswith("<svg") and "fc2" in view.chart.value
+    assert bytes(view.cam_true.value)[:4] == b"\x89PNG" and bytes(view.cam_adv.value)[:4] == b"\x89PNG"
+    after = lab.last_result["after"]
+    assert f"Grad-CAM, adversarial class: {digit_state.class_name(after)}" in view.adv_caption.value
+    assert "true class: 1" not in view.true_caption.value or digit_state.y == 1
+    digit_state.set_image(digit_state.x, digit_state.y)
+    assert view.divergence == {} and _broken_images(view) == []
+
+
+def test_takeover_view_on_resnet20(resnet20, cifar_test):
+    from advviz.widgets import AttackLab, ExplorerState, TakeoverView
+
+    st = ExplorerState(resnet20, model_name="resnet20_cifar10")
+    x, y = cifar_test[0]
+    st.set_image(x, y)
+    view = TakeoverView(st)
+    AttackLab(st, attack="pgd", background=False).run()
+    vals = list(view.divergence.values())
+    assert len(vals) == 20 and list(view.divergence)[-1] == "linear"
+    assert vals[-1] > vals[0]  # the change grows on its way to the logits

@@ -82,6 +82,21 @@ class AttackLab(W.VBox):
         self.bars = W.HTML()
         self.bars.add_class("advviz-bars")
         self.norms = W.HTML()
+        # the attack's trajectory (iterative gradient attacks): Play + slider over the recorded steps
+        self.trajectory: Any = None
+        self.play = W.Play(value=1, min=1, max=1, step=1, interval=500, description="play", disabled=True)
+        self.play.add_class("advviz-traj-play")
+        self.step = W.IntSlider(value=1, min=1, max=1, description="step", continuous_update=True, disabled=True,
+                                layout=W.Layout(width="380px"))
+        self.step.add_class("advviz-traj-step")
+        W.jslink((self.play, "value"), (self.step, "value"))
+        self.step_strip = W.HTML()
+        self.step_img = R.ImageSlot("run an iterative attack (PGD, BIM, MI-FGSM, DI²-FGSM, CFR) to step through "
+                                    "its iterations", size=SLOT, css_class="advviz-traj-image")
+        self.step_info = W.HTML()
+        self.step_info.add_class("advviz-traj-info")
+        self.traj_chart = W.HTML()
+        self.step.observe(self._on_step, names="value")
         self.attack.observe(self._on_attack, names="value")
         self.run_button.on_click(self._on_run)
         state.observe(self._on_image, "image")
@@ -96,6 +111,10 @@ class AttackLab(W.VBox):
                   W.VBox([self.amplified_caption, self.amplified], layout=W.Layout(flex="0 0 auto")),
                   R.captioned(self.heatmap, "signed change δ = x_adv − x", below=self.heatmap_scale)),
             R.row(self.bars, self.norms),
+            W.HTML("<b>attack trajectory</b> — every iteration, recorded by <code>advviz.attacks.record</code>"),
+            R.row(self.play, self.step),
+            self.step_strip,
+            R.row(self.step_img, self.traj_chart, self.step_info),
             self.errors,
         ])
         self._build_controls()
@@ -212,9 +231,17 @@ class AttackLab(W.VBox):
     @guarded
     def _attack(self, job: dict[str, Any]) -> None:
         try:
+            from advviz.attacks.trajectory import RECORDABLE, record
+
             t0 = time.perf_counter()
-            x_adv = job["spec"](self.state.model, job["x"], job["y"], **job["kwargs"])
+            traj = None
+            if job["spec"].name in RECORDABLE:  # the same attack, its iterates kept
+                traj = record(job["spec"].name, self.state.model, job["x"], job["y"], **job["kwargs"])
+                x_adv = traj.x_adv.unsqueeze(0).to(job["x"].device)
+            else:
+                x_adv = job["spec"](self.state.model, job["x"], job["y"], **job["kwargs"])
             secs = time.perf_counter() - t0
+            self._show_trajectory(traj)
             self._show(job, x_adv, secs)
         except BaseException:
             self._final_status("failed", "danger")
@@ -262,6 +289,62 @@ class AttackLab(W.VBox):
                             "ssim": s, **norms}
         st.set_adversarial(x_adv[0], attack=job["spec"].name)
 
+    # ------------------------------------------------------------------------------------ trajectory
+    def _show_trajectory(self, traj: Any) -> None:
+        """Load a :class:`~advviz.attacks.trajectory.Trajectory` into the scrubber (``None`` clears it)."""
+        self.trajectory = traj
+        if traj is None or not traj.frames:
+            self.play.disabled = self.step.disabled = True
+            self.step_strip.value = self.traj_chart.value = ""
+            self.step_img.value = b""
+            self.step_info.value = ('<span style="font-size:12px;color:#555">this attack has no iterations to '
+                                    "step through</span>" if traj is None and self.last_result is not None else "")
+            return
+        n = len(traj.frames)
+        flip = traj.flip_step
+        self.play.disabled = self.step.disabled = False
+        self.play.max = self.step.max = n
+        cells = []
+        for f in traj.frames:
+            flipped = (f.prediction == traj.y) if traj.targeted else (f.prediction != traj.y)
+            edge = "2px solid #000" if f.step == flip else "1px solid #fff"
+            cells.append(f'<div title="step {f.step}: class {f.prediction}" style="flex:1;height:12px;border:{edge};'
+                         f'background:{"#c0392b" if flipped else "#27ae60"}"></div>')
+        where = (f"the prediction flips at step <b>{flip}</b> of {n}" if flip is not None else
+                 f"the prediction does not flip in {n} steps")
+        self.step_strip.value = (
+            '<div class="advviz-traj-strip" style="font-family:sans-serif;font-size:12px;width:380px">'
+            f'<div style="display:flex;margin-left:0">{"".join(cells)}</div>'
+            f'<div>green: still {"not the target" if traj.targeted else "the true class"}; red: '
+            f'{"the target reached" if traj.targeted else "fooled"} — {where}</div></div>')
+        steps = [f.step for f in traj.frames]
+        self.traj_chart.value = R.line_svg(
+            [0] + steps, [("loss (cross-entropy to y)", [float("nan")] + [f.loss for f in traj.frames]),
+                          ("margin (logit of y − best other)", [traj.clean_margin] + [f.margin for f in traj.frames])],
+            xlabel="step (0 = the clean image)", ylabel="value", title="loss and margin per step", mark=flip)
+        self.step.value = flip if flip is not None else n
+        self._render_step(self.step.value)
+
+    def _render_step(self, k: int) -> None:
+        traj = self.trajectory
+        if traj is None or not 1 <= k <= len(traj.frames):
+            return
+        f = traj.frames[k - 1]
+        st = self.state
+        self.step_img.value = R.png(R.to_uint8(f.x_adv))
+        self.step_info.value = (
+            '<table class="advviz-traj-table" style="font-family:sans-serif;font-size:13px">'
+            f"<tr><td>step</td><td><b>{f.step}</b> of {len(traj.frames)}</td></tr>"
+            f"<tr><td>prediction</td><td>{html.escape(st.class_name(f.prediction))}</td></tr>"
+            f"<tr><td>margin</td><td>{f.margin:+.3f}</td></tr>"
+            f"<tr><td>loss</td><td>{f.loss:.3f}</td></tr>"
+            f"<tr><td>ℓ∞</td><td>{f.linf:.4f} ({f.linf * 255:.1f}/255)</td></tr>"
+            f"<tr><td>ℓ2</td><td>{f.l2:.4f}</td></tr></table>")
+
+    @guarded
+    def _on_step(self, change: dict[str, Any]) -> None:
+        self._render_step(int(change["new"]))
+
     # ------------------------------------------------------------------------------------ callbacks
     @guarded
     def _on_run(self, _button: W.Button | None = None) -> None:
@@ -279,6 +362,8 @@ class AttackLab(W.VBox):
         self.bars.value = self.norms.value = self.heatmap_scale.value = ""
         self.amplified_caption.value = "<b>perturbation (amplified)</b>"
         if not self.running:
+            self.last_result = None
+            self._show_trajectory(None)
             self.status.value = ""
             self.progress.layout.visibility = "hidden"
         if state.x is not None:

@@ -20,6 +20,7 @@ from advviz.widgets.cfr import CFRView
 from advviz.widgets.features import FeatureMapView
 from advviz.widgets.picker import ImagePicker
 from advviz.widgets.purifier_lab import PurifierLab
+from advviz.widgets.takeover import TakeoverView
 from advviz.widgets.train_panel import TrainPanel
 
 __all__ = ["Explorer", "fast_mode", "needs_first_use_training", "TrainingNotice", "load_model"]
@@ -137,8 +138,8 @@ def load_model(name: str, *, device: str | torch.device | None = None, notice: T
 
 
 class Explorer(W.VBox):
-    """A header with the model chooser, the image picker, and tabs: CFR, attacks, purifiers,
-    feature maps, training.
+    """A header with the model chooser, the image picker, and tabs: CFR, attacks (with the attack's
+    trajectory), purifiers, feature maps, where the attack takes over (layer divergence), training.
 
     Offline with no data it uses the digits and LeNet-5 (trained on first use, about 9 s, with
     a message and a progress bar); with CIFAR-10 and the ResNet-20 weights available
@@ -176,6 +177,7 @@ class Explorer(W.VBox):
         self.purifier_lab = PurifierLab(self.state)
         self.features = FeatureMapView(self.state)
         self.train_panel = TrainPanel(self.state)
+        self.takeover = TakeoverView(self.state)
         self._choices = available_models()
         self._quiet = False
         self.model_choice = W.Dropdown(options=self._choices, value=model if model in self._choices else None,
@@ -184,8 +186,10 @@ class Explorer(W.VBox):
         self.model_choice.observe(self._on_model_choice, names="value")
         self.title = W.HTML()
         self.state.observe(self._on_model, "model")
-        self.tabs = W.Tab(children=[self.cfr, self.attack_lab, self.purifier_lab, self.features, self.train_panel])
-        for i, name in enumerate(["CFR / Grad-CAM", "Attack lab", "Purifiers", "Feature maps", "Train"]):
+        self.tabs = W.Tab(children=[self.cfr, self.attack_lab, self.purifier_lab, self.features, self.takeover,
+                                    self.train_panel])
+        for i, name in enumerate(["CFR / Grad-CAM", "Attack lab", "Purifiers", "Feature maps", "Where it takes over",
+                                  "Train"]):
             self.tabs.set_title(i, name)
         self._on_model(self.state)
         super().__init__(children=[
