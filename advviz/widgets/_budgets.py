@@ -2,7 +2,8 @@
 
 The attacks' own defaults are the CIFAR-10 conventions (ℓ∞ 8/255, ℓ2 0.5). On the digits and
 MNIST (white strokes on black, which a 28x28 LeNet-5 reads robustly) those budgets change
-nothing a class can see: PGD at 8/255 leaves LeNet-5's 6 a 6 (97.6%). The explorer therefore
+little a class can see: PGD-10 at 8/255 fools LeNet-5 on 10% of the digits test images it
+classifies correctly (200 images, seed 0), at 0.3 on all of them. The explorer therefore
 starts each attack from the dataset's conventional budget instead (Madry et al. 2018 use ℓ∞
 0.3 on MNIST; ℓ2 2.0 is the common MNIST ℓ2 radius), with the step size scaled by the same
 factor so that the number of steps still reaches the ball's edge. The sliders keep the
