@@ -188,7 +188,7 @@ class Explorer(W.VBox):
         self.state.observe(self._on_model, "model")
         self.tabs = W.Tab(children=[self.cfr, self.attack_lab, self.purifier_lab, self.features, self.takeover,
                                     self.train_panel])
-        for i, name in enumerate(["CFR / Grad-CAM", "Attack lab", "Purifiers", "Feature maps", "Where it takes over",
+        for i, name in enumerate(["CFR / Grad-CAM", "Attack lab", "Purifiers", "Feature maps", "Layer takeover",
                                   "Train"]):
             self.tabs.set_title(i, name)
         self._on_model(self.state)

@@ -52,15 +52,21 @@ def purifier_fit(name: str, input_size: tuple[int, int, int]) -> str | None:
 
     Asks the purifier itself: a zero batch of ``input_size`` with its default options; the
     purifiers refuse input they were not trained for with a ``ValueError`` whose message is
-    the reason. (The default options use shipped weights, so this never trains anything.)
+    the reason. A learned purifier whose weights are not on this machine is not run (that
+    would train it): it fits colour images, and refuses others before loading anything.
     """
     from advviz import defenses
 
     spec = defenses.get(name)
+    rec = _record(name, spec.defaults())
+    if rec is not None and not rec["available"] and input_size[0] == 3:
+        return None
     try:
         spec(torch.zeros(1, *input_size))
     except ValueError as exc:
         return str(exc).split(";")[0]
+    except Exception as exc:  # noqa: BLE001 - any failure makes it unusable here; say why
+        return f"it cannot run here ({type(exc).__name__}: {exc})"
     return None
 
 

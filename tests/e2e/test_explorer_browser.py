@@ -6,7 +6,8 @@ token and throw-away config/settings/workspace/runtime folders, opens a copy of
 and checks that the explorer stays on its first tab; that no image is broken or squashed and
 nothing is cut off; moves the τ slider with the keyboard and checks that the rendered mask
 ``<img>`` changed; runs an attack and checks that the status reads "done" (and still does a
-second later); switches the header's model and checks that no error box appears; uploads an
+second later); scrubs a PGD trajectory and opens the "Layer takeover" tab; switches the header's
+model and checks that no error box appears; uploads an
 image through the FileUpload's file input (1024x768 only). Screenshots go to
 ``test-output/e2e/<width>x<height>_*.png``.
 
@@ -180,6 +181,24 @@ def test_explorer_in_a_real_browser(lab, tmp_path, size):
             page.wait_for_timeout(500)
             assert page.evaluate(BAD_IMAGES) == [] and page.evaluate(OVERFLOW) <= 1
             page.screenshot(path=str(OUT / f"{tag}_04_attack.png"))
+            # the attack's trajectory: the notebook's attack is FGSM (one step); run PGD for a scrubber
+            page.locator(".advviz-attack-name select").first.select_option("pgd")
+            page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+            page.locator(".advviz-attack-run").first.click()
+            page.wait_for_function("() => document.querySelector('.advviz-attack-status').textContent.startsWith('done')",
+                                   timeout=120_000)
+            page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+            page.locator(".advviz-traj-strip").first.wait_for(state="visible", timeout=30_000)
+            page.locator(".advviz-traj-info").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            assert page.evaluate(BAD_IMAGES) == []
+            assert "flip" in page.locator(".advviz-traj-strip").first.inner_text()
+            page.screenshot(path=str(OUT / f"{tag}_04b_trajectory.png"))
+            _tab(page, "Layer takeover")
+            page.locator(".advviz-takeover-chart svg").first.wait_for(state="visible", timeout=60_000)
+            page.wait_for_timeout(500)
+            assert page.evaluate(BAD_IMAGES) == [] and page.evaluate(ERROR_BOXES) == []
+            page.screenshot(path=str(OUT / f"{tag}_04c_takeover.png"))
             _tab(page, "Purifiers")
             page.wait_for_function(KERNEL_IDLE, timeout=60_000)
             assert page.evaluate(BAD_IMAGES) == []
