@@ -40,10 +40,10 @@ class ReportedError:
 
 
 #: How each component is named in error messages (the words a user sees on the screen).
-COMPONENT_NAMES = {"ImagePicker": "image picker", "CFRView": "CFR / Grad-CAM tab", "AttackLab": "attack lab",
-                   "PurifierLab": "purifier tab", "FeatureMapView": "feature-map tab", "TrainPanel": "training tab",
-                   "Explorer": "explorer", "GeneratorView": "generator view", "TwoStreamView": "two-stream view",
-                   "TakeoverView": "layer-divergence view"}
+COMPONENT_NAMES = {"ImagePicker": "image picker", "CFRView": "CFR tab", "AttackLab": "Attack lab",
+                   "PurifierLab": "Purifiers tab", "FeatureMapView": "Features tab", "TrainPanel": "Train tab",
+                   "TakeoverView": "Takeover tab", "Explorer": "explorer", "GeneratorView": "generator view",
+                   "TwoStreamView": "two-stream view"}
 
 #: Every error shown by an :class:`ErrorArea` in this process (tests assert it stays empty).
 REPORTED: list[ReportedError] = []

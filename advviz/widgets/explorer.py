@@ -25,6 +25,10 @@ from advviz.widgets.train_panel import TrainPanel
 
 __all__ = ["Explorer", "fast_mode", "needs_first_use_training", "TrainingNotice", "load_model"]
 
+#: The tabs, in order: CFR / Grad-CAM, the attack lab, purifiers, feature maps, where the attack
+#: takes over (layer divergence), training.
+TAB_TITLES = ("CFR", "Attack lab", "Purifiers", "Features", "Takeover", "Train")
+
 #: About how long first-use training takes on a 2-core CPU (seconds), for the progress bar.
 #: lenet5_digits: 8.9 s measured in JupyterLab (NOTES.md, "The explorer in a real browser").
 EXPECTED_SECONDS = {"lenet5_digits": 10.0, "highres_resnet8_cifar10": 330.0}
@@ -188,8 +192,8 @@ class Explorer(W.VBox):
         self.state.observe(self._on_model, "model")
         self.tabs = W.Tab(children=[self.cfr, self.attack_lab, self.purifier_lab, self.features, self.takeover,
                                     self.train_panel])
-        for i, name in enumerate(["CFR / Grad-CAM", "Attack lab", "Purifiers", "Feature maps", "Layer takeover",
-                                  "Train"]):
+        # short titles: six tabs share 600 pixels in a 1024-pixel JupyterLab with its file browser open
+        for i, name in enumerate(TAB_TITLES):
             self.tabs.set_title(i, name)
         self._on_model(self.state)
         super().__init__(children=[

@@ -6,7 +6,7 @@ token and throw-away config/settings/workspace/runtime folders, opens a copy of
 and checks that the explorer stays on its first tab; that no image is broken or squashed and
 nothing is cut off; moves the τ slider with the keyboard and checks that the rendered mask
 ``<img>`` changed; runs an attack and checks that the status reads "done" (and still does a
-second later); scrubs a PGD trajectory and opens the "Layer takeover" tab; switches the header's
+second later); scrubs a PGD trajectory and opens the "Takeover" tab; switches the header's
 model and checks that no error box appears; uploads an
 image through the FileUpload's file input (1024x768 only). Screenshots go to
 ``test-output/e2e/<width>x<height>_*.png``.
@@ -135,7 +135,7 @@ def test_explorer_in_a_real_browser(lab, tmp_path, size):
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_function(ALL_RUN, timeout=300_000)
             # Run All leaves the explorer on its first tab (the notebook no longer switches it)
-            assert (page.evaluate(TAB) or "").strip() == "CFR / Grad-CAM"
+            assert (page.evaluate(TAB) or "").strip() == "CFR"
             mask = page.locator("img.advviz-mask").first
             mask.wait_for(state="visible", timeout=30_000)
             page.locator(".advviz-explorer").first.scroll_into_view_if_needed()
@@ -194,7 +194,7 @@ def test_explorer_in_a_real_browser(lab, tmp_path, size):
             assert page.evaluate(BAD_IMAGES) == []
             assert "flip" in page.locator(".advviz-traj-strip").first.inner_text()
             page.screenshot(path=str(OUT / f"{tag}_04b_trajectory.png"))
-            _tab(page, "Layer takeover")
+            _tab(page, "Takeover")
             page.locator(".advviz-takeover-chart svg").first.wait_for(state="visible", timeout=60_000)
             page.wait_for_timeout(500)
             assert page.evaluate(BAD_IMAGES) == [] and page.evaluate(ERROR_BOXES) == []
@@ -203,7 +203,7 @@ def test_explorer_in_a_real_browser(lab, tmp_path, size):
             page.wait_for_function(KERNEL_IDLE, timeout=60_000)
             assert page.evaluate(BAD_IMAGES) == []
             page.screenshot(path=str(OUT / f"{tag}_05_purifiers.png"))
-            _tab(page, "Feature maps")
+            _tab(page, "Features")
             page.locator(".advviz-fmap-channel").nth(2).click()
             page.wait_for_function(KERNEL_IDLE, timeout=60_000)
             page.wait_for_timeout(500)
@@ -228,7 +228,7 @@ def test_explorer_in_a_real_browser(lab, tmp_path, size):
             _tab(page, "Train")
             assert page.evaluate(BAD_IMAGES) == []
             page.screenshot(path=str(OUT / f"{tag}_08_train.png"))
-            _tab(page, "CFR / Grad-CAM")
+            _tab(page, "CFR")
 
             if width == 1024:
                 # upload an image through the FileUpload widget
