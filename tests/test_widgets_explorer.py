@@ -380,7 +380,6 @@ def test_first_use_training_shows_message_and_progress(monkeypatch, lenet_digits
     monkeypatch.setenv("ADVVIZ_CACHE", str(tmp_path))
     monkeypatch.setenv("ADVVIZ_WEIGHTS", str(tmp_path / "none"))
     assert explorer.needs_first_use_training("lenet5_digits")
-    assert not explorer.needs_first_use_training("resnet20_cifar10") or True  # downloads are not training
     seen = {}
     notice = explorer.TrainingNotice()
 
@@ -564,3 +563,14 @@ def test_takeover_view_on_resnet20(resnet20, cifar_test):
     vals = list(view.divergence.values())
     assert len(vals) == 20 and list(view.divergence)[-1] == "linear"
     assert vals[-1] > vals[0]  # the change grows on its way to the logits
+
+
+def test_explorer_shows_its_first_use_training(monkeypatch, lenet_digits):
+    from advviz import models
+    from advviz.widgets import explorer
+
+    monkeypatch.setattr(explorer, "needs_first_use_training", lambda name: name == "lenet5_digits")
+    monkeypatch.setattr(models, "load", lambda name, device=None: time.sleep(0.5) or lenet_digits)
+    ex = explorer.Explorer("lenet5_digits", dataset="digits", background=False, quick=True)
+    assert ex.notice in ex.children and ex.notice.layout.display is None
+    assert "lenet5_digits trained in" in ex.notice.message.value and ex.notice.bar.bar_style == "success"
