@@ -52,6 +52,7 @@ def _png_size(data) -> tuple[int, int]:
 # 1. the attack status ends on "done"
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_attack_status_reads_done_after_every_run(digit_state, monkeypatch):
     from advviz import attacks
     from advviz.widgets import AttackLab
@@ -79,6 +80,7 @@ def test_attack_status_reads_done_after_every_run(digit_state, monkeypatch):
 # 2. every component follows a model change
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_model_switch_cifar_to_digits_leaves_nothing_stale(resnet20, cifar_test, lenet_digits):
     from advviz.widgets import Explorer
 
@@ -193,6 +195,7 @@ def test_server_output_goes_to_the_log_file(monkeypatch, tmp_path):
 # 6. labels follow what the user did
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_header_names_the_model_trained_in_the_train_tab(lenet_digits):
     from advviz.widgets import Explorer
 
