@@ -206,7 +206,7 @@ def test_picker_index_class_filter_and_upload(lenet_state):
     picker.upload.value = ({"name": "mine.png", "type": "image/png", "size": len(data),
                             "content": memoryview(data), "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)},)
     assert lenet_state.x.shape == (1, 28, 28) and lenet_state.y is None
-    assert lenet_state.source.startswith("upload: mine.png")
+    assert lenet_state.source.startswith("upload: mine.png") and "centre-cropped" in lenet_state.source
     assert "true label</b>: ?" in picker.info.value
 
 
@@ -226,7 +226,12 @@ def test_bad_upload_is_reported_in_the_widget(lenet_state, expect_widget_errors)
     junk = b"this is not an image"
     picker.upload.value = ({"name": "junk.png", "type": "image/png", "size": len(junk),
                             "content": memoryview(junk), "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)},)
-    assert "not a readable image" in picker.errors.value
+    shown = picker.errors.value
+    visible = shown.split("<details>")[0]  # what a user reads before unfolding the details
+    assert "Problem in the image picker" in visible and "junk.png" in visible
+    assert "PNG, JPEG, GIF, BMP, TIFF or WebP" in visible
+    assert "BytesIO" not in visible and "ValueError" not in visible and "_on_upload" not in visible
+    assert "ValueError" in shown  # still there for a developer, folded
     assert len(provoked(expect_widget_errors)) == 1
 
 
@@ -294,7 +299,7 @@ def test_cfr_button_runs_registered_cfr(digit_state):
     view = CFRView(digit_state, tau=0.2)
     view.run_button.click()
     assert digit_state.x_adv is not None and digit_state.attack == "cfr"
-    assert view.adv.value[:4] == b"\x89PNG" and view.pert.value[:4] == b"\x89PNG" and view.bars.value
+    assert view.adv.value[:4] == b"\x89PNG" and view.pert.value[:4] == b"\x89PNG" and view.bars.value.startswith("<svg")
     assert "CFR" in view.result.value and "SSIM" in view.result.value
     assert not view.errors.value
 
@@ -325,8 +330,9 @@ def test_attack_lab_runs_in_background_and_shows_results(digit_state):
     r = lab.last_result
     assert r is not None and r["attack"] == "pgd" and r["linf"] <= 0.2 + 1e-6
     assert digit_state.x_adv is not None and digit_state.attack == "pgd"
-    for img in (lab.original, lab.adversarial, lab.amplified, lab.heatmap, lab.bars):
+    for img in (lab.original, lab.adversarial, lab.amplified, lab.heatmap):
         assert img.value[:4] == b"\x89PNG"
+    assert lab.bars.value.startswith("<svg")
     assert "SSIM" in lab.norms.value and "ℓ∞" in lab.norms.value
     assert "done" in lab.status.value and not lab.run_button.disabled
 
@@ -392,14 +398,19 @@ def test_purifier_lab_live(digit_state):
     assert "purified" in pur.summary.value
 
 
-def test_purifier_lab_shows_why_a_cifar_purifier_refuses_digits(digit_state, expect_widget_errors):
+def test_purifier_lab_shows_why_a_cifar_purifier_refuses_digits(digit_state):
+    """Bug 2 of the explorer issue: a CIFAR-only purifier is marked in the menu and says why, without an error."""
     from advviz.widgets import PurifierLab
 
     pur = PurifierLab(digit_state, live=True)
+    labels = dict((v, k) for k, v in pur.purifier.options)
+    for name in ("cgan", "pix2pix", "uddn", "dae"):
+        assert labels[name] == f"{name} — not for this model" and "CIFAR-10 colour images" in pur.unfit[name]
+    assert labels["jpeg"] == "jpeg" and "jpeg" not in pur.unfit
     pur.purifier.value = "cgan"
-    errs = provoked(expect_widget_errors)
-    assert len(errs) == 1 and "CIFAR-10 colour images" in str(errs[0].exc)
-    assert "CIFAR-10 colour images" in pur.errors.value and "jpeg" in pur.errors.value
+    assert "CIFAR-10 colour images" in pur.errors.value and "Choose another purifier" in pur.errors.value
+    assert pur.errors.last is None  # a notice, not an error
+    assert pur.output_img.value == b"" and pur.last_result is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,14 +422,14 @@ def test_feature_maps_current_model_and_adversarial(digit_state):
 
     fm = FeatureMapView(digit_state)
     assert list(fm.layer.options) == ["relu1", "relu2"]
-    g = fm.clean_grid.value
-    assert g[:4] == b"\x89PNG" and fm.adv_grid.value == b""
+    g = fm.clean_tiles[0].image.value
+    assert g[:4] == b"\x89PNG" and all(t.layout.display == "none" for t in fm.adv_tiles)
     fm.layer.value = "relu1"
-    assert fm.clean_grid.value != g
+    assert fm.clean_tiles[0].image.value != g
     fm.page.value = 1
     assert "16–31 of 32" in fm.page_label.value
     AttackLab(digit_state, attack="fgsm", background=False).run()
-    assert fm.adv_grid.value[:4] == b"\x89PNG" and "fgsm" in fm.adv_caption.value
+    assert fm.adv_tiles[0].image.value[:4] == b"\x89PNG" and "fgsm" in fm.adv_caption.value
     fm.all_layers.value = True
     assert "conv1" in fm.layer.options
 
@@ -433,7 +444,7 @@ def test_feature_maps_vgg16_preset(cifar_test, resnet20):
     vgg = next(o for o in fm.network.options if o.startswith("vgg16"))
     fm.network.value = vgg
     assert list(fm.layer.options) == [f"features.relu{b}_{i}" for b, i in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))]
-    assert fm.clean_grid.value[:4] == b"\x89PNG"
+    assert fm.clean_tiles[0].image.value[:4] == b"\x89PNG"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +465,7 @@ def test_train_panel_trains_in_background_and_swaps_model(lenet_state, digits_te
     assert panel.result.epochs_completed == 2 and not panel.result.interrupted
     assert lenet_state.model is not old and seen == [lenet_state.model]
     assert "lenet5 trained here on digits" in lenet_state.model_name
-    assert panel.progress.value == panel.progress.max and panel.plot.value[:4] == b"\x89PNG"
+    assert panel.progress.value == panel.progress.max and panel.plot.value.startswith("<svg")
     assert not lenet_state.model.training
 
 
@@ -490,7 +501,7 @@ def test_explorer_shares_one_image_and_model(lenet_digits):
     from advviz.widgets import Explorer
 
     ex = Explorer("lenet5_digits", dataset="digits", background=False, quick=True)
-    assert ex.state.model_name == "lenet5_digits" and len(ex.tabs.children) == 5
+    assert ex.state.model_name == "lenet5_digits" and len(ex.tabs.children) == 6
     cam0, orig0 = ex.cfr.overlay.value, ex.attack_lab.original.value
     ex.picker.index.value = 4
     assert ex.cfr.overlay.value != cam0 and ex.attack_lab.original.value != orig0
@@ -498,7 +509,7 @@ def test_explorer_shares_one_image_and_model(lenet_digits):
     ex.attack_lab.run_button.click()
     assert ex.state.x_adv is not None
     assert ex.purifier_lab.last_result["input"] == "adversarial"
-    assert ex.features.adv_grid.value[:4] == b"\x89PNG"
+    assert ex.features.adv_tiles[0].image.value[:4] == b"\x89PNG"
 
 
 def test_default_pairing_follows_available_data(monkeypatch, tmp_path):

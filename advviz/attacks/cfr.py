@@ -61,6 +61,7 @@ from torch import nn
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
 from advviz.attacks._core import batch_norm, check_images, check_labels, generator, model_guard
+from advviz.attacks.trajectory import current_recorder
 
 __all__ = ["cfr", "cfr_attack", "CFRResult"]
 
@@ -188,6 +189,7 @@ def _normalized(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.
     delta = torch.zeros_like(x)
     used = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) & (peak.flatten() > 0)
+    recorder = current_recorder()  # None unless advviz.attacks.record() is following this attack
     for _ in range(steps):
         idx = active.nonzero().flatten()
         if idx.numel() == 0:
@@ -215,6 +217,8 @@ def _normalized(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.
             used[idx] += move.long()
             if early_stop:
                 active[idx[fooled]] = False
+            if recorder is not None:
+                recorder((x + delta * m_hat).clamp(0.0, 1.0))
     with torch.no_grad():
         # the last update may have fooled an image that is still marked active: nothing to undo
         return delta * m_hat, used
@@ -225,6 +229,7 @@ def _literal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Ten
     """Algorithm 1 as printed; returns the applied perturbation ``delta * M~`` and the steps used."""
     gen = generator(seed, x.device)
     delta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1)
+    recorder = current_recorder()
     for _ in range(steps):
         d = delta.requires_grad_(True)
         with torch.enable_grad():
@@ -236,6 +241,8 @@ def _literal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Ten
             (g,) = torch.autograd.grad((1.0 / j).sum(), d)
         with torch.no_grad():
             delta = (d - eta * g) * mask                                           # line 8
+            if recorder is not None:
+                recorder((x + delta * mask).clamp(0.0, 1.0))
     used = torch.full((x.shape[0],), steps, dtype=torch.long, device=x.device)
     return (delta * mask).detach(), used
 

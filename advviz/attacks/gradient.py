@@ -51,6 +51,7 @@ from advviz.attacks._core import (
     model_guard,
 )
 from advviz.attacks._fast import fast_model
+from advviz.attacks.trajectory import current_recorder
 
 __all__ = [
     "attack_forward",
@@ -269,6 +270,7 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
         x_adv = xc.clone()
         delta = None if mask is None else torch.zeros_like(xc)
     momentum = torch.zeros_like(xc) if decay > 0 else None
+    recorder = current_recorder()  # None unless advviz.attacks.record() is following this attack
     with attack_forward(model, xc, precision) as net:
         fwd: Callable[[torch.Tensor], torch.Tensor] = net
         if diversity_prob > 0:
@@ -283,6 +285,8 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
                 g = gm / gm.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-30) + decay * momentum
                 momentum = g
             x_adv, delta = gradient_step(xc, x_adv, g, alpha=alpha, eps=eps, norm=norm, mask=mask, delta=delta)
+            if recorder is not None:
+                recorder(x_adv)
     return x_adv.detach()
 
 

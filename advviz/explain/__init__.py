@@ -8,11 +8,14 @@
 * :func:`feature_maps` ``(model, x, layers=None, *, preset=None) -> {name: tensor}``, presets
   :data:`VGG16_BLOCKS` (TSGAN Fig. 1) and :func:`vgg19_layers` (purifier paper Fig. 5).
 * :func:`perturbation_magnitude`, :func:`signed_perturbation`, :func:`amplify`.
+* :func:`feature_divergence` ``(model, x, x_adv) -> {layer: (B,)}``: where an attack takes over,
+  ``||f_l(x_adv) - f_l(x)|| / ||f_l(x)||`` per layer.
 * Plot helpers (matplotlib and ``plotly_*``) in :mod:`advviz.explain.plot`.
 
 Heavy plotting libraries are imported only when a plot helper runs.
 """
 
+from advviz.explain.divergence import divergence_layers, feature_divergence
 from advviz.explain.features import (
     PRESETS,
     VGG16_BLOCKS,
@@ -58,6 +61,8 @@ __all__ = [
     "amplify",
     "cfr_binary",
     "cfr_mask",
+    "divergence_layers",
+    "feature_divergence",
     "feature_map_grid",
     "feature_maps",
     "gradcam",

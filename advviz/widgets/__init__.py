@@ -3,9 +3,12 @@
 * :class:`ImagePicker` — dataset, split, class filter, index, upload; prediction.
 * :class:`CFRView` — Grad-CAM overlay, CFR soft mask with a live τ slider, the CFR attack.
 * :class:`FeatureMapView` — channel grids of any layer, clean beside adversarial.
-* :class:`AttackLab` — any registered attack with controls built from its parameter specs.
+* :class:`AttackLab` — any registered attack with controls built from its parameter specs, and
+  the trajectory of the iterative ones (Play and a step slider marking where the prediction flips).
 * :class:`PurifierLab` — any registered purifier applied live.
 * :class:`TrainPanel` — (re)train a zoo model in a background thread with a live plot.
+* :class:`TakeoverView` — where an attack takes over: feature divergence per layer, Grad-CAM
+  of the true and the adversarial class.
 * :class:`Explorer` — all of them around one shared :class:`ExplorerState`.
 
 Errors raised in any callback are shown inside the component (:class:`ErrorArea`).
@@ -21,6 +24,7 @@ from advviz.widgets.features import FeatureMapView
 from advviz.widgets.generator import GeneratorView
 from advviz.widgets.picker import ImagePicker
 from advviz.widgets.purifier_lab import PurifierLab
+from advviz.widgets.takeover import TakeoverView
 from advviz.widgets.train_panel import TrainPanel
 from advviz.widgets.twostream import TwoStreamState, TwoStreamView
 
@@ -36,6 +40,7 @@ __all__ = [
     "Prediction",
     "PurifierLab",
     "REPORTED",
+    "TakeoverView",
     "TrainPanel",
     "TwoStreamState",
     "TwoStreamView",

@@ -39,6 +39,12 @@ class ReportedError:
         return f"<{self.owner}.{self.callback}: {type(self.exc).__name__}: {self.exc}>"
 
 
+#: How each component is named in error messages (the words a user sees on the screen).
+COMPONENT_NAMES = {"ImagePicker": "image picker", "CFRView": "CFR tab", "AttackLab": "Attack lab",
+                   "PurifierLab": "Purifiers tab", "FeatureMapView": "Features tab", "TrainPanel": "Train tab",
+                   "TakeoverView": "Takeover tab", "Explorer": "explorer", "GeneratorView": "generator view",
+                   "TwoStreamView": "two-stream view"}
+
 #: Every error shown by an :class:`ErrorArea` in this process (tests assert it stays empty).
 REPORTED: list[ReportedError] = []
 _lock = threading.Lock()
@@ -53,24 +59,32 @@ class ErrorArea(W.HTML):
         self.last: BaseException | None = None
 
     def show(self, exc: BaseException, *, where: str = "") -> None:
-        """Display ``exc`` (type, message, folded traceback)."""
+        """Display ``exc``: its message in plain words first; type, place and traceback folded underneath.
+
+        ``where`` is ``"Component.callback"``; the component is named as the user sees it
+        (``"ImagePicker"`` -> "image picker").
+        """
         self.last = exc
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        title = f"{type(exc).__name__}: {exc}"
+        owner = where.split(".")[0] if where else ""
+        place = COMPONENT_NAMES.get(owner, owner)
+        heading = f"Problem in the {place}" if place else "Problem"
         self.value = (
-            '<div style="border:1px solid #c0392b;background:#fdecea;color:#7b241c;padding:6px 8px;'
-            'border-radius:4px;font-family:sans-serif;font-size:13px">'
-            f"<b>Error{(' in ' + html.escape(where)) if where else ''}:</b> {html.escape(title)}"
-            '<details><summary style="cursor:pointer">traceback</summary>'
-            f'<pre style="font-size:11px;white-space:pre-wrap">{html.escape(tb)}</pre></details></div>')
+            '<div class="advviz-error-box" style="border:1px solid #c0392b;background:#fdecea;color:#7b241c;'
+            'padding:6px 8px;border-radius:4px;font-family:sans-serif;font-size:13px">'
+            f"<b>{html.escape(heading)}:</b> {html.escape(str(exc) or type(exc).__name__)}"
+            '<details><summary style="cursor:pointer">details for developers</summary>'
+            f'<pre style="font-size:11px;white-space:pre-wrap">{html.escape(type(exc).__name__)} in '
+            f"{html.escape(where or '?')}\n\n{html.escape(tb)}</pre></details></div>")
 
     def message(self, text: str, *, kind: str = "info") -> None:
         """Display a plain (non-error) notice, e.g. "the CFR attack is not available yet"."""
         colours = {"info": ("#1f618d", "#eaf2f8"), "warning": ("#9a7d0a", "#fef9e7")}
         fg, bg = colours.get(kind, colours["info"])
         self.last = None
-        self.value = (f'<div style="border:1px solid {fg};background:{bg};color:{fg};padding:6px 8px;'
-                      f'border-radius:4px;font-family:sans-serif;font-size:13px">{html.escape(text)}</div>')
+        self.value = (f'<div class="advviz-notice" style="border:1px solid {fg};background:{bg};color:{fg};'
+                      f'padding:6px 8px;border-radius:4px;font-family:sans-serif;font-size:13px">'
+                      f"{html.escape(text)}</div>")
 
     def clear(self) -> None:
         """Hide whatever is shown."""

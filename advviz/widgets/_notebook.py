@@ -38,15 +38,15 @@ explorer"""),
 Every tab is also a component of its own (`advviz.widgets.ImagePicker`, `CFRView`,
 `FeatureMapView`, `AttackLab`, `PurifierLab`, `TrainPanel`) that takes an `ExplorerState`;
 here the explorer's are driven from code. Setting a control's `.value` or calling a button's
-`.click()` does exactly what the mouse does."""),
+`.click()` does exactly what the mouse does; the results appear in the explorer above (a
+component is displayed once only: showing it again would make a second, linked copy)."""),
     ("code", """\
 st = explorer.state
-explorer.cfr.tau.value = 0.5          # the mask on the right follows
+explorer.cfr.tau.value = 0.5          # the mask in the explorer above follows
 explorer.attack_lab.attack.value = "fgsm" if "fgsm" in explorer.attack_lab.attack.options else explorer.attack_lab.attack.value
-explorer.attack_lab.run(wait=True)    # the same as pressing Run
-print(st.source, "->", explorer.attack_lab.last_result and explorer.attack_lab.last_result["attack"])
-explorer.tabs.selected_index = 1
-explorer.attack_lab"""),
+explorer.attack_lab.run(wait=True)    # the same as pressing Run: see the "Attack lab" tab above
+r = explorer.attack_lab.last_result
+print(st.source, "->", r and f"{r['attack']}: {st.class_name(r['before'])} -> {st.class_name(r['after'])}")"""),
     ("markdown", """\
 ## A seeded summary (checked by CI)
 

@@ -1,9 +1,12 @@
 """Turning tensors into pixels for the widgets: PNG bytes made with NumPy and Pillow.
 
 No computation on the images' meaning happens here (that is ``advviz.explain``); only display:
-uint8 conversion, colour maps through a cached lookup table, alpha blending, integer
-up-scaling of small images (nearest neighbour, so pixels stay visible), tiling, and
-matplotlib charts rendered off-screen (Agg) to PNG.
+uint8 conversion, colour maps through a cached lookup table, colour bars, alpha blending,
+integer up-scaling of small images (nearest neighbour, so pixels stay visible), tiling,
+matplotlib charts rendered off-screen as inline SVG (drawn at their displayed size, never
+stretched; PNG kept for callers that want bytes), and the layout pieces every component uses:
+:class:`ImageSlot` (a fixed-size image that shows a placeholder text while empty), :func:`row`
+(a wrapping row, so the layout holds from 1024 to 1920 pixels) and :func:`captioned`.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import io
 from collections.abc import Sequence
 from functools import lru_cache
 
+import ipywidgets as W
 import numpy as np
 import torch
 
-__all__ = ["to_uint8", "colorize", "blend", "png", "grid", "bars_png", "history_png", "display_scale"]
+__all__ = ["to_uint8", "colorize", "blend", "png", "grid", "bars_png", "history_png", "display_scale", "bars_svg",
+           "history_svg", "line_svg", "colorbar_html", "signed_map", "ImageSlot", "row", "captioned", "placeholder_html"]
 
 DISPLAY_PX = 192  # small images are scaled up to about this many pixels (nearest neighbour)
 
@@ -107,23 +112,29 @@ def grid(maps: torch.Tensor | np.ndarray, *, cols: int = 8, pad: int = 1, cmap: 
     return out
 
 
+def _fig_svg(fig) -> str:  # noqa: ANN001 - a matplotlib Figure
+    """The figure as inline SVG (text kept as text), drawn at its own size: never stretched."""
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buf, format="svg")
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
 def _fig_png(fig) -> bytes:  # noqa: ANN001 - a matplotlib Figure
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.dpi)
     return buf.getvalue()
 
 
-def bars_png(series: Sequence[tuple[str, Sequence[float]]], classes: Sequence[str], *, top: int = 5,
-             highlight: int | None = None) -> bytes:
-    """Horizontal bar charts of class probabilities, one panel per ``(title, probs)``.
-
-    Each panel shows its ``top`` most probable classes; ``highlight`` (the true label) is drawn
-    in green, others in blue.
-    """
+def _bars_fig(series: Sequence[tuple[str, Sequence[float]]], classes: Sequence[str], *, top: int = 5,
+              highlight: int | None = None, width: float = 2.7):  # noqa: ANN202 - a matplotlib Figure
     from matplotlib.figure import Figure
 
     k = len(series)
-    fig = Figure(figsize=(2.7 * k, 1.9), dpi=80, layout="constrained")
+    fig = Figure(figsize=(width * k, 1.9), dpi=80, layout="constrained")
     axes = fig.subplots(1, k, squeeze=False)[0]
     for ax, (title, probs) in zip(axes, series):
         p = np.asarray(probs, dtype=np.float64)
@@ -135,11 +146,27 @@ def bars_png(series: Sequence[tuple[str, Sequence[float]]], classes: Sequence[st
         ax.set_xlim(0, 1)
         ax.tick_params(axis="x", labelsize=7)
         ax.set_title(title, fontsize=9)
-    return _fig_png(fig)
+        ax.set_xlabel("probability", fontsize=7)
+    return fig
 
 
-def history_png(history: Sequence[dict[str, float]], *, batch_losses: Sequence[float] = ()) -> bytes:
-    """Loss (left) and accuracy (right) per epoch; running batch losses as a faint line."""
+def bars_png(series: Sequence[tuple[str, Sequence[float]]], classes: Sequence[str], *, top: int = 5,
+             highlight: int | None = None) -> bytes:
+    """Horizontal bar charts of class probabilities, one panel per ``(title, probs)``.
+
+    Each panel shows its ``top`` most probable classes; ``highlight`` (the true label) is drawn
+    in green, others in blue.
+    """
+    return _fig_png(_bars_fig(series, classes, top=top, highlight=highlight))
+
+
+def bars_svg(series: Sequence[tuple[str, Sequence[float]]], classes: Sequence[str], *, top: int = 5,
+             highlight: int | None = None) -> str:
+    """:func:`bars_png` as inline SVG for a ``W.HTML``: drawn at its displayed size, labels whole."""
+    return _fig_svg(_bars_fig(series, classes, top=top, highlight=highlight))
+
+
+def _history_fig(history: Sequence[dict[str, float]], *, batch_losses: Sequence[float] = ()):  # noqa: ANN202
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 2.2), dpi=80, layout="constrained")
@@ -162,4 +189,138 @@ def history_png(history: Sequence[dict[str, float]], *, batch_losses: Sequence[f
         ax.tick_params(labelsize=7)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    return _fig_png(fig)
+    return fig
+
+
+def history_png(history: Sequence[dict[str, float]], *, batch_losses: Sequence[float] = ()) -> bytes:
+    """Loss (left) and accuracy (right) per epoch; running batch losses as a faint line."""
+    return _fig_png(_history_fig(history, batch_losses=batch_losses))
+
+
+def history_svg(history: Sequence[dict[str, float]], *, batch_losses: Sequence[float] = ()) -> str:
+    """:func:`history_png` as inline SVG (sharp at any zoom, never stretched)."""
+    return _fig_svg(_history_fig(history, batch_losses=batch_losses))
+
+
+def line_svg(xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]], *, xlabel: str, ylabel: str,
+             title: str = "", xticks: Sequence[str] | None = None, mark: float | None = None,
+             size: tuple[float, float] = (4.6, 2.2)) -> str:
+    """Lines ``(label, ys)`` over ``xs`` as inline SVG; ``mark`` draws a dashed vertical line there."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=80, layout="constrained")
+    ax = fig.subplots()
+    colours = ["#c0392b", "#2e86c1", "#27ae60", "#8e44ad"]
+    for i, (label, ys) in enumerate(series):
+        ax.plot(list(xs), list(ys), "o-", ms=3, lw=1.4, color=colours[i % len(colours)], label=label)
+    if mark is not None:
+        ax.axvline(mark, color="#7f8c8d", ls="--", lw=1)
+    if xticks is not None:
+        ax.set_xticks(list(xs), list(xticks), rotation=45, ha="right", fontsize=7)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    return _fig_svg(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# colour scales and signed maps
+# ---------------------------------------------------------------------------------------------
+
+def colorbar_html(cmap: str, lo: float, hi: float, *, label: str, fmt: str = "{:.2g}", width: int = 180) -> str:
+    """A horizontal colour bar (CSS gradient of ``cmap``) from ``lo`` to ``hi`` with its unit ``label``."""
+    import html as _html
+
+    lut = _lut(cmap)
+    stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / 10:.0f}%" for i, (r, g, b) in
+                      enumerate(lut[np.linspace(0, 255, 11).astype(int)]))
+    mid = (lo + hi) / 2
+    return (f'<div class="advviz-colorbar" style="width:{width}px;font-family:sans-serif;font-size:11px;color:#333;'
+            'line-height:1.25">'
+            f'<div style="height:10px;border:1px solid #999;background:linear-gradient(to right, {stops})"></div>'
+            f'<div style="display:flex;justify-content:space-between"><span>{fmt.format(lo)}</span>'
+            f"<span>{fmt.format(mid)}</span><span>{fmt.format(hi)}</span></div>"
+            f'<div style="text-align:center">{_html.escape(label)}</div></div>')
+
+
+def signed_map(values: torch.Tensor | np.ndarray, vmax: float, cmap: str = "RdBu_r") -> np.ndarray:
+    """``(H, W)`` signed values -> ``(H, W, 3)`` uint8 on a diverging map: ``-vmax`` .. 0 (white) .. ``+vmax``."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu().numpy()
+    v = np.asarray(values, dtype=np.float32)
+    if v.ndim == 3:
+        v = v[0]
+    top = float(vmax) if vmax > 0 else 1.0
+    idx = np.clip((v / top + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    return _lut(cmap)[idx]
+
+
+# ---------------------------------------------------------------------------------------------
+# layout pieces shared by the components
+# ---------------------------------------------------------------------------------------------
+
+def placeholder_html(text: str, size: int) -> str:
+    """A grey dashed box of ``size`` pixels with ``text`` inside: what an empty image slot shows."""
+    import html as _html
+
+    return (f'<div class="advviz-placeholder" style="width:{size - 2}px;height:{size - 2}px;border:1px dashed #bbb;'
+            'display:flex;align-items:center;justify-content:center;text-align:center;color:#888;'
+            f'font-family:sans-serif;font-size:12px;padding:4px;box-sizing:border-box">{_html.escape(text)}</div>')
+
+
+class ImageSlot(W.Box):
+    """An image of fixed display size (aspect kept) that shows ``placeholder`` text while it is empty.
+
+    ``.value`` (PNG bytes) reads and sets the image; ``b""`` shows the placeholder instead of a
+    broken-image icon. ``.image`` is the ``W.Image`` (``css_class`` is added to it).
+    """
+
+    def __init__(self, placeholder: str, *, size: int = 180, css_class: str | None = None) -> None:
+        self.image = W.Image(format="png", layout=W.Layout(width=f"{size}px", height=f"{size}px",
+                                                           object_fit="contain", flex="0 0 auto"))
+        if css_class:
+            self.image.add_class(css_class)
+        self.size = size
+        self._placeholder = placeholder
+        self.empty = W.HTML(placeholder_html(placeholder, size))
+        super().__init__(children=[self.empty], layout=W.Layout(flex="0 0 auto"))
+        self.add_class("advviz-slot")
+
+    @property
+    def placeholder(self) -> str:
+        return self._placeholder
+
+    @placeholder.setter
+    def placeholder(self, text: str) -> None:
+        self._placeholder = text
+        self.empty.value = placeholder_html(text, self.size)
+
+    @property
+    def value(self) -> bytes:
+        return self.image.value
+
+    @value.setter
+    def value(self, data: bytes) -> None:
+        self.image.value = data or b""
+        want = [self.image] if data else [self.empty]
+        if list(self.children) != want:
+            self.children = want
+
+
+
+def row(*children: W.Widget, gap: str = "10px") -> W.HBox:
+    """A wrapping row: children keep their size and flow onto the next line when space runs out."""
+    return W.HBox(list(children), layout=W.Layout(flex_flow="row wrap", align_items="flex-start", grid_gap=gap,
+                                                  width="100%"))
+
+
+def captioned(widget: W.Widget, text: str, *, below: W.Widget | None = None) -> W.VBox:
+    """``widget`` under a bold caption (and above ``below``, e.g. a colour bar)."""
+    import html as _html
+
+    cap = W.HTML(f"<b>{_html.escape(text)}</b>")
+    return W.VBox([cap, widget] + ([below] if below is not None else []), layout=W.Layout(flex="0 0 auto"))

@@ -4,8 +4,10 @@
 :meth:`ExplorerState.observe` and are called back, in the thread that made the change, when
 the topic changes:
 
-* ``"model"``: :meth:`set_model` (a newly loaded or retrained model);
-* ``"image"``: :meth:`set_image` (a dataset image or an upload; clears the adversarial image);
+* ``"model"``: :meth:`set_model` (a newly loaded or retrained model; an image the new model
+  cannot take is dropped first, so no component ever draws an old image with a new model);
+* ``"image"``: :meth:`set_image` (a dataset image or an upload; clears the adversarial image)
+  and :meth:`set_label` (the user names the true class of an upload);
 * ``"adversarial"``: :meth:`set_adversarial` (an attack's result, or ``None``).
 
 It also knows which datasets and pretrained models this machine can use, and picks the
@@ -107,8 +109,9 @@ class ExplorerState:
     """
 
     def __init__(self, model: nn.Module, *, model_name: str = "", classes: list[str] | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, dataset: str | None = None) -> None:
         self._listeners: dict[str, list[Callable[[ExplorerState], Any]]] = {t: [] for t in TOPICS}
+        self._late: dict[str, list[Callable[[ExplorerState], Any]]] = {t: [] for t in TOPICS}
         self.lock = threading.RLock()
         self.model: nn.Module = model
         self.model_name = model_name
@@ -119,6 +122,7 @@ class ExplorerState:
         self.source: str = ""
         self.x_adv: torch.Tensor | None = None
         self.attack: str = ""
+        self._dataset = dataset
         self._set_model_fields(model, model_name, classes)
 
     # --------------------------------------------------------------------------------- model
@@ -129,7 +133,7 @@ class ExplorerState:
 
         model = models.load(name, device=device)
         ds = model_dataset(name)
-        return cls(model, model_name=name, classes=dataset_classes(ds) if ds else None, device=device)
+        return cls(model, model_name=name, classes=dataset_classes(ds) if ds else None, device=device, dataset=ds)
 
     def _set_model_fields(self, model: nn.Module, name: str, classes: list[str] | None) -> None:
         model.eval()
@@ -139,12 +143,29 @@ class ExplorerState:
         names = classes or getattr(model, "classes", None) or ([str(i) for i in range(n)] if n else [])
         self.classes = list(names)
 
-    def set_model(self, model: nn.Module, *, name: str = "", classes: list[str] | None = None) -> None:
-        """Swap in a model (eval mode) and notify ``"model"``; the adversarial image is dropped."""
+    @property
+    def dataset(self) -> str | None:
+        """The dataset the current model was trained on (a zoo entry's, or the one given), if known."""
+        return self._dataset or model_dataset(self.model_name)
+
+    def set_model(self, model: nn.Module, *, name: str = "", classes: list[str] | None = None,
+                  dataset: str | None = None) -> None:
+        """Swap in a model (eval mode) and notify ``"model"``; the adversarial image is dropped.
+
+        When the current image does not fit the new model's declared ``input_size`` (or its
+        number of classes differs), the image is dropped too (``x`` is ``None`` during the
+        notification): the image picker then supplies one that fits.
+        """
         with self.lock:
+            old_k = len(self.classes)
+            self._dataset = dataset
             self._set_model_fields(model, name, classes or (self.classes if name == self.model_name else None))
             self.device = _param_device(model)
             self.x_adv, self.attack = None, ""
+            size = getattr(model, "input_size", None)
+            if self.x is not None and ((size is not None and tuple(self.x.shape) != tuple(size))
+                                       or (self.y is not None and len(self.classes) != old_k)):
+                self.x, self.y, self.source = None, None, ""
         self._notify("model")
 
     @property
@@ -166,6 +187,20 @@ class ExplorerState:
             self.x = x.detach().float().cpu().contiguous()
             self.y = None if y is None else int(y)
             self.source = source
+            self.x_adv, self.attack = None, ""
+        self._notify("image")
+
+    def set_label(self, y: int | None) -> None:
+        """Name the true class of the current image (``None``: unknown) and notify ``"image"``.
+
+        The adversarial image is dropped (it was made against the old label).
+        """
+        if y is not None and not 0 <= int(y) < max(len(self.classes), 1):
+            raise ValueError(f"label {y} is not a class of {self.model_name} (0..{len(self.classes) - 1})")
+        with self.lock:
+            if self.x is None:
+                raise RuntimeError("no image is selected yet: pick one in the image picker or upload one")
+            self.y = None if y is None else int(y)
             self.x_adv, self.attack = None, ""
         self._notify("image")
 
@@ -207,18 +242,27 @@ class ExplorerState:
         return str(i)
 
     # --------------------------------------------------------------------------------- observers
-    def observe(self, callback: Callable[[ExplorerState], Any], topic: str) -> None:
-        """Call ``callback(state)`` whenever ``topic`` (``model``, ``image``, ``adversarial``) changes."""
+    def observe(self, callback: Callable[[ExplorerState], Any], topic: str, *, last: bool = False) -> None:
+        """Call ``callback(state)`` whenever ``topic`` (``model``, ``image``, ``adversarial``) changes.
+
+        ``last=True`` calls it after every other listener of the topic (the image picker uses it
+        for ``"model"``: every component has taken the new model before the picker supplies an
+        image that fits it).
+        """
         if topic not in TOPICS:
             raise ValueError(f"unknown topic {topic!r}; choose one of {TOPICS}")
-        self._listeners[topic].append(callback)
+        (self._late if last else self._listeners)[topic].append(callback)
 
     def unobserve(self, callback: Callable[[ExplorerState], Any], topic: str) -> None:
         """Remove a callback registered with :meth:`observe`."""
-        self._listeners[topic].remove(callback)
+        for table in (self._listeners, self._late):
+            if callback in table[topic]:
+                table[topic].remove(callback)
+                return
+        raise ValueError(f"{callback!r} does not observe {topic!r}")
 
     def _notify(self, topic: str) -> None:
-        for cb in list(self._listeners[topic]):
+        for cb in list(self._listeners[topic]) + list(self._late[topic]):
             cb(self)
 
 

@@ -11,13 +11,14 @@ import ipywidgets as W
 import torch
 
 from advviz.widgets import _render as R
+from advviz.widgets._budgets import budget_overrides, widened_params
 from advviz.widgets._controls import ParamControls
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._state import ExplorerState
 
 __all__ = ["AttackLab"]
 
-_IMG = {"width": "180px", "height": "180px", "object_fit": "contain"}
+SLOT = 180  # displayed size of each result image (pixels)
 
 
 class AttackLab(W.VBox):
@@ -26,8 +27,13 @@ class AttackLab(W.VBox):
     "Run" attacks the current image with the current model: in a worker thread with an
     elapsed-time progress bar (the notebook stays responsive) when ``background=True``, else in
     the calling thread. Shows the original, the adversarial image, the perturbation amplified
-    and as a heatmap, prediction bars before/after, the ℓp norms and SSIM, and records the
-    adversarial image in the shared state.
+    (the factor is printed) and as a signed map δ = x_adv − x (mean over channels, on a
+    diverging scale symmetric about 0 whose end is the largest change, shown in /255 on its
+    colour bar), prediction bars before/after, the ℓp norms and SSIM, and records the
+    adversarial image in the shared state. The status line ends on "done in … s" or "failed".
+
+    The controls start from the attack's defaults, with the budget of the model's dataset
+    (:mod:`advviz.widgets._budgets`: ℓ∞ 0.3 on the digits and MNIST instead of 8/255).
 
     Args:
         state: the shared :class:`ExplorerState`.
@@ -46,8 +52,11 @@ class AttackLab(W.VBox):
         self.quick = quick
         self.last_result: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None
         self._done = threading.Event()
         self._done.set()
+        self._status_lock = threading.Lock()
+        self._running_status = False  # True while "running … s" may be written
         names = attacks.list_attacks()
         if not names:
             raise RuntimeError("no attack is registered (advviz.attacks.list_attacks() is empty)")
@@ -63,29 +72,49 @@ class AttackLab(W.VBox):
         self.run_button.add_class("advviz-attack-run")
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="300px", visibility="hidden"))
         self.status = W.HTML()
-        self.original = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.adversarial = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.adversarial.add_class("advviz-adv-image")
-        self.amplified = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.heatmap = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.bars = W.Image(format="png")
+        self.status.add_class("advviz-attack-status")
+        self.original = R.ImageSlot("pick an image", size=SLOT)
+        self.adversarial = R.ImageSlot("press Run to attack this image", size=SLOT, css_class="advviz-adv-image")
+        self.amplified = R.ImageSlot("the change the attack makes, magnified", size=SLOT)
+        self.heatmap = R.ImageSlot("where and which way pixels changed", size=SLOT)
+        self.amplified_caption = W.HTML("<b>perturbation (amplified)</b>")
+        self.heatmap_scale = W.HTML()
+        self.bars = W.HTML()
+        self.bars.add_class("advviz-bars")
         self.norms = W.HTML()
+        # the attack's trajectory (iterative gradient attacks): Play + slider over the recorded steps
+        self.trajectory: Any = None
+        self.play = W.Play(value=1, min=1, max=1, step=1, interval=500, description="play", disabled=True)
+        self.play.add_class("advviz-traj-play")
+        self.step = W.IntSlider(value=1, min=1, max=1, description="step", continuous_update=True, disabled=True,
+                                layout=W.Layout(width="380px"))
+        self.step.add_class("advviz-traj-step")
+        W.jslink((self.play, "value"), (self.step, "value"))
+        self.step_strip = W.HTML()
+        self.step_img = R.ImageSlot("run an iterative attack (PGD, BIM, MI-FGSM, DI²-FGSM, CFR) to step through "
+                                    "its iterations", size=SLOT, css_class="advviz-traj-image")
+        self.step_info = W.HTML()
+        self.step_info.add_class("advviz-traj-info")
+        self.traj_chart = W.HTML()
+        self.step.observe(self._on_step, names="value")
         self.attack.observe(self._on_attack, names="value")
         self.run_button.on_click(self._on_run)
         state.observe(self._on_image, "image")
         state.observe(self._on_model, "model")
 
-        def captioned(img: W.Widget, text: str) -> W.VBox:
-            return W.VBox([W.HTML(f"<b>{text}</b>"), img])
-
         super().__init__(children=[
-            W.HBox([self.attack, self.target]),
+            R.row(self.attack, self.target),
             self.describe,
             self.controls_box,
-            W.HBox([self.run_button, self.progress, self.status]),
-            W.HBox([captioned(self.original, "original"), captioned(self.adversarial, "adversarial"),
-                    captioned(self.amplified, "perturbation (amplified)"), captioned(self.heatmap, "|δ| heatmap")]),
-            W.HBox([self.bars, self.norms]),
+            R.row(self.run_button, self.progress, self.status),
+            R.row(R.captioned(self.original, "original"), R.captioned(self.adversarial, "adversarial"),
+                  W.VBox([self.amplified_caption, self.amplified], layout=W.Layout(flex="0 0 auto")),
+                  R.captioned(self.heatmap, "signed change δ = x_adv − x", below=self.heatmap_scale)),
+            R.row(self.bars, self.norms),
+            W.HTML("<b>attack trajectory</b> — every iteration, recorded by <code>advviz.attacks.record</code>"),
+            R.row(self.play, self.step),
+            self.step_strip,
+            R.row(self.step_img, self.traj_chart, self.step_info),
             self.errors,
         ])
         self._build_controls()
@@ -96,8 +125,9 @@ class AttackLab(W.VBox):
         from advviz import attacks
 
         spec = attacks.get(self.attack.value)
-        start = {**spec.defaults(), **(dict(spec.quick) if self.quick else {})}
-        self.controls = ParamControls(spec.params, start, skip=("targeted",))
+        start = {**spec.defaults(), **(dict(spec.quick) if self.quick else {}),
+                 **budget_overrides(spec, self.state.dataset)}
+        self.controls = ParamControls(widened_params(spec, start), start, skip=("targeted",))
         self.controls_box.children = [self.controls]
         self.target.disabled = not spec.targeted
         if not spec.targeted:
@@ -142,34 +172,53 @@ class AttackLab(W.VBox):
         self.progress.layout.visibility = "visible"
         self.progress.value = 0.0
         self.progress.bar_style = "info"
-        self.status.value = f"running {html.escape(spec.name)}…"
+        with self._status_lock:
+            self._running_status = True
+            self.status.value = f"running {html.escape(spec.name)}…"
         self._done.clear()
         job = {"spec": spec, "x": x, "y": y, "kwargs": kwargs, "before": before, "targeted": targeted}
         if self.background:
             self._thread = threading.Thread(target=self._work, args=(job,), daemon=True, name="advviz-attack")
             self._thread.start()
-            ticker = threading.Thread(target=self._tick, daemon=True, name="advviz-attack-progress")
-            ticker.start()
+            self._ticker = threading.Thread(target=self._tick, args=(spec.name,), daemon=True,
+                                            name="advviz-attack-progress")
+            self._ticker.start()
             if wait:
                 self.wait()
         else:
             self._work(job)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the running attack (if any) finished; ``False`` on timeout."""
-        return self._done.wait(timeout)
+        """Block until the running attack (if any) finished and its progress ticker stopped; ``False`` on timeout."""
+        ok = self._done.wait(timeout)
+        ticker = self._ticker
+        if ok and ticker is not None and ticker is not threading.current_thread():
+            ticker.join(timeout)
+        return ok
 
     @property
     def running(self) -> bool:
         """Whether an attack is running."""
         return not self._done.is_set()
 
-    def _tick(self) -> None:
+    def _tick(self, name: str) -> None:
         t0 = time.perf_counter()
         while not self._done.wait(0.25):
-            el = time.perf_counter() - t0
-            self.progress.value = 1.0 - 1.0 / (1.0 + el / 5.0)  # grows towards 1, never claims to be done
-            self.status.value = f"running {html.escape(self.attack.value)}… {el:.1f} s"
+            self._write_progress(name, time.perf_counter() - t0)
+
+    def _write_progress(self, name: str, elapsed: float) -> None:
+        """The ticker's update; a no-op once the run has written its final status (no late "running")."""
+        with self._status_lock:
+            if not self._running_status:
+                return
+            self.progress.value = 1.0 - 1.0 / (1.0 + elapsed / 5.0)  # grows towards 1, never claims to be done
+            self.status.value = f"running {html.escape(name)}… {elapsed:.1f} s"
+
+    def _final_status(self, text: str, style: str) -> None:
+        with self._status_lock:
+            self._running_status = False
+            self.status.value = text
+            self.progress.bar_style = style
 
     def _work(self, job: dict[str, Any]) -> None:
         try:
@@ -182,13 +231,20 @@ class AttackLab(W.VBox):
     @guarded
     def _attack(self, job: dict[str, Any]) -> None:
         try:
+            from advviz.attacks.trajectory import RECORDABLE, record
+
             t0 = time.perf_counter()
-            x_adv = job["spec"](self.state.model, job["x"], job["y"], **job["kwargs"])
+            traj = None
+            if job["spec"].name in RECORDABLE:  # the same attack, its iterates kept
+                traj = record(job["spec"].name, self.state.model, job["x"], job["y"], **job["kwargs"])
+                x_adv = traj.x_adv.unsqueeze(0).to(job["x"].device)
+            else:
+                x_adv = job["spec"](self.state.model, job["x"], job["y"], **job["kwargs"])
             secs = time.perf_counter() - t0
+            self._show_trajectory(traj)
             self._show(job, x_adv, secs)
         except BaseException:
-            self.status.value = "failed"
-            self.progress.bar_style = "danger"
+            self._final_status("failed", "danger")
             raise
 
     def _show(self, job: dict[str, Any], x_adv: torch.Tensor, secs: float) -> None:
@@ -202,9 +258,17 @@ class AttackLab(W.VBox):
         s = float(metrics.ssim(x, x_adv))
         self.original.value = R.png(R.to_uint8(x[0]))
         self.adversarial.value = R.png(R.to_uint8(x_adv[0]))
-        self.amplified.value = R.png(R.to_uint8(explain.amplify(explain.signed_perturbation(x, x_adv))[0]))
-        self.heatmap.value = R.png(R.colorize(explain.perturbation_magnitude(x, x_adv)[0], "hot"))
-        self.bars.value = R.bars_png([("before", before.probs.tolist()), ("after", after.probs.tolist())],
+        delta = explain.signed_perturbation(x, x_adv)
+        peak = float(delta.abs().max())
+        self.amplified.value = R.png(R.to_uint8(explain.amplify(delta)[0]))
+        self.amplified_caption.value = (f"<b>perturbation amplified ×{0.5 / peak:.0f}</b>" if peak > 0 else
+                                        "<b>perturbation (none: the image is unchanged)</b>")
+        mean_delta = delta[0].mean(0)
+        top = float(mean_delta.abs().max())
+        self.heatmap.value = R.png(R.signed_map(mean_delta, top))
+        self.heatmap_scale.value = R.colorbar_html("RdBu_r", -top * 255, top * 255, fmt="{:+.1f}",
+                                                   label="δ per pixel (/255), mean over channels")
+        self.bars.value = R.bars_svg([("before", before.probs.tolist()), ("after", after.probs.tolist())],
                                      st.classes, highlight=st.y)
         y0 = int(job["y"][0])
         success = (after.label == y0) if job["targeted"] else (after.label != y0)
@@ -219,12 +283,67 @@ class AttackLab(W.VBox):
             f"<tr><td>ℓ∞</td><td>{norms['linf']:.4f} ({norms['linf'] * 255:.1f}/255)</td></tr>"
             f"<tr><td>SSIM</td><td>{s:.4f}</td></tr>"
             f"<tr><td>time</td><td>{secs:.2f} s</td></tr></table>")
-        self.status.value = f"done in {secs:.2f} s"
-        self.progress.bar_style = "success"
+        self._final_status(f"done in {secs:.2f} s", "success")
         self.last_result = {"attack": job["spec"].name, "params": dict(job["kwargs"]), "seconds": secs,
                             "before": before.label, "after": after.label, "success": bool(success),
                             "ssim": s, **norms}
         st.set_adversarial(x_adv[0], attack=job["spec"].name)
+
+    # ------------------------------------------------------------------------------------ trajectory
+    def _show_trajectory(self, traj: Any) -> None:
+        """Load a :class:`~advviz.attacks.trajectory.Trajectory` into the scrubber (``None`` clears it)."""
+        self.trajectory = traj
+        if traj is None or not traj.frames:
+            self.play.disabled = self.step.disabled = True
+            self.step_strip.value = self.traj_chart.value = ""
+            self.step_img.value = b""
+            self.step_info.value = ('<span style="font-size:12px;color:#555">this attack has no iterations to '
+                                    "step through</span>" if traj is None and self.last_result is not None else "")
+            return
+        n = len(traj.frames)
+        flip = traj.flip_step
+        self.play.disabled = self.step.disabled = False
+        self.play.max = self.step.max = n
+        cells = []
+        for f in traj.frames:
+            flipped = (f.prediction == traj.y) if traj.targeted else (f.prediction != traj.y)
+            edge = "2px solid #000" if f.step == flip else "1px solid #fff"
+            cells.append(f'<div title="step {f.step}: class {f.prediction}" style="flex:1;height:12px;border:{edge};'
+                         f'background:{"#c0392b" if flipped else "#27ae60"}"></div>')
+        where = (f"the prediction flips at step <b>{flip}</b> of {n}" if flip is not None else
+                 f"the prediction does not flip in {n} steps")
+        self.step_strip.value = (
+            '<div class="advviz-traj-strip" style="font-family:sans-serif;font-size:12px;width:380px">'
+            f'<div style="display:flex;margin-left:0">{"".join(cells)}</div>'
+            f'<div>green: still {"not the target" if traj.targeted else "the true class"}; red: '
+            f'{"the target reached" if traj.targeted else "fooled"} — {where}</div></div>')
+        steps = [f.step for f in traj.frames]
+        self.traj_chart.value = R.line_svg(
+            [0] + steps, [("loss (cross-entropy to y)", [float("nan")] + [f.loss for f in traj.frames]),
+                          ("margin (logit of y − best other)", [traj.clean_margin] + [f.margin for f in traj.frames])],
+            xlabel="step (0 = the clean image)", ylabel="value", title="loss and margin per step", mark=flip)
+        self.step.value = flip if flip is not None else n
+        self._render_step(self.step.value)
+
+    def _render_step(self, k: int) -> None:
+        traj = self.trajectory
+        if traj is None or not 1 <= k <= len(traj.frames):
+            return
+        f = traj.frames[k - 1]
+        st = self.state
+        self.step_img.value = R.png(R.to_uint8(f.x_adv))
+        self.step_info.value = (
+            '<table class="advviz-traj-table" style="font-family:sans-serif;font-size:13px">'
+            f"<tr><td>step</td><td><b>{f.step}</b> of {len(traj.frames)}</td></tr>"
+            f"<tr><td>prediction</td><td>{html.escape(st.class_name(f.prediction))}</td></tr>"
+            f"<tr><td>margin</td><td>{f.margin:+.3f}</td></tr>"
+            f"<tr><td>loss</td><td>{f.loss:.3f}</td></tr>"
+            f"<tr><td>ℓ∞</td><td>{f.linf:.4f} ({f.linf * 255:.1f}/255)</td></tr>"
+            f"<tr><td>ℓ2</td><td>{f.l2:.4f}</td></tr></table>")
+
+    @guarded
+    def _on_step(self, change: dict[str, Any]) -> None:
+        self._render_step(int(change["new"]))
 
     # ------------------------------------------------------------------------------------ callbacks
     @guarded
@@ -238,15 +357,21 @@ class AttackLab(W.VBox):
 
     @guarded
     def _on_image(self, state: ExplorerState) -> None:
-        for img in (self.original, self.adversarial, self.amplified, self.heatmap, self.bars):
+        for img in (self.original, self.adversarial, self.amplified, self.heatmap):
             img.value = b""
-        self.norms.value = ""
-        self.status.value = ""
-        self.progress.layout.visibility = "hidden"
+        self.bars.value = self.norms.value = self.heatmap_scale.value = ""
+        self.amplified_caption.value = "<b>perturbation (amplified)</b>"
+        if not self.running:
+            self.last_result = None
+            self._show_trajectory(None)
+            self.status.value = ""
+            self.progress.layout.visibility = "hidden"
         if state.x is not None:
             self.original.value = R.png(R.to_uint8(state.x))
 
     @guarded
     def _on_model(self, state: ExplorerState) -> None:
         self._update_targets()
+        if not self.running:
+            self._build_controls()  # the new dataset's budgets
         self._on_image(state)

@@ -26,7 +26,7 @@ from advviz.widgets._state import ExplorerState
 
 __all__ = ["CFRView", "cam_layers"]
 
-_IMG = {"width": "200px", "height": "200px", "object_fit": "contain"}
+SLOT = 200
 
 
 def cam_layers(model: nn.Module, input_size: tuple[int, int, int], device: torch.device | str = "cpu") -> list[str]:
@@ -64,17 +64,19 @@ class CFRView(W.VBox):
         self.tau = W.FloatSlider(value=tau, min=0.0, max=1.0, step=0.01, description="τ (tau)",
                                  continuous_update=True, readout_format=".2f", layout=W.Layout(width="420px"))
         self.tau.add_class("advviz-tau")
-        self.overlay = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.overlay.add_class("advviz-cam")
-        self.mask = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.mask.add_class("advviz-mask")
-        self.masked = W.Image(format="png", layout=W.Layout(**_IMG))
+        self.overlay = R.ImageSlot("pick an image", size=SLOT, css_class="advviz-cam")
+        self.mask = R.ImageSlot("pick an image", size=SLOT, css_class="advviz-mask")
+        self.masked = R.ImageSlot("pick an image", size=SLOT)
+        self.cam_scale = W.HTML(R.colorbar_html("jet", 0.0, 1.0, label="Grad-CAM relevance (1 = the map's maximum)",
+                                                width=SLOT))
+        self.mask_scale = W.HTML()
         self.mask_info = W.HTML()
         self.run_button = W.Button(description="run CFR attack", icon="bolt", button_style="danger",
                                    layout=W.Layout(width="180px"))
-        self.adv = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.pert = W.Image(format="png", layout=W.Layout(**_IMG))
-        self.bars = W.Image(format="png")
+        self.adv = R.ImageSlot("press “run CFR attack”", size=SLOT)
+        self.pert = R.ImageSlot("the CFR attack's change appears here", size=SLOT)
+        self.pert_scale = W.HTML()
+        self.bars = W.HTML()
         self.result = W.HTML()
         self.layer.observe(self._on_layer, names="value")
         self._populate_layers(layer)
@@ -83,17 +85,16 @@ class CFRView(W.VBox):
         state.observe(self._on_model, "model")
         state.observe(self._on_image, "image")
 
-        def captioned(img: W.Widget, text: str) -> W.VBox:
-            return W.VBox([W.HTML(f"<b>{text}</b>"), img])
-
         super().__init__(children=[
-            W.HBox([self.layer, self.tau]),
-            W.HBox([captioned(self.overlay, "image + Grad-CAM"), captioned(self.mask, "soft mask M̃ (scaled to max)"),
-                    captioned(self.masked, "image × mask")]),
+            R.row(self.layer, self.tau),
+            R.row(R.captioned(self.overlay, "image + Grad-CAM", below=self.cam_scale),
+                  R.captioned(self.mask, "soft mask M̃ (scaled to its max)", below=self.mask_scale),
+                  R.captioned(self.masked, "image × mask")),
             self.mask_info,
             self.run_button,
-            W.HBox([captioned(self.adv, "adversarial"), captioned(self.pert, "|δ| heatmap"),
-                    W.VBox([self.result, self.bars])]),
+            R.row(R.captioned(self.adv, "adversarial"),
+                  R.captioned(self.pert, "signed change δ = x_adv − x", below=self.pert_scale),
+                  W.VBox([self.result, self.bars], layout=W.Layout(flex="0 0 auto"))),
             self.errors,
         ])
         if state.x is not None:
@@ -144,6 +145,8 @@ class CFRView(W.VBox):
         top = float(m.max())
         scaled = m / top if top > 0 else m
         self.mask.value = R.png(R.colorize(scaled, "inferno", vmax=1.0))
+        self.mask_scale.value = R.colorbar_html("inferno", 0.0, top, fmt="{:.2g}", width=SLOT,
+                                                label="mask weight M̃ (0 = outside the CFR)")
         self.masked.value = R.png(R.blend(np.zeros_like(self._base), self._base, scaled))
         frac = float((m > 0).mean())
         self.mask_fraction = frac
@@ -162,18 +165,29 @@ class CFRView(W.VBox):
         if not self._quiet and self.state.x is not None:
             self.compute_cam()
 
+    def _clear_attack(self) -> None:
+        self.adv.value = self.pert.value = b""
+        self.bars.value = self.result.value = self.pert_scale.value = ""
+
     @guarded
     def _on_image(self, state: ExplorerState) -> None:
         self.errors.clear()
-        self.adv.value = self.pert.value = self.bars.value = b""
-        self.result.value = ""
+        self._clear_attack()
+        if state.x is None:
+            self.overlay.value = self.mask.value = self.masked.value = b""
+            self._cam = None
+            return
         self.compute_cam()
 
     @guarded
     def _on_model(self, state: ExplorerState) -> None:
         self._populate_layers(self.layer.value)
+        self._clear_attack()
         if state.x is not None and tuple(state.x.shape) == state.input_size:
             self.compute_cam()
+        else:
+            self.overlay.value = self.mask.value = self.masked.value = b""
+            self._cam = None
 
     @guarded
     def _on_run(self, _button: W.Button | None = None) -> None:
@@ -215,10 +229,13 @@ class CFRView(W.VBox):
         finally:
             self.run_button.disabled = False
         after = st.predict(x_adv[0].cpu())
-        mag = explain.perturbation_magnitude(x, x_adv)[0]
+        mean_delta = explain.signed_perturbation(x, x_adv)[0].mean(0)
+        top = float(mean_delta.abs().max())
         self.adv.value = R.png(R.to_uint8(x_adv[0]))
-        self.pert.value = R.png(R.colorize(mag, "hot"))
-        self.bars.value = R.bars_png([("before", before.probs.tolist()), ("after", after.probs.tolist())],
+        self.pert.value = R.png(R.signed_map(mean_delta, top))
+        self.pert_scale.value = R.colorbar_html("RdBu_r", -top * 255, top * 255, fmt="{:+.1f}", width=SLOT,
+                                                label="δ per pixel (/255), mean over channels")
+        self.bars.value = R.bars_svg([("before", before.probs.tolist()), ("after", after.probs.tolist())],
                                      st.classes, highlight=st.y)
         from advviz import metrics
 

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import html
 import os
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as W
 import torch
+from torch import nn
 
 from advviz.widgets._errors import ErrorArea, guarded
-from advviz.widgets._state import ExplorerState, available_models, default_pairing, model_dataset
+from advviz.widgets._state import ExplorerState, available_models, dataset_classes, default_pairing, model_dataset
 from advviz.widgets.attack_lab import AttackLab
 from advviz.widgets.cfr import CFRView
 from advviz.widgets.features import FeatureMapView
 from advviz.widgets.picker import ImagePicker
 from advviz.widgets.purifier_lab import PurifierLab
+from advviz.widgets.takeover import TakeoverView
 from advviz.widgets.train_panel import TrainPanel
 
-__all__ = ["Explorer", "fast_mode"]
+__all__ = ["Explorer", "fast_mode", "needs_first_use_training", "TrainingNotice", "load_model"]
+
+#: The tabs, in order: CFR / Grad-CAM, the attack lab, purifiers, feature maps, where the attack
+#: takes over (layer divergence), training.
+TAB_TITLES = ("CFR", "Attack lab", "Purifiers", "Features", "Takeover", "Train")
+
+#: About how long first-use training takes on a 2-core CPU (seconds), for the progress bar.
+#: lenet5_digits: 8.9 s measured in JupyterLab (NOTES.md, "The explorer in a real browser").
+EXPECTED_SECONDS = {"lenet5_digits": 10.0, "highres_resnet8_cifar10": 330.0}
 
 
 def fast_mode() -> bool:
@@ -26,13 +39,119 @@ def fast_mode() -> bool:
     return os.environ.get("ADVVIZ_FAST", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-class Explorer(W.VBox):
-    """A header with the model chooser, the image picker, and tabs: CFR, attacks, purifiers,
-    feature maps, training.
+def needs_first_use_training(name: str) -> bool:
+    """Whether ``models.load(name)`` will train the model now (advviz-trained weights not cached yet)."""
+    from advviz import models
+    from advviz._paths import find_weights
 
-    Offline with no data it uses the digits and LeNet-5 (trained on first use, ~15 s); with
-    CIFAR-10 and the ResNet-20 weights available (``$ADVVIZ_DATA``, ``$ADVVIZ_WEIGHTS``, or a
-    network), CIFAR-10 and ResNet-20.
+    try:
+        spec = models.get_weights_spec(name)
+    except KeyError:
+        return False
+    return spec.recipe is not None and find_weights(spec.filename) is None
+
+
+class TrainingNotice(W.VBox):
+    """A message and a progress bar shown while a model trains on first use.
+
+    The bar follows the elapsed time against the expected duration (:data:`EXPECTED_SECONDS`;
+    it never claims to be done before training returns) and ends on "trained in … s".
+    """
+
+    def __init__(self) -> None:
+        self.message = W.HTML()
+        self.bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info", layout=W.Layout(width="320px"))
+        self._lock = threading.Lock()
+        self._active = False
+        super().__init__([self.message, self.bar], layout=W.Layout(display="none"))
+        self.add_class("advviz-first-use")
+
+    def run(self, name: str, load: Callable[[], nn.Module]) -> nn.Module:
+        """Call ``load()`` (which trains ``name``) while the notice counts the seconds; return its model."""
+        expected = EXPECTED_SECONDS.get(name, 60.0)
+        self.layout.display = None
+        self.bar.bar_style = "info"
+        self.bar.value = 0.0
+        what = html.escape(name)
+        with self._lock:
+            self._active = True
+            self.message.value = (f"<b>training {what} on first use</b> (about {expected:.0f} s, once: the weights "
+                                  "are cached for next time)…")
+        done = threading.Event()
+        t0 = time.perf_counter()
+
+        def tick() -> None:
+            while not done.wait(0.25):
+                el = time.perf_counter() - t0
+                with self._lock:
+                    if not self._active:
+                        return
+                    self.bar.value = min(0.95, el / expected)
+                    self.message.value = (f"<b>training {what} on first use</b> (about {expected:.0f} s, once: the "
+                                          f"weights are cached for next time)… {el:.1f} s")
+
+        ticker = threading.Thread(target=tick, daemon=True, name="advviz-first-use")
+        ticker.start()
+        try:
+            model = load()
+        except BaseException:
+            with self._lock:
+                self._active = False
+                self.bar.bar_style = "danger"
+                self.message.value = f"<b>training {what} failed</b> (see the error below)"
+            raise
+        finally:
+            done.set()
+            ticker.join()
+        with self._lock:
+            self._active = False
+            self.bar.value = 1.0
+            self.bar.bar_style = "success"
+            self.message.value = (f"{what} trained in {time.perf_counter() - t0:.1f} s on first use "
+                                  "(cached: next time it loads at once)")
+        return model
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return False
+    ip = get_ipython()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+def load_model(name: str, *, device: str | torch.device | None = None, notice: TrainingNotice | None = None,
+               show: bool = False) -> nn.Module:
+    """``advviz.models.load(name)``; when it trains on first use, through a :class:`TrainingNotice`.
+
+    Args:
+        notice: the notice to use (default: a new one).
+        show: display the notice now (in a notebook cell, before the explorer exists).
+    """
+    from advviz import models
+
+    if not needs_first_use_training(name):
+        return models.load(name, device=device)
+    notice = notice or TrainingNotice()
+    if show and _in_kernel():
+        from IPython.display import display
+
+        display(notice)
+    return notice.run(name, lambda: models.load(name, device=device))
+
+
+class Explorer(W.VBox):
+    """A header with the model chooser, the image picker, and tabs: CFR, attacks (with the attack's
+    trajectory), purifiers, feature maps, where the attack takes over (layer divergence), training.
+
+    Offline with no data it uses the digits and LeNet-5 (trained on first use, about 9 s, with
+    a message and a progress bar); with CIFAR-10 and the ResNet-20 weights available
+    (``$ADVVIZ_DATA``, ``$ADVVIZ_WEIGHTS``, or a network), CIFAR-10 and ResNet-20.
+
+    Every component follows a model change (from the header's menu or the Train tab): the
+    picker switches to the model's dataset, the attack budgets to the dataset's, the purifier
+    menu to what fits the model; the header's menu names the model in use.
 
     Args:
         model: pretrained entry name (default: :func:`~advviz.widgets._state.default_pairing`).
@@ -50,7 +169,11 @@ class Explorer(W.VBox):
         model = model or model_default
         dataset = dataset or model_dataset(model) or ds_default
         self.errors = ErrorArea()
-        self.state = ExplorerState.from_pretrained(model, device=device)
+        self.notice = TrainingNotice()
+        net = load_model(model, device=device, notice=self.notice, show=True)
+        ds = model_dataset(model)
+        self.state = ExplorerState(net, model_name=model, classes=dataset_classes(ds) if ds else None, device=device,
+                                   dataset=ds)
         quick = fast_mode() if quick is None else quick
         self.picker = ImagePicker(self.state, dataset=dataset, index=index)
         self.cfr = CFRView(self.state)
@@ -58,18 +181,24 @@ class Explorer(W.VBox):
         self.purifier_lab = PurifierLab(self.state)
         self.features = FeatureMapView(self.state)
         self.train_panel = TrainPanel(self.state)
-        choices = available_models()
-        self.model_choice = W.Dropdown(options=choices, value=model if model in choices else None,
-                                       description="model", layout=W.Layout(width="300px"))
+        self.takeover = TakeoverView(self.state)
+        self._choices = available_models()
+        self._quiet = False
+        self.model_choice = W.Dropdown(options=self._choices, value=model if model in self._choices else None,
+                                       description="model", layout=W.Layout(width="420px"))
+        self.model_choice.add_class("advviz-model-choice")
         self.model_choice.observe(self._on_model_choice, names="value")
         self.title = W.HTML()
         self.state.observe(self._on_model, "model")
-        self.tabs = W.Tab(children=[self.cfr, self.attack_lab, self.purifier_lab, self.features, self.train_panel])
-        for i, name in enumerate(["CFR / Grad-CAM", "Attack lab", "Purifiers", "Feature maps", "Train"]):
+        self.tabs = W.Tab(children=[self.cfr, self.attack_lab, self.purifier_lab, self.features, self.takeover,
+                                    self.train_panel])
+        # short titles: six tabs share 600 pixels in a 1024-pixel JupyterLab with its file browser open
+        for i, name in enumerate(TAB_TITLES):
             self.tabs.set_title(i, name)
         self._on_model(self.state)
         super().__init__(children=[
-            W.HBox([self.title, self.model_choice]),
+            W.HBox([self.title, self.model_choice], layout=W.Layout(flex_flow="row wrap")),
+            self.notice,
             self.picker,
             self.tabs,
             self.errors,
@@ -78,22 +207,25 @@ class Explorer(W.VBox):
 
     @guarded
     def _on_model_choice(self, change: dict[str, Any]) -> None:
-        from advviz import models
-
         name = change["new"]
-        if not name or name == self.state.model_name:
+        if self._quiet or not name or name == self.state.model_name or name not in self._choices:
             return
-        self.errors.message(f"loading {name}… (advviz-trained weights are trained on first use)")
-        model = models.load(name, device=self.state.device)
+        self.errors.message(f"loading {name}…")
+        model = load_model(name, device=self.state.device, notice=self.notice)
         ds = model_dataset(name)
-        from advviz.widgets._state import dataset_classes
-
-        self.state.set_model(model, name=name, classes=dataset_classes(ds) if ds else None)
-        if ds and ds in self.picker.dataset.options and self.picker.dataset.value != ds:
-            self.picker.dataset.value = ds
+        self.state.set_model(model, name=name, classes=dataset_classes(ds) if ds else None, dataset=ds)
         self.errors.clear()
 
     @guarded
     def _on_model(self, state: ExplorerState) -> None:
+        name = state.model_name
+        opts = list(self._choices) + ([name] if name not in self._choices else [])
+        self._quiet = True  # the menu names the model in use (also one trained in the Train tab)
+        try:
+            if list(self.model_choice.options) != opts:
+                self.model_choice.options = opts
+            self.model_choice.value = name
+        finally:
+            self._quiet = False
         self.title.value = (f'<div style="font-family:sans-serif;font-size:15px;padding:4px 8px 4px 0">'
-                            f"<b>advviz explorer</b> — model <code>{html.escape(state.model_name)}</code></div>")
+                            f"<b>advviz explorer</b> — model <code>{html.escape(name)}</code></div>")

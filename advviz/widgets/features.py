@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +26,41 @@ def _vgg16_untrained() -> nn.Module:
     return models.create("vgg16").eval()
 
 
+TILE = 76      # displayed size of one channel tile (pixels)
+BIG = 200      # displayed size of an enlarged channel
+
+
+class _Tile(W.VBox):
+    """One channel: its map (scaled to its own range) above a numbered button that enlarges it."""
+
+    def __init__(self, on_click: Any) -> None:
+        self.channel = -1
+        self.image = W.Image(format="png", layout=W.Layout(width=f"{TILE}px", height=f"{TILE}px",
+                                                           object_fit="contain"))
+        self.button = W.Button(description="", layout=W.Layout(width=f"{TILE}px", height="24px", padding="0"))
+        self.button.add_class("advviz-fmap-channel")
+        self.button.on_click(lambda _b: on_click(self.channel))
+        super().__init__([self.image, self.button], layout=W.Layout(flex="0 0 auto", margin="0 4px 4px 0"))
+
+    def show(self, channel: int, png: bytes, *, selected: bool) -> None:
+        self.channel = channel
+        self.image.value = png
+        self.button.description = f"ch {channel}"
+        self.button.tooltip = f"enlarge channel {channel}"
+        self.button.button_style = "info" if selected else ""
+        self.layout.display = None
+
+    def hide(self) -> None:
+        self.channel = -1
+        self.layout.display = "none"
+
+
 class FeatureMapView(W.VBox):
     """Layer dropdown and a grid of channels for the current image (and the adversarial one).
+
+    Each channel is a numbered tile (scaled to its own range, so that its pattern shows);
+    clicking its number enlarges it, clean beside adversarial, with a colour bar in the
+    layer's activation units.
 
     Feature maps come from ``advviz.explain.feature_maps``: its ``vgg16_blocks`` preset for a
     VGG-16, the end of each stage for other models, or every spatial layer ("all layers") and are cached per image and network; changing the layer or
@@ -58,10 +92,20 @@ class FeatureMapView(W.VBox):
         self.page_label = W.HTML()
         self.compare = W.Checkbox(value=True, description="beside the adversarial image", indent=False)
         self.all_layers = W.Checkbox(value=False, description="all layers (not only stage ends)", indent=False)
-        self.clean_grid = W.Image(format="png")
+        self.channel = 0  # the enlarged channel
+        self.clean_tiles = [_Tile(self._enlarge_clicked) for _ in range(channels)]
+        self.adv_tiles = [_Tile(self._enlarge_clicked) for _ in range(channels)]
+        width = f"{cols * (TILE + 4) + 4}px"  # `cols` tiles a row where there is room, fewer where not
+        self.clean_grid = W.HBox(self.clean_tiles, layout=W.Layout(flex_flow="row wrap", width=width, max_width="100%"))
         self.clean_grid.add_class("advviz-fmap-clean")
-        self.adv_grid = W.Image(format="png")
+        self.adv_grid = W.HBox(self.adv_tiles, layout=W.Layout(flex_flow="row wrap", width=width, max_width="100%"))
         self.adv_caption = W.HTML()
+        self.tile_scale = W.HTML(R.colorbar_html("viridis", 0, 1, fmt="{:.0f}", width=cols * (TILE + 4),
+                                                 label="each tile: its own minimum (0) to maximum (1)"))
+        self.big_clean = R.ImageSlot("click a channel number to enlarge it", size=BIG, css_class="advviz-fmap-big")
+        self.big_adv = R.ImageSlot("run an attack to compare", size=BIG)
+        self.big_caption = W.HTML()
+        self.big_scale = W.HTML()
         self._refresh_networks()
         self.network.observe(self._on_network, names="value")
         self.layer.observe(self._on_render, names="value")
@@ -72,10 +116,13 @@ class FeatureMapView(W.VBox):
         state.observe(self._on_image, "model")
         state.observe(self._on_adv, "adversarial")
         super().__init__(children=[
-            W.HBox([self.network, self.layer, self.all_layers]),
-            W.HBox([self.page, self.page_label, self.compare]),
-            W.HBox([W.VBox([W.HTML("<b>clean</b>"), self.clean_grid]),
-                    W.VBox([self.adv_caption, self.adv_grid])]),
+            R.row(self.network, self.layer, self.all_layers),
+            R.row(self.page, self.page_label, self.compare),
+            R.row(W.VBox([W.HTML("<b>clean</b>"), self.clean_grid, self.tile_scale],
+                         layout=W.Layout(flex="0 1 auto", max_width="100%")),
+                  W.VBox([self.adv_caption, self.adv_grid], layout=W.Layout(flex="0 1 auto", max_width="100%"))),
+            self.big_caption,
+            R.row(R.captioned(self.big_clean, "clean"), R.captioned(self.big_adv, "adversarial"), self.big_scale),
             self.errors,
         ])
         if state.x is not None:
@@ -139,16 +186,55 @@ class FeatureMapView(W.VBox):
         self.page.observe(self._on_render, names="value")
         lo = self.page.value * self.per_page
         hi = min(k, lo + self.per_page)
-        self.page_label.value = f"{lo}–{hi - 1} of {k} ({fm.shape[1]}×{fm.shape[2]})"
-        scale = R.display_scale(fm.shape[1], fm.shape[2], target=48)
-        self.clean_grid.value = R.png(R.grid(fm[lo:hi], cols=self.cols), scale=scale)
+        self.page_label.value = f"channels {lo}–{hi - 1} of {k} ({fm.shape[1]}×{fm.shape[2]} each)"
+        if not lo <= self.channel < hi:
+            self.channel = lo
+        scale = R.display_scale(fm.shape[1], fm.shape[2], target=TILE)
         adv = self.maps("adversarial") if self.compare.value else {}
+        for tiles, maps in ((self.clean_tiles, fm), (self.adv_tiles, adv[self.layer.value][0] if adv else None)):
+            for j, tile in enumerate(tiles):
+                c = lo + j
+                if maps is None or c >= hi:
+                    tile.hide()
+                    continue
+                m = maps[c]
+                tile.show(c, R.png(R.colorize(m - m.min(), "viridis"), scale=scale), selected=c == self.channel)
         if adv:
             self.adv_caption.value = f"<b>adversarial ({self.state.attack})</b>"
-            self.adv_grid.value = R.png(R.grid(adv[self.layer.value][0][lo:hi], cols=self.cols), scale=scale)
         else:
             self.adv_caption.value = ("<i>run an attack to compare</i>" if self.compare.value else "")
-            self.adv_grid.value = b""
+        self.enlarge(self.channel)
+
+    def enlarge(self, channel: int) -> None:
+        """Show channel ``channel`` of the current layer large, clean beside adversarial, on one colour scale."""
+        clean = self.maps("clean")
+        if not clean:
+            return
+        fm = clean[self.layer.value][0]
+        if not 0 <= channel < fm.shape[0]:
+            raise ValueError(f"layer {self.layer.value} has channels 0..{fm.shape[0] - 1}, not {channel}")
+        self.channel = channel
+        adv = self.maps("adversarial") if self.compare.value else {}
+        am = adv[self.layer.value][0][channel] if adv else None
+        cm = fm[channel]
+        lo = float(cm.min()) if am is None else min(float(cm.min()), float(am.min()))
+        hi = float(cm.max()) if am is None else max(float(cm.max()), float(am.max()))
+        span = hi - lo if hi > lo else 1.0
+        scale = R.display_scale(cm.shape[0], cm.shape[1], target=BIG)
+        self.big_clean.value = R.png(R.colorize(cm - lo, "viridis", vmax=span), scale=scale)
+        self.big_adv.value = R.png(R.colorize(am - lo, "viridis", vmax=span), scale=scale) if am is not None else b""
+        self.big_caption.value = f"<b>channel {channel} of {html.escape(str(self.layer.value))}</b>"
+        self.big_scale.value = R.colorbar_html("viridis", lo, hi, fmt="{:.3g}", width=BIG,
+                                               label="activation value (both images on this scale)")
+        for tiles in (self.clean_tiles, self.adv_tiles):
+            for t in tiles:
+                if t.channel >= 0:
+                    t.button.button_style = "info" if t.channel == channel else ""
+
+    @guarded
+    def _enlarge_clicked(self, channel: int) -> None:
+        if channel >= 0:
+            self.enlarge(channel)
 
     @guarded
     def _on_render(self, change: dict[str, Any]) -> None:
@@ -159,6 +245,12 @@ class FeatureMapView(W.VBox):
         self._cache.clear()
         self.render()
 
+    def _blank(self) -> None:
+        for t in self.clean_tiles + self.adv_tiles:
+            t.hide()
+        self.big_clean.value = self.big_adv.value = b""
+        self.big_caption.value = self.big_scale.value = self.adv_caption.value = ""
+
     @guarded
     def _on_image(self, state: ExplorerState) -> None:
         self.errors.clear()
@@ -166,6 +258,8 @@ class FeatureMapView(W.VBox):
         self._refresh_networks()
         if state.x is not None and tuple(state.x.shape) == state.input_size:
             self.render()
+        else:
+            self._blank()
 
     @guarded
     def _on_adv(self, state: ExplorerState) -> None:

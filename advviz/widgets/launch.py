@@ -1,13 +1,16 @@
-"""``advviz explore``: open JupyterLab on the explorer notebook, bound to 127.0.0.1.
+"""``advviz explore``: open JupyterLab on a working copy of the explorer notebook, bound to 127.0.0.1.
 
-Which notebook: when advviz runs from a repository checkout, ``notebooks/00_explorer.ipynb``
-beside the package; otherwise (an installed wheel) a copy generated from
-:mod:`advviz.widgets._notebook` is written once to ``<advviz cache>/notebooks/`` and opened
-from there (an existing copy is kept, with the user's edits).
+Which notebook: the explorer opens a *working copy*, ``<advviz cache>/explorer/00_explorer.ipynb``
+(:func:`working_copy`), never the repository's ``notebooks/00_explorer.ipynb``: JupyterLab
+autosaves outputs, and saved widget outputs show "Error: widget model not found" when the
+notebook is reopened. The copy is made from the repository's notebook (or, in an installed
+wheel, from :mod:`advviz.widgets._notebook`) the first time; later launches keep the user's
+edits and clear the saved outputs.
 
 The server gets a random token and a free port (unless one is given), listens on 127.0.0.1
-only, and the URL (with the token) is printed; a browser is opened only when asked and a
-display is available.
+only, writes its log to ``<advviz cache>/explorer/jupyterlab.log`` (the path is printed with
+the URL), and runs with JupyterLab's news and update checks off (:data:`QUIET_LAB_ARGS`); a
+browser is opened only when asked and a display is available.
 """
 
 from __future__ import annotations
@@ -30,9 +33,33 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["find_notebook", "free_port", "LabServer", "start", "main"]
+__all__ = ["find_notebook", "working_copy", "lab_command", "free_port", "LabServer", "start", "main",
+           "QUIET_LAB_ARGS"]
 
 NOTEBOOK = "00_explorer.ipynb"
+
+#: JupyterLab options for the explorer's server: no news fetched (a news URL of None; an empty
+#: one does not), no update check.
+QUIET_LAB_ARGS = ("--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
+#: The plugin that asks "Would you like to get notified about official Jupyter news?" whatever the
+#: server's news URL; the explorer's server disables it through a page config of its own.
+ANNOUNCEMENTS_PLUGIN = "@jupyterlab/apputils-extension:announcements"
+
+
+def quiet_config_dir() -> Path:
+    """A Jupyter config folder (prepended to ``JUPYTER_CONFIG_PATH`` for the explorer's server only)
+    whose ``labconfig/page_config.json`` disables the news pop-up; the user's own settings are untouched."""
+    import json
+
+    from advviz._paths import cache_dir
+
+    base = cache_dir() / "explorer" / "jupyter-config"
+    page = base / "labconfig" / "page_config.json"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    want = {"disabledExtensions": {ANNOUNCEMENTS_PLUGIN: True}}
+    if not page.is_file() or json.loads(page.read_text() or "{}") != want:
+        page.write_text(json.dumps(want, indent=1))
+    return base
 
 
 def find_notebook() -> Path:
@@ -48,6 +75,39 @@ def find_notebook() -> Path:
     if not user.is_file():
         write_notebook(user)
     return user
+
+
+def working_copy(folder: str | os.PathLike[str] | None = None) -> Path:
+    """The notebook ``advviz explore`` opens: a copy outside the repository, outputs cleared.
+
+    Made from :func:`find_notebook` when missing; an existing copy keeps its cells (the user's
+    edits) and loses its saved outputs, so that no stale widget output is shown on reopening.
+
+    Args:
+        folder: where the copy lives (default ``<advviz cache>/explorer``).
+    """
+    import shutil
+
+    import nbformat
+
+    from advviz._paths import cache_dir
+
+    base = Path(folder) if folder is not None else cache_dir() / "explorer"
+    base.mkdir(parents=True, exist_ok=True)
+    copy = base / NOTEBOOK
+    if not copy.is_file():
+        shutil.copyfile(find_notebook(), copy)
+    nb = nbformat.read(str(copy), as_version=4)
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
+            cell.outputs, cell.execution_count = [], None
+            changed = True
+    if nb.metadata.pop("widgets", None) is not None:  # saved widget state: stale in a new kernel
+        changed = True
+    if changed:
+        nbformat.write(nb, str(copy))
+    return copy
 
 
 def free_port() -> int:
@@ -85,6 +145,16 @@ def _has_display() -> bool:
     return True
 
 
+def lab_command(port: int, token: str, root: Path, extra_args: Sequence[str] = ()) -> list[str]:
+    """The ``jupyter lab`` command line: 127.0.0.1 only, this port and token, no browser, no news."""
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={root}", *QUIET_LAB_ARGS, *extra_args]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers often run as root
+        cmd.append("--allow-root")
+    return cmd
+
+
 def start(port: int = 0, *, notebook: str | os.PathLike[str] | None = None, token: str | None = None,
           env: Mapping[str, str] | None = None, extra_args: Sequence[str] = (), timeout: float = 120.0,
           log_path: str | os.PathLike[str] | None = None) -> LabServer:
@@ -92,7 +162,7 @@ def start(port: int = 0, *, notebook: str | os.PathLike[str] | None = None, toke
 
     Args:
         port: TCP port; 0 picks a free one.
-        notebook: the notebook to open (default :func:`find_notebook`); its folder is the root.
+        notebook: the notebook to open (default :func:`working_copy`); its folder is the root.
         token: access token (default: a random one).
         env: extra environment variables for the server and its kernels.
         extra_args: extra ``jupyter lab`` arguments.
@@ -102,18 +172,18 @@ def start(port: int = 0, *, notebook: str | os.PathLike[str] | None = None, toke
     Raises:
         RuntimeError: the server exited or did not answer in time (its log is quoted).
     """
-    nb = Path(notebook) if notebook is not None else find_notebook()
+    nb = Path(notebook) if notebook is not None else working_copy()
     if not nb.is_file():
         raise FileNotFoundError(f"notebook not found: {nb}")
     port = port or free_port()
     token = token or secrets.token_hex(16)
     root = nb.resolve().parent
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root}", *extra_args]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers often run as root
-        cmd.append("--allow-root")
+    cmd = lab_command(port, token, root, extra_args)
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
+    paths = [str(quiet_config_dir())] + [p for p in full_env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p]
+    full_env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(paths)
     log = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(root))
     base = f"http://127.0.0.1:{port}"
@@ -148,9 +218,15 @@ def main(port: int = 0, open_browser: bool = True, report: Callable[[str], None]
     Returns:
         0 after a clean shutdown, else the server's exit status.
     """
+    from advviz._paths import cache_dir
+
     say = report or log.info
-    server = start(port)
+    nb = working_copy()
+    log_path = cache_dir() / "explorer" / "jupyterlab.log"
+    server = start(port, notebook=nb, log_path=log_path)
     say(f"advviz explorer: {server.url}")
+    say(f"notebook (a working copy; the repository's stays clean): {nb}")
+    say(f"server log: {log_path}")
     if open_browser and _has_display():
         webbrowser.open(server.url)
     elif open_browser:

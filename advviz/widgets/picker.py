@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import io
 from typing import Any
 
 import ipywidgets as W
@@ -12,7 +13,41 @@ from advviz.widgets import _render as R
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._state import ExplorerState, available_datasets, dataset_classes, model_dataset
 
-__all__ = ["ImagePicker"]
+__all__ = ["ImagePicker", "ACCEPTED_FORMATS", "read_upload"]
+
+#: What the upload button takes (Pillow reads all of them).
+ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WebP")
+UPLOAD = -2  # the class menu's entry while the current image is an upload
+
+
+def read_upload(content: bytes, name: str, size: tuple[int, int, int]) -> torch.Tensor:
+    """Decode an uploaded file into the model's ``(C, H, W)``: centre-cropped to its aspect, then resized.
+
+    Args:
+        content: the file's bytes. name: its name (for the message).
+        size: the model's ``(C, H, W)``.
+
+    Raises:
+        ValueError: not an image Pillow can read; the message names the file and the formats.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from advviz import data
+
+    c, h, w = size
+    try:
+        with Image.open(io.BytesIO(bytes(content))) as im:
+            im.load()
+            img = im.copy()
+    except (UnidentifiedImageError, OSError):
+        raise ValueError(f"“{name}” is not an image the explorer can read. Upload a "
+                         f"{', '.join(ACCEPTED_FORMATS[:-1])} or {ACCEPTED_FORMATS[-1]} file.") from None
+    iw, ih = img.size
+    if iw * h != ih * w:  # centre crop to the model's aspect ratio instead of squashing
+        cw, ch = (iw, round(iw * h / w)) if iw * h < ih * w else (round(ih * w / h), ih)
+        left, top = (iw - cw) // 2, (ih - ch) // 2
+        img = img.crop((left, top, left + cw, top + ch))
+    return data.load_image(img, size=(h, w), channels=c)
 
 
 class ImagePicker(W.VBox):
@@ -20,7 +55,11 @@ class ImagePicker(W.VBox):
 
     The chosen image becomes ``state``'s current image (converted to the model's input size and
     channels with :func:`advviz.data.load_image` when they differ). Shows the true label, the
-    prediction and its confidence; the prediction is refreshed when the model changes.
+    prediction and its confidence; the prediction is refreshed when the model changes, and when
+    the new model was trained on another dataset the picker switches to that dataset.
+
+    An upload is centre-cropped to the model's aspect ratio and resized; while it is the current
+    image the class menu says so and a "true label" menu lets the user name its class.
 
     Args:
         state: the shared :class:`ExplorerState`.
@@ -42,6 +81,8 @@ class ImagePicker(W.VBox):
         self.data: Any = None
         self._indices: torch.Tensor = torch.zeros(0, dtype=torch.long)
         self._busy = False
+        self._upload: tuple[str, bytes] | None = None  # (name, bytes) of the upload in use
+        self._klass_before = -1  # the class filter to go back to after an upload
         self.dataset = W.Dropdown(options=names, value=dataset, description="dataset", layout=W.Layout(width="220px"))
         self.split = W.Dropdown(options=["test", "train"], value=split, description="split",
                                 layout=W.Layout(width="180px"))
@@ -49,10 +90,15 @@ class ImagePicker(W.VBox):
         self.index = W.IntSlider(value=0, min=0, max=0, description="index", continuous_update=False,
                                  layout=W.Layout(width="420px"))
         self.random = W.Button(description="random", icon="random", layout=W.Layout(width="100px"))
-        self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload image")
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload image",
+                                   tooltip="your own image: " + ", ".join(ACCEPTED_FORMATS))
         self.upload.add_class("advviz-upload")
-        self.image = W.Image(format="png", layout=W.Layout(width="160px", height="160px", object_fit="contain"))
-        self.image.add_class("advviz-picker-image")
+        self.upload_help = W.HTML(f'<span style="font-size:12px;color:#555">{", ".join(ACCEPTED_FORMATS)}; '
+                                  "centre-cropped to the model's aspect ratio</span>")
+        self.true_label = W.Dropdown(options=[("unknown", -1)], value=-1, description="true label",
+                                     layout=W.Layout(width="220px", display="none"))
+        self.true_label.add_class("advviz-true-label")
+        self.image = R.ImageSlot("no image yet", size=160, css_class="advviz-picker-image")
         self.info = W.HTML()
         self.info.add_class("advviz-picker-info")
         self.dataset.observe(self._on_dataset, names="value")
@@ -61,13 +107,14 @@ class ImagePicker(W.VBox):
         self.index.observe(self._on_index, names="value")
         self.random.on_click(self._on_random)
         self.upload.observe(self._on_upload, names="value")
-        state.observe(self._on_model, "model")
+        self.true_label.observe(self._on_true_label, names="value")
+        state.observe(self._on_model, "model", last=True)
         state.observe(self._on_image, "image")
         super().__init__(children=[
-            W.HBox([self.dataset, self.split, self.klass]),
-            W.HBox([self.index, self.random]),
-            self.upload,
-            W.HBox([self.image, self.info]),
+            R.row(self.dataset, self.split, self.klass),
+            R.row(self.index, self.random),
+            R.row(self.upload, self.upload_help, self.true_label),
+            R.row(self.image, self.info),
             self.errors,
         ])
         self._load(index=index)
@@ -78,18 +125,36 @@ class ImagePicker(W.VBox):
 
         self.errors.clear()
         self.data = data.load(self.dataset.value, self.split.value)
-        classes = list(getattr(self.data, "classes", None) or dataset_classes(self.dataset.value))
         self._busy = True
         try:
-            self.klass.options = [("all", -1)] + [(f"{i}: {c}" if c != str(i) else c, i) for i, c in enumerate(classes)]
+            self.klass.options = self._class_options()
             self.klass.value = -1
         finally:
             self._busy = False
         self._filter(index)
 
+    def _class_options(self, upload: bool = False) -> list[tuple[str, int]]:
+        classes = list(getattr(self.data, "classes", None) or dataset_classes(self.dataset.value))
+        head = [("(your upload)", UPLOAD)] if upload else []
+        return head + [("all", -1)] + [(f"{i}: {c}" if c != str(i) else c, i) for i, c in enumerate(classes)]
+
+    def _leave_upload(self) -> None:
+        """Back to browsing the dataset: the class menu and the true-label menu lose the upload."""
+        if self._upload is None:
+            return
+        self._upload = None
+        self._busy = True
+        try:
+            cur = self.klass.value
+            self.klass.options = self._class_options()
+            self.klass.value = cur if cur != UPLOAD else self._klass_before
+        finally:
+            self._busy = False
+        self.true_label.layout.display = "none"
+
     def _filter(self, index: int = 0) -> None:
         labels = self.data.labels if hasattr(self.data, "labels") else torch.tensor([int(y) for _, y in self.data])
-        k = self.klass.value
+        k = self.klass.value if self.klass.value != UPLOAD else -1
         self._indices = torch.arange(len(labels)) if k == -1 else torch.nonzero(labels == k).flatten()
         if len(self._indices) == 0:
             raise ValueError(f"no image of class {k} in {self.dataset.value}/{self.split.value}")
@@ -105,6 +170,7 @@ class ImagePicker(W.VBox):
         """Make image ``position`` of the filtered dataset the current image."""
         from advviz import data
 
+        self._leave_upload()
         i = int(self._indices[position])
         x, y = self.data[i]
         c, h, w = self.state.input_size
@@ -117,11 +183,12 @@ class ImagePicker(W.VBox):
     # ------------------------------------------------------------------------------- callbacks
     @guarded
     def _on_dataset(self, change: dict[str, Any]) -> None:
-        self._load(0)
+        if not self._busy:
+            self._load(0)
 
     @guarded
     def _on_class(self, change: dict[str, Any]) -> None:
-        if not self._busy:
+        if not self._busy and change["new"] != UPLOAD:
             self._filter(0)
 
     @guarded
@@ -137,23 +204,63 @@ class ImagePicker(W.VBox):
 
     @guarded
     def _on_upload(self, change: dict[str, Any]) -> None:
-        from advviz import data
-
         files = change["new"]
         if not files:
             return
         f = files[0]
-        c, h, w = self.state.input_size
-        x = data.load_image(bytes(f["content"]), size=(h, w), channels=c)
+        self.use_upload(bytes(f["content"]), str(f.get("name") or "image"))
+
+    def use_upload(self, content: bytes, name: str, label: int | None = None) -> None:
+        """Make an uploaded file the current image (as the upload button does), with label ``label``."""
+        x = read_upload(content, name, self.state.input_size)
         self.errors.clear()
-        self.state.set_image(x, None, source=f"upload: {f.get('name', 'image')} (resized to {c}x{h}x{w})")
+        if self._upload is None:
+            self._klass_before = self.klass.value
+        self._upload = (name, bytes(content))
+        self._busy = True
+        try:
+            self.klass.options = self._class_options(upload=True)
+            self.klass.value = UPLOAD
+            self._label_options()
+            self.true_label.value = -1 if label is None else int(label)
+        finally:
+            self._busy = False
+        self.true_label.layout.display = None
+        c, h, w = self.state.input_size
+        self.state.set_image(x, label, source=f"upload: {name} (centre-cropped, resized to {c}x{h}x{w})")
+
+    def _label_options(self) -> None:
+        st = self.state
+        opts = [("unknown", -1)] + [(st.class_name(i), i) for i in range(len(st.classes))]
+        if list(self.true_label.options) != opts:
+            self.true_label.options = opts
+
+    @guarded
+    def _on_true_label(self, change: dict[str, Any]) -> None:
+        if self._busy or self._upload is None:
+            return
+        self.state.set_label(None if change["new"] == -1 else int(change["new"]))
 
     @guarded
     def _on_model(self, state: ExplorerState) -> None:
-        if state.x is None:
+        ds = model_dataset(state.model_name)
+        if ds and ds != self.dataset.value and ds in self.dataset.options and self._upload is None:
+            self._busy = True  # follow the model's dataset
+            try:
+                self.dataset.value = ds
+            finally:
+                self._busy = False
+            self._load(0)
             return
-        if tuple(state.x.shape) != state.input_size and not state.source.startswith("upload"):
-            self.select(self.index.value)
+        if state.x is None or tuple(state.x.shape) != state.input_size:
+            if self._upload is not None:
+                name, content = self._upload
+                label = self.true_label.value if self.true_label.value != -1 else None
+                if label is not None and label >= len(state.classes):
+                    label = None
+                self.use_upload(content, name, label)
+            else:
+                self.select(self.index.value)
         else:
             self._show(state)
 
@@ -162,7 +269,10 @@ class ImagePicker(W.VBox):
         self._show(state)
 
     def _show(self, state: ExplorerState) -> None:
-        assert state.x is not None
+        if state.x is None:
+            self.image.value = b""
+            self.info.value = ""
+            return
         self.image.value = R.png(R.to_uint8(state.x), scale=R.display_scale(*state.x.shape[1:], target=160))
         pred = state.predict()
         ok = state.y is not None and pred.label == state.y

@@ -47,7 +47,7 @@ class _Progress:
         p = self.panel
         p.progress.value = state.epoch * state.batches_per_epoch
         p.history = list(state.history)
-        p.plot.value = R.history_png(p.history, batch_losses=p.batch_losses)
+        p.plot.value = R.history_svg(p.history, batch_losses=p.batch_losses)
         h = state.history[-1]
         extra = f", held-out accuracy {h['val_accuracy']:.3f}" if "val_accuracy" in h else ""
         p.status.value = f"epoch {h['epoch']}: loss {h['loss']:.4f}, accuracy {h['accuracy']:.3f}{extra}"
@@ -103,14 +103,17 @@ class TrainPanel(W.VBox):
         self.stop_button = W.Button(description="Stop", icon="stop", button_style="warning", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=1, description="progress", layout=W.Layout(width="420px"))
         self.status = W.HTML()
-        self.plot = W.Image(format="png")
+        self.plot = W.HTML(R.placeholder_html("the loss and accuracy curves appear here once training starts", 180)
+                           .replace("width:178px", "width:420px"))
+        self.plot.add_class("advviz-train-plot")
         self.start_button.on_click(self._on_start)
         self.stop_button.on_click(self._on_stop)
+        state.observe(self._on_model, "model")
         super().__init__(children=[
-            W.HBox([self.arch, self.dataset]),
-            W.HBox([self.epochs, self.lr]),
-            W.HBox([self.batch_size, self.train_images]),
-            W.HBox([self.start_button, self.stop_button, self.progress]),
+            R.row(self.arch, self.dataset),
+            R.row(self.epochs, self.lr),
+            R.row(self.batch_size, self.train_images),
+            R.row(self.start_button, self.stop_button, self.progress),
             self.status,
             self.plot,
             self.errors,
@@ -168,7 +171,7 @@ class TrainPanel(W.VBox):
         self.progress.value = 0
         self.progress.bar_style = "info"
         self.status.value = f"training {html.escape(name)} on {len(train_data)} images…"
-        self.plot.value = R.history_png([])
+        self.plot.value = R.history_svg([])
         self.start_button.disabled = True
         self.stop_button.disabled = False
         self._done.clear()
@@ -202,7 +205,8 @@ class TrainPanel(W.VBox):
             r = self.result
             if r.epochs_completed > 0:
                 self.progress.bar_style = "success" if not r.interrupted else "warning"
-                self.state.set_model(model, name=f"{name} ({r.epochs_completed} ep)", classes=classes)
+                self.state.set_model(model, name=f"{name} ({r.epochs_completed} ep)", classes=classes,
+                                     dataset=self.dataset.value)
                 self.status.value = (f"{'stopped; kept' if r.interrupted else 'done:'} {r.epochs_completed} complete "
                                      f"epoch(s); the explorer now uses this model "
                                      f"(held-out accuracy {r.last.get('val_accuracy', float('nan')):.3f})")
@@ -213,6 +217,12 @@ class TrainPanel(W.VBox):
             self.progress.bar_style = "danger"
             self.status.value = "training failed"
             raise
+
+    @guarded
+    def _on_model(self, state: ExplorerState) -> None:
+        ds = state.dataset
+        if not self.running and ds and ds in self.dataset.options and ds != self.dataset.value:
+            self.dataset.value = ds  # train on the data the current model takes
 
     @guarded
     def _on_start(self, _button: W.Button | None = None) -> None:

@@ -1,10 +1,15 @@
 """End-to-end: the explorer notebook in JupyterLab, driven by headless Chromium (Playwright).
 
 Starts JupyterLab through :func:`advviz.widgets.launch.start` on a free 127.0.0.1 port with a
-token and throw-away config/settings/workspace/runtime folders, opens
-``notebooks/00_explorer.ipynb``, runs all cells, moves the τ slider with the keyboard and checks
-that the rendered mask ``<img>`` changed, uploads an image through the FileUpload's file input,
-and saves screenshots under ``test-output/e2e/``.
+token and throw-away config/settings/workspace/runtime folders, opens a copy of
+``notebooks/00_explorer.ipynb`` and, at 1024x768 (a projector) and at 1920x1080: runs all cells
+and checks that the explorer stays on its first tab; that no image is broken or squashed and
+nothing is cut off; moves the τ slider with the keyboard and checks that the rendered mask
+``<img>`` changed; runs an attack and checks that the status reads "done" (and still does a
+second later); scrubs a PGD trajectory and opens the "Takeover" tab; switches the header's
+model and checks that no error box appears; uploads an
+image through the FileUpload's file input (1024x768 only). Screenshots go to
+``test-output/e2e/<width>x<height>_*.png``.
 
 Needs ``/usr/bin/chromium`` (Debian's ``chromium`` package); skipped with that reason otherwise.
 Run: ``pytest -m e2e tests/e2e`` (about 1-2 minutes on 2 cores).
@@ -57,8 +62,7 @@ def lab(tmp_path_factory):
     shutil.copy(launch.find_notebook(), nb)
     OUT.mkdir(parents=True, exist_ok=True)
     server = launch.start(0, notebook=nb, env=env, log_path=OUT / "jupyterlab.log",
-                          extra_args=["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
-                                      "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"])
+                          extra_args=["--LabApp.expose_app_in_browser=True"])
     try:
         yield server
     finally:
@@ -86,16 +90,40 @@ def _png(path: Path) -> None:
     Image.new("RGB", (64, 48), (200, 30, 30)).save(path)
 
 
-def test_explorer_in_a_real_browser(lab, tmp_path):
+# displayed <img> elements of the explorer that are broken (no pixels) or squashed (every image
+# the explorer shows sits in a square box: a non-square box means the layout squeezed it)
+# (or cut off: reaching past the right edge of the tab panel that holds it)
+BAD_IMAGES = """() => Array.from(document.querySelectorAll('.advviz-explorer img')).filter(i => i.offsetParent !== null)
+  .map(i => { const r = i.getBoundingClientRect(); const box = i.closest('.jupyter-widgets.widget-tab-contents, .lm-TabPanel-stackedPanel, .advviz-explorer').getBoundingClientRect();
+              return {w: r.width, h: r.height, ok: i.complete && i.naturalWidth > 0, inside: r.right <= box.right + 1,
+                      cls: i.className}; })
+  .filter(r => !r.ok || !r.inside || Math.abs(r.w - r.h) > 2 || r.w < 60)"""
+NEWS = "text=Would you like to get notified about official Jupyter news"
+# the explorer's visible tab panel is wider than the space it has (something is cut off)
+OVERFLOW = """() => { const p = document.querySelector('.advviz-explorer .lm-TabPanel-stackedPanel, .advviz-explorer .widget-tab-contents');
+  const e = document.querySelector('.advviz-explorer'); return e.scrollWidth - e.clientWidth; }"""
+ERROR_BOXES = """() => Array.from(document.querySelectorAll('.advviz-error-box')).map(e => e.textContent.slice(0, 300))"""
+TAB = "() => { const t = document.querySelector('.advviz-explorer .lm-TabBar-tab.lm-mod-current'); return t && t.textContent; }"
+
+
+def _tab(page, title: str) -> None:
+    page.locator(f".advviz-explorer .lm-TabBar-tab:has-text('{title}')").first.click()
+    page.wait_for_timeout(500)
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (1920, 1080)], ids=["1024x768", "1920x1080"])
+def test_explorer_in_a_real_browser(lab, tmp_path, size):
     from playwright.sync_api import sync_playwright
 
+    width, height = size
+    tag = f"{width}x{height}"
     upload = tmp_path / "red.png"
     _png(upload)
     with sync_playwright() as p:
         # a fresh profile: launch_persistent_context passes it as --user-data-dir
         browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
                                                        headless=True, args=CHROMIUM_ARGS,
-                                                       viewport={"width": 1400, "height": 1000})
+                                                       viewport={"width": width, "height": height})
         try:
             page = browser.new_page()
             console: list[str] = []
@@ -103,20 +131,24 @@ def test_explorer_in_a_real_browser(lab, tmp_path):
             page.goto(lab.url, wait_until="domcontentloaded", timeout=120_000)
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
             page.wait_for_function(KERNEL_IDLE, timeout=120_000)
-            page.screenshot(path=str(OUT / "01_opened.png"))
+            page.screenshot(path=str(OUT / f"{tag}_01_opened.png"))
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_function(ALL_RUN, timeout=300_000)
-            # the notebook leaves the attack-lab tab selected: go back to the CFR tab
-            page.locator(".advviz-explorer .lm-TabBar-tab:has-text('CFR / Grad-CAM')").first.click()
+            # Run All leaves the explorer on its first tab (the notebook no longer switches it)
+            assert (page.evaluate(TAB) or "").strip() == "CFR"
             mask = page.locator("img.advviz-mask").first
             mask.wait_for(state="visible", timeout=30_000)
-            page.screenshot(path=str(OUT / "02_ran_all.png"), full_page=True)
-            errors = page.locator(".advviz-error").all_inner_texts()
-            assert not any(t.strip() for t in errors), errors
+            page.locator(".advviz-explorer").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(OUT / f"{tag}_02_ran_all.png"))
+            assert page.evaluate(ERROR_BOXES) == []
             assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] .jp-RenderedText:has-text('Traceback')").count() == 0
             # the seeded summary cell printed its checks
             summary = page.locator(".jp-OutputArea-output").all_inner_texts()
             assert any("within budget: True" in t for t in summary), summary[-3:]
+            assert page.evaluate(BAD_IMAGES) == []
+            assert page.evaluate(OVERFLOW) <= 1
+            assert page.locator(NEWS).count() == 0, "JupyterLab's news pop-up is shown"
 
             # move the tau slider of the first explorer with the keyboard
             before = mask.get_attribute("src")
@@ -135,24 +167,87 @@ def test_explorer_in_a_real_browser(lab, tmp_path):
             assert before_bytes[:4] == [137, 80, 78, 71] and after_bytes[:4] == [137, 80, 78, 71]  # PNG
             assert after_bytes != before_bytes, "the mask image's bytes did not change"
             mask.scroll_into_view_if_needed()
-            page.screenshot(path=str(OUT / "03_tau_moved.png"))
+            page.screenshot(path=str(OUT / f"{tag}_03_tau_moved.png"))
 
-            # upload an image through the FileUpload widget
-            info = page.locator(".advviz-picker-info").first
-            cam_before = page.locator("img.advviz-cam").first.get_attribute("src")
-            # ipywidgets' FileUpload keeps its <input type=file> out of the DOM and clicks it from
-            # the button: catch the file chooser it opens and set the file on that input
-            with page.expect_file_chooser(timeout=30_000) as chooser:
-                page.locator(".advviz-upload").first.click()
-            chooser.value.element.set_input_files(str(upload))
-            page.wait_for_function("() => document.querySelector('.advviz-picker-info').textContent.includes('upload: red.png')",
-                                   timeout=30_000)
-            assert "upload: red.png" in info.inner_text()
+            # the attack lab: Run, then the status reads "done" and stays so
+            _tab(page, "Attack lab")
+            page.locator(".advviz-attack-run").first.click()
+            page.wait_for_function("() => document.querySelector('.advviz-attack-status').textContent.startsWith('done')",
+                                   timeout=120_000)
+            page.wait_for_timeout(1500)
+            assert page.locator(".advviz-attack-status").first.inner_text().startswith("done")
             page.wait_for_function(KERNEL_IDLE, timeout=60_000)
-            page.wait_for_function("([sel, old]) => document.querySelector(sel).getAttribute('src') !== old",
-                                   arg=["img.advviz-cam", cam_before], timeout=30_000)  # Grad-CAM followed
-            info.scroll_into_view_if_needed()
-            page.screenshot(path=str(OUT / "04_uploaded.png"))
+            page.locator(".advviz-adv-image").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            assert page.evaluate(BAD_IMAGES) == [] and page.evaluate(OVERFLOW) <= 1
+            page.screenshot(path=str(OUT / f"{tag}_04_attack.png"))
+            # the attack's trajectory: the notebook's attack is FGSM (one step); run PGD for a scrubber
+            page.locator(".advviz-attack-name select").first.select_option("pgd")
+            page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+            page.locator(".advviz-attack-run").first.click()
+            page.wait_for_function("() => document.querySelector('.advviz-attack-status').textContent.startsWith('done')",
+                                   timeout=120_000)
+            page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+            page.locator(".advviz-traj-strip").first.wait_for(state="visible", timeout=30_000)
+            page.locator(".advviz-traj-info").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            assert page.evaluate(BAD_IMAGES) == []
+            assert "flip" in page.locator(".advviz-traj-strip").first.inner_text()
+            page.screenshot(path=str(OUT / f"{tag}_04b_trajectory.png"))
+            _tab(page, "Takeover")
+            page.locator(".advviz-takeover-chart svg").first.wait_for(state="visible", timeout=60_000)
+            page.wait_for_timeout(500)
+            assert page.evaluate(BAD_IMAGES) == [] and page.evaluate(ERROR_BOXES) == []
+            page.screenshot(path=str(OUT / f"{tag}_04c_takeover.png"))
+            _tab(page, "Purifiers")
+            page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+            assert page.evaluate(BAD_IMAGES) == []
+            page.screenshot(path=str(OUT / f"{tag}_05_purifiers.png"))
+            _tab(page, "Features")
+            page.locator(".advviz-fmap-channel").nth(2).click()
+            page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+            page.wait_for_timeout(500)
+            assert page.evaluate(BAD_IMAGES) == []
+            page.screenshot(path=str(OUT / f"{tag}_06_feature_maps.png"))
+
+            # switch the header's model: every component follows, no error box anywhere
+            select = page.locator(".advviz-model-choice select").first
+            options = [o for o in select.locator("option").all_inner_texts()]
+            current = select.input_value()
+            other = next(o for o in ("lenet5_digits", "resnet20_cifar10") if o in options and o != current)
+            select.scroll_into_view_if_needed()
+            select.select_option(other)
+            page.wait_for_timeout(1000)
+            page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+            page.wait_for_timeout(1000)
+            _tab(page, "Purifiers")
+            assert page.evaluate(ERROR_BOXES) == []
+            assert page.evaluate(BAD_IMAGES) == []
+            page.locator(".advviz-explorer").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(OUT / f"{tag}_07_model_switched.png"))
+            _tab(page, "Train")
+            assert page.evaluate(BAD_IMAGES) == []
+            page.screenshot(path=str(OUT / f"{tag}_08_train.png"))
+            _tab(page, "CFR")
+
+            if width == 1024:
+                # upload an image through the FileUpload widget
+                info = page.locator(".advviz-picker-info").first
+                cam_before = page.locator("img.advviz-cam").first.get_attribute("src")
+                # ipywidgets' FileUpload keeps its <input type=file> out of the DOM and clicks it from
+                # the button: catch the file chooser it opens and set the file on that input
+                with page.expect_file_chooser(timeout=30_000) as chooser:
+                    page.locator(".advviz-upload").first.click()
+                chooser.value.element.set_input_files(str(upload))
+                page.wait_for_function("() => document.querySelector('.advviz-picker-info').textContent.includes('upload: red.png')",
+                                       timeout=30_000)
+                assert "upload: red.png" in info.inner_text()
+                page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+                page.wait_for_function("([sel, old]) => document.querySelector(sel).getAttribute('src') !== old",
+                                       arg=["img.advviz-cam", cam_before], timeout=30_000)  # Grad-CAM followed
+                info.scroll_into_view_if_needed()
+                assert page.evaluate(ERROR_BOXES) == []
+                page.screenshot(path=str(OUT / f"{tag}_09_uploaded.png"))
         finally:
-            (OUT / "console.log").write_text("\n".join(console) if "console" in locals() else "")
+            (OUT / f"{tag}_console.log").write_text("\n".join(console) if "console" in locals() else "")
             browser.close()
