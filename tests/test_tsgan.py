@@ -291,3 +291,35 @@ def test_reproduction_rows_follow_the_contract(one_thread):
     json.dumps([r6, r10, r11])
     with pytest.raises(ValueError, match="unknown table"):
         P.run(table="99", quick=True)
+
+
+@pytest.mark.slow
+def test_inception_fid_features_use_the_google_input_transform():
+    """The Inception-v3 FID features feed (x - 0.5) / 0.5, what the Google weights expect
+    (torchvision's transform_input=True on ImageNet-normalised input); issue 15, point 10."""
+    import torch.nn.functional as F
+    import torchvision
+
+    from advviz.generative.fid import inception_features
+
+    torch.manual_seed(0)
+    ref = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False,
+                                          transform_input=True).eval()
+    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
+    net.load_state_dict(ref.state_dict())
+    ref.fc = nn.Identity()
+    feats = inception_features(net)
+    seen = []
+    net.Conv2d_1a_3x3.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach()))
+    x = torch.rand(2, 3, 32, 32)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    big = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        want = ref((big - mean) / std)
+        got = feats(x)
+    assert torch.allclose(seen[0], (big - 0.5) / 0.5, atol=1e-5)  # what the Google weights expect
+    assert got.shape == (2, 2048) and torch.allclose(got, want, atol=1e-4)
+    with pytest.raises(ValueError, match="transform_input=False"):
+        inception_features(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False,
+                                                           transform_input=True))

@@ -254,6 +254,32 @@ def test_imagenet_high_offline_raises_clearly(tmp_path, monkeypatch):
         ts.imagenet_high("alexnet9")
 
 
+@pytest.mark.slow
+def test_imagenet_high_inception_gets_the_input_its_weights_expect(tmp_path):
+    """Google's Inception-v3 weights expect (x - 0.5) / 0.5: torchvision reaches it from ImageNet
+    normalisation through transform_input=True. imagenet_high from a weight file must feed the
+    same numbers (issue 15, point 10: it fed ImageNet-normalised pixels with transform_input off)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    ref = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False,
+                                          transform_input=True).eval()
+    torch.save(ref.state_dict(), tmp_path / "inc.pth")
+    high = ts.imagenet_high("inception_v3", weights=tmp_path / "inc.pth")
+    x = torch.rand(2, 3, 80, 80)
+    seen = []
+    high.net.Conv2d_1a_3x3.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach()))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        got = high(x)
+        want = ref((x - mean) / std)  # torchvision's own path for these weights
+    assert high.net.transform_input is False
+    # what the first convolution sees: (x - 0.5) / 0.5, not ImageNet-normalised pixels
+    assert torch.allclose(seen[0], (x - 0.5) / 0.5, atol=1e-5)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Algorithm 2
 # ---------------------------------------------------------------------------------------------
