@@ -195,6 +195,32 @@ def test_interrupt_keeps_last_complete_epoch(one_thread, tmp_path):
     assert res2.epochs_completed == 2 and len(res2.history) == 2
 
 
+def test_stage2_starts_at_zero_perturbation(one_thread, monkeypatch):
+    """At the first stage-2 step G_adv is G_norm's copy and runs with the same BatchNorm
+    statistics: L_perturb == 0 (issue 15, point 12; it was 0.77 with G_adv in train mode)."""
+    import advviz.generative.tsgan as T
+
+    torch.manual_seed(0)
+    gan = _tiny()
+    x = torch.rand(64, 1, 28, 28)
+    gan.fit_normal(x, epochs=2, progress=False)
+    seen = []
+    orig = T.total_loss
+
+    def spy(**kw):
+        loss, parts = orig(**kw)
+        seen.append((parts["g_perturb"], float((kw["x_adv"] - kw["x_norm"]).abs().max())))
+        return loss, parts
+
+    monkeypatch.setattr(T, "total_loss", spy)
+    target = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    gan.fit_adversarial(x, target, [0], epochs=1, progress=False)
+    assert seen and seen[0][0] == pytest.approx(0.0, abs=1e-6) and seen[0][1] < 1e-6
+    assert gan.info["stage2_batchnorm"] == T.STAGE2_BATCHNORM
+    # training sees what generate() returns: the same eval-mode G_adv
+    assert not gan.g_adv["0"].training
+
+
 @pytest.mark.slow
 def test_quick_tsgan_targeted_asr_above_chance(one_thread, lenet_digits, digits_test):
     """A short quick run (stage 1: 12 epochs, stage 2: 10 epochs toward class 0) on the digits

@@ -179,6 +179,9 @@ def _cached_tsgan(path: Any, cfg: Any, targets: list[int], device: torch.device)
     if not path.is_file():
         return None
     gan = T.TSGAN.load(path, device=device)
+    if gan.info.get("stage2_batchnorm") != T.STAGE2_BATCHNORM:
+        log.info("ignoring %s: trained before stage 2 ran G_adv with G_norm's BatchNorm statistics", path)
+        return None
     if gan.config != cfg or gan.targets() != sorted(targets):
         log.info("ignoring %s: trained with another configuration", path)
         return None
@@ -249,7 +252,8 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
               "tsgan_config": cfg.__dict__ | {"betas": list(cfg.betas)},
               "advgan_config": acfg.__dict__, "targets": targets, "content_network": content.name,
               "fgsm": {"eps": eps}, "pgd": {"eps": eps, "alpha": 2.5 * eps / PGD_STEPS, "steps": PGD_STEPS},
-              "tsgan_epochs_done": gan.epochs_done, "target_model": gan.info.get("target_model")}
+              "tsgan_epochs_done": gan.epochs_done, "target_model": gan.info.get("target_model"),
+              "tsgan_stage2_batchnorm": T.STAGE2_BATCHNORM, "tsgan_content_normalisation": T.CONTENT_NORMALISATION}
     out = {"cfg": cfg, "acfg": acfg, "gan": gan, "gan_nc": gan_nc, "advgans": advgans, "target_model": target_model,
            "content": content, "x_tr": x_tr, "x_adv_tr": d["x_adv_tr"], "y_adv_tr": d["y_adv_tr"],
            "x_te": d["x_te"].to(device), "y_te": d["y_te"].to(device), "targets": targets, "dataset": dataset,
