@@ -188,6 +188,31 @@ class _Lin(nn.Module):
         return self.fc(x.flatten(1))
 
 
+def test_universal_type_i_is_fitted_on_other_images():
+    """With ``fit`` the universal perturbation comes from the fit set alone and is added to the
+    evaluated images (issue 15, point 18): it does not change when the evaluated images do."""
+    from advviz.attacks import universal_perturbation
+
+    torch.manual_seed(0)
+    det = ts.TwoStream(_Lin(16).eval(), _Lin(8).eval(), IDENT)
+    g = torch.Generator().manual_seed(3)
+    x_fit = torch.rand(6, 3, 8, 8, generator=g)
+    x1, x2 = torch.rand(4, 3, 8, 8, generator=g), torch.rand(4, 3, 8, 8, generator=g)
+    with torch.no_grad():  # labels = the stream's own predictions, so there is something to fool
+        y_fit, y = det.high(det.high_input(x_fit)).argmax(1), det.high(det.high_input(x1)).argmax(1)
+    cfg = {"eps": 0.1, "max_passes": 1, "df_steps": 3}
+    v = universal_perturbation(det.high, det.high_input(x_fit), y_fit, seed=0, **cfg)
+    a1 = ts.attack_type_i(det, "universal", x1, y, fit=(x_fit, y_fit), **cfg)
+    a2 = ts.attack_type_i(det, "universal", x2, y, fit=(x_fit, y_fit), **cfg)
+    assert v.abs().max() > 0
+    assert torch.allclose(a1, (det.high_input(x1) + v).clamp(0, 1))
+    assert torch.allclose(a2, (det.high_input(x2) + v).clamp(0, 1))
+    on_itself = ts.attack_type_i(det, "universal", x1, y, **cfg)   # the old behaviour: fitted on x1
+    assert not torch.allclose(on_itself, a1)
+    with pytest.raises(ValueError, match="universal"):
+        ts.attack_type_i(det, "fgsm", x1, y, fit=(x_fit, y_fit), eps=0.1)
+
+
 def test_fig4_adds_the_upscaled_low_resolution_perturbation():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 32, 32, generator=g) * 0.8 + 0.1
@@ -404,6 +429,7 @@ def test_end_to_end_default_pair_and_quick_tables():
     assert 0 <= rows[("fig5", "I", "fgsm")]["adversarial_after_5"] <= 1
     text = paper.format(res)
     assert "Table 1" in text and "Table 2" in text and "Fig. 5" in text and "(paper)" in text
+    assert "disjoint" in res["config"]["universal_fit"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -423,7 +423,8 @@ def _run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, c
 
 
 def attack_type_i(ts: TwoStream, name: str, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
-                  batch: int = 128, **cfg: Any) -> torch.Tensor:
+                  batch: int = 128, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  **cfg: Any) -> torch.Tensor:
     """Type I attack: attack the high stream on ``x`` upsampled to its input size.
 
     Args:
@@ -432,11 +433,28 @@ def attack_type_i(ts: TwoStream, name: str, x: torch.Tensor, y: torch.Tensor, *,
         x: ``(B, C, H, W)`` images in [0, 1] (e.g. 32x32 CIFAR-10; upsampled first, as the paper
             resizes CIFAR-10 to 299x299 before a type I attack).
         y: ``(B,)`` labels in the *high stream's* label space.
-        seed: attack seed. **cfg: the attack's keyword options.
+        seed: attack seed.
+        fit: ``universal`` only: ``(x_fit, y_fit)``, other images (same layout as ``x``, ``y``)
+            on which the universal perturbation is computed before it is added to ``x``, as
+            Moosavi-Dezfooli et al. fit it on training images and evaluate it on unseen ones.
+            ``None``: fitted on ``x`` itself (the registered attack's behaviour).
+        **cfg: the attack's keyword options.
 
     Returns:
         the adversarial image at the high stream's resolution, ``(B, C, *ts.high_size)`` in [0, 1].
+
+    Raises:
+        ValueError: ``fit`` given for another attack than ``universal``.
     """
+    if fit is not None:
+        if name != "universal":
+            raise ValueError(f"fit=(x_fit, y_fit) is for the universal perturbation only, not {name!r}")
+        from advviz.attacks import universal_perturbation
+
+        kw = dict(cfg)
+        kw.setdefault("seed", seed)
+        v = universal_perturbation(ts.high, ts.high_input(fit[0]), fit[1].to(x.device), **kw)
+        return (ts.high_input(x) + v).clamp(0.0, 1.0).detach()
     return _run_attack(name, ts.high, ts.high_input(x), y, cfg, seed, batch)
 
 
