@@ -304,7 +304,14 @@ def test_reproduction_rows_follow_the_contract(one_thread):
     assert [r["attack"] for r in r6["rows"]] == ["fgsm", "pgd", "advgan", "tsgan"]
     for r in r6["rows"]:
         assert r["table"] == "6" and r["model"] == "lenet5" and 0.0 <= r["asr"] <= 1.0
-        assert r["paper_asr"] == P.PAPER["6"][r["attack"]]["asr"]
+        if r["attack"] in ("fgsm", "pgd"):  # the paper's FGSM/PGD are untargeted (issue 15, point 14)
+            assert "paper_asr" not in r and r["paper_asr_untargeted"] == P.PAPER["6"][r["attack"]]["asr_untargeted"]
+            assert "asr_untargeted" in r
+        else:
+            assert r["paper_asr"] == P.PAPER["6"][r["attack"]]["asr"]
+    text = P.format(r6)
+    header = text.splitlines()[2].split()
+    assert header[header.index("asr_untargeted") + 1] == "asr_untargeted" and "(paper)" in text
     assert r6["rows"][-1]["n"] == 10 and r6["rows"][0]["n"] == int((y != 0).sum())
     r10 = P.table10(s, 10, 0)
     assert [r["attack"] for r in r10["rows"]] == ["tsgan_no_content", "tsgan"]
