@@ -44,7 +44,8 @@ random start. ASR is *targeted* for every method (the fraction classified as the
 test images whose label is not the target; for TSGAN over generated images), the quantity
 TSGAN optimises; FGSM/PGD also report ``asr_untargeted`` (untargeted attacks' fraction
 misclassified). The paper's FGSM and PGD values are untargeted, so they are shown as
-``paper_asr_untargeted`` beside that measurement, never beside the targeted one. Quick mode attacks target class 0 only (the paper's
+``paper_asr_untargeted`` beside that measurement, never beside the targeted one. Quick mode
+attacks target class 0 only (the paper's
 figures use target 0: the digit 0 and "plane"); the full mode every class. Trained generators
 are cached (``<cache>/tsgan/``) so later tables reuse them.
 """
