@@ -218,3 +218,99 @@ def test_briefly_trained_uddn_raises_accuracy_on_attacked_digits(lenet_digits):
     attacked = metrics.accuracy(lenet_digits, xa_te, yte)
     purified = metrics.accuracy(lenet_digits, purify(net, xa_te), yte)
     assert purified > attacked + 0.2, (attacked, purified)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 15, points 1 and 2: the paper's "PGD" and "Distillation" baselines
+# ---------------------------------------------------------------------------------------------
+
+def test_defensive_distillation_losses_exact():
+    """Papernot et al.: the teacher's loss is the cross-entropy of softmax(Z / T) against the labels,
+    the student's the cross-entropy of softmax(Z_s / T) against the teacher's softmax(Z_t / T)."""
+    T = 4.0
+    z = torch.tensor([[2.0, 0.0, -2.0], [0.0, 4.0, 0.0]])
+    y = torch.tensor([0, 2])
+    model = nn.Identity()
+    want = -(torch.log_softmax(z / T, 1)[0, 0] + torch.log_softmax(z / T, 1)[1, 2]) / 2
+    loss, logits = D.defensive_teacher_loss(T)(model, z, y)
+    assert loss.item() == pytest.approx(want.item()) and torch.equal(logits, z)
+    zt = torch.tensor([[1.0, 3.0, 0.0], [0.0, 0.0, 8.0]])
+    teacher = nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        teacher.weight.copy_(torch.eye(3))
+    p_t = torch.softmax(zt / T, 1)
+    want_s = -(p_t * torch.log_softmax(z / T, 1)).sum(1).mean()
+    # the student sees z, the teacher zt: feed both through one batch of "images"
+    student_loss = D.defensive_student_loss(_Const(zt), T)
+    assert student_loss(_Const(z), torch.zeros(2, 3), y)[0].item() == pytest.approx(want_s.item())
+    with pytest.raises(ValueError, match="T must be >= 1"):
+        D.defensive_teacher_loss(0.5)
+
+
+class _Const(nn.Module):
+    """Returns fixed logits whatever the input (rows follow the batch)."""
+
+    def __init__(self, z: torch.Tensor) -> None:
+        super().__init__()
+        self.z = z
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.z[:x.shape[0]] + 0 * self.w
+
+
+def test_defensive_distillation_trains_at_t_on_clean_data_and_scale_head():
+    torch.manual_seed(0)
+    T = 5.0
+    x = torch.randn(256, 1, 2, 2)
+    y = (x.flatten(1) @ torch.randn(4, 3)).argmax(1)  # linearly separable labels
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    student = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    # scale_head: at temperature T the scaled network computes the original's softmax
+    ref = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    scaled = D.scale_head(__import__("copy").deepcopy(ref), T)
+    with torch.no_grad():
+        assert torch.allclose(torch.softmax(scaled(x) / T, 1), torch.softmax(ref(x), 1), atol=1e-6)
+    with torch.no_grad():
+        before = (torch.softmax(student(x) / T, 1) - torch.softmax(teacher(x) / T, 1)).abs().mean().item()
+    res_t, res_s = D.defensive_distillation(teacher, student, x, y, T=T, epochs=80, lr=0.5, batch_size=64,
+                                            optimizer="sgd", device="cpu", progress=False)
+    with torch.no_grad():
+        acc_t = (teacher(x).argmax(1) == y).float().mean().item()
+        gap = (torch.softmax(student(x) / T, 1) - torch.softmax(teacher(x) / T, 1)).abs().mean().item()
+        p_t = torch.softmax(teacher(x) / T, 1)
+    assert acc_t > 0.85  # the teacher learnt the clean labels at temperature T
+    # the student moves to the teacher's soft labels at T (not to the one-hot labels)
+    assert gap < 0.5 * before, (before, gap)
+    assert p_t.max(1).values.mean() < 0.95  # soft labels: the teacher at T is far from one-hot
+    assert all(p.requires_grad for p in teacher.parameters())  # restored after the student's training
+
+
+def test_pgd_denoiser_is_the_uddn_network_trained_with_the_pixel_loss(monkeypatch, tmp_path):
+    """The paper's "PGD" (ref. [27], Liao et al.): the UDDN network (laterals, x - dx) with the pixel loss."""
+    import advviz._paths as paths
+    from advviz import models
+
+    monkeypatch.setenv("ADVVIZ_CACHE", str(tmp_path))
+    monkeypatch.setattr(paths, "find_weights", lambda _name: None)
+    monkeypatch.setitem(U.RECIPES, "quick", dict(U.RECIPES["quick"], width=4, epochs=1))
+    monkeypatch.setattr(U, "_LOADED", {})
+    g = torch.Generator().manual_seed(0)
+    xc = torch.rand(8, 3, 32, 32, generator=g)
+    xa = (xc + 0.03 * torch.randn(8, 3, 32, 32, generator=g)).clamp(0, 1)
+    monkeypatch.setattr(U, "training_pairs", lambda *_a, **_k: (xa, xc, torch.zeros(8, dtype=torch.long), {}))
+    monkeypatch.setattr(models, "load", lambda *_a, **_k: nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)))
+    seen = {}
+    orig = U.train_denoiser
+
+    def spy(net, target, pairs, labels, **kw):
+        seen.update(kw, net=net)
+        return orig(net, target, pairs, labels, **kw)
+
+    monkeypatch.setattr(U, "train_denoiser", spy)
+    net, rec = U.load_denoiser("pgd", config="quick")
+    assert isinstance(net, U.UDDN) and net.lateral and net.residual
+    assert seen["guidance"] == "pixel" and rec["guidance"] == "pixel" and seen["net"] is net
+    assert rec["name"] == "pgd_resnet20_cifar10_quick"
+    with pytest.raises(ValueError, match="uddn|dae|pgd"):
+        U.load_denoiser("hgd", config="quick")

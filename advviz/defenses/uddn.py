@@ -20,6 +20,15 @@ noise instead of reconstructing the entire image, which is different from DAE": 
 gets no lateral input, and the 1x1 convolution outputs the image itself. It is trained with a
 pixel-level L1 loss (the paper replaces the pixel-level loss by eq. 5 for UDDN only).
 
+**PGD** (the paper's "PGD", its ref. [27]: the *pixel-guided denoiser* of Liao et al., CVPR 2018,
+"Defense against Adversarial Attacks Using High-Level Representation Guided Denoiser"; not PGD
+adversarial training): Liao et al.'s denoising U-Net (with lateral connections, predicting the
+noise, ``x_hat = x* - dx``) trained with the pixel-level loss ``|x_hat - x|_1``; the
+representation-guided versions (HGD) replace that loss by one on the classifier's features, as
+UDDN's eq. 5 does. advviz's ``pgd`` denoiser is therefore the UDDN network itself (same
+architecture, laterals, residual output) trained with :func:`pixel_loss` (``guidance="pixel"``):
+the DAE differs from it by having no laterals and reconstructing the image, UDDN by its loss.
+
 **Loss** (eq. 5, :func:`uddn_loss`): ``|| f_l(x_hat) - f_l(x) ||_1`` (mean absolute difference)
 with ``f_{-1}`` the target model's logits, ``f_{-2}`` its last convolutional features
 (``forward_features``). The target model is frozen; labels are not used.
@@ -295,14 +304,17 @@ def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | tor
     """A trained denoiser (eval mode, frozen) and its record; trained with :data:`RECIPES` on first use.
 
     Args:
-        kind: ``"uddn"`` (logit-guided, eq. 5 with l = -1) or ``"dae"`` (pixel loss, no laterals).
+        kind: ``"uddn"`` (logit-guided, eq. 5 with l = -1), ``"dae"`` (pixel loss, no laterals) or
+            ``"pgd"`` (Liao et al.'s pixel-guided denoiser: the UDDN network with the pixel loss;
+            no shipped weights, so the first call trains it: the quick recipe on the CPU in
+            minutes, the full one far longer).
         config: ``"full"`` or ``"quick"``.
     """
     from advviz import models
     from advviz._paths import cache_dir, find_weights
 
-    if kind not in ("uddn", "dae") or config not in RECIPES:
-        raise ValueError(f"kind must be uddn|dae and config full|quick, got {kind!r}, {config!r}")
+    if kind not in ("uddn", "dae", "pgd") or config not in RECIPES:
+        raise ValueError(f"kind must be uddn|dae|pgd and config full|quick, got {kind!r}, {config!r}")
     key = (kind, config)
     if key in _LOADED:
         net, rec = _LOADED[key]
@@ -310,9 +322,11 @@ def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | tor
     recipe = RECIPES[config]
     name = f"{kind}_resnet20_cifar10" + ("_quick" if config == "quick" else "")
     filename = f"{name}.safetensors"
-    net = UDDN(3, recipe["width"]) if kind == "uddn" else dae_network(3, recipe["width"])
+    net = dae_network(3, recipe["width"]) if kind == "dae" else UDDN(3, recipe["width"])
     found = find_weights(filename)
-    record: dict[str, Any] = {"name": name, "recipe": recipe, "guidance": "logits" if kind == "uddn" else "pixel"}
+    record: dict[str, Any] = {"name": name, "recipe": recipe, "guidance": "logits" if kind == "uddn" else "pixel",
+                              "network": "UDDN without laterals, reconstructing the image" if kind == "dae" else
+                              "UDDN (laterals, x_hat = x* - dx)"}
     if found is None:
         xa, xc, y, pair_rec = training_pairs(config, device=device, progress=progress)
         target = models.load("resnet20_cifar10", device=device)
