@@ -314,3 +314,39 @@ def test_pgd_denoiser_is_the_uddn_network_trained_with_the_pixel_loss(monkeypatc
     assert rec["name"] == "pgd_resnet20_cifar10_quick"
     with pytest.raises(ValueError, match="uddn|dae|pgd"):
         U.load_denoiser("hgd", config="quick")
+
+
+def test_gnr_training_pairs_are_repeatable(monkeypatch):
+    """Issue 15, point 4: the GNR networks are seeded, so two runs of one recipe give identical
+    generator weights and identical training pairs (it was unseeded: the pairs differed)."""
+    from advviz import data, models
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)
+    monkeypatch.setattr(data, "load", lambda *_a, **_k: None)
+    monkeypatch.setattr(data, "sample", lambda _ds, n, seed=0, **_k: (x[:n], y[:n]))
+    torch.manual_seed(0)
+    target = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)).eval()
+    monkeypatch.setattr(models, "load", lambda *_a, **_k: target)
+    monkeypatch.setitem(U.RECIPES, "tiny", dict(U.RECIPES["quick"], real=8, gnr=8, gnr_steps=2,
+                                                gnr_widths=(4, 4, 4), gnr_critic=(4, 4, 4)))
+    made = []
+    orig = G.train_gnr
+
+    def keep(gen, *a, **k):
+        made.append(gen)
+        return orig(gen, *a, **k)
+
+    monkeypatch.setattr(G, "train_gnr", keep)
+    torch.manual_seed(1)
+    first = U._training_pairs("tiny", progress=False)
+    torch.manual_seed(2)  # a different global random state must not matter
+    second = U._training_pairs("tiny", progress=False)
+    for a, b in zip(made[0].state_dict().values(), made[1].state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert first[3]["gnr_seed"] == U.GNR_SEED
+    # the seeded initialisation leaves the global random state alone
+    state = torch.get_rng_state()
+    G.seeded_networks(3, seed=5, widths=(4, 4, 4), critic_widths=(4, 4, 4))
+    assert torch.equal(state, torch.get_rng_state())

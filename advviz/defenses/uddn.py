@@ -257,6 +257,10 @@ RECIPES: dict[str, dict[str, Any]] = {
               "gnr_steps": 100, "gnr_widths": (32, 16, 16), "gnr_convs": 1, "gnr_critic": (16, 32, 64)},
 }
 
+# Seed of the GNR networks' initialisation, training batches and generated noise (the weights that
+# ship in advviz/weights/ were made before it existed, from an unseeded initialisation).
+GNR_SEED = 0
+
 _LOADED: dict[tuple[str, str], tuple[nn.Module, dict[str, Any]]] = {}
 _PAIRS: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]] = {}
 
@@ -288,14 +292,17 @@ def _training_pairs(config: str, *, device: str | torch.device = "cpu",
     xa, _ = make_pairs(target, xr, yr, attack="fgsm", progress=progress)
     rec: dict[str, Any] = {"real_pairs": recipe["real"], "gnr_pairs": recipe["gnr"]}
     if recipe["gnr"]:
-        gen = gnr_mod.NoiseGenerator(3, widths=recipe["gnr_widths"], convs_per_unit=recipe["gnr_convs"])
-        crit = gnr_mod.NoiseCritic(3, widths=recipe["gnr_critic"])
+        # seeded: the networks' initialisation (gnr.seeded_networks), the training batches and the
+        # generated noise all follow GNR_SEED, so the same recipe gives the same pairs
+        gen, crit = gnr_mod.seeded_networks(3, seed=GNR_SEED, widths=recipe["gnr_widths"],
+                                            convs_per_unit=recipe["gnr_convs"], critic_widths=recipe["gnr_critic"])
         hist = gnr_mod.train_gnr(gen, crit, (xa - xr).detach(), steps=recipe["gnr_steps"], eps=8 / 255,
-                                 device=device, progress=progress)
+                                 device=device, progress=progress, seed=GNR_SEED)
         xg = x[recipe["real"]:]
-        xga = gnr_mod.augment(gen, xg, seed=0)
+        xga = gnr_mod.augment(gen, xg, seed=GNR_SEED)
         xa, xr, yr = torch.cat([xa, xga]), torch.cat([xr, xg]), torch.cat([yr, y[recipe["real"]:]])
         rec["gnr_final"] = hist[-1] if hist else {}
+        rec["gnr_seed"] = GNR_SEED
     return xa, xr, yr, rec
 
 
