@@ -282,13 +282,10 @@ def test_generator_view_renders_and_reacts():
     assert "no stage-2 generator" in empty.errors.value
 
 
-def test_reproduction_rows_follow_the_contract(one_thread):
-    """The table functions on a tiny untrained set-up: row keys, attacks, metrics, paper values."""
-    import json
-
+def _tiny_setup() -> dict:
+    """A tiny untrained stand-in for papers.tsgan._setup's result (digits shapes, target 0)."""
     from advviz import models
     from advviz.generative.advgan import AdvGAN, AdvGANConfig
-    from advviz.papers import tsgan as P
 
     gan = _tiny()
     gan.init_adversarial(0)
@@ -297,9 +294,35 @@ def test_reproduction_rows_follow_the_contract(one_thread):
     model = models.create("lenet5").eval()
     x = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     y = torch.arange(12) % 10
-    s = {"gan": gan, "gan_nc": gan_nc, "advgans": {0: AdvGAN(AdvGANConfig(name="t", width=4), (1, 28, 28), target=0)},
-         "target_model": model, "x_te": x, "y_te": y, "targets": [0], "data": "random test images",
-         "config": {"quick": True, "content_network": "none"}}
+    return {"gan": gan, "gan_nc": gan_nc,
+            "advgans": {0: AdvGAN(AdvGANConfig(name="t", width=4), (1, 28, 28), target=0)},
+            "target_model": model, "x_te": x, "y_te": y, "targets": [0], "data": "random test images",
+            "config": {"quick": True, "content_network": "none"}}
+
+
+@pytest.mark.slow
+def test_table9_mnist_transfer_model_is_independent(one_thread):
+    """Table 9's MNIST analogue attacks a model independent of the target and of the stage-2 content
+    network (issue 15, point 11: it was the content network itself, the slim VGG-16)."""
+    from advviz.generative.tsgan import SlimVGG16
+    from advviz.models import LeNet5
+    from advviz.papers import tsgan as P
+
+    model, rec = P.transfer_digits_model()
+    assert not isinstance(model, (SlimVGG16, LeNet5)) and rec["digits_test_accuracy"] > 0.9
+    r9 = P.table9(_tiny_setup(), 10, 0)
+    assert {r["model"] for r in r9["rows"]} == {"resnet8_digits (transfer from lenet5)"}
+    assert r9["config"]["transfer_model"]["recipe"] == P.TRANSFER_DIGITS_RECIPE
+
+
+def test_reproduction_rows_follow_the_contract(one_thread):
+    """The table functions on a tiny untrained set-up: row keys, attacks, metrics, paper values."""
+    import json
+
+    from advviz.papers import tsgan as P
+
+    s = _tiny_setup()
+    gan, y = s["gan"], s["y_te"]
     r6 = P.table6(s, 10, 0)
     assert [r["attack"] for r in r6["rows"]] == ["fgsm", "pgd", "advgan", "tsgan"]
     for r in r6["rows"]:
