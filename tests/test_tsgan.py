@@ -315,11 +315,16 @@ def test_table9_mnist_transfer_model_is_independent(one_thread):
     assert r9["config"]["transfer_model"]["recipe"] == P.TRANSFER_DIGITS_RECIPE
 
 
-def test_reproduction_rows_follow_the_contract(one_thread):
+def test_reproduction_rows_follow_the_contract(one_thread, monkeypatch):
     """The table functions on a tiny untrained set-up: row keys, attacks, metrics, paper values."""
     import json
 
+    from advviz.models.resnet_cifar import CifarResNet
     from advviz.papers import tsgan as P
+
+    torch.manual_seed(0)  # an untrained stand-in for Table 9's transfer model (the FID features)
+    stand_in = CifarResNet(depth=8, in_channels=1, mean=(0.1307,), std=(0.3081,)).eval()
+    monkeypatch.setattr(P, "transfer_digits_model", lambda: (stand_in, {"name": "stand-in"}))
 
     s = _tiny_setup()
     gan, y = s["gan"], s["y_te"]
@@ -339,11 +344,22 @@ def test_reproduction_rows_follow_the_contract(one_thread):
     r10 = P.table10(s, 10, 0)
     assert [r["attack"] for r in r10["rows"]] == ["tsgan_no_content", "tsgan"]
     r11 = P.table11(s, 10, 0)
-    assert {r["attack"] for r in r11["rows"]} == {"tsgan", "tsgan_no_content", "advgan"}
-    tsgan_row = next(r for r in r11["rows"] if r["attack"] == "tsgan")
-    # untrained stage 2 == stage 1: SSIM 1 and FID 0 against G_norm's outputs
-    assert tsgan_row["ssim"] == pytest.approx(1.0) and tsgan_row["fid"] == pytest.approx(0.0, abs=1e-6)
-    assert "penultimate" in r11["config"]["fid_features"]
+    rows11 = {r["attack"]: r for r in r11["rows"]}
+    assert list(rows11) == ["g_norm", "tsgan_no_content", "tsgan", "advgan"]
+    # untrained stage 2 == stage 1: SSIM 1 and FID 0 against G_norm's outputs ...
+    assert rows11["tsgan"]["ssim"] == pytest.approx(1.0)
+    assert rows11["tsgan"]["fid_g_norm"] == pytest.approx(0.0, abs=1e-6)
+    # ... and the same FID as G_norm against the one common set of real images (issue 15, point 9)
+    assert rows11["tsgan"]["fid"] == pytest.approx(rows11["g_norm"]["fid"]) and rows11["g_norm"]["fid"] > 0
+    # AdvGAN is paired the same way: its perturbation of G_norm(z) against G_norm(z)
+    from advviz import metrics
+
+    ref = gan.generate(10, None, seed=0)
+    assert rows11["advgan"]["ssim"] == pytest.approx(float(metrics.ssim(s["advgans"][0].attack(ref), ref)))
+    assert rows11["advgan"]["paper_fid_g_norm"] == P.PAPER["11"]["advgan"]["fid_g_norm"]
+    # FID features: not the attacked model's
+    assert "resnet8_digits" in r11["config"]["fid_features"] and "lenet5 (" not in r11["config"]["fid_features"]
+    assert "real test images" in r11["config"]["fid_reference"] and "G_norm(z)" in r11["config"]["ssim_pairing"]
     json.dumps([r6, r10, r11])
     with pytest.raises(ValueError, match="unknown table"):
         P.run(table="99", quick=True)

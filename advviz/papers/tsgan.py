@@ -16,8 +16,10 @@
   stage-2 content network, :data:`TRANSFER_DIGITS_RECIPE`; CIFAR-10: ResNet-32, the paper's
   ResNet20 -> ResNet32 row).
 * ``10``: TSGAN with and without the content loss (ASR).
-* ``11``: quality — FID and SSIM of TSGAN (with/without content) and AdvGAN against G_norm's
-  outputs on MNIST; ``12``: the same on CIFAR-10.
+* ``11``: quality — FID and SSIM of TSGAN (with/without content) and AdvGAN, all starting from
+  G_norm's outputs (AdvGAN perturbs them), FID against one common set of real test images and
+  against G_norm's outputs (the paper's reference), on features independent of the attacked
+  model; ``12``: the same on CIFAR-10.
 * ``13``: seconds to generate 1,000 adversarial examples.
 
 Tables 8 and 12 are CIFAR-10 only, 7 and 11 MNIST only; the others take ``dataset``
@@ -100,8 +102,9 @@ PAPER: dict[str, dict[str, dict[str, float]]] = {
               "tsgan": {"asr": 0.4584}},
     "7:iter": {"fgsm": {"asr_untargeted": 0.1423}, "pgd": {"asr_untargeted": 0.1154}, "advgan": {"asr": 0.1002},
                "tsgan": {"asr": 0.2310}},
-    "11": {"tsgan_no_content": {"fid": 276.63, "ssim": 0.7863}, "tsgan": {"fid": 131.42, "ssim": 0.7878},
-           "advgan": {"fid": 276.19, "ssim": 0.4772}},
+    # Tables 11-12: FID and SSIM against WGAN-GP's (G_norm's) outputs, the paper's "comparison criteria"
+    "11": {"tsgan_no_content": {"fid_g_norm": 276.63, "ssim": 0.7863}, "tsgan": {"fid_g_norm": 131.42, "ssim": 0.7878},
+           "advgan": {"fid_g_norm": 276.19, "ssim": 0.4772}},
     "13": {"fgsm": {"seconds_per_1000": 0.66}, "pgd": {"seconds_per_1000": 4.83},
            "advgan": {"seconds_per_1000": 0.036}, "tsgan": {"seconds_per_1000": 0.013}},
     # CIFAR-10, ResNet-20 rows/columns.
@@ -117,8 +120,8 @@ PAPER: dict[str, dict[str, dict[str, float]]] = {
     "8:iter": {"fgsm": {"asr_untargeted": 0.3396}, "pgd": {"asr_untargeted": 0.3914}, "advgan": {"asr": 0.1616},
                "tsgan": {"asr": 0.1241}},
     "9:cifar10": {"advgan": {"asr": 0.4068}, "tsgan": {"asr": 0.7309}},  # trained on ResNet20, attacking ResNet32
-    "12": {"tsgan_no_content": {"fid": 37.08, "ssim": 0.6673}, "tsgan": {"fid": 8.42, "ssim": 0.7975},
-           "advgan": {"fid": 11.08, "ssim": 0.7665}},
+    "12": {"tsgan_no_content": {"fid_g_norm": 37.08, "ssim": 0.6673}, "tsgan": {"fid_g_norm": 8.42, "ssim": 0.7975},
+           "advgan": {"fid_g_norm": 11.08, "ssim": 0.7665}},
 }
 EPS = 0.3  # MNIST
 EPS_CIFAR = 8 / 255
@@ -512,37 +515,67 @@ def table10(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     return result("tsgan", "10", s["config"], s["data"], rows)
 
 
+def _fid_features(s: dict[str, Any]) -> Any:
+    """FID features independent of the attacked model: Inception-v3 when its weights are there,
+    else the penultimate features of a classifier the generators never saw (MNIST column: Table
+    9's ResNet-8 trained on digits; CIFAR-10: the other published ResNet)."""
+    from advviz.generative.fid import fid_network
+
+    if s.get("dataset") == "cifar10":
+        other = "resnet32" if s.get("model_name", "resnet20") == "resnet20" else "resnet20"
+        from advviz import models
+
+        net = models.load(f"{other}_cifar10", device=s["x_te"].device)
+        return fid_network(net, fallback_name=f"{other}_cifar10 (published; not the attacked model)")
+    model, _ = transfer_digits_model()
+    return fid_network(model.to(s["x_te"].device),
+                       fallback_name="resnet8_digits (Table 9's independent transfer model; not the attacked LeNet-5)")
+
+
 def _quality(s: dict[str, Any], n: int, seed: int, table: str) -> dict[str, Any]:
-    """FID and SSIM against G_norm's outputs (Table 11 on MNIST, Table 12 on CIFAR-10)."""
+    """FID and SSIM (Table 11 on MNIST, Table 12 on CIFAR-10), every method measured the same way.
+
+    All methods start from the same images: ``G_norm(z)`` for the same noise ``z`` (the paper's
+    "comparison criteria", WGAN-GP's outputs): TSGAN gives ``G_adv(z)``, AdvGAN perturbs
+    ``G_norm(z)`` itself, and the ``g_norm`` row is ``G_norm(z)`` unattacked. Columns:
+
+    * ``fid``: against one common set of *real* images (the first ``n`` test images), for every
+      method and target, on features of a network independent of the attacked one
+      (:func:`_fid_features`);
+    * ``fid_g_norm``: against ``G_norm(z)`` (the paper's reference; its values stand beside it);
+    * ``ssim``: each output against ``G_norm(z)`` of the same ``z`` (one pairing for all methods).
+    """
     from advviz import metrics
-    from advviz.generative.fid import fid, fid_network
+    from advviz.generative.fid import fid
 
     model_name = s.get("model_name", "lenet5")
-    label = f"{model_name}_cifar10" if model_name in CIFAR_MODELS else model_name
-    net = fid_network(s["target_model"], fallback_name=f"{label} (the target model)")
+    net = _fid_features(s)
+    real = s["x_te"][:n]
     rows = []
-    for a in ("tsgan_no_content", "tsgan", "advgan"):
-        fids, ssims = [], []
+    for a in ("g_norm", "tsgan_no_content", "tsgan", "advgan"):
+        fids, fids_g, ssims = [], [], []
         for t in s["targets"]:
             ref = s["gan"].generate(n, None, seed=seed)
-            if a == "advgan":
-                x, _ = _targeted_images(s, t, n)
-                x_adv = s["advgans"][t].attack(x)
-                fids.append(fid(x_adv, ref, net))
-                ssims.append(float(metrics.ssim(x_adv, x)))
+            if a == "g_norm":
+                x_adv = ref
+            elif a == "advgan":
+                x_adv = s["advgans"][t].attack(ref)
             else:
-                gan = s["gan"] if a == "tsgan" else s["gan_nc"]
-                x_adv = gan.generate(n, t, seed=seed)
-                fids.append(fid(x_adv, ref, net))
-                ssims.append(float(metrics.ssim(x_adv, ref)))
+                x_adv = (s["gan"] if a == "tsgan" else s["gan_nc"]).generate(n, t, seed=seed)
+            fids.append(fid(x_adv, real, net))
+            fids_g.append(fid(x_adv, ref, net))
+            ssims.append(float(metrics.ssim(x_adv, ref)))
         row = {"table": table, "attack": a, "model": model_name, "fid": sum(fids) / len(fids),
-               "ssim": sum(ssims) / len(ssims)}
-        row.update(_paper(table, a, "fid"))
+               "fid_g_norm": None if a == "g_norm" else sum(fids_g) / len(fids_g),
+               "ssim": None if a == "g_norm" else sum(ssims) / len(ssims)}
+        row.update(_paper(table, a, "fid_g_norm"))
         row.update(_paper(table, a, "ssim"))
         rows.append(row)
     cfg = dict(s["config"], fid_features=net.name,
-               ssim_reference="TSGAN: G_adv(z) against G_norm(z) for the same z; AdvGAN: x_adv against its input x "
-                              "(no G_norm counterpart); FID of every method against G_norm's outputs")
+               fid_reference=(f"fid: the same {real.shape[0]} real test images for every method and target; "
+                              "fid_g_norm: G_norm(z) for the same noise (the paper's reference)"),
+               ssim_pairing=("every method's output against G_norm(z) for the same z: TSGAN's G_adv(z), and "
+                             "AdvGAN applied to G_norm(z) itself"))
     return result("tsgan", table, cfg, s["data"], rows)
 
 
@@ -659,8 +692,8 @@ def format(res: dict[str, Any]) -> str:
                    + (" (quick recipes)" if res["config"].get("quick") else ""),
               "9": f"TSGAN paper, Table 9 analogue: transfer to another classifier ({col})",
               "10": f"TSGAN paper, Table 10: ASR with and without the content loss ({col})",
-              "11": "TSGAN paper, Table 11: FID and SSIM against G_norm's outputs (MNIST)",
-              "12": "TSGAN paper, Table 12: FID and SSIM against G_norm's outputs (CIFAR-10)",
+              "11": "TSGAN paper, Table 11: FID (real images / G_norm's outputs) and SSIM to G_norm(z) (MNIST)",
+              "12": "TSGAN paper, Table 12: FID (real images / G_norm's outputs) and SSIM to G_norm(z) (CIFAR-10)",
               "13": f"TSGAN paper, Table 13: seconds per 1,000 adversarial examples ({col})"}
     text = format_rows(res, title=titles.get(res["table"]))
     extra = [f"content network: {res['config'].get('content_network')}"]
