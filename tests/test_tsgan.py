@@ -395,3 +395,29 @@ def test_inception_fid_features_use_the_google_input_transform():
     with pytest.raises(ValueError, match="transform_input=False"):
         inception_features(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False,
                                                            transform_input=True))
+
+
+def test_advgan_budget_matches_tsgan_stage2_and_drift_is_reported(one_thread, monkeypatch):
+    """Issue 15, point 13: AdvGAN trains for TSGAN's stage-2 images x epochs in every table;
+    TSGAN's semantic drift is measured with an independent classifier and printed."""
+    from advviz.generative.advgan import ADVGAN_CONFIGS
+    from advviz.models.resnet_cifar import CifarResNet
+    from advviz.papers import tsgan as P
+
+    for name in ("digits_quick", "mnist", "cifar10_quick", "cifar10"):
+        acfg = P.matched_advgan_config(CONFIGS[name], ADVGAN_CONFIGS[name])
+        assert acfg.epochs == CONFIGS[name].epochs_adv
+    # cifar10_quick's AdvGAN had 5 epochs against TSGAN's 6 stage-2 epochs
+    assert ADVGAN_CONFIGS["cifar10_quick"].epochs != CONFIGS["cifar10_quick"].epochs_adv
+    torch.manual_seed(0)
+    clf = CifarResNet(depth=8, in_channels=1, mean=(0.1307,), std=(0.3081,)).eval()
+    monkeypatch.setattr(P, "transfer_digits_model", lambda: (clf, {"name": "stand-in"}))
+    s = _tiny_setup()
+    drift = P.semantic_drift(s, 10, 0)
+    with torch.no_grad():
+        want = float((clf(s["gan"].generate(10, None, seed=0)).argmax(1) == 0).float().mean())
+    # untrained stage 2 == stage 1: the same share, no drift
+    assert drift["tsgan"][0] == {"g_norm_share": round(want, 4), "g_adv_share": round(want, 4), "drift": 0.0}
+    r6 = P.table6(dict(s, config=dict(s["config"], final_losses={"tsgan": {0: {"g_adv": 1.5}}})), 10, 0)
+    text = P.format(r6)
+    assert "semantic drift, tsgan (target 0; stand-in)" in text and "final losses, tsgan (target 0): g_adv 1.5" in text

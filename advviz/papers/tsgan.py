@@ -41,6 +41,12 @@ test images (never run on this CPU: 3,000 + 1,000 epochs). The content network i
 VGG-16 if available, else the zoo ``vgg16_cifar10``, else a slim VGG-16 advviz trains on
 CIFAR-10 (its name says which).
 
+Training budget: AdvGAN trains for TSGAN's stage-2 epochs on the same images
+(:func:`matched_advgan_config`; both generators then spend the same images x epochs on the
+attack; TSGAN's stage 1 learns the data distribution). Every result records the budgets
+(``config["training_budget"]``) and each generator's final losses (``config["final_losses"]``);
+Tables 6 and 10 add TSGAN's semantic drift (:func:`semantic_drift`).
+
 Attack settings (the paper gives none for FGSM/PGD): L-inf eps = 0.3 on MNIST (its usual
 budget) and 8/255 on CIFAR-10 (its usual budget), PGD 20 steps of alpha = 2.5 * eps / 20 from a
 random start. ASR is *targeted* for every method (the fraction classified as the target, over
@@ -231,7 +237,7 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
     t_start = time.perf_counter()
     d = _load_data(quick, dataset, device, progress, model)
     cfg = T.CONFIGS[d["cfg_name"]]
-    acfg = A.ADVGAN_CONFIGS[d["cfg_name"]]
+    acfg = matched_advgan_config(cfg, A.ADVGAN_CONFIGS[d["cfg_name"]])
     x_tr, target_model, targets = d["x_tr"], d["target_model"], d["targets"]
     content = T.content_network(d["content_ds"], device=device, progress=progress)
     folder = cache_dir() / "tsgan"
@@ -265,7 +271,18 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
             advgans[t].fit(d["x_adv_tr"], d["y_adv_tr"], target_model, device=device, seed=seed, progress=progress)
             advgans[t].save(path)
     eps = EPS_CIFAR if dataset == "cifar10" else EPS
-    config = {"quick": quick, "seed": seed, "dataset": dataset,
+    n_gan = len(x_tr) if cfg.max_images is None else min(len(x_tr), cfg.max_images)
+    budget = {"tsgan_stage1": {"images": n_gan, "epochs": cfg.epochs_normal},
+              "tsgan_stage2": {"images": n_gan, "epochs": cfg.epochs_adv},
+              "advgan": {"images": len(d["x_adv_tr"]), "epochs": acfg.epochs},
+              "rule": ("AdvGAN gets TSGAN's adversarial (stage-2) budget, images x epochs: both then train "
+                       "their attack for the same passes over the same images; TSGAN's stage 1 learns the image "
+                       "distribution, which AdvGAN takes from its input images")}
+    final = {"tsgan": {t: _last(gan.history.get(f"adv_{t}")) for t in targets},
+             "tsgan_no_content": {t: _last(gan_nc.history.get(f"adv_{t}")) for t in targets},
+             "tsgan_stage1": _last(gan.history.get("normal")),
+             "advgan": {t: _last(advgans[t].history) for t in targets}}
+    config = {"quick": quick, "seed": seed, "dataset": dataset, "training_budget": budget, "final_losses": final,
               "tsgan_config": cfg.__dict__ | {"betas": list(cfg.betas)},
               "advgan_config": acfg.__dict__, "targets": targets, "content_network": content.name,
               "fgsm": {"eps": eps}, "pgd": {"eps": eps, "alpha": 2.5 * eps / PGD_STEPS, "steps": PGD_STEPS},
@@ -279,6 +296,46 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
            "model_name": d["model_name"], "data": d["data"], "config": config,
            "setup_seconds": time.perf_counter() - t_start}
     _CACHE[key] = out
+    return out
+
+
+def matched_advgan_config(cfg: Any, acfg: Any) -> Any:
+    """``acfg`` with TSGAN's stage-2 epochs: AdvGAN and TSGAN's adversarial stage then see the same
+    images the same number of times (both train on the same images; see ``_setup``)."""
+    import dataclasses
+
+    return dataclasses.replace(acfg, epochs=cfg.epochs_adv)
+
+
+def _last(history: list[dict[str, float]] | None) -> dict[str, float]:
+    """The last epoch's averages of a training history, rounded (``{}`` when there is none)."""
+    if not history:
+        return {}
+    return {k: round(float(v), 4) for k, v in history[-1].items() if k != "seconds"}
+
+
+def semantic_drift(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+    """TSGAN's semantic drift: how often a classifier independent of the attack (MNIST column:
+    Table 9's ResNet-8 on digits; CIFAR-10: the other published ResNet) assigns ``G_adv(z)`` to the
+    target, beside how often it already assigns ``G_norm(z)`` (same ``z``) to it. A large ``drift``
+    means the generator changed what the image shows, not only what the attacked model says."""
+    if s.get("dataset") == "cifar10":
+        from advviz import models
+
+        other = "resnet32" if s.get("model_name", "resnet20") == "resnet20" else "resnet20"
+        clf, name = models.load(f"{other}_cifar10", device=s["x_te"].device), f"{other}_cifar10 (published)"
+    else:
+        clf, rec = transfer_digits_model()
+        clf, name = clf.to(s["x_te"].device), rec["name"]
+    out: dict[str, Any] = {"classifier": name, "n": n}
+    with torch.no_grad():
+        for t in s["targets"]:
+            base = float((clf(s["gan"].generate(n, None, seed=seed)).argmax(1) == t).float().mean())
+            for key in ("tsgan", "tsgan_no_content"):
+                gan = s["gan"] if key == "tsgan" else s["gan_nc"]
+                share = float((clf(gan.generate(n, t, seed=seed)).argmax(1) == t).float().mean())
+                out.setdefault(key, {})[t] = {"g_norm_share": round(base, 4), "g_adv_share": round(share, 4),
+                                              "drift": round(share - base, 4)}
     return out
 
 
@@ -351,7 +408,7 @@ def _column_key(s: dict[str, Any], table: str) -> str:
 def table6(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     rows = _asr_rows(s, n, seed, "6", s["target_model"], s.get("model_name", "lenet5"),
                      ("fgsm", "pgd", "advgan", "tsgan"), paper_key=_column_key(s, "6"))
-    return result("tsgan", "6", s["config"], s["data"], rows)
+    return result("tsgan", "6", dict(s["config"], semantic_drift=semantic_drift(s, n, seed)), s["data"], rows)
 
 
 def _robust_lenet(s: dict[str, Any], kind: str) -> tuple[torch.nn.Module, float]:
@@ -512,7 +569,7 @@ def transfer_digits_model() -> tuple[torch.nn.Module, dict[str, Any]]:
 def table10(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     rows = _asr_rows(s, n, seed, "10", s["target_model"], s.get("model_name", "lenet5"),
                      ("tsgan_no_content", "tsgan"))
-    return result("tsgan", "10", s["config"], s["data"], rows)
+    return result("tsgan", "10", dict(s["config"], semantic_drift=semantic_drift(s, n, seed)), s["data"], rows)
 
 
 def _fid_features(s: dict[str, Any]) -> Any:
@@ -699,4 +756,21 @@ def format(res: dict[str, Any]) -> str:
     extra = [f"content network: {res['config'].get('content_network')}"]
     if "fid_features" in res["config"]:
         extra.append(f"FID features: {res['config']['fid_features']}")
+    budget = res["config"].get("training_budget")
+    if budget:
+        extra.append("training budget (images x epochs): " + ", ".join(
+            f"{k} {v['images']:,} x {v['epochs']}" for k, v in budget.items() if isinstance(v, dict)))
+    final = res["config"].get("final_losses")
+    if final:
+        for key in ("tsgan", "tsgan_no_content", "advgan"):
+            for t, losses in final.get(key, {}).items():
+                shown = {k: v for k, v in losses.items() if k != "epoch"}
+                extra.append(f"final losses, {key} (target {t}): "
+                             + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+    drift = res["config"].get("semantic_drift")
+    if drift:
+        for key in ("tsgan", "tsgan_no_content"):
+            for t, d in drift.get(key, {}).items():
+                extra.append(f"semantic drift, {key} (target {t}; {drift['classifier']}): G_adv(z) -> target "
+                             f"{d['g_adv_share']:.3f} vs G_norm(z) {d['g_norm_share']:.3f} (drift {d['drift']:+.3f})")
     return text + "\n" + "\n".join(extra)
