@@ -209,7 +209,7 @@ def test_stage2_starts_at_zero_perturbation(one_thread, monkeypatch):
 
     def spy(**kw):
         loss, parts = orig(**kw)
-        seen.append((parts["g_perturb"], float((kw["x_adv"] - kw["x_norm"]).abs().max())))
+        seen.append((parts["g_perturb"], float((kw["x_adv"] - kw["x_norm"]).detach().abs().max())))
         return loss, parts
 
     monkeypatch.setattr(T, "total_loss", spy)
