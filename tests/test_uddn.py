@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 
 import pytest
 import torch
@@ -350,3 +351,35 @@ def test_gnr_training_pairs_are_repeatable(monkeypatch):
     state = torch.get_rng_state()
     G.seeded_networks(3, seed=5, widths=(4, 4, 4), critic_widths=(4, 4, 4))
     assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.skipif(not (os.environ.get("ADVVIZ_DATA") and os.environ.get("ADVVIZ_WEIGHTS")),
+                    reason="CIFAR-10 and the ResNet weights are needed (set ADVVIZ_DATA, ADVVIZ_WEIGHTS)")
+def test_uddn_reproduction_rows_name_the_papers_baselines(one_thread, monkeypatch):
+    """The paper's "PGD" row is the pixel-guided denoiser and "distillation" Papernot's defence, with
+    the paper's values; advviz's own variants (pgd_at, adv_distillation) carry none (issue 15, 1-2)."""
+    from advviz import models
+    from advviz.papers import protected
+    from advviz.papers import uddn as P
+
+    torch.manual_seed(0)
+    nets = {k: (U.UDDN(3, 4) if k != "dae" else U.dae_network(3, 4)).eval() for k in ("uddn", "dae", "pgd")}
+    monkeypatch.setattr(U, "load_denoiser", lambda kind, **_k: (nets[kind], {"name": kind, "guidance": kind}))
+    stand_in = models.create("resnet20").eval()
+    monkeypatch.setattr(protected, "resnet20", lambda *_a, **_k: (stand_in, {"name": "pgd_at stand-in"}))
+    monkeypatch.setattr(D, "load_defensive_student", lambda *_a, **_k: (stand_in, {"name": "dd stand-in"}))
+    x = torch.rand(4, 3, 32, 32)
+    monkeypatch.setattr(U, "training_pairs", lambda *_a, **_k: (x, x, torch.zeros(4, dtype=torch.long), {}))
+    monkeypatch.setattr(P, "_student", lambda *_a, **_k: stand_in)
+    res = P.run(quick=True, n=4, device="cpu")
+    rows = {(r["defense"], r["test_set"]): r for r in res["rows"]}
+    assert {d for d, _ in rows} == {"none", "dae", "pgd", "uddn", "pgd_at", "jpeg", "distillation",
+                                    "adv_distillation", "uddn_distillation"}
+    assert rows["pgd", "white_box"]["paper_accuracy"] == 0.582 and rows["pgd", "clean"]["paper_l1"] == 0.0138
+    assert rows["pgd", "white_box"]["paper_table3_accuracy"] == 0.514
+    assert rows["distillation", "white_box"]["paper_accuracy"] == 0.563
+    for t in ("clean", "white_box", "black_box"):
+        assert rows["pgd_at", t]["paper_accuracy"] is None and rows["adv_distillation", t]["paper_accuracy"] is None
+    assert res["config"]["distillation"]["name"] == "dd stand-in" and "Papernot" in res["config"]["distillation"]["what"]
+    assert "pixel-guided" in res["config"]["pgd"]["what"]
+    assert "pgd_at" in P.format(res) and "adv_distillation" in P.format(res)
