@@ -82,3 +82,46 @@ def test_cfr_bad_parameters():
         cfr(m, x, y, mode="literal")
     with pytest.raises(ValueError, match="cam"):
         cfr_attack(m, x, y, cam=torch.rand(2, 1, 4, 4))
+
+
+def test_cfr_early_stop_off_runs_every_step(resnet20, cifar_correct):
+    """``early_stop=False`` runs all N steps for every image (issue 15, point 16); the default
+    still stops each image once misclassified."""
+    x, y = cifar_correct[0][:8], cifar_correct[1][:8]
+    on = cfr_attack(resnet20, x, y, steps=10)
+    off = cfr_attack(resnet20, x, y, steps=10, early_stop=False)
+    assert (off.steps == 10).all() and (on.steps < 10).any()
+    assert torch.equal(cfr(resnet20, x, y, steps=10), on.x_adv)  # default unchanged
+    assert torch.equal(cfr(resnet20, x, y, steps=10, early_stop=False), off.x_adv)
+    # running on past the first misclassification only grows the perturbation
+    assert off.delta.flatten(1).norm(dim=1).mean() > on.delta.flatten(1).norm(dim=1).mean()
+
+
+def test_cfr_reproduction_records_the_variant():
+    """Every CFR setting in a result names its mode, step rule and early stop (issue 15, point 15)."""
+    from advviz.papers import cfr as paper
+
+    rec = paper._recorded(paper._attack_configs(True))["cfr"]
+    assert rec["mode"] == "normalized" and rec["early_stop"] is True and rec["step_rule"].startswith("L2-normalised")
+    assert {"tau", "T", "beta", "steps", "step", "eta"} <= set(rec)
+    for mode in ("normalized", "sgd", "paper"):
+        assert paper.cfr_label({"mode": mode}) == f"cfr ({mode})"
+    assert paper._recorded({"cfr": {"mode": "paper"}})["cfr"]["early_stop"] is False
+
+
+@pytest.mark.slow
+def test_fig7_compares_cfr_and_pgd_at_a_matched_l2_budget(resnet20):
+    """Fig. 7's CFR and PGD rows run at the same L2 budget, both for all their steps."""
+    from advviz.papers import cfr as paper
+
+    res = paper.run(table="fig7", quick=True, n=4, device="cpu")
+    cfg = res["config"]
+    assert cfg["attacks"]["cfr"]["early_stop"] is False and cfg["attacks"]["cfr"]["mode"] == "normalized"
+    attacks = {r["attack"] for r in res["rows"]}
+    assert {"cfr (normalized)", "pgd_l2 (matched)", "pgd"} <= attacks and "cfr" not in attacks
+    for sub, pgd_cfg in cfg["pgd_l2_matched"].items():
+        rows = {r["attack"]: r for r in res["rows"] if r["substitute"] == sub and r["white_box"]}
+        assert pgd_cfg["norm"] == "l2" and pgd_cfg["steps"] == 20 and pgd_cfg["eps"] > 0
+        # PGD stays inside the CFR-matched ball; the CFR mean norm is near its median
+        assert rows["pgd_l2 (matched)"]["l2"] <= pgd_cfg["eps"] * (1 + 1e-4)
+        assert rows["pgd_l2 (matched)"]["l2"] == pytest.approx(rows["cfr (normalized)"]["l2"], rel=0.5)

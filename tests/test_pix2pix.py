@@ -188,3 +188,35 @@ def test_make_pairs_budget(lenet_digits):
         assert torch.equal(xc, x) and (xa - x).abs().max() <= 0.1 + 1e-6 and not torch.equal(xa, x)
     with pytest.raises(ValueError, match="attack must be"):
         P.make_pairs(lenet_digits, x, y, attack="cw")
+
+
+def test_perceptual_loss_keeps_conv_outputs_under_inplace_relu():
+    """torchvision's VGG-19 uses in-place ReLUs: a conv layer's term must compare the conv output
+    (with its negative values), not the ReLU output that overwrites it (issue 15, point 7)."""
+    import torchvision
+
+    from advviz.explain.features import vgg19_layers
+
+    torch.manual_seed(0)
+    tv = torchvision.models.vgg19(weights=None).eval()
+    assert any(isinstance(m, nn.ReLU) and m.inplace for m in tv.features)
+    names = vgg19_layers(tv)[:-1]
+    loss = P.PerceptualLoss(tv.features, [n.removeprefix("features.") for n in names])
+    x = torch.rand(2, 3, 32, 32)
+    got = loss.features(x)
+    # reference: run the layers one by one, keeping a copy of every output
+    ref, h = [], x
+    with torch.no_grad():
+        for m in list(tv.features)[:35]:
+            h = m(h.clone())
+            ref.append(h.clone())
+    assert len(got) == len(ref) == 35
+    for name, g, r in zip(names, got, ref):
+        assert torch.allclose(g, r, atol=1e-5), name
+    convs = [i for i, m in enumerate(list(tv.features)[:35]) if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 16 and all((got[i] < 0).any() for i in convs)  # not the ReLU's output
+    distinct = {round((g[:1] - g[1:]).abs().mean().item(), 6) for g in got}
+    assert len(distinct) > 30  # no longer 19 distinct terms
+    xa = x.clone().requires_grad_(True)
+    loss(xa, torch.rand(2, 3, 32, 32)).backward()
+    assert xa.grad is not None and torch.isfinite(xa.grad).all()

@@ -111,3 +111,12 @@ def test_reproduce_purifier_table_with_the_shipped_generators(monkeypatch):
         assert curve[0]["accuracy"] == pytest.approx(rows["none", "clean"]["accuracy"])
         assert curve[-1]["accuracy"] == pytest.approx(rows["none", attack]["accuracy"])
     assert "accuracy on x + a * (fgsm perturbation)" in purifier.format(res)
+    # issue 15, points 6 and 8: each paper value under its own classifier's column, the budget recorded
+    for r in rows.values():
+        assert not {"paper_accuracy", "paper_misclassification", "paper_confidence"} & set(r)
+    assert rows["none", "clean"]["paper_mobilenetv2_accuracy"] == 0.5483
+    assert rows["none", "clean"]["paper_inception_v3_accuracy"] == 0.5535
+    assert rows["cgan", "pgd"]["paper_inception_v3_accuracy"] == 0.4812 and "paper_mobilenetv2_accuracy" not in \
+        rows["cgan", "pgd"]
+    assert res["config"]["attack_eps"]["value"] == res["config"]["eps"] == 8 / 255
+    assert "0.3" in res["config"]["attack_eps"]["paper"] and res["config"]["attack_eps"]["reason"]

@@ -195,6 +195,32 @@ def test_interrupt_keeps_last_complete_epoch(one_thread, tmp_path):
     assert res2.epochs_completed == 2 and len(res2.history) == 2
 
 
+def test_stage2_starts_at_zero_perturbation(one_thread, monkeypatch):
+    """At the first stage-2 step G_adv is G_norm's copy and runs with the same BatchNorm
+    statistics: L_perturb == 0 (issue 15, point 12; it was 0.77 with G_adv in train mode)."""
+    import advviz.generative.tsgan as T
+
+    torch.manual_seed(0)
+    gan = _tiny()
+    x = torch.rand(64, 1, 28, 28)
+    gan.fit_normal(x, epochs=2, progress=False)
+    seen = []
+    orig = T.total_loss
+
+    def spy(**kw):
+        loss, parts = orig(**kw)
+        seen.append((parts["g_perturb"], float((kw["x_adv"] - kw["x_norm"]).detach().abs().max())))
+        return loss, parts
+
+    monkeypatch.setattr(T, "total_loss", spy)
+    target = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    gan.fit_adversarial(x, target, [0], epochs=1, progress=False)
+    assert seen and seen[0][0] == pytest.approx(0.0, abs=1e-6) and seen[0][1] < 1e-6
+    assert gan.info["stage2_batchnorm"] == T.STAGE2_BATCHNORM
+    # training sees what generate() returns: the same eval-mode G_adv
+    assert not gan.g_adv["0"].training
+
+
 @pytest.mark.slow
 def test_quick_tsgan_targeted_asr_above_chance(one_thread, lenet_digits, digits_test):
     """A short quick run (stage 1: 12 epochs, stage 2: 10 epochs toward class 0) on the digits
@@ -256,13 +282,10 @@ def test_generator_view_renders_and_reacts():
     assert "no stage-2 generator" in empty.errors.value
 
 
-def test_reproduction_rows_follow_the_contract(one_thread):
-    """The table functions on a tiny untrained set-up: row keys, attacks, metrics, paper values."""
-    import json
-
+def _tiny_setup() -> dict:
+    """A tiny untrained stand-in for papers.tsgan._setup's result (digits shapes, target 0)."""
     from advviz import models
     from advviz.generative.advgan import AdvGAN, AdvGANConfig
-    from advviz.papers import tsgan as P
 
     gan = _tiny()
     gan.init_adversarial(0)
@@ -271,23 +294,130 @@ def test_reproduction_rows_follow_the_contract(one_thread):
     model = models.create("lenet5").eval()
     x = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     y = torch.arange(12) % 10
-    s = {"gan": gan, "gan_nc": gan_nc, "advgans": {0: AdvGAN(AdvGANConfig(name="t", width=4), (1, 28, 28), target=0)},
-         "target_model": model, "x_te": x, "y_te": y, "targets": [0], "data": "random test images",
-         "config": {"quick": True, "content_network": "none"}}
+    return {"gan": gan, "gan_nc": gan_nc,
+            "advgans": {0: AdvGAN(AdvGANConfig(name="t", width=4), (1, 28, 28), target=0)},
+            "target_model": model, "x_te": x, "y_te": y, "targets": [0], "data": "random test images",
+            "config": {"quick": True, "content_network": "none"}}
+
+
+@pytest.mark.slow
+def test_table9_mnist_transfer_model_is_independent(one_thread):
+    """Table 9's MNIST analogue attacks a model independent of the target and of the stage-2 content
+    network (issue 15, point 11: it was the content network itself, the slim VGG-16)."""
+    from advviz.generative.tsgan import SlimVGG16
+    from advviz.models import LeNet5
+    from advviz.papers import tsgan as P
+
+    model, rec = P.transfer_digits_model()
+    assert not isinstance(model, (SlimVGG16, LeNet5)) and rec["digits_test_accuracy"] > 0.9
+    r9 = P.table9(_tiny_setup(), 10, 0)
+    assert {r["model"] for r in r9["rows"]} == {"resnet8_digits (transfer from lenet5)"}
+    assert r9["config"]["transfer_model"]["recipe"] == P.TRANSFER_DIGITS_RECIPE
+
+
+def test_reproduction_rows_follow_the_contract(one_thread, monkeypatch):
+    """The table functions on a tiny untrained set-up: row keys, attacks, metrics, paper values."""
+    import json
+
+    from advviz.models.resnet_cifar import CifarResNet
+    from advviz.papers import tsgan as P
+
+    torch.manual_seed(0)  # an untrained stand-in for Table 9's transfer model (the FID features)
+    stand_in = CifarResNet(depth=8, in_channels=1, mean=(0.1307,), std=(0.3081,)).eval()
+    monkeypatch.setattr(P, "transfer_digits_model", lambda: (stand_in, {"name": "stand-in"}))
+
+    s = _tiny_setup()
+    gan, y = s["gan"], s["y_te"]
     r6 = P.table6(s, 10, 0)
     assert [r["attack"] for r in r6["rows"]] == ["fgsm", "pgd", "advgan", "tsgan"]
     for r in r6["rows"]:
         assert r["table"] == "6" and r["model"] == "lenet5" and 0.0 <= r["asr"] <= 1.0
-        assert r["paper_asr"] == P.PAPER["6"][r["attack"]]["asr"]
+        if r["attack"] in ("fgsm", "pgd"):  # the paper's FGSM/PGD are untargeted (issue 15, point 14)
+            assert "paper_asr" not in r and r["paper_asr_untargeted"] == P.PAPER["6"][r["attack"]]["asr_untargeted"]
+            assert "asr_untargeted" in r
+        else:
+            assert r["paper_asr"] == P.PAPER["6"][r["attack"]]["asr"]
+    text = P.format(r6)
+    header = text.splitlines()[2].split()
+    assert header[header.index("asr_untargeted") + 1] == "asr_untargeted" and "(paper)" in text
     assert r6["rows"][-1]["n"] == 10 and r6["rows"][0]["n"] == int((y != 0).sum())
     r10 = P.table10(s, 10, 0)
     assert [r["attack"] for r in r10["rows"]] == ["tsgan_no_content", "tsgan"]
     r11 = P.table11(s, 10, 0)
-    assert {r["attack"] for r in r11["rows"]} == {"tsgan", "tsgan_no_content", "advgan"}
-    tsgan_row = next(r for r in r11["rows"] if r["attack"] == "tsgan")
-    # untrained stage 2 == stage 1: SSIM 1 and FID 0 against G_norm's outputs
-    assert tsgan_row["ssim"] == pytest.approx(1.0) and tsgan_row["fid"] == pytest.approx(0.0, abs=1e-6)
-    assert "penultimate" in r11["config"]["fid_features"]
+    rows11 = {r["attack"]: r for r in r11["rows"]}
+    assert list(rows11) == ["g_norm", "tsgan_no_content", "tsgan", "advgan"]
+    # untrained stage 2 == stage 1: SSIM 1 and FID 0 against G_norm's outputs ...
+    assert rows11["tsgan"]["ssim"] == pytest.approx(1.0)
+    assert rows11["tsgan"]["fid_g_norm"] == pytest.approx(0.0, abs=1e-6)
+    # ... and the same FID as G_norm against the one common set of real images (issue 15, point 9)
+    assert rows11["tsgan"]["fid"] == pytest.approx(rows11["g_norm"]["fid"]) and rows11["g_norm"]["fid"] > 0
+    # AdvGAN is paired the same way: its perturbation of G_norm(z) against G_norm(z)
+    from advviz import metrics
+
+    ref = gan.generate(10, None, seed=0)
+    assert rows11["advgan"]["ssim"] == pytest.approx(float(metrics.ssim(s["advgans"][0].attack(ref), ref)))
+    assert rows11["advgan"]["paper_fid_g_norm"] == P.PAPER["11"]["advgan"]["fid_g_norm"]
+    # FID features: not the attacked model's
+    assert "resnet8_digits" in r11["config"]["fid_features"] and "lenet5 (" not in r11["config"]["fid_features"]
+    assert "real test images" in r11["config"]["fid_reference"] and "G_norm(z)" in r11["config"]["ssim_pairing"]
     json.dumps([r6, r10, r11])
     with pytest.raises(ValueError, match="unknown table"):
         P.run(table="99", quick=True)
+
+
+@pytest.mark.slow
+def test_inception_fid_features_use_the_google_input_transform():
+    """The Inception-v3 FID features feed (x - 0.5) / 0.5, what the Google weights expect
+    (torchvision's transform_input=True on ImageNet-normalised input); issue 15, point 10."""
+    import torch.nn.functional as F
+    import torchvision
+
+    from advviz.generative.fid import inception_features
+
+    torch.manual_seed(0)
+    ref = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False,
+                                          transform_input=True).eval()
+    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
+    net.load_state_dict(ref.state_dict())
+    ref.fc = nn.Identity()
+    feats = inception_features(net)
+    seen = []
+    net.Conv2d_1a_3x3.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach()))
+    x = torch.rand(2, 3, 32, 32)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    big = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        want = ref((big - mean) / std)
+        got = feats(x)
+    assert torch.allclose(seen[0], (big - 0.5) / 0.5, atol=1e-5)  # what the Google weights expect
+    assert got.shape == (2, 2048) and torch.allclose(got, want, atol=1e-4)
+    with pytest.raises(ValueError, match="transform_input=False"):
+        inception_features(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False,
+                                                           transform_input=True))
+
+
+def test_advgan_budget_matches_tsgan_stage2_and_drift_is_reported(one_thread, monkeypatch):
+    """Issue 15, point 13: AdvGAN trains for TSGAN's stage-2 images x epochs in every table;
+    TSGAN's semantic drift is measured with an independent classifier and printed."""
+    from advviz.generative.advgan import ADVGAN_CONFIGS
+    from advviz.models.resnet_cifar import CifarResNet
+    from advviz.papers import tsgan as P
+
+    for name in ("digits_quick", "mnist", "cifar10_quick", "cifar10"):
+        acfg = P.matched_advgan_config(CONFIGS[name], ADVGAN_CONFIGS[name])
+        assert acfg.epochs == CONFIGS[name].epochs_adv
+    # cifar10_quick's AdvGAN had 5 epochs against TSGAN's 6 stage-2 epochs
+    assert ADVGAN_CONFIGS["cifar10_quick"].epochs != CONFIGS["cifar10_quick"].epochs_adv
+    torch.manual_seed(0)
+    clf = CifarResNet(depth=8, in_channels=1, mean=(0.1307,), std=(0.3081,)).eval()
+    monkeypatch.setattr(P, "transfer_digits_model", lambda: (clf, {"name": "stand-in"}))
+    s = _tiny_setup()
+    drift = P.semantic_drift(s, 10, 0)
+    with torch.no_grad():
+        want = float((clf(s["gan"].generate(10, None, seed=0)).argmax(1) == 0).float().mean())
+    # untrained stage 2 == stage 1: the same share, no drift
+    assert drift["tsgan"][0] == {"g_norm_share": round(want, 4), "g_adv_share": round(want, 4), "drift": 0.0}
+    r6 = P.table6(dict(s, config=dict(s["config"], final_losses={"tsgan": {0: {"g_adv": 1.5}}})), 10, 0)
+    text = P.format(r6)
+    assert "semantic drift, tsgan (target 0; stand-in)" in text and "final losses, tsgan (target 0): g_adv 1.5" in text

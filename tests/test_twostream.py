@@ -188,6 +188,31 @@ class _Lin(nn.Module):
         return self.fc(x.flatten(1))
 
 
+def test_universal_type_i_is_fitted_on_other_images():
+    """With ``fit`` the universal perturbation comes from the fit set alone and is added to the
+    evaluated images (issue 15, point 18): it does not change when the evaluated images do."""
+    from advviz.attacks import universal_perturbation
+
+    torch.manual_seed(0)
+    det = ts.TwoStream(_Lin(16).eval(), _Lin(8).eval(), IDENT)
+    g = torch.Generator().manual_seed(3)
+    x_fit = torch.rand(6, 3, 8, 8, generator=g)
+    x1, x2 = torch.rand(4, 3, 8, 8, generator=g), torch.rand(4, 3, 8, 8, generator=g)
+    with torch.no_grad():  # labels = the stream's own predictions, so there is something to fool
+        y_fit, y = det.high(det.high_input(x_fit)).argmax(1), det.high(det.high_input(x1)).argmax(1)
+    cfg = {"eps": 0.1, "max_passes": 1, "df_steps": 3}
+    v = universal_perturbation(det.high, det.high_input(x_fit), y_fit, seed=0, **cfg)
+    a1 = ts.attack_type_i(det, "universal", x1, y, fit=(x_fit, y_fit), **cfg)
+    a2 = ts.attack_type_i(det, "universal", x2, y, fit=(x_fit, y_fit), **cfg)
+    assert v.abs().max() > 0
+    assert torch.allclose(a1, (det.high_input(x1) + v).clamp(0, 1))
+    assert torch.allclose(a2, (det.high_input(x2) + v).clamp(0, 1))
+    on_itself = ts.attack_type_i(det, "universal", x1, y, **cfg)   # the old behaviour: fitted on x1
+    assert not torch.allclose(on_itself, a1)
+    with pytest.raises(ValueError, match="universal"):
+        ts.attack_type_i(det, "fgsm", x1, y, fit=(x_fit, y_fit), eps=0.1)
+
+
 def test_fig4_adds_the_upscaled_low_resolution_perturbation():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 32, 32, generator=g) * 0.8 + 0.1
@@ -252,6 +277,32 @@ def test_imagenet_high_offline_raises_clearly(tmp_path, monkeypatch):
         ts.imagenet_high("inception_v3")
     with pytest.raises(KeyError):
         ts.imagenet_high("alexnet9")
+
+
+@pytest.mark.slow
+def test_imagenet_high_inception_gets_the_input_its_weights_expect(tmp_path):
+    """Google's Inception-v3 weights expect (x - 0.5) / 0.5: torchvision reaches it from ImageNet
+    normalisation through transform_input=True. imagenet_high from a weight file must feed the
+    same numbers (issue 15, point 10: it fed ImageNet-normalised pixels with transform_input off)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    ref = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False,
+                                          transform_input=True).eval()
+    torch.save(ref.state_dict(), tmp_path / "inc.pth")
+    high = ts.imagenet_high("inception_v3", weights=tmp_path / "inc.pth")
+    x = torch.rand(2, 3, 80, 80)
+    seen = []
+    high.net.Conv2d_1a_3x3.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach()))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        got = high(x)
+        want = ref((x - mean) / std)  # torchvision's own path for these weights
+    assert high.net.transform_input is False
+    # what the first convolution sees: (x - 0.5) / 0.5, not ImageNet-normalised pixels
+    assert torch.allclose(seen[0], (x - 0.5) / 0.5, atol=1e-5)
+    assert torch.allclose(got, want, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +429,7 @@ def test_end_to_end_default_pair_and_quick_tables():
     assert 0 <= rows[("fig5", "I", "fgsm")]["adversarial_after_5"] <= 1
     text = paper.format(res)
     assert "Table 1" in text and "Table 2" in text and "Fig. 5" in text and "(paper)" in text
+    assert "disjoint" in res["config"]["universal_fit"]
 
 
 # ---------------------------------------------------------------------------------------------

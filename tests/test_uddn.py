@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 
 import pytest
 import torch
@@ -218,3 +219,167 @@ def test_briefly_trained_uddn_raises_accuracy_on_attacked_digits(lenet_digits):
     attacked = metrics.accuracy(lenet_digits, xa_te, yte)
     purified = metrics.accuracy(lenet_digits, purify(net, xa_te), yte)
     assert purified > attacked + 0.2, (attacked, purified)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 15, points 1 and 2: the paper's "PGD" and "Distillation" baselines
+# ---------------------------------------------------------------------------------------------
+
+def test_defensive_distillation_losses_exact():
+    """Papernot et al.: the teacher's loss is the cross-entropy of softmax(Z / T) against the labels,
+    the student's the cross-entropy of softmax(Z_s / T) against the teacher's softmax(Z_t / T)."""
+    T = 4.0
+    z = torch.tensor([[2.0, 0.0, -2.0], [0.0, 4.0, 0.0]])
+    y = torch.tensor([0, 2])
+    model = nn.Identity()
+    want = -(torch.log_softmax(z / T, 1)[0, 0] + torch.log_softmax(z / T, 1)[1, 2]) / 2
+    loss, logits = D.defensive_teacher_loss(T)(model, z, y)
+    assert loss.item() == pytest.approx(want.item()) and torch.equal(logits, z)
+    zt = torch.tensor([[1.0, 3.0, 0.0], [0.0, 0.0, 8.0]])
+    teacher = nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        teacher.weight.copy_(torch.eye(3))
+    p_t = torch.softmax(zt / T, 1)
+    want_s = -(p_t * torch.log_softmax(z / T, 1)).sum(1).mean()
+    # the student sees z, the teacher zt: feed both through one batch of "images"
+    student_loss = D.defensive_student_loss(_Const(zt), T)
+    assert student_loss(_Const(z), torch.zeros(2, 3), y)[0].item() == pytest.approx(want_s.item())
+    with pytest.raises(ValueError, match="T must be >= 1"):
+        D.defensive_teacher_loss(0.5)
+
+
+class _Const(nn.Module):
+    """Returns fixed logits whatever the input (rows follow the batch)."""
+
+    def __init__(self, z: torch.Tensor) -> None:
+        super().__init__()
+        self.z = z
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.z[:x.shape[0]] + 0 * self.w
+
+
+def test_defensive_distillation_trains_at_t_on_clean_data_and_scale_head():
+    torch.manual_seed(0)
+    T = 5.0
+    x = torch.randn(256, 1, 2, 2)
+    y = (x.flatten(1) @ torch.randn(4, 3)).argmax(1)  # linearly separable labels
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    student = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    # scale_head: at temperature T the scaled network computes the original's softmax
+    ref = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    scaled = D.scale_head(__import__("copy").deepcopy(ref), T)
+    with torch.no_grad():
+        assert torch.allclose(torch.softmax(scaled(x) / T, 1), torch.softmax(ref(x), 1), atol=1e-6)
+    with torch.no_grad():
+        before = (torch.softmax(student(x) / T, 1) - torch.softmax(teacher(x) / T, 1)).abs().mean().item()
+    res_t, res_s = D.defensive_distillation(teacher, student, x, y, T=T, epochs=80, lr=0.5, batch_size=64,
+                                            optimizer="sgd", device="cpu", progress=False)
+    with torch.no_grad():
+        acc_t = (teacher(x).argmax(1) == y).float().mean().item()
+        gap = (torch.softmax(student(x) / T, 1) - torch.softmax(teacher(x) / T, 1)).abs().mean().item()
+        p_t = torch.softmax(teacher(x) / T, 1)
+    assert acc_t > 0.85  # the teacher learnt the clean labels at temperature T
+    # the student moves to the teacher's soft labels at T (not to the one-hot labels)
+    assert gap < 0.5 * before, (before, gap)
+    assert p_t.max(1).values.mean() < 0.95  # soft labels: the teacher at T is far from one-hot
+    assert all(p.requires_grad for p in teacher.parameters())  # restored after the student's training
+
+
+def test_pgd_denoiser_is_the_uddn_network_trained_with_the_pixel_loss(monkeypatch, tmp_path):
+    """The paper's "PGD" (ref. [27], Liao et al.): the UDDN network (laterals, x - dx) with the pixel loss."""
+    import advviz._paths as paths
+    from advviz import models
+
+    monkeypatch.setenv("ADVVIZ_CACHE", str(tmp_path))
+    monkeypatch.setattr(paths, "find_weights", lambda _name: None)
+    monkeypatch.setitem(U.RECIPES, "quick", dict(U.RECIPES["quick"], width=4, epochs=1))
+    monkeypatch.setattr(U, "_LOADED", {})
+    g = torch.Generator().manual_seed(0)
+    xc = torch.rand(8, 3, 32, 32, generator=g)
+    xa = (xc + 0.03 * torch.randn(8, 3, 32, 32, generator=g)).clamp(0, 1)
+    monkeypatch.setattr(U, "training_pairs", lambda *_a, **_k: (xa, xc, torch.zeros(8, dtype=torch.long), {}))
+    monkeypatch.setattr(models, "load", lambda *_a, **_k: nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)))
+    seen = {}
+    orig = U.train_denoiser
+
+    def spy(net, target, pairs, labels, **kw):
+        seen.update(kw, net=net)
+        return orig(net, target, pairs, labels, **kw)
+
+    monkeypatch.setattr(U, "train_denoiser", spy)
+    net, rec = U.load_denoiser("pgd", config="quick")
+    assert isinstance(net, U.UDDN) and net.lateral and net.residual
+    assert seen["guidance"] == "pixel" and rec["guidance"] == "pixel" and seen["net"] is net
+    assert rec["name"] == "pgd_resnet20_cifar10_quick"
+    with pytest.raises(ValueError, match="uddn|dae|pgd"):
+        U.load_denoiser("hgd", config="quick")
+
+
+def test_gnr_training_pairs_are_repeatable(monkeypatch):
+    """Issue 15, point 4: the GNR networks are seeded, so two runs of one recipe give identical
+    generator weights and identical training pairs (it was unseeded: the pairs differed)."""
+    from advviz import data, models
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)
+    monkeypatch.setattr(data, "load", lambda *_a, **_k: None)
+    monkeypatch.setattr(data, "sample", lambda _ds, n, seed=0, **_k: (x[:n], y[:n]))
+    torch.manual_seed(0)
+    target = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)).eval()
+    monkeypatch.setattr(models, "load", lambda *_a, **_k: target)
+    monkeypatch.setitem(U.RECIPES, "tiny", dict(U.RECIPES["quick"], real=8, gnr=8, gnr_steps=2,
+                                                gnr_widths=(4, 4, 4), gnr_critic=(4, 4, 4)))
+    made = []
+    orig = G.train_gnr
+
+    def keep(gen, *a, **k):
+        made.append(gen)
+        return orig(gen, *a, **k)
+
+    monkeypatch.setattr(G, "train_gnr", keep)
+    torch.manual_seed(1)
+    first = U._training_pairs("tiny", progress=False)
+    torch.manual_seed(2)  # a different global random state must not matter
+    second = U._training_pairs("tiny", progress=False)
+    for a, b in zip(made[0].state_dict().values(), made[1].state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert first[3]["gnr_seed"] == U.GNR_SEED
+    # the seeded initialisation leaves the global random state alone
+    state = torch.get_rng_state()
+    G.seeded_networks(3, seed=5, widths=(4, 4, 4), critic_widths=(4, 4, 4))
+    assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.skipif(not (os.environ.get("ADVVIZ_DATA") and os.environ.get("ADVVIZ_WEIGHTS")),
+                    reason="CIFAR-10 and the ResNet weights are needed (set ADVVIZ_DATA, ADVVIZ_WEIGHTS)")
+def test_uddn_reproduction_rows_name_the_papers_baselines(one_thread, monkeypatch):
+    """The paper's "PGD" row is the pixel-guided denoiser and "distillation" Papernot's defence, with
+    the paper's values; advviz's own variants (pgd_at, adv_distillation) carry none (issue 15, 1-2)."""
+    from advviz import models
+    from advviz.papers import protected
+    from advviz.papers import uddn as P
+
+    torch.manual_seed(0)
+    nets = {k: (U.UDDN(3, 4) if k != "dae" else U.dae_network(3, 4)).eval() for k in ("uddn", "dae", "pgd")}
+    monkeypatch.setattr(U, "load_denoiser", lambda kind, **_k: (nets[kind], {"name": kind, "guidance": kind}))
+    stand_in = models.create("resnet20").eval()
+    monkeypatch.setattr(protected, "resnet20", lambda *_a, **_k: (stand_in, {"name": "pgd_at stand-in"}))
+    monkeypatch.setattr(D, "load_defensive_student", lambda *_a, **_k: (stand_in, {"name": "dd stand-in"}))
+    x = torch.rand(4, 3, 32, 32)
+    monkeypatch.setattr(U, "training_pairs", lambda *_a, **_k: (x, x, torch.zeros(4, dtype=torch.long), {}))
+    monkeypatch.setattr(P, "_student", lambda *_a, **_k: stand_in)
+    res = P.run(quick=True, n=4, device="cpu")
+    rows = {(r["defense"], r["test_set"]): r for r in res["rows"]}
+    assert {d for d, _ in rows} == {"none", "dae", "pgd", "uddn", "pgd_at", "jpeg", "distillation",
+                                    "adv_distillation", "uddn_distillation"}
+    assert rows["pgd", "white_box"]["paper_accuracy"] == 0.582 and rows["pgd", "clean"]["paper_l1"] == 0.0138
+    assert rows["pgd", "white_box"]["paper_table3_accuracy"] == 0.514
+    assert rows["distillation", "white_box"]["paper_accuracy"] == 0.563
+    for t in ("clean", "white_box", "black_box"):
+        assert rows["pgd_at", t]["paper_accuracy"] is None and rows["adv_distillation", t]["paper_accuracy"] is None
+    assert res["config"]["distillation"]["name"] == "dd stand-in" and "Papernot" in res["config"]["distillation"]["what"]
+    assert "pixel-guided" in res["config"]["pgd"]["what"]
+    assert "pgd_at" in P.format(res) and "adv_distillation" in P.format(res)

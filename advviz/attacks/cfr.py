@@ -100,6 +100,8 @@ _PARAMS = (
     ParamSpec("mode", "normalized", kind="choice", choices=("normalized", "sgd", "paper"),
               help="'normalized': the working interpretation; 'sgd': raw SGD steps (T matters); "
                    "'paper': Algorithm 1 as printed (stalls)"),
+    ParamSpec("early_stop", True, kind="bool",
+              help="stop each image once misclassified ('normalized'/'sgd'; off: all N steps)"),
 )
 
 
@@ -262,13 +264,15 @@ def cfr(
     step: float = 0.05,
     eta: float = 10.0,
     mode: str = "normalized",
+    early_stop: bool = True,
     seed: int | None = 0,
 ) -> torch.Tensor:
     """CFR patch attack (paper 002, Algorithm 1): perturbs only the Grad-CAM region of the true class.
 
     Untargeted, L2-penalised, unbounded (the per-image early stop keeps perturbations
-    minimal). See :func:`cfr_attack` for the arguments and the module docstring for the
-    interpretation of Algorithm 1 used by default and why.
+    minimal; ``early_stop=False`` runs every image for all ``steps``, e.g. to compare with an
+    attack that always runs its full budget). See :func:`cfr_attack` for the arguments and the
+    module docstring for the interpretation of Algorithm 1 used by default and why.
 
     Args:
         model: classifier taking ``(B, C, H, W)`` in [0, 1].
@@ -279,4 +283,4 @@ def cfr(
         ``x_adv`` ``(B, C, H, W)`` in [0, 1], detached.
     """
     return cfr_attack(model, x, y, tau=tau, T=T, beta=beta, steps=steps, step=step, eta=eta, mode=mode,
-                      seed=seed).x_adv
+                      early_stop=early_stop, seed=seed).x_adv

@@ -38,6 +38,7 @@ __all__ = [
     "generator_loss",
     "gradient_penalty",
     "sample_noise",
+    "seeded_networks",
     "train_gnr",
 ]
 
@@ -110,6 +111,18 @@ class NoiseCritic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.convs(x).flatten(1)).squeeze(1)
+
+
+def seeded_networks(channels: int = 3, *, seed: int = 0, widths: Sequence[int] = (256, 128, 64),
+                    convs_per_unit: int = 3, critic_widths: Sequence[int] = (64, 128, 256), z_dim: int = 64,
+                    eps: float = 8 / 255) -> tuple[NoiseGenerator, NoiseCritic]:
+    """A :class:`NoiseGenerator` and a :class:`NoiseCritic` initialised from ``seed`` (the global
+    random state is left as it was), so that :func:`train_gnr` with the same ``seed`` is repeatable."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = NoiseGenerator(channels, z_dim=z_dim, widths=widths, convs_per_unit=convs_per_unit, eps=eps)
+        critic = NoiseCritic(channels, widths=critic_widths)
+    return gen, critic
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, *,

@@ -309,9 +309,14 @@ class PerceptualLoss(nn.Module):
         self._modules_by_name = {n: net.get_submodule(n) for n in self.layers}
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of :attr:`layers` for ``x`` (with gradients), in order."""
+        """Outputs of :attr:`layers` for ``x`` (with gradients), in order.
+
+        Each output is captured as a (differentiable) copy: torchvision's VGG-19 runs in-place
+        ReLUs, which would otherwise overwrite a captured convolution output with the ReLU's, so
+        that 16 of the 35 terms silently duplicated the ReLU terms.
+        """
         got: dict[str, torch.Tensor] = {}
-        hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: got.__setitem__(n, out))
+        hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: got.__setitem__(n, out.clone()))
                  for n, m in self._modules_by_name.items()]
         try:
             self.net(x)

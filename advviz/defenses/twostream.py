@@ -321,7 +321,14 @@ class _ImageNetWrapper(nn.Module):
         super().__init__()
         from advviz.models import Normalize
 
-        self.normalize = Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        if getattr(net, "transform_input", False):
+            raise ValueError("build torchvision's inception_v3 with transform_input=False: the wrapper "
+                             "normalises the input itself")
+        if isinstance(net, _inception_class()):
+            # the Google Inception-v3 weights expect (x - 0.5) / 0.5, not ImageNet's mean/std
+            self.normalize = Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        else:
+            self.normalize = Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
         self.net = net
         self.input_size = (3, size, size)
         self.num_classes = 1000
@@ -329,6 +336,12 @@ class _ImageNetWrapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(self.normalize(x))
         return out.logits if hasattr(out, "logits") else out
+
+
+def _inception_class() -> type:
+    from torchvision.models import Inception3
+
+    return Inception3
 
 
 _IMAGENET_ARCHS = {"inception_v3": ("Inception_V3_Weights", 299), "resnet50": ("ResNet50_Weights", 224),
@@ -347,7 +360,10 @@ def imagenet_high(arch: str = "inception_v3", *, weights: str | os.PathLike[str]
 
     Returns:
         an eval-mode module taking ``(B, 3, S, S)`` in [0, 1] and returning 1000 logits; use it
-        with :func:`imagenet_cifar10_mapping`.
+        with :func:`imagenet_cifar10_mapping`. Inside it the pixels are normalised as the weights
+        expect: ``(x - 0.5) / 0.5`` for Inception-v3 (Google's weights; built with
+        ``transform_input=False`` so torchvision does not transform them a second time),
+        ImageNet mean/std for the others.
 
     Raises:
         KeyError: unknown ``arch``.
@@ -363,7 +379,9 @@ def imagenet_high(arch: str = "inception_v3", *, weights: str | os.PathLike[str]
         raise KeyError(f"unknown ImageNet architecture {arch!r}; choose one of {', '.join(_IMAGENET_ARCHS)}")
     enum_name, size = _IMAGENET_ARCHS[arch]
     builder = getattr(torchvision.models, arch)
-    extra = {"aux_logits": True, "init_weights": False} if arch == "inception_v3" else {}
+    # Inception-v3: transform_input stays off whichever way the weights come (torchvision turns it
+    # on only for its own weight enum); _ImageNetWrapper feeds (x - 0.5) / 0.5, what they expect.
+    extra = {"aux_logits": True, "init_weights": False, "transform_input": False} if arch == "inception_v3" else {}
     if weights is not None:
         net = builder(weights=None, **extra)
         state = load_state_file(weights)
@@ -380,7 +398,7 @@ def imagenet_high(arch: str = "inception_v3", *, weights: str | os.PathLike[str]
                 f"(ADVVIZ_OFFLINE); pass weights=PATH to a state-dict file, or use the offline default pair "
                 f"(advviz.defenses.twostream.default_pair())")
         try:
-            net = builder(weights=wenum)
+            net = builder(weights=wenum, **extra)
         except Exception as exc:  # URLError, HTTPError, hash mismatch ...
             raise CheckpointError(f"could not get torchvision's ImageNet weights for {arch} ({type(exc).__name__}: "
                                   f"{exc}); with no network pass weights=PATH to a state-dict file") from exc
@@ -416,7 +434,8 @@ def _run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, c
 
 
 def attack_type_i(ts: TwoStream, name: str, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
-                  batch: int = 128, **cfg: Any) -> torch.Tensor:
+                  batch: int = 128, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  **cfg: Any) -> torch.Tensor:
     """Type I attack: attack the high stream on ``x`` upsampled to its input size.
 
     Args:
@@ -425,11 +444,28 @@ def attack_type_i(ts: TwoStream, name: str, x: torch.Tensor, y: torch.Tensor, *,
         x: ``(B, C, H, W)`` images in [0, 1] (e.g. 32x32 CIFAR-10; upsampled first, as the paper
             resizes CIFAR-10 to 299x299 before a type I attack).
         y: ``(B,)`` labels in the *high stream's* label space.
-        seed: attack seed. **cfg: the attack's keyword options.
+        seed: attack seed.
+        fit: ``universal`` only: ``(x_fit, y_fit)``, other images (same layout as ``x``, ``y``)
+            on which the universal perturbation is computed before it is added to ``x``, as
+            Moosavi-Dezfooli et al. fit it on training images and evaluate it on unseen ones.
+            ``None``: fitted on ``x`` itself (the registered attack's behaviour).
+        **cfg: the attack's keyword options.
 
     Returns:
         the adversarial image at the high stream's resolution, ``(B, C, *ts.high_size)`` in [0, 1].
+
+    Raises:
+        ValueError: ``fit`` given for another attack than ``universal``.
     """
+    if fit is not None:
+        if name != "universal":
+            raise ValueError(f"fit=(x_fit, y_fit) is for the universal perturbation only, not {name!r}")
+        from advviz.attacks import universal_perturbation
+
+        kw = dict(cfg)
+        kw.setdefault("seed", seed)
+        v = universal_perturbation(ts.high, ts.high_input(fit[0]), fit[1].to(x.device), **kw)
+        return (ts.high_input(x) + v).clamp(0.0, 1.0).detach()
     return _run_attack(name, ts.high, ts.high_input(x), y, cfg, seed, batch)
 
 

@@ -20,6 +20,15 @@ noise instead of reconstructing the entire image, which is different from DAE": 
 gets no lateral input, and the 1x1 convolution outputs the image itself. It is trained with a
 pixel-level L1 loss (the paper replaces the pixel-level loss by eq. 5 for UDDN only).
 
+**PGD** (the paper's "PGD", its ref. [27]: the *pixel-guided denoiser* of Liao et al., CVPR 2018,
+"Defense against Adversarial Attacks Using High-Level Representation Guided Denoiser"; not PGD
+adversarial training): Liao et al.'s denoising U-Net (with lateral connections, predicting the
+noise, ``x_hat = x* - dx``) trained with the pixel-level loss ``|x_hat - x|_1``; the
+representation-guided versions (HGD) replace that loss by one on the classifier's features, as
+UDDN's eq. 5 does. advviz's ``pgd`` denoiser is therefore the UDDN network itself (same
+architecture, laterals, residual output) trained with :func:`pixel_loss` (``guidance="pixel"``):
+the DAE differs from it by having no laterals and reconstructing the image, UDDN by its loss.
+
 **Loss** (eq. 5, :func:`uddn_loss`): ``|| f_l(x_hat) - f_l(x) ||_1`` (mean absolute difference)
 with ``f_{-1}`` the target model's logits, ``f_{-2}`` its last convolutional features
 (``forward_features``). The target model is frozen; labels are not used.
@@ -248,6 +257,10 @@ RECIPES: dict[str, dict[str, Any]] = {
               "gnr_steps": 100, "gnr_widths": (32, 16, 16), "gnr_convs": 1, "gnr_critic": (16, 32, 64)},
 }
 
+# Seed of the GNR networks' initialisation, training batches and generated noise (the weights that
+# ship in advviz/weights/ were made before it existed, from an unseeded initialisation).
+GNR_SEED = 0
+
 _LOADED: dict[tuple[str, str], tuple[nn.Module, dict[str, Any]]] = {}
 _PAIRS: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]] = {}
 
@@ -279,14 +292,17 @@ def _training_pairs(config: str, *, device: str | torch.device = "cpu",
     xa, _ = make_pairs(target, xr, yr, attack="fgsm", progress=progress)
     rec: dict[str, Any] = {"real_pairs": recipe["real"], "gnr_pairs": recipe["gnr"]}
     if recipe["gnr"]:
-        gen = gnr_mod.NoiseGenerator(3, widths=recipe["gnr_widths"], convs_per_unit=recipe["gnr_convs"])
-        crit = gnr_mod.NoiseCritic(3, widths=recipe["gnr_critic"])
+        # seeded: the networks' initialisation (gnr.seeded_networks), the training batches and the
+        # generated noise all follow GNR_SEED, so the same recipe gives the same pairs
+        gen, crit = gnr_mod.seeded_networks(3, seed=GNR_SEED, widths=recipe["gnr_widths"],
+                                            convs_per_unit=recipe["gnr_convs"], critic_widths=recipe["gnr_critic"])
         hist = gnr_mod.train_gnr(gen, crit, (xa - xr).detach(), steps=recipe["gnr_steps"], eps=8 / 255,
-                                 device=device, progress=progress)
+                                 device=device, progress=progress, seed=GNR_SEED)
         xg = x[recipe["real"]:]
-        xga = gnr_mod.augment(gen, xg, seed=0)
+        xga = gnr_mod.augment(gen, xg, seed=GNR_SEED)
         xa, xr, yr = torch.cat([xa, xga]), torch.cat([xr, xg]), torch.cat([yr, y[recipe["real"]:]])
         rec["gnr_final"] = hist[-1] if hist else {}
+        rec["gnr_seed"] = GNR_SEED
     return xa, xr, yr, rec
 
 
@@ -295,14 +311,17 @@ def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | tor
     """A trained denoiser (eval mode, frozen) and its record; trained with :data:`RECIPES` on first use.
 
     Args:
-        kind: ``"uddn"`` (logit-guided, eq. 5 with l = -1) or ``"dae"`` (pixel loss, no laterals).
+        kind: ``"uddn"`` (logit-guided, eq. 5 with l = -1), ``"dae"`` (pixel loss, no laterals) or
+            ``"pgd"`` (Liao et al.'s pixel-guided denoiser: the UDDN network with the pixel loss;
+            no shipped weights, so the first call trains it: the quick recipe on the CPU in
+            minutes, the full one far longer).
         config: ``"full"`` or ``"quick"``.
     """
     from advviz import models
     from advviz._paths import cache_dir, find_weights
 
-    if kind not in ("uddn", "dae") or config not in RECIPES:
-        raise ValueError(f"kind must be uddn|dae and config full|quick, got {kind!r}, {config!r}")
+    if kind not in ("uddn", "dae", "pgd") or config not in RECIPES:
+        raise ValueError(f"kind must be uddn|dae|pgd and config full|quick, got {kind!r}, {config!r}")
     key = (kind, config)
     if key in _LOADED:
         net, rec = _LOADED[key]
@@ -310,9 +329,11 @@ def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | tor
     recipe = RECIPES[config]
     name = f"{kind}_resnet20_cifar10" + ("_quick" if config == "quick" else "")
     filename = f"{name}.safetensors"
-    net = UDDN(3, recipe["width"]) if kind == "uddn" else dae_network(3, recipe["width"])
+    net = dae_network(3, recipe["width"]) if kind == "dae" else UDDN(3, recipe["width"])
     found = find_weights(filename)
-    record: dict[str, Any] = {"name": name, "recipe": recipe, "guidance": "logits" if kind == "uddn" else "pixel"}
+    record: dict[str, Any] = {"name": name, "recipe": recipe, "guidance": "logits" if kind == "uddn" else "pixel",
+                              "network": "UDDN without laterals, reconstructing the image" if kind == "dae" else
+                              "UDDN (laterals, x_hat = x* - dx)"}
     if found is None:
         xa, xc, y, pair_rec = training_pairs(config, device=device, progress=progress)
         target = models.load("resnet20_cifar10", device=device)

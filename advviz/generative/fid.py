@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FeatureNetwork", "feature_statistics", "fid", "fid_network", "frechet_distance", "penultimate"]
+__all__ = ["FeatureNetwork", "feature_statistics", "fid", "fid_network", "frechet_distance", "inception_features",
+           "penultimate"]
 
 
 def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,18 +98,34 @@ def _inception() -> FeatureNetwork | None:
     path = next((c for c in [d / _INCEPTION_FILE for d in weights_dirs()] + [hub] if c.is_file()), None)
     if path is None:
         return None
-    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return inception_features(net)
+
+
+def inception_features(net: nn.Module) -> FeatureNetwork:
+    """Pool features of torchvision's Inception-v3 ``net`` (its ``fc`` replaced by the identity).
+
+    The Google weights (``inception_v3_google-0cc3c7bd.pth``) expect pixels scaled as
+    ``(x - 0.5) / 0.5``; torchvision reaches that from ImageNet-normalised input only through
+    ``transform_input=True``, which ``inception_v3(weights=None)`` leaves off. So ``net`` must be
+    built with ``transform_input=False`` and advviz feeds ``(x - 0.5) / 0.5`` directly (after a
+    bilinear resize to 299x299; grey images repeated over 3 channels).
+
+    Raises:
+        ValueError: ``net`` has ``transform_input=True`` (it would transform the input twice).
+    """
+    if getattr(net, "transform_input", False):
+        raise ValueError("inception_features feeds (x - 0.5) / 0.5 itself: build the network with "
+                         "transform_input=False")
     net.fc = nn.Identity()
     net.eval()
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        return net((x - mean.to(x)) / std.to(x))
+        return net((x - 0.5) / 0.5)
 
     return FeatureNetwork(_Wrap(net, fn), "Inception-v3 (torchvision ImageNet) pool features")
 

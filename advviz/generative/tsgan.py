@@ -16,9 +16,20 @@ eq. (7): ``L_total = L_GAN + lambda1 * L_adv + lambda2 * L_perturb + lambda3 * L
 * ``L_adv`` (eq. 4) = cross-entropy of the target model's logits on ``G_adv(z)`` toward
   ``y_target`` (the negative log-probability of the target class);
 * ``L_perturb`` (eq. 5) = ``||G_norm(z) - G_adv(z)||_2`` per image, averaged over the batch;
-* ``L_content`` (eq. 6) = ``||N(G_norm(z)) - N(G_adv(z))||_2^2`` with ``N`` the VGG-16 features
-  after the third convolution block's ReLU (``relu3_3``), divided by ``C*H*W`` as eq. (3) does
-  (the "MSE loss" of the text), averaged over the batch.
+* ``L_content`` (eq. 6) = ``||N(G_norm(z)) - N(G_adv(z))||_2^2 / (C*H*W)`` with ``N`` the VGG-16
+  features after the third convolution block's ReLU (``relu3_3``), averaged over the batch.
+  Eq. (3) as printed divides the difference by ``C*H*W`` *inside* the squared norm, i.e. a
+  factor ``1/(C*H*W)^2``; the text calls the loss an "MSE loss", i.e. ``1/(C*H*W)``. advviz
+  takes the MSE (``1/(C*H*W)``): with ``(C, H, W) = (256, 8, 8)`` the printed form would scale
+  the term down another 16,384-fold, beside ``L_perturb`` of order 1. Recorded as
+  :data:`CONTENT_NORMALISATION` in every result.
+
+BatchNorm in stage 2: ``G_norm(z)`` is the frozen stage-1 generator in eval mode (its running
+statistics). ``G_adv`` runs with the *same* statistics (eval-mode BatchNorm, its affine
+parameters still trained), so that ``G_adv(z) == G_norm(z)`` and ``L_perturb = 0`` at the first
+stage-2 step, as Algorithm 2's copy implies, and training sees what :meth:`TSGAN.generate`
+returns. (With ``G_adv`` in train mode, batch statistics, ``L_perturb`` was 0.77 before any
+stage-2 step after a 10-epoch digits stage 1.) Recorded as :data:`STAGE2_BATCHNORM`.
 
 How the target enters (the paper leaves it implicit): as in the paper, the target class is a
 property of the *trained generator*, not an input: "the category of the attack is the number 0"
@@ -59,6 +70,8 @@ from torch import nn
 
 __all__ = [
     "CONFIGS",
+    "CONTENT_NORMALISATION",
+    "STAGE2_BATCHNORM",
     "SLIM_VGG_CIFAR_RECIPE",
     "SLIM_VGG_RECIPE",
     "TSGAN",
@@ -78,6 +91,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: How eq. (3)/(6)'s content loss is normalised (see the module docstring).
+CONTENT_NORMALISATION = ("1/(C*H*W): the text's 'MSE loss' (eq. 3 as printed, with the division inside the "
+                         "squared norm, would be 1/(C*H*W)^2)")
+#: How G_adv's BatchNorm runs in stage 2 (see the module docstring).
+STAGE2_BATCHNORM = "eval: G_adv uses G_norm's stage-1 running statistics (L_perturb = 0 at the first step)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,6 +162,9 @@ CONFIGS: dict[str, TSGANConfig] = {
     # thread): 2e-4 -> 31.1% / .789 / 29 s; 5e-4 -> 67.8% / .705; 1e-3 -> 72.1% / .699 / 29 s;
     # 1e-3 with 20 epochs -> 75.1% / .678 / 49 s; 2e-4 with lambda1 = 1.0 -> 37.8%. So 1e-3 and
     # 10 epochs: the loss and the lambdas stay the paper's. (G_norm(z) alone: 7.9% classified 0.)
+    # (These rates were measured while stage 2 ran G_adv with batch statistics. With G_adv on
+    # G_norm's running statistics, `advviz reproduce tsgan --table 6 --quick` measured 73.6%
+    # targeted ASR for 1,000 G_adv(z); L_perturb at the first stage-2 step went from 0.905 to 0.)
     "digits_quick": TSGANConfig(name="digits_quick", batch_size=64, lr_normal=1e-3, lr_adv=1e-3, lambda_adv=0.4,
                                 lambda_perturb=0.2, lambda_content=0.2, epochs_normal=30, epochs_adv=10,
                                 n_critic=2, width=16),
@@ -272,7 +294,10 @@ def perturb_loss(x_norm: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
 
 def content_loss(network: Callable[[torch.Tensor], torch.Tensor], x_norm: torch.Tensor,
                  x_adv: torch.Tensor) -> torch.Tensor:
-    """Eq. (6) with eq. (3)'s normalisation: ``||N(x_norm) - N(x_adv)||_2^2 / (C*H*W)``, batch mean.
+    """Eq. (6): ``||N(x_norm) - N(x_adv)||_2^2 / (C*H*W)`` (the MSE), batch mean.
+
+    Eq. (3) as printed puts the ``C*H*W`` inside the squared norm (``1/(C*H*W)^2``); the text says
+    "MSE loss": advviz uses ``1/(C*H*W)`` (:data:`CONTENT_NORMALISATION`).
 
     ``N(x_norm)`` is computed without gradient (``G_norm`` is frozen in stage 2).
     """
@@ -698,6 +723,8 @@ class TSGAN(nn.Module):
             content.to(dev)
         self.info["content_network"] = getattr(content, "name", None) if content is not None and \
             cfg.lambda_content > 0 else "none (lambda_content = 0 or no network)"
+        self.info["stage2_batchnorm"] = STAGE2_BATCHNORM
+        self.info["content_normalisation"] = CONTENT_NORMALISATION
         results = []
         try:
             for t in ([targets] if isinstance(targets, int) else list(targets)):
@@ -716,7 +743,7 @@ class TSGAN(nn.Module):
 
                 res = self._loop(f"adv_{key}", int(t), self.g_adv[key], self.critic_adv[key], g_loss, data,
                                  epochs=epochs, lr=cfg.lr_adv, device=dev, seed=seed + 1000 * (int(t) + 1),
-                                 progress=progress, checkpoint=checkpoint, callback=callback)
+                                 progress=progress, checkpoint=checkpoint, callback=callback, gen_eval=True)
                 results.append(res)
                 if res.interrupted:
                     break
@@ -731,7 +758,8 @@ class TSGAN(nn.Module):
               g_loss: Callable[[nn.Module, nn.Module, torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
               data: torch.Tensor, *, epochs: int, lr: float, device: str | torch.device | None, seed: int,
               progress: bool, checkpoint: str | os.PathLike[str] | None,
-              callback: Callable[[dict[str, float]], None] | None) -> StageResult:
+              callback: Callable[[dict[str, float]], None] | None, gen_eval: bool = False) -> StageResult:
+        """One stage's WGAN-GP loop; ``gen_eval``: run ``gen``'s BatchNorm in eval mode (stage 2)."""
         import time
 
         from tqdm.auto import tqdm
@@ -757,7 +785,7 @@ class TSGAN(nn.Module):
         t_call = time.perf_counter()
         label = "TSGAN stage 1 (WGAN-GP)" if target is None else f"TSGAN stage 2, target {target}"
         bar = tqdm(total=(epochs - start) * steps, desc=label, disable=not progress, leave=False)
-        gen.train()
+        gen.train(not gen_eval)
         critic.train()
         try:
             for epoch in range(start, epochs):

@@ -37,7 +37,8 @@ def _fmt(v: Any) -> str:
 
 
 def format_rows(res: dict[str, Any], columns: Sequence[str] | None = None, title: str | None = None) -> str:
-    """A plain-text table of ``res["rows"]``; a ``paper_<metric>`` key is shown as its own column."""
+    """A plain-text table of ``res["rows"]``; a ``paper_<metric>`` key is shown as its own column,
+    right after ``<metric>``'s when the rows have one."""
     rows = res["rows"]
     if not rows:
         return f"{title or res['table']}: no rows"
@@ -47,6 +48,10 @@ def format_rows(res: dict[str, Any], columns: Sequence[str] | None = None, title
             for k in r:
                 if k not in columns:
                     columns.append(k)
+        # each paper value right after the measurement it belongs to
+        for c in [c for c in columns if c.startswith(PAPER_KEY) and c[len(PAPER_KEY):] in columns]:
+            columns.remove(c)
+            columns.insert(columns.index(c[len(PAPER_KEY):]) + 1, c)
     header = [c.replace(PAPER_KEY, "") + (" (paper)" if c.startswith(PAPER_KEY) else "") for c in columns]
     body = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]

@@ -60,8 +60,37 @@ def _attack_configs(quick: bool) -> dict[str, dict[str, Any]]:
         "cw_l2": {"c": 1.0, "lr": 0.01, "steps": 100 if quick else 1000, "binary_steps": 1},
         "jsma": {"theta": 0.3},
         "one_pixel": {"pixels": 5, "population": 100 if quick else 400, "max_iter": 20 if quick else 100},
-        "cfr": {},
+        # the defaults of advviz.attacks.cfr, written out so every result records which variant ran
+        "cfr": {"mode": "normalized", "tau": 0.2, "T": 0.1, "beta": 1.0, "steps": 20, "step": 0.05, "eta": 10.0,
+                "early_stop": True},
     }
+
+
+# How each CFR mode updates delta (advviz.attacks.cfr's module docstring), recorded with the rows.
+CFR_STEP_RULES = {
+    "normalized": "L2-normalised ascent steps of length `step` on J'_CE, proximal step for (beta/2)||delta*M^||^2, "
+                  "mask rescaled to max 1, delta = 0 start",
+    "sgd": "raw SGD steps of size eta on J'_CE - (beta/2)||delta*M^||^2, each capped at L2 length `step`",
+    "paper": "Algorithm 1 as printed: minimise 1/J by SGD (eta), sum-normalised mask at every update, "
+             "uniform [-1, 1] start",
+}
+
+
+def cfr_label(cfg: dict[str, Any]) -> str:
+    """The row label of a CFR run: ``"cfr (normalized)"``, ``"cfr (sgd)"`` or ``"cfr (paper)"``."""
+    return f"cfr ({cfg.get('mode', 'normalized')})"
+
+
+def _recorded(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The attack settings for ``config``: CFR's with its mode's step rule (whether each image
+    stops once misclassified is ``early_stop``; the literal mode always runs all steps)."""
+    out = {k: dict(v) for k, v in cfgs.items()}
+    if "cfr" in out:
+        mode = out["cfr"].get("mode", "normalized")
+        out["cfr"]["step_rule"] = CFR_STEP_RULES[mode]
+        if mode == "paper":
+            out["cfr"]["early_stop"] = False
+    return out
 
 
 def _load_model(name: str, device: torch.device) -> torch.nn.Module | None:
@@ -118,12 +147,13 @@ def table1(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str,
         with timer() as t:
             x_adv = _attack(name, model, x, y, cfgs[name], seed)
         norms = metrics.lp_norms(x, x_adv)
-        row = {"attack": name, "model": "resnet20", "asr": metrics.asr(model, x_adv, y),
+        row = {"attack": cfr_label(cfgs[name]) if name == "cfr" else name, "model": "resnet20",
+               "asr": metrics.asr(model, x_adv, y),
                "ssim": float(metrics.ssim(x, x_adv)), **{k: float(v) for k, v in norms.items()},
                "seconds": t["seconds"]}
         row.update({f"paper_{k}": v for k, v in PAPER_TABLE1[name].items()})
         rows.append(row)
-    config = {"n": n, "seed": seed, "attacks": cfgs, "model": "resnet20_cifar10 (paper: ResNet-18)",
+    config = {"n": n, "seed": seed, "attacks": _recorded(cfgs), "model": "resnet20_cifar10 (paper: ResNet-18)",
               "quick": quick}
     return result("cfr", "1", config, DATA, rows)
 
@@ -152,7 +182,18 @@ def fig3(*, n: int, quick: bool, seed: int, device: torch.device, tau: float = 0
 
 
 def fig7(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, Any]:
-    """Fig. 7: accuracy of every target model on every substitute's adversarial examples."""
+    """Fig. 7: accuracy of every target model on every substitute's adversarial examples.
+
+    Rows ``pgd``, ``mdi2fgsm`` and ``cw_l2`` use the paper's settings. CFR is unbounded and by
+    default stops each image once it is misclassified, so its perturbations are far smaller than
+    PGD's 16/255 L-inf ones and a transfer comparison with them says little. Fig. 7's CFR-vs-PGD
+    comparison is therefore run at a **matched L2 budget**: ``cfr (normalized)`` with
+    ``early_stop=False`` (all N = 20 steps for every image), and ``pgd_l2 (matched)``, L2 PGD for
+    its full 20 steps (alpha = 2.5 eps / 20, random start) with ``eps`` = the median per-image L2
+    norm of that substitute's CFR perturbations. Every row carries ``l2``, the mean per-image
+    L2 norm of its perturbations. (Choice: L2, CFR's own norm; the median, so that about half of
+    the CFR images are above PGD's budget and half below.)
+    """
     from advviz import metrics
 
     names = ["resnet20_cifar10", "resnet32_cifar10"] + ([] if quick else
@@ -161,15 +202,28 @@ def fig7(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, A
     models_ = list(loaded.values())
     x, y = _sample(models_, n, seed, device)
     cfgs = _attack_configs(quick)
-    rows = []
+    cfgs["cfr"] = dict(cfgs["cfr"], early_stop=False)
+    rows, matched = [], {}
     for sub_name, sub in loaded.items():
+        advs = {}
         for attack in ("pgd", "mdi2fgsm", "cw_l2", "cfr"):
-            x_adv = _attack(attack, sub, x, y, cfgs[attack], seed)
+            advs[cfr_label(cfgs["cfr"]) if attack == "cfr" else attack] = _attack(attack, sub, x, y, cfgs[attack], seed)
+        cfr_l2 = (advs[cfr_label(cfgs["cfr"])] - x).flatten(1).norm(dim=1)
+        eps2 = float(cfr_l2.median())
+        pgd_cfg = {"norm": "l2", "eps": eps2, "alpha": 2.5 * eps2 / 20, "steps": 20}
+        matched[sub_name.removesuffix("_cifar10")] = pgd_cfg
+        advs["pgd_l2 (matched)"] = _attack("pgd", sub, x, y, pgd_cfg, seed)
+        for attack, x_adv in advs.items():
+            l2 = float((x_adv - x).flatten(1).norm(dim=1).mean())
             for tgt_name, tgt in loaded.items():
                 rows.append({"substitute": sub_name.removesuffix("_cifar10"), "attack": attack,
                              "model": tgt_name.removesuffix("_cifar10"), "accuracy": metrics.accuracy(tgt, x_adv, y),
-                             "white_box": sub_name == tgt_name})
-    config = {"n": n, "seed": seed, "attacks": {k: cfgs[k] for k in ("pgd", "mdi2fgsm", "cw_l2", "cfr")},
+                             "l2": l2, "white_box": sub_name == tgt_name})
+    config = {"n": n, "seed": seed, "attacks": _recorded({k: cfgs[k] for k in ("pgd", "mdi2fgsm", "cw_l2", "cfr")}),
+              "pgd_l2_matched": matched,
+              "budget": ("CFR (full 20 steps, no early stop) against L2 PGD (full 20 steps) with eps = the median "
+                         "per-image L2 norm of the same substitute's CFR perturbations; pgd / mdi2fgsm / cw_l2 at "
+                         "the paper's settings"),
               "missing_models": missing}
     return result("cfr", "fig7", config, DATA, rows)
 
@@ -199,9 +253,11 @@ def fig9(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, A
         for T in (t_grid if mode == "sgd" else (0.1,)):
             for steps in steps_grid:
                 r = cfr_attack(model, x, y, cam=cam, steps=steps, T=T, mode=mode)
-                rows.append({"attack": "cfr", "mode": mode, "T": T, "steps": steps,
-                             "asr": metrics.asr(model, r.x_adv, y)})
-    config = {"n": n, "seed": seed, "tau": 0.2, "beta": 1.0, "eta": 10.0,
+                rows.append({"attack": cfr_label({"mode": mode}), "mode": mode, "T": T, "steps": steps,
+                             "early_stop": True, "asr": metrics.asr(model, r.x_adv, y)})
+    config = {"n": n, "seed": seed, "tau": 0.2, "beta": 1.0, "eta": 10.0, "step": 0.05,
+              "cfr": {m: {"mode": m, "step_rule": CFR_STEP_RULES[m], "early_stop": True, "step": 0.05, "eta": 10.0}
+                      for m in ("normalized", "sgd")},
               "note": "T cancels under the default normalised step (documented); mode='sgd' shows its effect"}
     return result("cfr", "fig9", config, DATA, rows)
 
@@ -216,9 +272,12 @@ def fig10(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, 
     for tau in ((0.0, 0.2, 0.4, 0.6, 0.8) if quick else (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)):
         r = cfr_attack(model, x, y, cam=cam, tau=tau, steps=30)
         norms = metrics.lp_norms(x, r.x_adv)
-        rows.append({"attack": "cfr", "tau": tau, "asr": metrics.asr(model, r.x_adv, y), "l0": float(norms["l0"]),
-                     "l2": float(norms["l2"])})
-    return result("cfr", "fig10", {"n": n, "seed": seed, "steps": 30, "T": 0.1, "beta": 1.0}, DATA, rows)
+        rows.append({"attack": cfr_label({"mode": "normalized"}), "tau": tau, "asr": metrics.asr(model, r.x_adv, y),
+                     "l0": float(norms["l0"]), "l2": float(norms["l2"])})
+    cfr_cfg = {"mode": "normalized", "step_rule": CFR_STEP_RULES["normalized"], "early_stop": True, "steps": 30,
+               "T": 0.1, "beta": 1.0, "step": 0.05}
+    return result("cfr", "fig10", {"n": n, "seed": seed, "steps": 30, "T": 0.1, "beta": 1.0, "cfr": cfr_cfg},
+                  DATA, rows)
 
 
 def table2(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, Any]:
@@ -234,9 +293,11 @@ def table2(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str,
         x, y = _sample([model], n, seed, device)
         for attack in ("pgd", "cw_l2", "cfr"):
             x_adv = _attack(attack, model, x, y, cfgs[attack], seed)
-            rows.append({"model": f"resnet20_{kind}", "attack": attack, "asr": metrics.asr(model, x_adv, y),
+            label = cfr_label(cfgs[attack]) if attack == "cfr" else attack
+            rows.append({"model": f"resnet20_{kind}", "attack": label, "asr": metrics.asr(model, x_adv, y),
                          "paper_asr": PAPER_TABLE2[(kind, attack)]})
-    config = {"n": n, "seed": seed, "attacks": {k: cfgs[k] for k in ("pgd", "cw_l2", "cfr")}, "protected_models": made}
+    config = {"n": n, "seed": seed, "attacks": _recorded({k: cfgs[k] for k in ("pgd", "cw_l2", "cfr")}),
+              "protected_models": made}
     return result("cfr", "2", config, DATA, rows)
 
 

@@ -12,11 +12,14 @@
   (PGD-7), both from :mod:`advviz.papers.protected` (``quick`` recipes: 2,000 images, one
   epoch of fine-tuning; labelled as such).
 * ``9``: transfer — the same adversarial examples on a second classifier they were not trained
-  against (MNIST: advviz's slim VGG-16 trained on digits; CIFAR-10: ResNet-32, the paper's
+  against (MNIST: a ResNet-8 advviz trains on digits, independent of the target and of the
+  stage-2 content network, :data:`TRANSFER_DIGITS_RECIPE`; CIFAR-10: ResNet-32, the paper's
   ResNet20 -> ResNet32 row).
 * ``10``: TSGAN with and without the content loss (ASR).
-* ``11``: quality — FID and SSIM of TSGAN (with/without content) and AdvGAN against G_norm's
-  outputs on MNIST; ``12``: the same on CIFAR-10.
+* ``11``: quality — FID and SSIM of TSGAN (with/without content) and AdvGAN, all starting from
+  G_norm's outputs (AdvGAN perturbs them), FID against one common set of real test images and
+  against G_norm's outputs (the paper's reference), on features independent of the attacked
+  model; ``12``: the same on CIFAR-10.
 * ``13``: seconds to generate 1,000 adversarial examples.
 
 Tables 8 and 12 are CIFAR-10 only, 7 and 11 MNIST only; the others take ``dataset``
@@ -38,12 +41,20 @@ test images (never run on this CPU: 3,000 + 1,000 epochs). The content network i
 VGG-16 if available, else the zoo ``vgg16_cifar10``, else a slim VGG-16 advviz trains on
 CIFAR-10 (its name says which).
 
+Training budget: AdvGAN trains for TSGAN's stage-2 epochs on the same images
+(:func:`matched_advgan_config`; both generators then spend the same images x epochs on the
+attack; TSGAN's stage 1 learns the data distribution). Every result records the budgets
+(``config["training_budget"]``) and each generator's final losses (``config["final_losses"]``);
+Tables 6 and 10 add TSGAN's semantic drift (:func:`semantic_drift`).
+
 Attack settings (the paper gives none for FGSM/PGD): L-inf eps = 0.3 on MNIST (its usual
 budget) and 8/255 on CIFAR-10 (its usual budget), PGD 20 steps of alpha = 2.5 * eps / 20 from a
 random start. ASR is *targeted* for every method (the fraction classified as the target, over
 test images whose label is not the target; for TSGAN over generated images), the quantity
 TSGAN optimises; FGSM/PGD also report ``asr_untargeted`` (untargeted attacks' fraction
-misclassified), closer to the paper's FGSM. Quick mode attacks target class 0 only (the paper's
+misclassified). The paper's FGSM and PGD values are untargeted, so they are shown as
+``paper_asr_untargeted`` beside that measurement, never beside the targeted one. Quick mode
+attacks target class 0 only (the paper's
 figures use target 0: the digit 0 and "plane"); the full mode every class. Trained generators
 are cached (``<cache>/tsgan/``) so later tables reuse them.
 """
@@ -85,26 +96,38 @@ AT_RECIPES: dict[str, dict[str, Any]] = {
              "optimizer": "adam", "seed": 0},
 }
 
-# The paper's MNIST / LeNet-5 numbers (fractions; seconds for Table 13).
+# The paper's MNIST / LeNet-5 numbers (fractions; seconds for Table 13). The paper's FGSM and PGD
+# are untargeted ("the target cannot be specified in the FGSM attack", Sec. II; an attack succeeds
+# when "the classifier gives a different category", Sec. IV-C), so their values are
+# ``asr_untargeted`` and stand beside advviz's untargeted measurement; AdvGAN's and TSGAN's are
+# targeted generators, beside the targeted ``asr``.
 PAPER: dict[str, dict[str, dict[str, float]]] = {
-    "6": {"fgsm": {"asr": 0.8263}, "pgd": {"asr": 0.9829}, "advgan": {"asr": 0.8866}, "tsgan": {"asr": 0.9531}},
-    "7:adv": {"fgsm": {"asr": 0.1062}, "pgd": {"asr": 0.9498}, "advgan": {"asr": 0.1161}, "tsgan": {"asr": 0.4584}},
-    "7:iter": {"fgsm": {"asr": 0.1423}, "pgd": {"asr": 0.1154}, "advgan": {"asr": 0.1002}, "tsgan": {"asr": 0.2310}},
-    "11": {"tsgan_no_content": {"fid": 276.63, "ssim": 0.7863}, "tsgan": {"fid": 131.42, "ssim": 0.7878},
-           "advgan": {"fid": 276.19, "ssim": 0.4772}},
+    "6": {"fgsm": {"asr_untargeted": 0.8263}, "pgd": {"asr_untargeted": 0.9829}, "advgan": {"asr": 0.8866},
+          "tsgan": {"asr": 0.9531}},
+    "7:adv": {"fgsm": {"asr_untargeted": 0.1062}, "pgd": {"asr_untargeted": 0.9498}, "advgan": {"asr": 0.1161},
+              "tsgan": {"asr": 0.4584}},
+    "7:iter": {"fgsm": {"asr_untargeted": 0.1423}, "pgd": {"asr_untargeted": 0.1154}, "advgan": {"asr": 0.1002},
+               "tsgan": {"asr": 0.2310}},
+    # Tables 11-12: FID and SSIM against WGAN-GP's (G_norm's) outputs, the paper's "comparison criteria"
+    "11": {"tsgan_no_content": {"fid_g_norm": 276.63, "ssim": 0.7863}, "tsgan": {"fid_g_norm": 131.42, "ssim": 0.7878},
+           "advgan": {"fid_g_norm": 276.19, "ssim": 0.4772}},
     "13": {"fgsm": {"seconds_per_1000": 0.66}, "pgd": {"seconds_per_1000": 4.83},
            "advgan": {"seconds_per_1000": 0.036}, "tsgan": {"seconds_per_1000": 0.013}},
     # CIFAR-10, ResNet-20 rows/columns.
-    "6:cifar10": {"fgsm": {"asr": 0.7968}, "pgd": {"asr": 0.9281}, "advgan": {"asr": 0.9496},
+    "6:cifar10": {"fgsm": {"asr_untargeted": 0.7968}, "pgd": {"asr_untargeted": 0.9281},
+                  "advgan": {"asr": 0.9496},
                   "tsgan": {"asr": 0.9583}},
     # CIFAR-10, ResNet-32 column of Table 6.
-    "6:cifar10:resnet32": {"fgsm": {"asr": 0.8437}, "pgd": {"asr": 0.9320}, "advgan": {"asr": 0.9213},
+    "6:cifar10:resnet32": {"fgsm": {"asr_untargeted": 0.8437}, "pgd": {"asr_untargeted": 0.9320},
+                           "advgan": {"asr": 0.9213},
                            "tsgan": {"asr": 0.9828}},
-    "8:adv": {"fgsm": {"asr": 0.1369}, "pgd": {"asr": 0.7688}, "advgan": {"asr": 0.1374}, "tsgan": {"asr": 0.1813}},
-    "8:iter": {"fgsm": {"asr": 0.3396}, "pgd": {"asr": 0.3914}, "advgan": {"asr": 0.1616}, "tsgan": {"asr": 0.1241}},
+    "8:adv": {"fgsm": {"asr_untargeted": 0.1369}, "pgd": {"asr_untargeted": 0.7688}, "advgan": {"asr": 0.1374},
+              "tsgan": {"asr": 0.1813}},
+    "8:iter": {"fgsm": {"asr_untargeted": 0.3396}, "pgd": {"asr_untargeted": 0.3914}, "advgan": {"asr": 0.1616},
+               "tsgan": {"asr": 0.1241}},
     "9:cifar10": {"advgan": {"asr": 0.4068}, "tsgan": {"asr": 0.7309}},  # trained on ResNet20, attacking ResNet32
-    "12": {"tsgan_no_content": {"fid": 37.08, "ssim": 0.6673}, "tsgan": {"fid": 8.42, "ssim": 0.7975},
-           "advgan": {"fid": 11.08, "ssim": 0.7665}},
+    "12": {"tsgan_no_content": {"fid_g_norm": 37.08, "ssim": 0.6673}, "tsgan": {"fid_g_norm": 8.42, "ssim": 0.7975},
+           "advgan": {"fid_g_norm": 11.08, "ssim": 0.7665}},
 }
 EPS = 0.3  # MNIST
 EPS_CIFAR = 8 / 255
@@ -179,6 +202,9 @@ def _cached_tsgan(path: Any, cfg: Any, targets: list[int], device: torch.device)
     if not path.is_file():
         return None
     gan = T.TSGAN.load(path, device=device)
+    if gan.info.get("stage2_batchnorm") != T.STAGE2_BATCHNORM:
+        log.info("ignoring %s: trained before stage 2 ran G_adv with G_norm's BatchNorm statistics", path)
+        return None
     if gan.config != cfg or gan.targets() != sorted(targets):
         log.info("ignoring %s: trained with another configuration", path)
         return None
@@ -211,7 +237,7 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
     t_start = time.perf_counter()
     d = _load_data(quick, dataset, device, progress, model)
     cfg = T.CONFIGS[d["cfg_name"]]
-    acfg = A.ADVGAN_CONFIGS[d["cfg_name"]]
+    acfg = matched_advgan_config(cfg, A.ADVGAN_CONFIGS[d["cfg_name"]])
     x_tr, target_model, targets = d["x_tr"], d["target_model"], d["targets"]
     content = T.content_network(d["content_ds"], device=device, progress=progress)
     folder = cache_dir() / "tsgan"
@@ -245,17 +271,71 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
             advgans[t].fit(d["x_adv_tr"], d["y_adv_tr"], target_model, device=device, seed=seed, progress=progress)
             advgans[t].save(path)
     eps = EPS_CIFAR if dataset == "cifar10" else EPS
-    config = {"quick": quick, "seed": seed, "dataset": dataset,
+    n_gan = len(x_tr) if cfg.max_images is None else min(len(x_tr), cfg.max_images)
+    budget = {"tsgan_stage1": {"images": n_gan, "epochs": cfg.epochs_normal},
+              "tsgan_stage2": {"images": n_gan, "epochs": cfg.epochs_adv},
+              "advgan": {"images": len(d["x_adv_tr"]), "epochs": acfg.epochs},
+              "rule": ("AdvGAN gets TSGAN's adversarial (stage-2) budget, images x epochs: both then train "
+                       "their attack for the same passes over the same images; TSGAN's stage 1 learns the image "
+                       "distribution, which AdvGAN takes from its input images")}
+    final = {"tsgan": {t: _last(gan.history.get(f"adv_{t}")) for t in targets},
+             "tsgan_no_content": {t: _last(gan_nc.history.get(f"adv_{t}")) for t in targets},
+             "tsgan_stage1": _last(gan.history.get("normal")),
+             "advgan": {t: _last(advgans[t].history) for t in targets}}
+    config = {"quick": quick, "seed": seed, "dataset": dataset, "training_budget": budget, "final_losses": final,
               "tsgan_config": cfg.__dict__ | {"betas": list(cfg.betas)},
               "advgan_config": acfg.__dict__, "targets": targets, "content_network": content.name,
               "fgsm": {"eps": eps}, "pgd": {"eps": eps, "alpha": 2.5 * eps / PGD_STEPS, "steps": PGD_STEPS},
-              "tsgan_epochs_done": gan.epochs_done, "target_model": gan.info.get("target_model")}
+              "tsgan_epochs_done": gan.epochs_done, "target_model": gan.info.get("target_model"),
+              "paper_values": ("FGSM/PGD: the paper's untargeted ASR, beside asr_untargeted; AdvGAN/TSGAN: "
+                               "targeted, beside asr"),
+              "tsgan_stage2_batchnorm": T.STAGE2_BATCHNORM, "tsgan_content_normalisation": T.CONTENT_NORMALISATION}
     out = {"cfg": cfg, "acfg": acfg, "gan": gan, "gan_nc": gan_nc, "advgans": advgans, "target_model": target_model,
            "content": content, "x_tr": x_tr, "x_adv_tr": d["x_adv_tr"], "y_adv_tr": d["y_adv_tr"],
            "x_te": d["x_te"].to(device), "y_te": d["y_te"].to(device), "targets": targets, "dataset": dataset,
            "model_name": d["model_name"], "data": d["data"], "config": config,
            "setup_seconds": time.perf_counter() - t_start}
     _CACHE[key] = out
+    return out
+
+
+def matched_advgan_config(cfg: Any, acfg: Any) -> Any:
+    """``acfg`` with TSGAN's stage-2 epochs: AdvGAN and TSGAN's adversarial stage then see the same
+    images the same number of times (both train on the same images; see ``_setup``)."""
+    import dataclasses
+
+    return dataclasses.replace(acfg, epochs=cfg.epochs_adv)
+
+
+def _last(history: list[dict[str, float]] | None) -> dict[str, float]:
+    """The last epoch's averages of a training history, rounded (``{}`` when there is none)."""
+    if not history:
+        return {}
+    return {k: round(float(v), 4) for k, v in history[-1].items() if k != "seconds"}
+
+
+def semantic_drift(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+    """TSGAN's semantic drift: how often a classifier independent of the attack (MNIST column:
+    Table 9's ResNet-8 on digits; CIFAR-10: the other published ResNet) assigns ``G_adv(z)`` to the
+    target, beside how often it already assigns ``G_norm(z)`` (same ``z``) to it. A large ``drift``
+    means the generator changed what the image shows, not only what the attacked model says."""
+    if s.get("dataset") == "cifar10":
+        from advviz import models
+
+        other = "resnet32" if s.get("model_name", "resnet20") == "resnet20" else "resnet20"
+        clf, name = models.load(f"{other}_cifar10", device=s["x_te"].device), f"{other}_cifar10 (published)"
+    else:
+        clf, rec = transfer_digits_model()
+        clf, name = clf.to(s["x_te"].device), rec["name"]
+    out: dict[str, Any] = {"classifier": name, "n": n}
+    with torch.no_grad():
+        for t in s["targets"]:
+            base = float((clf(s["gan"].generate(n, None, seed=seed)).argmax(1) == t).float().mean())
+            for key in ("tsgan", "tsgan_no_content"):
+                gan = s["gan"] if key == "tsgan" else s["gan_nc"]
+                share = float((clf(gan.generate(n, t, seed=seed)).argmax(1) == t).float().mean())
+                out.setdefault(key, {})[t] = {"g_norm_share": round(base, 4), "g_adv_share": round(share, 4),
+                                              "drift": round(share - base, 4)}
     return out
 
 
@@ -314,6 +394,7 @@ def _asr_rows(s: dict[str, Any], n: int, seed: int, table: str, model: torch.nn.
             row["asr_untargeted"] = sum(u * c for _, u, c in acc[a]) / total  # type: ignore[operator]
         row["n"] = total
         row.update(_paper(paper_key or table, a, "asr"))
+        row.update(_paper(paper_key or table, a, "asr_untargeted"))
         rows.append(row)
     return rows
 
@@ -327,7 +408,7 @@ def _column_key(s: dict[str, Any], table: str) -> str:
 def table6(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     rows = _asr_rows(s, n, seed, "6", s["target_model"], s.get("model_name", "lenet5"),
                      ("fgsm", "pgd", "advgan", "tsgan"), paper_key=_column_key(s, "6"))
-    return result("tsgan", "6", s["config"], s["data"], rows)
+    return result("tsgan", "6", dict(s["config"], semantic_drift=semantic_drift(s, n, seed)), s["data"], rows)
 
 
 def _robust_lenet(s: dict[str, Any], kind: str) -> tuple[torch.nn.Module, float]:
@@ -444,52 +525,114 @@ def table9(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
                          ("fgsm", "pgd", "advgan", "tsgan"), paper_key="9:cifar10" if src == "resnet20" else None)
         cfg = dict(s["config"], transfer_model=f"{dst}_cifar10 (published weights)")
         return result("tsgan", "9", cfg, s["data"], rows)
-    from advviz.generative.tsgan import _slim_vgg16_digits
-
-    other = _slim_vgg16_digits().to(s["x_te"].device)
-    rows = _asr_rows(s, n, seed, "9", other, "vgg16slim_digits (transfer from lenet5)",
+    other, rec = transfer_digits_model()
+    other = other.to(s["x_te"].device)
+    rows = _asr_rows(s, n, seed, "9", other, "resnet8_digits (transfer from lenet5)",
                      ("fgsm", "pgd", "advgan", "tsgan"))
-    cfg = dict(s["config"], transfer_model="advviz slim VGG-16 trained on digits (SLIM_VGG_RECIPE)")
+    cfg = dict(s["config"], transfer_model=rec)
     return result("tsgan", "9", cfg, s["data"], rows)
+
+
+# Table 9's MNIST analogue attacks a classifier trained independently of everything TSGAN saw: not
+# the target (LeNet-5), not the stage-2 content network (a slim VGG-16 on digits), but a CIFAR-style
+# ResNet-8 with one input channel, trained by advviz on the digits train split with its own seed.
+TRANSFER_DIGITS_RECIPE: dict[str, Any] = {"arch": "resnet8", "epochs": 8, "lr": 2e-3, "batch_size": 64,
+                                          "optimizer": "adam", "seed": 7}
+
+
+def transfer_digits_model() -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The MNIST-column transfer model of Table 9 (:data:`TRANSFER_DIGITS_RECIPE`), eval mode, and its
+    record (recipe, digits test accuracy); trained on first use (seconds) and cached in ``<cache>/tsgan``."""
+    from advviz import data, train
+    from advviz._paths import cache_dir
+    from advviz.models import load_state_file, save_weights
+    from advviz.models.resnet_cifar import CifarResNet
+
+    recipe = dict(TRANSFER_DIGITS_RECIPE)
+    arch = recipe.pop("arch")
+    model = CifarResNet(depth=int(arch.removeprefix("resnet")), in_channels=1, mean=(0.1307,), std=(0.3081,))
+    path = cache_dir() / "tsgan" / f"{arch}_digits_transfer_seed{recipe['seed']}_e{recipe['epochs']}.safetensors"
+    if path.is_file():
+        model.load_state_dict(load_state_file(path))
+    else:
+        train.fit(model, data.load("digits", "train").tensors(), **recipe, device="cpu", progress=False,
+                  description=f"{arch} (digits, Table 9 transfer model)")
+        save_weights(model, path, metadata={"recipe": TRANSFER_DIGITS_RECIPE})
+    model.eval()
+    x_te, y_te = data.load("digits", "test").tensors()
+    acc = train.evaluate(model, (x_te, y_te))
+    return model, {"name": f"{arch}_digits (advviz-trained, independent of the target and the content network)",
+                   "recipe": TRANSFER_DIGITS_RECIPE, "digits_test_accuracy": round(acc, 4),
+                   "not": "lenet5_digits (the target) nor vgg16slim_digits (TSGAN's stage-2 content network)"}
 
 
 def table10(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     rows = _asr_rows(s, n, seed, "10", s["target_model"], s.get("model_name", "lenet5"),
                      ("tsgan_no_content", "tsgan"))
-    return result("tsgan", "10", s["config"], s["data"], rows)
+    return result("tsgan", "10", dict(s["config"], semantic_drift=semantic_drift(s, n, seed)), s["data"], rows)
+
+
+def _fid_features(s: dict[str, Any]) -> Any:
+    """FID features independent of the attacked model: Inception-v3 when its weights are there,
+    else the penultimate features of a classifier the generators never saw (MNIST column: Table
+    9's ResNet-8 trained on digits; CIFAR-10: the other published ResNet)."""
+    from advviz.generative.fid import fid_network
+
+    if s.get("dataset") == "cifar10":
+        other = "resnet32" if s.get("model_name", "resnet20") == "resnet20" else "resnet20"
+        from advviz import models
+
+        net = models.load(f"{other}_cifar10", device=s["x_te"].device)
+        return fid_network(net, fallback_name=f"{other}_cifar10 (published; not the attacked model)")
+    model, _ = transfer_digits_model()
+    return fid_network(model.to(s["x_te"].device),
+                       fallback_name="resnet8_digits (Table 9's independent transfer model; not the attacked LeNet-5)")
 
 
 def _quality(s: dict[str, Any], n: int, seed: int, table: str) -> dict[str, Any]:
-    """FID and SSIM against G_norm's outputs (Table 11 on MNIST, Table 12 on CIFAR-10)."""
+    """FID and SSIM (Table 11 on MNIST, Table 12 on CIFAR-10), every method measured the same way.
+
+    All methods start from the same images: ``G_norm(z)`` for the same noise ``z`` (the paper's
+    "comparison criteria", WGAN-GP's outputs): TSGAN gives ``G_adv(z)``, AdvGAN perturbs
+    ``G_norm(z)`` itself, and the ``g_norm`` row is ``G_norm(z)`` unattacked. Columns:
+
+    * ``fid``: against one common set of *real* images (the first ``n`` test images), for every
+      method and target, on features of a network independent of the attacked one
+      (:func:`_fid_features`);
+    * ``fid_g_norm``: against ``G_norm(z)`` (the paper's reference; its values stand beside it);
+    * ``ssim``: each output against ``G_norm(z)`` of the same ``z`` (one pairing for all methods).
+    """
     from advviz import metrics
-    from advviz.generative.fid import fid, fid_network
+    from advviz.generative.fid import fid
 
     model_name = s.get("model_name", "lenet5")
-    label = f"{model_name}_cifar10" if model_name in CIFAR_MODELS else model_name
-    net = fid_network(s["target_model"], fallback_name=f"{label} (the target model)")
+    net = _fid_features(s)
+    real = s["x_te"][:n]
     rows = []
-    for a in ("tsgan_no_content", "tsgan", "advgan"):
-        fids, ssims = [], []
+    for a in ("g_norm", "tsgan_no_content", "tsgan", "advgan"):
+        fids, fids_g, ssims = [], [], []
         for t in s["targets"]:
             ref = s["gan"].generate(n, None, seed=seed)
-            if a == "advgan":
-                x, _ = _targeted_images(s, t, n)
-                x_adv = s["advgans"][t].attack(x)
-                fids.append(fid(x_adv, ref, net))
-                ssims.append(float(metrics.ssim(x_adv, x)))
+            if a == "g_norm":
+                x_adv = ref
+            elif a == "advgan":
+                x_adv = s["advgans"][t].attack(ref)
             else:
-                gan = s["gan"] if a == "tsgan" else s["gan_nc"]
-                x_adv = gan.generate(n, t, seed=seed)
-                fids.append(fid(x_adv, ref, net))
-                ssims.append(float(metrics.ssim(x_adv, ref)))
+                x_adv = (s["gan"] if a == "tsgan" else s["gan_nc"]).generate(n, t, seed=seed)
+            fids.append(fid(x_adv, real, net))
+            fids_g.append(fid(x_adv, ref, net))
+            ssims.append(float(metrics.ssim(x_adv, ref)))
         row = {"table": table, "attack": a, "model": model_name, "fid": sum(fids) / len(fids),
-               "ssim": sum(ssims) / len(ssims)}
-        row.update(_paper(table, a, "fid"))
+               "fid_g_norm": None if a == "g_norm" else sum(fids_g) / len(fids_g),
+               "ssim": None if a == "g_norm" else sum(ssims) / len(ssims)}
+        row.update(_paper(table, a, "fid_g_norm"))
         row.update(_paper(table, a, "ssim"))
         rows.append(row)
     cfg = dict(s["config"], fid_features=net.name,
-               ssim_reference="TSGAN: G_adv(z) against G_norm(z) for the same z; AdvGAN: x_adv against its input x "
-                              "(no G_norm counterpart); FID of every method against G_norm's outputs")
+               fid_reference=(f"fid: the same {real.shape[0]} real test images for every method and target; "
+                              "fid_g_norm: G_norm(z) for the same noise (the paper's reference)"),
+               ssim_pairing=("every method's output against G_norm(z) for the same z: TSGAN's G_adv(z), and "
+                             "AdvGAN applied to G_norm(z) itself"))
     return result("tsgan", table, cfg, s["data"], rows)
 
 
@@ -606,11 +749,28 @@ def format(res: dict[str, Any]) -> str:
                    + (" (quick recipes)" if res["config"].get("quick") else ""),
               "9": f"TSGAN paper, Table 9 analogue: transfer to another classifier ({col})",
               "10": f"TSGAN paper, Table 10: ASR with and without the content loss ({col})",
-              "11": "TSGAN paper, Table 11: FID and SSIM against G_norm's outputs (MNIST)",
-              "12": "TSGAN paper, Table 12: FID and SSIM against G_norm's outputs (CIFAR-10)",
+              "11": "TSGAN paper, Table 11: FID (real images / G_norm's outputs) and SSIM to G_norm(z) (MNIST)",
+              "12": "TSGAN paper, Table 12: FID (real images / G_norm's outputs) and SSIM to G_norm(z) (CIFAR-10)",
               "13": f"TSGAN paper, Table 13: seconds per 1,000 adversarial examples ({col})"}
     text = format_rows(res, title=titles.get(res["table"]))
     extra = [f"content network: {res['config'].get('content_network')}"]
     if "fid_features" in res["config"]:
         extra.append(f"FID features: {res['config']['fid_features']}")
+    budget = res["config"].get("training_budget")
+    if budget:
+        extra.append("training budget (images x epochs): " + ", ".join(
+            f"{k} {v['images']:,} x {v['epochs']}" for k, v in budget.items() if isinstance(v, dict)))
+    final = res["config"].get("final_losses")
+    if final:
+        for key in ("tsgan", "tsgan_no_content", "advgan"):
+            for t, losses in final.get(key, {}).items():
+                shown = {k: v for k, v in losses.items() if k != "epoch"}
+                extra.append(f"final losses, {key} (target {t}): "
+                             + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+    drift = res["config"].get("semantic_drift")
+    if drift:
+        for key in ("tsgan", "tsgan_no_content"):
+            for t, d in drift.get(key, {}).items():
+                extra.append(f"semantic drift, {key} (target {t}; {drift['classifier']}): G_adv(z) -> target "
+                             f"{d['g_adv_share']:.3f} vs G_norm(z) {d['g_norm_share']:.3f} (drift {d['drift']:+.3f})")
     return text + "\n" + "\n".join(extra)

@@ -7,12 +7,18 @@ published ResNet-20 (``resnet20_cifar10``) as the protected model:
   eps 8/255, made on the undefended ResNet-20, as the paper's FGSM / FGSM4 on FaceNet),
   ``black_box`` (the same attacks made on the published ResNet-32, as the paper's made on
   Inception-V3);
-* defenses: ``none`` (NA), ``dae`` and ``uddn`` (:mod:`advviz.defenses.uddn`), ``pgd_at``
-  (ResNet-20 PGD-7 adversarially fine-tuned, :mod:`advviz.papers.protected`), ``jpeg``
-  (quality 75, the paper's "data compression"), ``distillation`` (teacher fine-tuned on the
-  training pairs' attacked images with one-hot labels, student fine-tuned on its outputs at
-  T = 10, eq. 6; raw inputs), ``uddn_distillation`` (the paper's method: UDDN, then a
-  student distilled from a teacher fine-tuned on UDDN-denoised images);
+* defenses: ``none`` (NA), ``dae`` and ``uddn`` (:mod:`advviz.defenses.uddn`), ``pgd`` (the
+  paper's "PGD", its ref. [27]: Liao et al.'s *pixel-guided denoiser*, i.e. the UDDN network
+  trained with the pixel-level L1 loss; ``load_denoiser("pgd")``), ``pgd_at`` (advviz's addition,
+  no paper value: ResNet-20 PGD-7 adversarially fine-tuned, :mod:`advviz.papers.protected`),
+  ``jpeg`` (quality 75, the paper's "data compression"), ``distillation`` (the paper's
+  "Distillation [29]", Papernot et al.'s *defensive distillation*: teacher and student trained
+  at temperature T = 100 on clean images, the student deployed at T = 1;
+  :func:`advviz.defenses.distillation.load_defensive_student`), ``adv_distillation`` (advviz's
+  earlier variant, no paper value: teacher fine-tuned on the training pairs' attacked images
+  with one-hot labels, student on its outputs at T = 10, eq. 6; raw inputs),
+  ``uddn_distillation`` (the paper's method: UDDN, then a student distilled from a teacher
+  fine-tuned on UDDN-denoised images);
 * ``accuracy`` (Tables 2-3) and ``l1``: mean absolute difference between what the classifier
   receives (the denoised image, or the input when there is no denoiser) and the clean image
   (Table 1).
@@ -33,10 +39,10 @@ TABLES = ("1-3",)
 
 DISTILL = {"T": 10.0, "lam": 1.0, "epochs": 1, "lr": 0.01, "optimizer": "sgd", "batch_size": 64}
 
-PAPER = {  # LFW / FaceNet (Tables 1-3)
+PAPER = {  # LFW / FaceNet: (accuracy, L1); Tables 1-2 for the denoisers, Table 3 for the other defenses
     ("none", "clean"): (0.845, 0.0), ("none", "white_box"): (0.223, 0.0373), ("none", "black_box"): (0.690, 0.0157),
     ("dae", "clean"): (0.661, 0.0153), ("dae", "white_box"): (0.288, 0.0359), ("dae", "black_box"): (0.627, 0.0161),
-    ("pgd_at", "clean"): (0.833, None), ("pgd_at", "white_box"): (0.514, None), ("pgd_at", "black_box"): (0.700, None),
+    ("pgd", "clean"): (0.819, 0.0138), ("pgd", "white_box"): (0.582, 0.0178), ("pgd", "black_box"): (0.722, 0.0145),
     ("jpeg", "clean"): (0.822, None), ("jpeg", "white_box"): (0.534, None), ("jpeg", "black_box"): (0.558, None),
     ("distillation", "clean"): (0.836, None), ("distillation", "white_box"): (0.563, None),
     ("distillation", "black_box"): (0.708, None),
@@ -44,6 +50,8 @@ PAPER = {  # LFW / FaceNet (Tables 1-3)
     ("uddn_distillation", "clean"): (0.839, None), ("uddn_distillation", "white_box"): (0.612, None),
     ("uddn_distillation", "black_box"): (0.765, None),
 }
+# Table 3 lists "PGD [27]" again, with other accuracies (its "DCN [28]" row repeats Table 2's PGD row).
+PAPER_TABLE3_PGD = {"clean": 0.833, "white_box": 0.514, "black_box": 0.700}
 
 
 def _attack_set(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
@@ -102,35 +110,52 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
     sets = {"clean": x, "white_box": _attack_set(model, x, y, seed), "black_box": _attack_set(surrogate, x, y, seed)}
     uddn_net, uddn_rec = U.load_denoiser("uddn", config=config, device=dev, progress=progress)
     dae_net, dae_rec = U.load_denoiser("dae", config=config, device=dev, progress=progress)
+    pgd_net, pgd_den_rec = U.load_denoiser("pgd", config=config, device=dev, progress=progress)
     pgd_model, pgd_rec = protected.resnet20("pgd_at", quick=quick if quick_pgd_at is None else quick_pgd_at,
                                             device=dev, progress=progress)
-    # distillation students, fine-tuned on the denoiser's training pairs (attacked images)
+    # Papernot's defensive distillation (clean images at T, deployed at T = 1); cached
+    from advviz.defenses.distillation import load_defensive_student
+
+    student_def, def_rec = load_defensive_student("quick", device=dev, progress=progress)
+    # the distillation students on the denoiser's training pairs (attacked images)
     xa_tr, _xc_tr, y_tr, _ = U.training_pairs(config, device=dev, progress=progress)
     with timer() as t_dist:
         student_raw = _student(xa_tr, y_tr, dev, progress)
         student_uddn = _student(purify(uddn_net, xa_tr), y_tr, dev, progress)
     defenses: dict[str, tuple[Any, torch.nn.Module]] = {
-        "none": (None, model), "dae": (dae_net, model), "pgd_at": (None, pgd_model), "jpeg": ("jpeg", model),
-        "distillation": (None, student_raw), "uddn": (uddn_net, model), "uddn_distillation": (uddn_net, student_uddn)}
+        "none": (None, model), "dae": (dae_net, model), "pgd": (pgd_net, model), "uddn": (uddn_net, model),
+        "pgd_at": (None, pgd_model), "jpeg": ("jpeg", model), "distillation": (None, student_def),
+        "adv_distillation": (None, student_raw), "uddn_distillation": (uddn_net, student_uddn)}
     rows: list[dict[str, Any]] = []
     for name, (pre, clf) in defenses.items():
         for test_set, xs in sets.items():
             with timer() as t:
                 xin = xs if pre is None else jpeg(xs) if pre == "jpeg" else purify(pre, xs)
                 acc = metrics.accuracy(clf, xin, y)
-            paper_acc, paper_l1 = PAPER[(name, test_set)]
-            rows.append({"defense": name, "test_set": test_set, "accuracy": acc, "paper_accuracy": paper_acc,
-                         "l1": float((xin - x).abs().mean()), "paper_l1": paper_l1, "seconds": t["seconds"]})
+            paper_acc, paper_l1 = PAPER.get((name, test_set), (None, None))
+            row = {"defense": name, "test_set": test_set, "accuracy": acc, "paper_accuracy": paper_acc,
+                   "l1": float((xin - x).abs().mean()), "paper_l1": paper_l1, "seconds": t["seconds"]}
+            if name == "pgd":
+                row["paper_table3_accuracy"] = PAPER_TABLE3_PGD[test_set]
+            rows.append(row)
     cfg = {"model": "resnet20_cifar10", "black_box_surrogate": "resnet32_cifar10", "paper_model": "FaceNet on LFW",
            "eps": 8 / 255, "attacks": "half FGSM, half I-FGSM-4 (alpha 2/255)", "n": n, "seed": seed, "quick": quick,
            "uddn": {k: v for k, v in uddn_rec.items() if k != "history"},
            "dae": {k: v for k, v in dae_rec.items() if k != "history"},
-           "pgd_at": {k: v for k, v in pgd_rec.items()}, "distillation": {**DISTILL, "init": "resnet20_cifar10 (fine-tuned)",
-                                                                          "seconds": t_dist["seconds"]}}
+           "pgd": {**{k: v for k, v in pgd_den_rec.items() if k != "history"},
+                   "what": "Liao et al.'s pixel-guided denoiser (the paper's ref. [27]): the UDDN network, pixel L1 loss"},
+           "pgd_at": {**pgd_rec, "note": "advviz's addition (PGD adversarial training); the paper has no such row"},
+           "distillation": {**def_rec, "what": "Papernot et al.'s defensive distillation (the paper's ref. [29])"},
+           "adv_distillation": {**DISTILL, "init": "resnet20_cifar10 (fine-tuned)", "seconds": t_dist["seconds"],
+                                "what": "teacher fine-tuned on the attacked training pairs (one-hot labels), student "
+                                        "on its outputs (eq. 6); advviz's variant, no paper value"},
+           "paper_tables": ("paper_accuracy: Table 2 (none, dae, pgd, uddn) or Table 3 (jpeg, distillation, "
+                            "uddn_distillation); paper_l1: Table 1; paper_table3_accuracy: Table 3's 'PGD [27]'")}
     return result("uddn", table, cfg, f"CIFAR-10 test split (JPEG copy), {n} random images", rows)
 
 
 def format(res: dict[str, Any]) -> str:
     """The result as a text table, paper values beside measured ones."""
-    return format_rows(res, columns=["defense", "test_set", "accuracy", "paper_accuracy", "l1", "paper_l1", "seconds"],
+    return format_rows(res, columns=["defense", "test_set", "accuracy", "paper_accuracy", "paper_table3_accuracy", "l1",
+                                     "paper_l1", "seconds"],
                        title="UDDN paper, Tables 1-3 (measured: CIFAR-10 ResNet-20; paper: FaceNet on LFW)")
