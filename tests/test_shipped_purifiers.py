@@ -65,8 +65,9 @@ def test_shipped_purifiers_restore_accuracy_in_the_papers_order(resnet20, fgsm_s
     assert acc["none"] < 0.10
     # purifier paper: cGAN (perceptual loss) > pix2pix > no defense
     assert acc["cgan"] > acc["pix2pix"] + 0.05 and acc["pix2pix"] > acc["none"] + 0.10
-    # UDDN paper: UDDN > DAE and > no defense, and UDDN keeps clean accuracy
-    assert acc["uddn"] > acc["dae"] + 0.2
+    # UDDN paper: UDDN > no defense and keeps clean accuracy. (No UDDN-vs-DAE assertion: the shipped
+    # DAE is not trained to health, .195 clean, so beating it would confirm the paper against a strawman.)
+    assert acc["uddn"] > acc["none"] + 0.3
     # the 70%-of-clean bar under FGSM, met by UDDN (measured .664 against .7 * .816 = .571)
     assert acc["uddn"] >= 0.7 * metrics.accuracy(resnet20, x, y)
     assert clean["uddn"] >= 0.78 and clean["cgan"] >= 0.70 and clean["pix2pix"] >= 0.70
