@@ -40,7 +40,7 @@ def test_mnist_test_split_and_missing_train(tmp_path):
     import os
 
     if not (os.environ.get("ADVVIZ_DATA") and (os.path.isdir(os.path.join(os.environ["ADVVIZ_DATA"], "mnist")))):
-        pytest.skip("MNIST not available")
+        pytest.skip("MNIST not available (set ADVVIZ_DATA to a folder holding mnist/raw/)")
     ds = data.load("mnist", "test")
     assert len(ds) == 10000 and ds.image_shape == (1, 28, 28)
     counts = torch.bincount(ds.labels, minlength=10)

@@ -394,7 +394,7 @@ def _highres_available() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("ADVVIZ_DATA"), reason="CIFAR-10 not available")
+@pytest.mark.skipif(not os.environ.get("ADVVIZ_DATA"), reason="CIFAR-10 not available (set ADVVIZ_DATA)")
 def test_end_to_end_default_pair_and_quick_tables():
     if not _highres_available():
         pytest.skip("highres_resnet8_cifar10 not trained yet (models.load trains it on first use, minutes)")
