@@ -61,9 +61,10 @@ class Defended(nn.Module):
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         """The purifier's output; with BPDA, its value with the identity's gradient."""
-        out = self.purifier(x, **self.purifier_params)
-        if self.bpda:
+        if self.bpda:  # the purifier's own graph is not needed: its gradient is replaced by the identity
+            out = self.purifier(x.detach(), **self.purifier_params)
             return x + (out.to(x.dtype) - x).detach()
+        out = self.purifier(x, **self.purifier_params)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -63,7 +63,7 @@ def gradient_ok(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
         try:
             g, _ = input_grad(model, x, lambda z: logit_margin(z, y))
         except RuntimeError as exc:  # no graph at all: the output does not depend on x differentiably
-            if "does not require grad" not in str(exc):
+            if "does not require grad" not in str(exc) and "not have been used in the graph" not in str(exc):
                 raise
             return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     flat = g.flatten(1)
