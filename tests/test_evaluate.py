@@ -348,3 +348,29 @@ def test_uddn_adaptive_not_weaker_than_oblivious(resnet20, cifar_correct):
         acc[threat] = E.autoattack(evaluated, x, y, eps=8 / 255, attacks=[("pgd", {"steps": 10, "alpha": 2 / 255})],
                                    attack_model=attacked, checks=False).robust_accuracy
     assert acc["adaptive"] <= acc["oblivious"] - 0.25  # measured on 32 images: .000 vs .812
+
+
+# --------------------------------------------------------------------------------------------- bench
+
+def test_bench_autoattack_registered_and_lazy():
+    import subprocess
+    import sys
+
+    from advviz import cli
+
+    assert cli.BENCHES["autoattack"] == "advviz.benchmarks.autoattack"
+    code = ("import sys, advviz, advviz.evaluate, advviz.benchmarks.autoattack, advviz.cli; "
+            "assert 'torchattacks' not in sys.modules, 'torchattacks imported at module level'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_bench_autoattack_format():
+    from advviz.benchmarks import autoattack as bench
+
+    row = {"eps": 0.5 / 255, "n": 10, "threads": 1, "advviz_robust": 0.3, "advviz_seconds": 10.0,
+           "advviz_per_attack": {"apgd_ce": {"seconds": 4.0, "ran_on": 10, "broke": 7}},
+           "torchattacks_robust": 0.4, "torchattacks_seconds": 20.0, "speedup": 2.0, "pgd20_robust": 0.4,
+           "pgd20_seconds": 1.0, "flags": []}
+    text = bench.format([row])
+    assert "0.5/255" in text and "2.00x" in text and "apgd_ce 7/10" in text
