@@ -10,7 +10,15 @@ from torch import nn
 
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
-from advviz.attacks._core import check_images, check_labels, logit_margin, model_guard
+from advviz.attacks._core import (
+    check_images,
+    check_labels,
+    logit_margin,
+    model_guard,
+    model_logits,
+    to_input_dtype,
+    working_copy,
+)
 from advviz.attacks.gradient import attack_forward
 
 __all__ = ["cw_l2", "cw_margin"]
@@ -95,7 +103,7 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0,
         raise ValueError(f"lr must be > 0, got {lr}")
     kappa = float(kappa)
 
-    xc = x.detach().clone()
+    xc = working_copy(x)
     b = xc.shape[0]
     dims = tuple(range(1, xc.ndim))
     w0 = torch.atanh((2 * xc - 1) * (1 - 1e-6))  # the paper's 0.999999 keeps atanh finite at 0 and 1
@@ -161,9 +169,9 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0,
     if fast and found.any():
         # confirm on the user's model itself; an image it does not see fooled is returned unchanged
         with model_guard(model), torch.no_grad():
-            margin = cw_margin(model(best[found]), y[found], targeted)
+            margin = cw_margin(model_logits(model, best[found]), y[found], targeted)
         bad = found.nonzero().squeeze(1)[~(margin > kappa)]
         if bad.numel():
             log.debug("cw_l2: %d results not confirmed by the model; returned unchanged", bad.numel())
             best[bad] = xc[bad]
-    return best.detach()
+    return to_input_dtype(best, x)
