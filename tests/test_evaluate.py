@@ -374,3 +374,56 @@ def test_bench_autoattack_format():
            "pgd20_seconds": 1.0, "flags": []}
     text = bench.format([row])
     assert "0.5/255" in text and "2.00x" in text and "apgd_ce 7/10" in text
+
+
+# --------------------------------------------------------------------------------------------- with the AutoAttack attacks
+
+def _need(*names: str) -> None:
+    from advviz.attacks import list_attacks
+
+    missing = [n for n in names if n not in list_attacks()]
+    if missing:
+        pytest.skip(f"attacks not registered yet: {missing}")
+
+
+def test_fast_version_resolves_parameters(lenet_digits, digits_batch):
+    _need("apgd_ce", "apgd_t")
+    x, y = digits_batch
+    rep = E.autoattack(lenet_digits, x[:16], y[:16], eps=0.1, version="fast")
+    assert [a["attack"] for a in rep.config["attacks"]] == ["apgd_ce", "apgd_t"]
+    assert rep.config["attacks"][0] == {"attack": "apgd_ce", "n_iter": 100, "n_restarts": 1}
+    assert rep.config["attacks"][1]["n_target_classes"] == 3
+    assert rep.flags == []
+    assert rep.robust_accuracy <= E.autoattack(lenet_digits, x[:16], y[:16], eps=0.1, attacks=["fgsm"],
+                                               checks=False).robust_accuracy
+
+
+def test_runner_with_autoattack_entry(lenet_digits, digits_test):
+    _need("apgd_ce", "apgd_t")
+    res = E.robust_accuracy(lenet_digits, digits_test, attacks=["autoattack", "fgsm"], eps=[0.1], n=12,
+                            version="fast", progress=False)
+    k = E.eps_key(0.1)
+    for s in res.samples.values():
+        if s["clean"]:
+            assert s["breaker"][k] in (None, "apgd_ce", "apgd_t")
+            assert s["robust"][k]["autoattack"] == (s["breaker"][k] is None)
+    assert res.accuracy("autoattack", 0.1) <= res.accuracy("fgsm", 0.1)
+
+
+def test_flag_black_box_beats_white_box(lenet_digits, digits_batch):
+    _need("apgd_ce", "square")
+    x, y = digits_batch
+    rep = E.autoattack(Quantised(lenet_digits), x[:24], y[:24], eps=0.3,
+                       attacks=["apgd_ce", ("square", {"queries": 300})])
+    codes = [f.split(":")[0] for f in rep.flags]
+    assert "black-box-beats-white-box" in codes and "gradient-masking" in codes
+
+
+@pytest.mark.slow
+@requires_cifar
+@requires_resnet
+def test_resnet20_fast_autoattack_healthy(resnet20, cifar_correct):
+    _need("apgd_ce", "apgd_t")
+    x, y = cifar_correct
+    rep = E.autoattack(resnet20, x[:8], y[:8], eps=8 / 255, version="fast")
+    assert rep.flags == [] and rep.robust_accuracy == 0.0
