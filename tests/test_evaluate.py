@@ -427,3 +427,19 @@ def test_resnet20_fast_autoattack_healthy(resnet20, cifar_correct):
     x, y = cifar_correct
     rep = E.autoattack(resnet20, x[:8], y[:8], eps=8 / 255, version="fast")
     assert rep.flags == [] and rep.robust_accuracy == 0.0
+
+
+@pytest.mark.slow
+@requires_cifar
+@requires_resnet
+def test_bench_autoattack_runs_side_by_side():
+    pytest.importorskip("torchattacks")
+    _need("apgd_ce", "apgd_t", "fab", "square")
+    from advviz.benchmarks import autoattack as bench
+
+    rows = bench.run(n=4, eps=(1 / 255,), threads=1)
+    (row,) = rows
+    assert row["n"] == 4 and 0 <= row["advviz_robust"] <= 1 and 0 <= row["torchattacks_robust"] <= 1
+    assert row["speedup"] == pytest.approx(row["torchattacks_seconds"] / row["advviz_seconds"])
+    assert [a["attack"] for a in row["config"]["attacks"]] == ["apgd_ce", "apgd_t", "fab", "square"]
+    assert "advviz AA" in bench.format(rows)

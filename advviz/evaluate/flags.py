@@ -16,7 +16,8 @@ A healthy model evaluated properly gets none. The thresholds are choices, record
   :data:`LARGE_EPS_POINTS` points leaves more than 10% of them correctly classified; at that
   budget any image can be turned into a grey one, so accuracy should be ~0.
 * ``non-monotonic``: robust accuracy of one attack rises with a larger budget by more than one
-  sample (or more steps doing worse): the attack is not converging.
+  sample: the attack is not converging. (:func:`monotonic_flag` takes any grid where accuracy
+  must not rise, e.g. ``{attack: {steps: accuracy}}`` with ``what="steps"``.)
 * ``black-box-beats-white-box``: Square (gradient-free) breaks more than 10% (and at least 2)
   of the points the gradient attacks left robust: their gradients are not informative.
 * ``budget``: an attack returned points outside its budget (those points are not counted).
@@ -121,12 +122,13 @@ def large_eps_flag(n_robust: int, n: int) -> str | None:
             "(masked gradients, a non-differentiable or randomised defense): use BPDA/EOT (threat='adaptive')")
 
 
-def monotonic_flag(accuracy: Mapping[str, Mapping[float, float]], n: int) -> str | None:
-    """Flag when an attack's accuracy rises with the budget by more than one sample.
+def monotonic_flag(accuracy: Mapping[str, Mapping[float, float]], n: int, *, what: str = "eps") -> str | None:
+    """Flag when an attack's accuracy rises with the budget (or steps) by more than one sample.
 
     Args:
-        accuracy: ``{attack: {eps: accuracy}}``.
+        accuracy: ``{attack: {eps: accuracy}}`` (or ``{attack: {steps: accuracy}}``).
         n: number of points behind each accuracy.
+        what: the grid's name for the message (``"eps"`` or ``"steps"``).
     """
     bad = []
     tol = 1.0 / max(n, 1) + 1e-9
@@ -134,10 +136,10 @@ def monotonic_flag(accuracy: Mapping[str, Mapping[float, float]], n: int) -> str
         eps_sorted = sorted(by_eps)
         for lo, hi in zip(eps_sorted, eps_sorted[1:]):
             if by_eps[hi] > by_eps[lo] + tol:
-                bad.append(f"{attack} {by_eps[lo]:.3f} at eps={lo:.5g} -> {by_eps[hi]:.3f} at eps={hi:.5g}")
+                bad.append(f"{attack} {by_eps[lo]:.3f} at {what}={lo:.5g} -> {by_eps[hi]:.3f} at {what}={hi:.5g}")
     if not bad:
         return None
-    return ("non-monotonic: a larger budget did worse (" + "; ".join(bad) + "), so the attack is not "
+    return (f"non-monotonic: a larger {what} did worse (" + "; ".join(bad) + "), so the attack is not "
             "converging; use more steps or restarts, or a stronger attack (autoattack)")
 
 
