@@ -56,6 +56,7 @@ __all__ = [
     "dlr_loss",
     "dlr_loss_targeted",
     "fab",
+    "project_hyperplane_box",
     "square",
     "square_p",
 ]
@@ -419,3 +420,357 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | N
     return _apgd(model, x, y, loss="dlr-t", eps=eps, norm=norm, n_iter=n_iter, n_restarts=n_restarts, rho=rho,
                  momentum=momentum, n_target_classes=n_target_classes, targeted=False, seed=seed,
                  precision=precision)
+
+
+# ---------------------------------------------------------------------------------------------
+# Square Attack
+# ---------------------------------------------------------------------------------------------
+
+_SQUARE_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def square_p(i: int, n_queries: int, p_init: float = 0.8) -> float:
+    """Square Attack's fraction ``p`` of pixels in the square at iteration ``i`` (Andriushchenko et
+    al. 2020, Sec. 4 / App. D): ``p_init`` halved after iterations 10, 50, 200, 500, 1000, 2000,
+    4000, 6000, 8000 of a 10,000-query budget; for another ``n_queries`` the iteration is rescaled
+    to ``int(i * 10000 / n_queries)`` first (as in the authors' AutoAttack code)."""
+    it = int(i * 10000 / n_queries)
+    return p_init / 2 ** sum(it > h for h in _SQUARE_HALVINGS)
+
+
+def _margin(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Square Attack's loss to minimise, ``(B,)``: ``z_y - max_{i != y} z_i`` (untargeted) or
+    ``max_{i != t} z_i - z_t`` (targeted); success where it is negative."""
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return z_y - other if not targeted else other - z_y
+
+
+def _rand_sign(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randint(0, 2, shape, generator=gen, device=like.device).to(like.dtype) * 2 - 1
+
+
+def _windows(b: int, h: int, w: int, s: int, gen: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ``s x s`` window per image: a boolean mask ``(b, 1, h, w)`` and the corners ``(b, 2)``."""
+    r = torch.randint(0, h - s + 1, (b,), generator=gen, device=like.device)
+    c = torch.randint(0, w - s + 1, (b,), generator=gen, device=like.device)
+    rows = torch.arange(h, device=like.device)[None, :]
+    cols = torch.arange(w, device=like.device)[None, :]
+    in_r = (rows >= r[:, None]) & (rows < r[:, None] + s)
+    in_c = (cols >= c[:, None]) & (cols < c[:, None] + s)
+    return (in_r[:, :, None] & in_c[:, None, :])[:, None], torch.stack([r, c], dim=1)
+
+
+def _centred_squares(s: int, like: torch.Tensor) -> torch.Tensor:
+    """The L2 Square Attack's ``s x s`` pattern ``eta`` (Andriushchenko et al. 2020, Alg. 3): on each
+    half of the square, nested rectangles around its centre with weights ``1/(r+1)^2`` (ring ``r``),
+    the two halves of opposite signs, normalised to unit L2 norm."""
+    def half(n: int, m: int) -> torch.Tensor:
+        d = torch.zeros(n, m, dtype=like.dtype, device=like.device)
+        cr, cc = n // 2, m // 2
+        for r in range(max(n, m)):
+            d[max(cr - r, 0):min(cr + r + 1, n), max(cc - r, 0):min(cc + r + 1, m)] += 1.0 / (r + 1) ** 2
+        return d
+
+    eta = torch.cat([half(s // 2, s), -half(s - s // 2, s)], dim=0)
+    return eta / eta.norm()
+
+
+def _square_eta(b: int, c: int, s: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """``(b, c, s, s)``: the centred-squares pattern, transposed for a random half of the images,
+    times a random sign per image and channel."""
+    eta = _centred_squares(s, like)
+    flip = torch.rand(b, generator=gen, device=like.device) < 0.5
+    pat = torch.where(flip[:, None, None], eta.t()[None], eta[None])[:, None]
+    return pat * _rand_sign((b, c, 1, 1), gen, like)
+
+
+def _square_init(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
+    b, c, h, w = x.shape
+    if norm == "linf":  # vertical stripes of width 1: +-eps per column and channel
+        return (x + eps * _rand_sign((b, c, 1, w), gen, x)).clamp(0.0, 1.0)
+    # L2: a grid of (h // 5)-squares, each a centred-squares pattern of random sign, scaled to eps
+    s = max(h // 5, 1)
+    delta = torch.zeros_like(x)
+    start = (h - s * 5) // 2 if h >= 5 else 0
+    for i in range(h // s):
+        for j in range(w // s):
+            r, q = start + i * s, start + j * s
+            if r + s > h or q + s > w:
+                continue
+            delta[:, :, r:r + s, q:q + s] += _square_eta(b, c, s, gen, x)
+    return (x + eps * delta / batch_norm(delta).clamp_min(1e-12)).clamp(0.0, 1.0)
+
+
+def _square_step(x: torch.Tensor, x_best: torch.Tensor, eps: float, norm: str, p: float,
+                 gen: torch.Generator) -> torch.Tensor:
+    """One random-search proposal per image (Andriushchenko et al. 2020, Alg. 2 for L-inf, Alg. 3 for L2)."""
+    b, c, h, w = x.shape
+    if norm == "linf":
+        s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
+        win, _ = _windows(b, h, w, s, gen, x)
+        # the window gets x +- eps per channel (a vertex of the ball), the rest stays
+        vertex = (x + eps * _rand_sign((b, c, 1, 1), gen, x)).clamp(0.0, 1.0)
+        return _project(torch.where(win, vertex, x_best), x, eps, norm)
+    s = min(max(int(round(math.sqrt(p * h * w))), 3), h, w)
+    if s % 2 == 0 and s < min(h, w):
+        s += 1
+    delta = x_best - x
+    win1, rc1 = _windows(b, h, w, s, gen, x)
+    win2, _ = _windows(b, h, w, s, gen, x)
+    both = win1 | win2
+    # per channel: the mass of the change in W1 u W2 plus the budget left, put into W1 as
+    # (old W1 content, normalised) + (new centred-squares pattern), W2 emptied
+    left = (eps ** 2 - batch_norm(delta).pow(2)).clamp_min(0.0)  # (b, 1, 1, 1)
+    mass = (delta * both).pow(2).sum(dim=(2, 3), keepdim=True)  # (b, c, 1, 1)
+    target = (left / c + mass).sqrt()
+    idx_r = rc1[:, 0, None] + torch.arange(s, device=x.device)[None]  # (b, s)
+    idx_c = rc1[:, 1, None] + torch.arange(s, device=x.device)[None]
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    old = delta[bi, ci, idx_r[:, None, :, None], idx_c[:, None, None, :]]  # (b, c, s, s)
+    old = old / old.flatten(2).norm(dim=2)[:, :, None, None].clamp_min(1e-12)
+    new = old + _square_eta(b, c, s, gen, x)
+    new = new / new.flatten(2).norm(dim=2)[:, :, None, None].clamp_min(1e-12) * target
+    delta = torch.where(both, torch.zeros_like(delta), delta)
+    delta[bi, ci, idx_r[:, None, :, None], idx_c[:, None, None, :]] = new
+    return (x + eps * delta / batch_norm(delta).clamp_min(1e-12)).clamp(0.0, 1.0)
+
+
+@register_attack(
+    "square", params=[_EPS, ParamSpec("n_queries", 5000, kind="int", low=1, high=20000, step=100,
+                                      help="model queries per image (the budget of the random search)"),
+                      ParamSpec("p_init", 0.8, low=0.01, high=1.0, step=0.01,
+                                help="initial fraction of the image covered by the square"),
+                      _TARGETED, _SEED],
+    paper="Andriushchenko, Croce, Flammarion, Hein. Square Attack: a query-efficient black-box adversarial "
+          "attack via random search. ECCV 2020",
+    norm="linf", targeted=True, budget="eps", quick={"n_queries": 20},
+    description="Square Attack: score-based random search with square updates (no gradients)")
+def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None, norm: str = "linf",
+           n_queries: int = 5000, p_init: float = 0.8, targeted: bool = False, seed: int | None = 0,
+           precision: str = "fp32") -> torch.Tensor:
+    """Square Attack (Andriushchenko et al., ECCV 2020, Algorithm 1), L-inf or L2, score-based.
+
+    Random search on the margin loss ``z_y - max_{i != y} z_i`` (:func:`_margin`; targeted:
+    ``max_{i != t} z_i - z_t``): a proposal is kept when it lowers the loss; an image stops once
+    the loss is negative. L-inf (Alg. 2): vertical-stripes start (``x +- eps`` per column and
+    channel); each step sets a random ``s x s`` window to ``x +- eps`` (a random sign per channel).
+    L2 (Alg. 3): a start of centred-squares patterns on an ``(H // 5)`` grid scaled to ``eps``;
+    each step moves the change of two random windows into the first, adds a new centred-squares
+    pattern there and rescales the image's change to ``eps``. The side ``s`` is
+    ``round(sqrt(p * H * W))`` (L2: at least 3, odd) with ``p`` from :func:`square_p`
+    (``p_init = 0.8``, halved on the paper's schedule rescaled to ``n_queries``). One window per
+    image per step (the reference code draws one for the whole batch). Only model outputs are
+    used: no gradients. ``n_queries`` counts the start (query 1) and ``n_queries - 1`` proposals.
+    Defaults: ``n_queries=5000, p_init=0.8`` (AutoAttack's standard version).
+
+    Args:
+        model: classifier mapping ``(B, C, H, W)`` in [0, 1] to scores ``(B, K)``.
+        x: images ``(B, C, H, W)`` in ``[0, 1]``.
+        y: true labels ``(B,)``; target labels when ``targeted=True``.
+        eps: budget (``None``: 8/255 for L-inf, 0.5 for L2).
+        norm: ``"linf"`` or ``"l2"``.
+        n_queries: queries per image (default 5000).
+        p_init: initial square fraction (default 0.8).
+        targeted: reach the class ``y``.
+        seed: seeds every random draw.
+        precision: ``"fp32"`` or ``"bf16"``.
+
+    Returns:
+        ``x_adv`` ``(B, C, H, W)``: the lowest-margin point found per image (adversarial where the
+        margin went negative); images already misclassified are returned unchanged.
+    """
+    y = _check_common(model, x, y)
+    norm = _norm_name(norm)
+    eps = _eps(eps, norm, x)
+    n_queries = int(n_queries)
+    if n_queries < 1:
+        raise ValueError(f"n_queries must be >= 1, got {n_queries}")
+    if not 0.0 < p_init <= 1.0:
+        raise ValueError(f"p_init must lie in (0, 1], got {p_init}")
+    targeted = bool(targeted)
+    xc = working_copy(x)
+    gen = generator(seed, x.device)
+    out = xc.clone()
+    with attack_forward(model, xc, precision) as net, torch.no_grad():
+        margin0 = _margin(net(xc), y, targeted)
+        idx = (margin0 > 0).nonzero().squeeze(1)
+        if idx.numel():
+            xs, ys = xc[idx], y[idx]
+            x_best = _square_init(xs, eps, norm, gen)
+            m_best = _margin(net(x_best), ys, targeted)
+            for i in range(n_queries - 1):
+                active = (m_best > 0).nonzero().squeeze(1)
+                if active.numel() == 0:
+                    break
+                xa = xs[active]
+                cand = _square_step(xa, x_best[active], eps, norm, square_p(i, n_queries, p_init), gen)
+                m_new = _margin(net(cand), ys[active], targeted)
+                better = m_new < m_best[active]
+                x_best[active[better]] = cand[better]
+                m_best[active[better]] = m_new[better]
+            out[idx] = x_best
+    return to_input_dtype(out, x, eps=eps, norm=norm)
+
+
+# ---------------------------------------------------------------------------------------------
+# FAB
+# ---------------------------------------------------------------------------------------------
+
+
+def project_hyperplane_box(p: torch.Tensor, w: torch.Tensor, c: torch.Tensor, norm: str, *,
+                           iters: int = 50) -> torch.Tensor:
+    """FAB's projection (Croce & Hein 2020, FAB, eq. 5 and Sec. 3.1): per row, the smallest change
+    ``d`` (in ``norm``) with ``<w, d> = c`` and ``0 <= p + d <= 1``.
+
+    The solution moves every coordinate towards the hyperplane (sign of ``c * w_i``) up to the
+    box: L-inf ``d_i = min(t, room_i)``, L2 ``d_i = min(lam |w_i|, room_i)`` (KKT), with the scalar
+    ``t``/``lam`` found by bisection on the monotone ``sum |w_i| d_i = |c|``. Where the
+    hyperplane does not meet the box, the box corner furthest along ``w`` is returned (the point
+    of the box closest to the hyperplane's side), as in the paper.
+
+    Args:
+        p: points ``(N, D)`` in ``[0, 1]``; w: normals ``(N, D)``; c: offsets ``(N,)``.
+        norm: ``"linf"`` or ``"l2"``; iters: bisection steps.
+
+    Returns:
+        ``d`` ``(N, D)``.
+    """
+    sgn = torch.sign(c)[:, None] * torch.sign(w)
+    room = torch.where(sgn > 0, 1.0 - p, p).clamp_min(0.0) * (sgn != 0)
+    aw = w.abs()
+    need = c.abs()
+    if norm == "linf":
+        def reach(t: torch.Tensor) -> torch.Tensor:
+            return (aw * torch.minimum(t[:, None], room)).sum(dim=1)
+        hi = room.amax(dim=1)
+    else:
+        def reach(t: torch.Tensor) -> torch.Tensor:
+            return (aw * torch.minimum(t[:, None] * aw, room)).sum(dim=1)
+        hi = torch.where(aw > 0, room / aw.clamp_min(1e-30), torch.zeros_like(room)).amax(dim=1)
+    lo = torch.zeros_like(hi)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        ok = reach(mid) >= need
+        hi = torch.where(ok, mid, hi)
+        lo = torch.where(ok, lo, mid)
+    t = hi[:, None]
+    mag = torch.minimum(t, room) if norm == "linf" else torch.minimum(t * aw, room)
+    return sgn * mag
+
+
+def _fab_run(net: Net, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, norm: str, eps: float,
+             n_iter: int, alpha_max: float, eta: float, beta: float, start: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One FAB-T run towards targets ``t``: returns ``(closest adversarial found, its distance)``
+    (``inf`` where none was found)."""
+    b = x0.shape[0]
+    flat0 = x0.flatten(1)
+    x1 = x0.clone() if start is None else start
+    best = torch.full((b,), float("inf"), device=x0.device, dtype=x0.dtype)
+    adv = x0.clone()
+    loss = lambda z: z.gather(1, t[:, None]).squeeze(1) - z.gather(1, y[:, None]).squeeze(1)  # noqa: E731
+    for _ in range(n_iter):
+        g, logits = input_grad(net, x1, loss)
+        f = loss(logits)
+        w = g.flatten(1)
+        flat1 = x1.flatten(1)
+        # the linearised boundary {z : f + <w, z - x1> = 0}, projected on from x1 and from x0
+        d1 = project_hyperplane_box(flat1, w, -f, norm)
+        d2 = project_hyperplane_box(flat0, w, -f + (w * (flat1 - flat0)).sum(dim=1), norm)
+        a1 = _dist(d1, norm).clamp_min(1e-8)
+        a2 = _dist(d2, norm).clamp_min(1e-8)
+        alpha = (a1 / (a1 + a2)).clamp(0.0, alpha_max)[:, None]
+        x1 = ((flat1 + eta * d1) * (1 - alpha) + (flat0 + eta * d2) * alpha).clamp(0.0, 1.0).view_as(x0)
+        with torch.no_grad():
+            is_adv = net(x1).argmax(dim=1) != y
+        dist = _dist(x1 - x0, norm)
+        closer = is_adv & (dist < best)
+        adv = torch.where(_bview(closer, x0), x1, adv)
+        best = torch.where(closer, dist, best)
+        # backward step towards x0 after a success (the paper's beta)
+        x1 = torch.where(_bview(is_adv, x0), x0 + beta * (x1 - x0), x1)
+    return adv, best
+
+
+@register_attack(
+    "fab", params=[_EPS, _N_ITER, _TARGETS, _RESTARTS, _SEED, _PRECISION],
+    paper="Croce, Hein. Minimally distorted adversarial examples with a fast adaptive boundary attack. ICML 2020",
+    norm="linf", targeted=False, budget="eps", quick={"n_iter": 3, "n_target_classes": 2},
+    description="FAB-T: minimal-norm adversarials by projections on the linearised boundary to each target")
+def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None, norm: str = "linf",
+        n_iter: int = 100, n_target_classes: int = 9, n_restarts: int = 1, alpha_max: float = 0.1,
+        eta: float = 1.05, beta: float = 0.9, seed: int | None = 0, precision: str = "fp32") -> torch.Tensor:
+    """FAB-T (Croce & Hein, ICML 2020, FAB Algorithm 1, targeted version as in AutoAttack), L-inf or L2.
+
+    For each target ``t`` (the classes ranked 2nd, 3rd, ... by the clean logits), linearise
+    ``f = z_t - z_y`` at the iterate ``x1``; project ``x1`` and the original ``x0`` onto the
+    hyperplane ``f + <grad f, z - x1> = 0`` intersected with ``[0, 1]`` (:func:`project_hyperplane_box`,
+    giving ``d1``, ``d2``); step ``x1 <- clip((1 - a)(x1 + eta d1) + a (x0 + eta d2))`` with
+    ``a = min(|d1| / (|d1| + |d2|), alpha_max)``; after a success keep the point if it is the
+    closest so far and move back ``x1 <- x0 + beta (x1 - x0)``. The first run starts at ``x0``;
+    restarts start at a random point at half the best distance found (or ``eps``), as in the
+    reference. Defaults: ``n_iter=100, n_target_classes=9, n_restarts=1, alpha_max=0.1,
+    eta=1.05, beta=0.9`` (AutoAttack's standard FAB-T).
+
+    FAB minimises the perturbation and is not bounded by ``eps`` while it runs. **An image whose
+    closest adversarial found is further than ``eps`` is returned unchanged** (AutoAttack only
+    counts points within ``eps``; projecting them into the ball would rarely keep them
+    adversarial); targets are tried in turn only on the images not yet fooled within ``eps``.
+
+    Args:
+        model: classifier mapping ``(B, C, H, W)`` in [0, 1] to logits ``(B, K)``.
+        x: images ``(B, C, H, W)`` in ``[0, 1]``.
+        y: true labels ``(B,)`` (an untargeted attack; the targets are chosen internally).
+        eps: the budget of the result (``None``: 8/255 for L-inf, 0.5 for L2).
+        norm: ``"linf"`` or ``"l2"``.
+        n_iter: iterations per target and run (default 100).
+        n_target_classes: targets tried (default 9, at most ``K - 1``).
+        n_restarts: runs per target (default 1).
+        alpha_max: the largest weight of the step from ``x0`` (default 0.1).
+        eta: overshoot of the projections (default 1.05).
+        beta: backward step after a success (default 0.9).
+        seed: seeds the restarts' random starts.
+        precision: ``"fp32"`` or ``"bf16"``.
+
+    Returns:
+        ``x_adv`` ``(B, C, H, W)``: the closest adversarial found where it lies within ``eps``,
+        else ``x``.
+    """
+    y = _check_common(model, x, y)
+    norm = _norm_name(norm)
+    eps = _eps(eps, norm, x)
+    n_iter, n_restarts, n_t = int(n_iter), int(n_restarts), int(n_target_classes)
+    if n_iter < 1 or n_restarts < 1 or n_t < 1:
+        raise ValueError(f"n_iter, n_restarts and n_target_classes must be >= 1, got {n_iter}, {n_restarts}, {n_t}")
+    if not 0.0 <= alpha_max <= 1.0 or eta < 1.0 or not 0.0 < beta <= 1.0:
+        raise ValueError(f"need alpha_max in [0, 1], eta >= 1, beta in (0, 1]; got {alpha_max}, {eta}, {beta}")
+    xc = working_copy(x)
+    gen = generator(seed, x.device)
+    out = xc.clone()
+    with attack_forward(model, xc, precision) as net:
+        logits0 = _clean_logits(net, xc)
+        todo = logits0.argmax(dim=1) == y
+        order = logits0.argsort(dim=1, descending=True)
+        best = torch.full((xc.shape[0],), float("inf"), device=x.device, dtype=xc.dtype)
+        for k in range(1, min(n_t, logits0.shape[1] - 1) + 1):
+            for r in range(n_restarts):
+                idx = todo.nonzero().squeeze(1)
+                if idx.numel() == 0:
+                    break
+                x0 = xc[idx]
+                start = None
+                if r > 0:
+                    radius = _bview(torch.minimum(best[idx], torch.full_like(best[idx], eps)), x0)
+                    u = (torch.empty_like(x0).uniform_(-1, 1, generator=gen) if norm == "linf"
+                         else torch.empty_like(x0).normal_(generator=gen))
+                    start = (x0 + 0.5 * radius * u / _bview(_dist(u, norm), x0).clamp_min(1e-12)).clamp(0.0, 1.0)
+                adv, dist = _fab_run(net, x0, y[idx], order[idx, k], norm=norm, eps=eps, n_iter=n_iter,
+                                     alpha_max=alpha_max, eta=eta, beta=beta, start=start)
+                closer = dist < best[idx]
+                best[idx[closer]] = dist[closer]
+                inside = closer & (dist <= eps)
+                out[idx[inside]] = adv[inside]
+                todo[idx[inside]] = False
+    return to_input_dtype(out, x, eps=eps, norm=norm)
