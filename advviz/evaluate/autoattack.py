@@ -64,7 +64,7 @@ VERSIONS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("apgd_ce", {"steps": 100, "restarts": 1}),
         ("apgd_t", {"steps": 100, "restarts": 1, "n_target_classes": 9}),
         ("fab", {"steps": 100, "restarts": 1, "n_target_classes": 9}),
-        ("square", {"queries": 5000, "restarts": 1, "p_init": 0.8}),
+        ("square", {"queries": 5000, "p_init": 0.8}),
     ),
     "fast": (
         ("apgd_ce", {"steps": 100, "restarts": 1}),
