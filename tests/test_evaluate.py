@@ -119,6 +119,8 @@ def test_autoattack_bad_input(lenet_digits, digits_batch):
         E.autoattack(lenet_digits, x, y, eps=0.1, version="strong")
     with pytest.raises(KeyError):
         E.autoattack(lenet_digits, x, y, eps=0.1, attacks=["no_such_attack"])
+    with pytest.raises(ValueError, match="budget"):
+        E.autoattack(lenet_digits, x, y, eps=0.1, attacks=["deepfool"])
 
 
 def test_autoattack_batch_invariant_mode(lenet_digits, digits_batch):
@@ -443,3 +445,25 @@ def test_bench_autoattack_runs_side_by_side():
     assert row["speedup"] == pytest.approx(row["torchattacks_seconds"] / row["advviz_seconds"])
     assert [a["attack"] for a in row["config"]["attacks"]] == ["apgd_ce", "apgd_t", "fab", "square"]
     assert "advviz AA" in bench.format(rows)
+
+
+def _attack_names() -> list:
+    from advviz.attacks import list_attacks
+
+    # the adversarial patch trains a patch over many steps even in its quick setting (~10 s)
+    return [pytest.param(n, marks=pytest.mark.slow) if n == "adversarial_patch" else n for n in list_attacks()]
+
+
+@pytest.mark.parametrize("name", _attack_names())
+def test_every_attack_accepts_a_defended_model(name):
+    """``defended(model, purifier)`` is a classifier like any other: the attack contract holds on it."""
+    from advviz import attacks
+    from tests.helpers import TinyConvNet
+    from tests.test_attacks_invariants import _kwargs, assert_contract
+
+    spec = attacks.get(name)
+    model = defended(TinyConvNet(num_classes=3, seed=0).eval(), smooth)
+    assert model.last_conv == "model.relu2"
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 3, 8, 8, generator=g), torch.randint(0, 3, (2,), generator=g)
+    assert_contract(spec, model, x, y, _kwargs(spec, seed=0))

@@ -58,6 +58,11 @@ class Defended(nn.Module):
         for attr in ("num_classes", "input_size"):
             if hasattr(model, attr):
                 setattr(self, attr, getattr(model, attr))
+        # Grad-CAM (and the CFR attack) explain the classifier, not a convolutional purifier
+        convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        last = getattr(model, "last_conv", None) or (convs[-1] if convs else None)
+        if last is not None:
+            self.last_conv = f"model.{last}"
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         """The purifier's output; with BPDA, its value with the identity's gradient."""

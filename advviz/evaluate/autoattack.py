@@ -217,6 +217,9 @@ def run_attack(name: str, params: Mapping[str, Any], attack_model: nn.Module, mo
     from advviz import attacks as A
 
     spec = A.get(name)
+    if spec.budget != "eps" or spec.norm not in ("linf", "l2"):
+        raise ValueError(f"attack {name!r} has no L-inf/L2 budget eps ({spec.norm}, budget {spec.budget}); robust "
+                         "accuracy at a budget needs a budgeted attack such as pgd, apgd_ce or square")
     kw = _resolve_params(name, spec.fn, params, norm)
     if "norm" not in kw and spec.norm != norm:
         raise ValueError(f"attack {name!r} is an {spec.norm} attack and takes no norm=; it cannot run "
