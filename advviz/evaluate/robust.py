@@ -291,7 +291,7 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
     dev = torch.device(device) if device is not None else _device_of(model)
     path = Path(resume) if resume is not None else None
     samples = _read_resume(path, config) if path is not None else {}
-    if path is not None and not path.exists():
+    if path is not None and (not path.exists() or path.stat().st_size == 0):
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as fh:
             fh.write(json.dumps({"config": config}) + "\n")
