@@ -98,7 +98,11 @@ def test_fab_finds_the_minimal_linf_perturbation_of_a_linear_model() -> None:
     dist = float((out - x).abs().max())
     with torch.no_grad():
         assert model(out).argmax(1).item() == 1
-    assert exact <= dist <= exact * 1.06, (dist, exact)
+    # measured: 1.050 x exact after 1 iteration (the overshoot eta), 1.005 x after 2 and more
+    assert exact <= dist <= exact * 1.01, (dist, exact)
+    out = attacks.fab(model, x, torch.tensor([0]), eps=0.5, norm="l2", n_iter=20)
+    exact_l2 = float((z[0] - z[1]) / (w[0] - w[1]).norm())
+    assert exact_l2 <= float((out - x).norm()) <= exact_l2 * 1.01
     # a budget below the minimal distance: nothing within it, x comes back unchanged
     assert torch.equal(attacks.fab(model, x, torch.tensor([0]), eps=0.9 * exact, n_iter=20), x)
 
