@@ -27,6 +27,7 @@ PAPERS = {
 # bench WHAT -> module with run(n=..., quick=..., device=..., seed=...) -> list[dict] and format(rows) -> str
 BENCHES = {
     "attacks": "advviz.benchmarks.attacks",
+    "autoattack": "advviz.benchmarks.autoattack",
     "widgets": "advviz.benchmarks.widgets",
 }
 
