@@ -542,7 +542,7 @@ def _square_step(x: torch.Tensor, x_best: torch.Tensor, eps: float, norm: str, p
                                       help="model queries per image (the budget of the random search)"),
                       ParamSpec("p_init", 0.8, low=0.01, high=1.0, step=0.01,
                                 help="initial fraction of the image covered by the square"),
-                      _TARGETED, _SEED],
+                      _TARGETED, _SEED, _PRECISION],
     paper="Andriushchenko, Croce, Flammarion, Hein. Square Attack: a query-efficient black-box adversarial "
           "attack via random search. ECCV 2020",
     norm="linf", targeted=True, budget="eps", quick={"n_queries": 20},
