@@ -193,3 +193,12 @@ def test_apgd_ce_parity_with_torchattacks(resnet20, cifar_correct) -> None:
                                     seed=0)(x, y), y)
     # measured: .375 and .375
     assert abs(ours - theirs) <= 0.03, (ours, theirs)
+
+
+@pytest.mark.parametrize("name", ["apgd_dlr", "apgd_t", "fab"])
+def test_untargeted_attacks_refuse_targeted_true(name) -> None:
+    x = torch.rand(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="apgd_ce"):
+        attacks.get(name).fn(TinyConvNet(num_classes=4).eval(), x, torch.tensor([0]), targeted=True)
+    attacks.get(name).fn(TinyConvNet(num_classes=4).eval(), x, torch.tensor([0]), targeted=False,
+                         **attacks.get(name).quick)
