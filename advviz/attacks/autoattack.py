@@ -463,7 +463,8 @@ def _rand_sign(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor)
     return torch.randint(0, 2, shape, generator=gen, device=like.device).to(like.dtype) * 2 - 1
 
 
-def _windows(b: int, h: int, w: int, s: int, gen: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _windows(b: int, h: int, w: int, s: int, gen: torch.Generator,
+             like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ``s x s`` window per image: a boolean mask ``(b, 1, h, w)`` and the corners ``(b, 2)``."""
     r = torch.randint(0, h - s + 1, (b,), generator=gen, device=like.device)
     c = torch.randint(0, w - s + 1, (b,), generator=gen, device=like.device)
