@@ -27,8 +27,9 @@ PAPERS = {
 # bench WHAT -> module with run(n=..., quick=..., device=..., seed=...) -> list[dict] and format(rows) -> str
 BENCHES = {
     "attacks": "advviz.benchmarks.attacks",
-    "widgets": "advviz.benchmarks.widgets",
     "autoattack": "advviz.benchmarks.autoattack",
+    "autoattack-parts": "advviz.benchmarks.autoattack_parts",
+    "widgets": "advviz.benchmarks.widgets",
 }
 
 

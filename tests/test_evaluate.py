@@ -361,7 +361,8 @@ def test_bench_autoattack_registered_and_lazy():
     from advviz import cli
 
     assert cli.BENCHES["autoattack"] == "advviz.benchmarks.autoattack"
-    code = ("import sys, advviz, advviz.evaluate, advviz.benchmarks.autoattack, advviz.cli; "
+    code = ("import sys, advviz, advviz.evaluate, advviz.benchmarks.autoattack, advviz.benchmarks.autoattack_parts, "
+            "advviz.cli; "
             "assert 'torchattacks' not in sys.modules, 'torchattacks imported at module level'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -81,6 +81,12 @@ def _norm_name(norm: str) -> str:
     return n
 
 
+def _untargeted_only(name: str, targeted: bool) -> None:
+    if targeted:
+        raise ValueError(f"{name} is untargeted (it picks its target classes itself); for a given target "
+                         "class use apgd_ce(..., targeted=True) or square(..., targeted=True)")
+
+
 def _eps(eps: float | None, norm: str, x: torch.Tensor) -> float:
     return check_norm_budget("eps", _DEFAULT_EPS[norm] if eps is None else eps, norm, x)
 
@@ -357,7 +363,7 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | 
     description="Auto-PGD on the Difference of Logits Ratio loss (scale-invariant)")
 def apgd_dlr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None, norm: str = "linf",
              n_iter: int = 100, n_restarts: int = 1, rho: float = _RHO, momentum: float = _ALPHA_MOMENTUM,
-             seed: int | None = 0, precision: str = "fp32") -> torch.Tensor:
+             targeted: bool = False, seed: int | None = 0, precision: str = "fp32") -> torch.Tensor:
     """APGD-DLR (Croce & Hein, ICML 2020): :func:`apgd_ce`'s iteration on :func:`dlr_loss` (eq. 6).
 
     Args:
@@ -371,12 +377,15 @@ def apgd_dlr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float |
         n_restarts: runs for the images not fooled yet (default 1).
         rho: condition 1's threshold (0.75).
         momentum: alpha (0.75).
+        targeted: must be ``False`` (accepted for a uniform interface; use
+            ``apgd_ce(targeted=True)`` for a given target).
         seed: seeds the random starts.
         precision: ``"fp32"`` or ``"bf16"``.
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` as :func:`apgd_ce`'s.
     """
+    _untargeted_only("apgd_dlr", targeted)
     return _apgd(model, x, y, loss="dlr", eps=eps, norm=norm, n_iter=n_iter, n_restarts=n_restarts, rho=rho,
                  momentum=momentum, n_target_classes=1, targeted=False, seed=seed, precision=precision)
 
@@ -389,7 +398,8 @@ def apgd_dlr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float |
     description="Auto-PGD on the targeted DLR loss, over the most likely target classes in turn")
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None, norm: str = "linf",
            n_iter: int = 100, n_target_classes: int = 9, n_restarts: int = 1, rho: float = _RHO,
-           momentum: float = _ALPHA_MOMENTUM, seed: int | None = 0, precision: str = "fp32") -> torch.Tensor:
+           momentum: float = _ALPHA_MOMENTUM, targeted: bool = False, seed: int | None = 0,
+           precision: str = "fp32") -> torch.Tensor:
     """APGD-T (Croce & Hein, ICML 2020): APGD on the targeted DLR loss (eq. 7), AutoAttack's version.
 
     The targets are the classes ranked 2nd, 3rd, ... by the clean logits (``n_target_classes``
@@ -410,6 +420,8 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | N
         n_restarts: runs per target (default 1).
         rho: condition 1's threshold (0.75).
         momentum: alpha (0.75).
+        targeted: must be ``False`` (the targets are chosen internally; accepted for a uniform
+            interface).
         seed: seeds the random starts.
         precision: ``"fp32"`` or ``"bf16"``.
 
@@ -417,6 +429,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | N
         ``x_adv`` ``(B, C, H, W)``: the first misclassified point found, else the highest
         targeted-DLR point over all targets.
     """
+    _untargeted_only("apgd_t", targeted)
     return _apgd(model, x, y, loss="dlr-t", eps=eps, norm=norm, n_iter=n_iter, n_restarts=n_restarts, rho=rho,
                  momentum=momentum, n_target_classes=n_target_classes, targeted=False, seed=seed,
                  precision=precision)
@@ -450,7 +463,8 @@ def _rand_sign(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor)
     return torch.randint(0, 2, shape, generator=gen, device=like.device).to(like.dtype) * 2 - 1
 
 
-def _windows(b: int, h: int, w: int, s: int, gen: torch.Generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _windows(b: int, h: int, w: int, s: int, gen: torch.Generator,
+             like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ``s x s`` window per image: a boolean mask ``(b, 1, h, w)`` and the corners ``(b, 2)``."""
     r = torch.randint(0, h - s + 1, (b,), generator=gen, device=like.device)
     c = torch.randint(0, w - s + 1, (b,), generator=gen, device=like.device)
@@ -542,7 +556,7 @@ def _square_step(x: torch.Tensor, x_best: torch.Tensor, eps: float, norm: str, p
                                       help="model queries per image (the budget of the random search)"),
                       ParamSpec("p_init", 0.8, low=0.01, high=1.0, step=0.01,
                                 help="initial fraction of the image covered by the square"),
-                      _TARGETED, _SEED],
+                      _TARGETED, _SEED, _PRECISION],
     paper="Andriushchenko, Croce, Flammarion, Hein. Square Attack: a query-efficient black-box adversarial "
           "attack via random search. ECCV 2020",
     norm="linf", targeted=True, budget="eps", quick={"n_queries": 20},
@@ -701,7 +715,8 @@ def _fab_run(net: Net, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, no
     description="FAB-T: minimal-norm adversarials by projections on the linearised boundary to each target")
 def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None, norm: str = "linf",
         n_iter: int = 100, n_target_classes: int = 9, n_restarts: int = 1, alpha_max: float = 0.1,
-        eta: float = 1.05, beta: float = 0.9, seed: int | None = 0, precision: str = "fp32") -> torch.Tensor:
+        eta: float = 1.05, beta: float = 0.9, targeted: bool = False, seed: int | None = 0,
+        precision: str = "fp32") -> torch.Tensor:
     """FAB-T (Croce & Hein, ICML 2020, FAB Algorithm 1, targeted version as in AutoAttack), L-inf or L2.
 
     For each target ``t`` (the classes ranked 2nd, 3rd, ... by the clean logits), linearise
@@ -731,6 +746,8 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
         alpha_max: the largest weight of the step from ``x0`` (default 0.1).
         eta: overshoot of the projections (default 1.05).
         beta: backward step after a success (default 0.9).
+        targeted: must be ``False`` (the targets are chosen internally; accepted for a uniform
+            interface).
         seed: seeds the restarts' random starts.
         precision: ``"fp32"`` or ``"bf16"``.
 
@@ -738,6 +755,7 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
         ``x_adv`` ``(B, C, H, W)``: the closest adversarial found where it lies within ``eps``,
         else ``x``.
     """
+    _untargeted_only("fab", targeted)
     y = _check_common(model, x, y)
     norm = _norm_name(norm)
     eps = _eps(eps, norm, x)

@@ -108,21 +108,21 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0,
     dims = tuple(range(1, xc.ndim))
     w0 = torch.atanh((2 * xc - 1) * (1 - 1e-6))  # the paper's 0.999999 keeps atanh finite at 0 and 1
     best = xc.clone()
-    best_l2 = torch.full((b,), float("inf"), device=xc.device)
-    consts = torch.full((b,), c, device=xc.device)
-    lower = torch.zeros(b, device=xc.device)
-    upper = torch.full((b,), _C_MAX, device=xc.device)
+    best_l2 = torch.full((b,), float("inf"), device=xc.device, dtype=xc.dtype)
+    consts = torch.full((b,), c, device=xc.device, dtype=xc.dtype)
+    lower = torch.zeros(b, device=xc.device, dtype=xc.dtype)
+    upper = torch.full((b,), _C_MAX, device=xc.device, dtype=xc.dtype)
     check_every = max(steps // 10, 1)
 
     with attack_forward(model, xc) as net:
-        fast = net is not model
+        fast = net.fast
         for _ in range(binary_steps):
             succeeded = torch.zeros(b, dtype=torch.bool, device=xc.device)
             idx = torch.arange(b, device=xc.device)
             w = w0.clone()
             m = torch.zeros_like(w)
             v = torch.zeros_like(w)
-            prev = torch.full((b,), float("inf"), device=xc.device)
+            prev = torch.full((b,), float("inf"), device=xc.device, dtype=xc.dtype)
             for t in range(1, steps + 1):
                 xs, ys, cs = xc[idx], y[idx], consts[idx]
                 with torch.enable_grad():

@@ -100,7 +100,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int =
     x_adv = xc.clone()
     r_tot = torch.zeros_like(xc)
     with attack_forward(model, xc) as net:
-        fast = net is not model
+        fast = net.fast
         with torch.no_grad():
             logits0 = net(xc)
         num_classes = logits0.shape[1]

@@ -144,11 +144,12 @@ def _check_common(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
 class _Forward:
     """The callable :func:`attack_forward` yields: casts the input to the model's dtype, runs the
     (fast copy of the) model, refuses non-tensor outputs (:func:`~advviz.attacks._core.as_logits`),
-    warns once if the outputs look like probabilities, and returns float32 logits for half models."""
+    warns once if the outputs look like probabilities, and returns float32 logits for half models.
+    ``fast`` says whether it runs the fast copy (``False``: the model itself)."""
 
     def __init__(self, net: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype | None,
-                 precision: str) -> None:
-        self.net, self.dtype, self.precision, self.checked = net, dtype, precision, False
+                 precision: str, fast: bool) -> None:
+        self.net, self.dtype, self.precision, self.checked, self.fast = net, dtype, precision, False, fast
 
     def __call__(self, inp: torch.Tensor) -> torch.Tensor:
         if self.dtype is not None and inp.dtype != self.dtype:
@@ -179,7 +180,8 @@ def attack_forward(model: nn.Module, x: torch.Tensor, precision: str = "fp32"):
     with model_guard(model):
         dtype = model_dtype(model)
         probe = x if dtype is None or x.dtype == dtype else x.detach().to(dtype)
-        yield _Forward(fast_model(model, probe), dtype, precision)
+        net = fast_model(model, probe)
+        yield _Forward(net, dtype, precision, fast=net is not model)
 
 
 def input_diversity(x: torch.Tensor, *, prob: float, resize_rate: float, gen: torch.Generator) -> torch.Tensor:
