@@ -198,6 +198,7 @@ def test_flag_gradient_masking(lenet_digits, digits_batch):
     assert "probability-outputs" not in codes
 
 
+@pytest.mark.filterwarnings("ignore:the model's outputs look like probabilities")  # the attacks' own warning
 def test_flag_probability_outputs(lenet_digits, digits_batch):
     x, y = digits_batch
     rep = E.autoattack(Softmaxed(lenet_digits), x, y, eps=0.1, attacks=["fgsm"])
