@@ -1,4 +1,4 @@
-"""The ``advviz`` command: ``demo``, ``train``, ``explore``, ``reproduce``, ``bench``.
+"""The ``advviz`` command: ``demo``, ``train``, ``explore``, ``reproduce``, ``evaluate``, ``bench``.
 
 Each subcommand's work lives in the module that owns it; this file only parses arguments and
 dispatches, and prints the returned text (the CLI is the one place that writes to stdout).
@@ -27,6 +27,8 @@ PAPERS = {
 # bench WHAT -> module with run(n=..., quick=..., device=..., seed=...) -> list[dict] and format(rows) -> str
 BENCHES = {
     "attacks": "advviz.benchmarks.attacks",
+    "autoattack": "advviz.benchmarks.autoattack",
+    "autoattack-parts": "advviz.benchmarks.autoattack_parts",
     "widgets": "advviz.benchmarks.widgets",
 }
 
@@ -71,6 +73,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the target model where the paper has several (tsgan CIFAR-10: resnet20 or resnet32)")
     r.add_argument("--json", default=None, help="write the result as JSON to this path")
 
+    v = sub.add_parser("evaluate", help="robust accuracy of a model (optionally defended) per budget and attack",
+                       description="Robust accuracy per eps and attack (AutoAttack by default), sanity flags, "
+                                   "per-sample results by dataset index; resumable.")
+    v.add_argument("model", help="pretrained model name (advviz.models.list_models(pretrained=True))")
+    v.add_argument("--defense", default=None, help="purifier in front of the model (advviz.defenses.list_purifiers())")
+    v.add_argument("--threat", choices=("oblivious", "adaptive"), default="adaptive",
+                   help="with --defense: attack the bare model (oblivious) or the whole defense, with BPDA through "
+                        "non-differentiable purifiers (adaptive, default)")
+    v.add_argument("--eot", type=int, default=1, help="adaptive: average logits over this many purifier draws (EOT)")
+    v.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
+    v.add_argument("--split", default="test")
+    v.add_argument("--eps", default="8/255", help="comma-separated budgets, e.g. 2/255,4/255,8/255 (default 8/255)")
+    v.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
+    v.add_argument("--attacks", default="autoattack",
+                   help="autoattack, or comma-separated attack names (e.g. pgd,apgd_ce); default autoattack")
+    v.add_argument("--version", choices=("standard", "fast"), default="standard", help="AutoAttack version")
+    v.add_argument("--n", type=int, default=None, help="number of images, a seeded random subset (default: all)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--batch-size", type=int, default=128)
+    v.add_argument("--batch-invariant", action="store_true",
+                   help="attack each image alone (results independent of batching; slower)")
+    v.add_argument("--device", default=None)
+    v.add_argument("--json", default=None, help="write config, provenance, results, flags and per-sample results")
+    v.add_argument("--plot", default=None, help="write the security curve as an interactive HTML page (plotly)")
+    v.add_argument("--resume", default=None, help="JSON-lines file of per-sample results to append to and resume from")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     b = sub.add_parser("bench", help="benchmarks (advviz beside the reference implementation)")
     b.add_argument("what", choices=sorted(BENCHES))
     b.add_argument("--n", type=int, default=None, help="number of images")
@@ -86,6 +115,41 @@ def _out(text: str, *, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
     stream.write(text + "\n")
     stream.flush()
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from advviz import data, models
+    from advviz.evaluate import parse_eps, robust_accuracy, threat_models, weights_provenance
+
+    eps = [parse_eps(e) for e in args.eps.split(",") if e.strip()]
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    device = torch.device(args.device) if args.device else None
+    model = models.load(args.model, device=device)
+    dataset_name = args.data or models.get_weights_spec(args.model).dataset
+    dataset = data.load(dataset_name, args.split)
+    if args.eot != 1 and (args.defense is None or args.threat != "adaptive"):
+        raise ValueError("--eot applies to an adaptive attack on a --defense")
+    attacked, evaluated, threat = threat_models(model, args.defense, threat=args.threat, eot_samples=args.eot)
+    meta = {"model": args.model, "data": dataset_name, "split": args.split, **threat}
+    result = robust_accuracy(evaluated, dataset, attacks=attacks, eps=eps, norm=args.norm, n=args.n,
+                             batch_size=args.batch_size, device=device, progress=not args.no_progress,
+                             resume=args.resume, seed=args.seed, version=args.version, attack_model=attacked,
+                             batch_invariant=args.batch_invariant, meta=meta)
+    _out(result.format())
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result.to_json(provenance=[weights_provenance(args.model)]), fh, indent=1)
+    if args.plot:
+        title = f"{args.model}{' + ' + args.defense + ' (' + args.threat + ')' if args.defense else ''} on " \
+                f"{result.n} {dataset_name} images: security curve"
+        result.figure(title=title).write_html(args.plot, include_plotlyjs=True)
+    if not result.complete:
+        _out(f"interrupted after {result.n} images" + (f"; rerun with --resume {args.resume} to continue"
+                                                        if args.resume else ""), err=True)
+        return 130
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 with open(args.json, "w") as fh:
                     json.dump(result, fh, indent=1)
+        elif args.command == "evaluate":
+            return _evaluate(args)
         elif args.command == "bench":
             mod = importlib.import_module(BENCHES[args.what])
             rows = mod.run(n=args.n, quick=args.quick, device=args.device, seed=args.seed)

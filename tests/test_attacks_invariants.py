@@ -54,7 +54,7 @@ def assert_within_budget(spec, x: torch.Tensor, x_adv: torch.Tensor, kw: dict) -
     if budget is None:
         return
     d = (x_adv - x).double()
-    norm = kw.get("norm", spec.norm)
+    norm = str(kw.get("norm", spec.norm)).lower()  # attacks accept "Linf"/"L2" too
     if norm == "linf":
         assert float(d.abs().max()) <= budget + 1e-6, (spec.name, float(d.abs().max()), budget)
     elif norm == "l2":

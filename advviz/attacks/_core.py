@@ -8,11 +8,16 @@
 * :func:`input_grad`: gradient of a loss w.r.t. the input (and the logits), nothing else.
 * :func:`generator`: a seeded ``torch.Generator`` on the input's device.
 * :func:`project_linf`, :func:`project_l2`: projections onto the budget ball and ``[0, 1]``.
+* :func:`as_logits`, :func:`warn_if_probabilities`, :func:`model_dtype`: what every gradient attack
+  checks about the model's output and input dtype (used by ``gradient.attack_forward``).
+* :func:`working_copy`, :func:`to_input_dtype`: half-precision inputs are attacked in float32 and
+  the result is rounded back to the input's dtype without leaving the budget.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -34,6 +39,12 @@ __all__ = [
     "batch_norm",
     "loss_ce",
     "logit_margin",
+    "as_logits",
+    "warn_if_probabilities",
+    "model_dtype",
+    "working_copy",
+    "to_input_dtype",
+    "model_logits",
 ]
 
 
@@ -112,7 +123,7 @@ def input_grad(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     """
     with torch.enable_grad():
         xi = x.detach().requires_grad_(True)
-        logits = model(xi)
+        logits = as_logits(model(xi))
         loss = loss_fn(logits).sum()
         (g,) = torch.autograd.grad(loss, xi)
     return g, logits.detach()
@@ -162,3 +173,108 @@ def logit_margin(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False) 
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
     return z_y - other if targeted else other - z_y
+
+
+# ---------------------------------------------------------------------------------------------
+# the model's output and the input's dtype
+# ---------------------------------------------------------------------------------------------
+
+
+def as_logits(out: object) -> torch.Tensor:
+    """``out`` if it is a logits tensor; otherwise one ``TypeError`` saying what to do.
+
+    Attacks need a model whose forward returns one tensor ``(B, K)`` of logits. A tuple, list,
+    dict or an output object (e.g. ``transformers``' ``ImageClassifierOutput``) is refused rather
+    than guessed from (which entry holds the logits is the model author's knowledge).
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        what = f"a {type(out).__name__} of {len(out)} items"
+    elif isinstance(out, dict):
+        what = f"a dict with keys {sorted(map(str, out))}"
+    else:
+        what = f"a {type(out).__name__}"
+    raise TypeError(f"the model returned {what}, but attacks need a model returning one logits tensor "
+                    "(B, K): wrap it in an nn.Module whose forward returns only the logits, e.g. "
+                    "`return self.net(x)[0]` or `return self.net(x)['logits']`")
+
+
+def warn_if_probabilities(logits: torch.Tensor) -> bool:
+    """Warn (``UserWarning``) when ``logits`` ``(B, K)`` look like probabilities: every row
+    non-negative and summing to 1 (within 1e-3). Returns whether it warned.
+
+    Cross-entropy on probabilities (a model ending in softmax) has vanishing gradients, so
+    gradient attacks look much weaker than they are."""
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        return False
+    z = logits.detach().float()
+    if bool((z >= 0).all()) and bool(((z.sum(dim=1) - 1).abs() <= 1e-3).all()):
+        warnings.warn("the model's outputs look like probabilities (rows non-negative, summing to 1): "
+                      "cross-entropy on probabilities gives vanishing gradients and understates the "
+                      "attack; pass a model that returns logits (remove the final softmax)",
+                      UserWarning, stacklevel=4)
+        return True
+    return False
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating parameter or buffer (``None`` if it has none).
+
+    Inputs are cast to it before the forward pass (a float64 batch on a float32 model)."""
+    if not isinstance(model, nn.Module):
+        return None
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def model_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` on the user's model itself, ``x`` cast to the model's dtype, checked to be
+    a logits tensor (:func:`as_logits`). For confirmations outside :func:`attack_forward`."""
+    dtype = model_dtype(model)
+    return as_logits(model(x if dtype is None else x.to(dtype)))
+
+
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def working_copy(x: torch.Tensor) -> torch.Tensor:
+    """A detached copy of ``x`` to run an attack on: half precision is upcast to float32 (the
+    steps, projections and losses need more than 11 bits), other dtypes are kept."""
+    return x.detach().to(torch.float32 if x.dtype in _LOW else x.dtype, copy=True)
+
+
+def to_input_dtype(x_adv: torch.Tensor, x: torch.Tensor, *, eps: float | None = None,
+                   norm: str = "linf") -> torch.Tensor:
+    """``x_adv`` (computed on :func:`working_copy`) as ``x``'s dtype, detached, still in budget.
+
+    Rounding to float16/bfloat16 can push a coordinate past ``eps``; such coordinates (L-inf)
+    are moved one representable value towards ``x``, and such images (L2) have their change
+    shrunk until the rounded image is inside the ball. Values stay in ``[0, 1]``.
+    """
+    x_adv = x_adv.detach()
+    if x_adv.dtype == x.dtype:
+        return x_adv
+    out = x_adv.to(x.dtype).clamp_(0.0, 1.0)
+    if eps is None:
+        return out
+    xd = x.double()
+    if norm == "linf":
+        for _ in range(4):
+            over = (out.double() - xd).abs() > eps
+            if not bool(over.any()):
+                return out
+            out = torch.where(over, torch.nextafter(out, x), out)
+        return torch.where((out.double() - xd).abs() > eps, x, out)
+    delta = x_adv.double() - xd
+    for _ in range(8):
+        l2 = (out.double() - xd).flatten(1).norm(dim=1)
+        over = l2 > eps
+        if not bool(over.any()):
+            return out
+        delta = delta * torch.where(over, 1 - 2.0 ** -8, 1.0).view(-1, *([1] * (x.ndim - 1)))
+        out = (xd + delta).clamp(0.0, 1.0).to(x.dtype)
+    l2 = (out.double() - xd).flatten(1).norm(dim=1)
+    return torch.where((l2 > eps).view(-1, *([1] * (x.ndim - 1))), x, out)

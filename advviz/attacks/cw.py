@@ -10,7 +10,15 @@ from torch import nn
 
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
-from advviz.attacks._core import check_images, check_labels, logit_margin, model_guard
+from advviz.attacks._core import (
+    check_images,
+    check_labels,
+    logit_margin,
+    model_guard,
+    model_logits,
+    to_input_dtype,
+    working_copy,
+)
 from advviz.attacks.gradient import attack_forward
 
 __all__ = ["cw_l2", "cw_margin"]
@@ -95,26 +103,26 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0,
         raise ValueError(f"lr must be > 0, got {lr}")
     kappa = float(kappa)
 
-    xc = x.detach().clone()
+    xc = working_copy(x)
     b = xc.shape[0]
     dims = tuple(range(1, xc.ndim))
     w0 = torch.atanh((2 * xc - 1) * (1 - 1e-6))  # the paper's 0.999999 keeps atanh finite at 0 and 1
     best = xc.clone()
-    best_l2 = torch.full((b,), float("inf"), device=xc.device)
-    consts = torch.full((b,), c, device=xc.device)
-    lower = torch.zeros(b, device=xc.device)
-    upper = torch.full((b,), _C_MAX, device=xc.device)
+    best_l2 = torch.full((b,), float("inf"), device=xc.device, dtype=xc.dtype)
+    consts = torch.full((b,), c, device=xc.device, dtype=xc.dtype)
+    lower = torch.zeros(b, device=xc.device, dtype=xc.dtype)
+    upper = torch.full((b,), _C_MAX, device=xc.device, dtype=xc.dtype)
     check_every = max(steps // 10, 1)
 
     with attack_forward(model, xc) as net:
-        fast = net is not model
+        fast = net.fast
         for _ in range(binary_steps):
             succeeded = torch.zeros(b, dtype=torch.bool, device=xc.device)
             idx = torch.arange(b, device=xc.device)
             w = w0.clone()
             m = torch.zeros_like(w)
             v = torch.zeros_like(w)
-            prev = torch.full((b,), float("inf"), device=xc.device)
+            prev = torch.full((b,), float("inf"), device=xc.device, dtype=xc.dtype)
             for t in range(1, steps + 1):
                 xs, ys, cs = xc[idx], y[idx], consts[idx]
                 with torch.enable_grad():
@@ -161,9 +169,9 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0,
     if fast and found.any():
         # confirm on the user's model itself; an image it does not see fooled is returned unchanged
         with model_guard(model), torch.no_grad():
-            margin = cw_margin(model(best[found]), y[found], targeted)
+            margin = cw_margin(model_logits(model, best[found]), y[found], targeted)
         bad = found.nonzero().squeeze(1)[~(margin > kappa)]
         if bad.numel():
             log.debug("cw_l2: %d results not confirmed by the model; returned unchanged", bad.numel())
             best[bad] = xc[bad]
-    return best.detach()
+    return to_input_dtype(best, x)

@@ -9,7 +9,15 @@ from torch import nn
 
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
-from advviz.attacks._core import check_images, check_labels, logit_margin, model_guard
+from advviz.attacks._core import (
+    check_images,
+    check_labels,
+    logit_margin,
+    model_guard,
+    model_logits,
+    to_input_dtype,
+    working_copy,
+)
 from advviz.attacks.gradient import attack_forward
 
 __all__ = ["deepfool"]
@@ -88,11 +96,11 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int =
         raise ValueError(f"nb_candidate must be >= 2, got {nb_candidate}")
     if not overshoot >= 0:
         raise ValueError(f"overshoot must be >= 0, got {overshoot}")
-    xc = x.detach().clone()
+    xc = working_copy(x)
     x_adv = xc.clone()
     r_tot = torch.zeros_like(xc)
     with attack_forward(model, xc) as net:
-        fast = net is not model
+        fast = net.fast
         with torch.no_grad():
             logits0 = net(xc)
         num_classes = logits0.shape[1]
@@ -134,8 +142,8 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int =
             idx = idx_k
     if fast:
         with model_guard(model), torch.no_grad():
-            pred = model(x_adv).argmax(dim=1)
+            pred = model_logits(model, x_adv).argmax(dim=1)
         n_bad = int(((pred == y) & (x_adv != xc).flatten(1).any(dim=1)).sum())
         if n_bad:
             log.debug("deepfool: %d images fooled the fast copy but not the model", n_bad)
-    return x_adv.detach()
+    return to_input_dtype(x_adv, x)

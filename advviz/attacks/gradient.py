@@ -44,11 +44,16 @@ from advviz.attacks._core import (
     batch_norm,
     check_budget,
     check_images,
+    as_logits,
     check_labels,
     generator,
     input_grad,
     loss_ce,
+    model_dtype,
     model_guard,
+    to_input_dtype,
+    warn_if_probabilities,
+    working_copy,
 )
 from advviz.attacks._fast import fast_model
 from advviz.attacks.trajectory import current_recorder
@@ -137,23 +142,47 @@ def _check_common(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
 # ---------------------------------------------------------------------------------------------
 
 
+class _Forward:
+    """The callable :func:`attack_forward` yields: casts the input to the model's dtype, runs the
+    (fast copy of the) model, refuses non-tensor outputs (:func:`~advviz.attacks._core.as_logits`),
+    warns once if the outputs look like probabilities, and returns float32 logits for half models.
+    ``fast`` says whether it runs the fast copy (``False``: the model itself)."""
+
+    def __init__(self, net: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype | None,
+                 precision: str, fast: bool) -> None:
+        self.net, self.dtype, self.precision, self.checked, self.fast = net, dtype, precision, False, fast
+
+    def __call__(self, inp: torch.Tensor) -> torch.Tensor:
+        if self.dtype is not None and inp.dtype != self.dtype:
+            inp = inp.to(self.dtype)
+        if self.precision == "bf16":
+            with torch.autocast(device_type=inp.device.type, dtype=torch.bfloat16):
+                out = as_logits(self.net(inp))
+            out = out.float()
+        else:
+            out = as_logits(self.net(inp))
+        if not self.checked:
+            self.checked = True
+            warn_if_probabilities(out)
+        return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+
+
 @contextlib.contextmanager
 def attack_forward(model: nn.Module, x: torch.Tensor, precision: str = "fp32"):
     """Guard ``model`` (eval, frozen, restored afterwards) and yield the callable to differentiate:
-    the cached fast copy (:func:`~advviz.attacks._fast.fast_model`), with bf16 autocast if asked."""
+    the cached fast copy (:func:`~advviz.attacks._fast.fast_model`), with bf16 autocast if asked.
+
+    The one place where attacks call the model, so the input contract is enforced here for all:
+    inputs of another dtype than the model's (float64, float16) are cast to it (gradients flow
+    back in the input's dtype); a tuple/dict output raises a ``TypeError`` saying to wrap the
+    model; outputs that look like probabilities warn once per attack call."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     with model_guard(model):
-        net = fast_model(model, x)
-        if precision == "bf16":
-            def run(inp: torch.Tensor, _net: Callable[[torch.Tensor], torch.Tensor] = net) -> torch.Tensor:
-                with torch.autocast(device_type=inp.device.type, dtype=torch.bfloat16):
-                    out = _net(inp)
-                return out.float()
-
-            yield run
-        else:
-            yield net
+        dtype = model_dtype(model)
+        probe = x if dtype is None or x.dtype == dtype else x.detach().to(dtype)
+        net = fast_model(model, probe)
+        yield _Forward(net, dtype, precision, fast=net is not model)
 
 
 def input_diversity(x: torch.Tensor, *, prob: float, resize_rate: float, gen: torch.Generator) -> torch.Tensor:
@@ -255,9 +284,9 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
         raise ValueError(f"diversity probability p must lie in [0, 1], got {diversity_prob}")
     if not 0.0 < resize_rate <= 1.0:
         raise ValueError(f"resize_rate must lie in (0, 1], got {resize_rate}")
-    mask = check_mask(mask, x)
+    xc = working_copy(x)
+    mask = check_mask(mask, xc)
     gen = generator(seed, x.device)
-    xc = x.detach().clone()
     loss = loss_ce(y, targeted)
     delta: torch.Tensor | None = None
     if random_start:
@@ -287,7 +316,7 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
             x_adv, delta = gradient_step(xc, x_adv, g, alpha=alpha, eps=eps, norm=norm, mask=mask, delta=delta)
             if recorder is not None:
                 recorder(x_adv)
-    return x_adv.detach()
+    return to_input_dtype(x_adv, x, eps=eps, norm=norm)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ each keyword parameter:
 
 Registered here: ``jpeg`` (:func:`advviz.defenses.jpeg.jpeg`), ``pix2pix`` and ``cgan``
 (:mod:`advviz.defenses.pix2pix`), ``uddn`` and ``dae`` (:mod:`advviz.defenses.uddn`).
+
+:func:`defended` composes a purifier and a classifier into one classifier that every attack
+accepts (with BPDA's straight-through backward pass and EOT's averaging as options).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 
 from advviz._registry import ParamSpec, Registry, check_params
 
-__all__ = ["PurifierSpec", "register_purifier", "list_purifiers", "get", "PURIFIERS", "jpeg"]
+__all__ = ["PurifierSpec", "register_purifier", "list_purifiers", "get", "PURIFIERS", "jpeg", "defended", "Defended"]
 
 PurifierFn = Callable[..., torch.Tensor]
 
@@ -85,6 +88,7 @@ def get(name: str) -> PurifierSpec:
 
 
 from advviz.defenses.jpeg import jpeg  # noqa: E402  (registers itself)
+from advviz.defenses.defended import Defended, defended  # noqa: E402
 # The learned purifiers register themselves on import. Their modules are imported as modules
 # (not their functions) so that advviz.defenses.pix2pix / .uddn stay the modules; the
 # functions are reached through get("pix2pix"), get("cgan"), get("uddn"), get("dae").

@@ -28,6 +28,7 @@ def _check(x: torch.Tensor) -> None:
         raise ValueError(f"JPEG needs 1 (grayscale) or 3 (RGB) channels, got {x.shape[1]}")
     if not x.is_floating_point():
         raise ValueError(f"x must be a float tensor in [0, 1], got dtype {x.dtype}")
+    x = x.detach()
     if x.numel() and (not torch.isfinite(x).all() or float(x.min()) < 0.0 or float(x.max()) > 1.0):
         raise ValueError("x must be finite and lie in [0, 1] (divide 0-255 pixels by 255)")
 

@@ -607,21 +607,24 @@ def load_purifier(kind: str = "cgan", *, attack: str = "fgsm", config: str = "fu
 
 
 def purify(net: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
-    """Run an image-to-image network as a purifier: eval mode, no gradients, ``x``'s device/dtype, [0, 1].
+    """Run an image-to-image network as a purifier: eval mode, ``x``'s device/dtype, [0, 1].
 
-    The network's mode is restored afterwards; ``x`` is not modified.
+    No autograd graph is built unless ``x`` requires grad (an adaptive attack differentiating
+    through the purifier, :func:`advviz.defenses.defended`); the network's parameters get no
+    gradient either way when they are frozen. The network's mode is restored afterwards; ``x``
+    is not modified.
     """
     from advviz.defenses.jpeg import _check
 
-    _check(x)
+    _check(x.detach())
     was = net.training
     net.eval()
     out = []
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
             net.to(x.device)
             for s in range(0, x.shape[0], batch_size):
-                out.append(net(x[s:s + batch_size].float()).clamp_(0, 1))
+                out.append(net(x[s:s + batch_size].float()).clamp(0, 1))
     finally:
         net.train(was)
     if not out:

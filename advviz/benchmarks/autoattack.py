@@ -1,0 +1,129 @@
+"""``advviz bench autoattack``: advviz's AutoAttack beside torchattacks', same model, images and budget.
+
+ResNet-20 (``resnet20_cifar10``) on CIFAR-10 test images it classifies correctly
+(:func:`advviz.data.sample` with ``model=``; 100 by default, 16 with ``quick``), L-infinity
+budgets 0.25/255 and 0.5/255 (0.5/255 only with ``quick``): at 8/255 the undefended network
+has no robust point left and every implementation agrees trivially. For each budget, one run of:
+
+* ``advviz.evaluate.autoattack(model, x, y, eps=eps, norm="Linf", version="standard", seed=seed)``;
+* ``torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=seed)``;
+* a plain PGD-20 (advviz ``pgd``, alpha ``eps/4``, random start) as the floor AutoAttack must beat.
+
+Rows give each one's robust accuracy and seconds and the time ratio (torchattacks seconds /
+advviz seconds: above 1, advviz is faster). AutoAttack runs take minutes on a CPU, so each is
+timed once, after a warm-up that builds advviz's fast model copy.
+
+torchattacks is imported here only, lazily, and is needed only for this benchmark.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import time
+from typing import Any
+
+import torch
+
+from advviz.benchmarks.attacks import _import_torchattacks
+
+__all__ = ["format", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def _robust(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x_adv).argmax(1) == y).float().mean())
+
+
+def _timed(fn: Any, dev: torch.device) -> tuple[Any, float]:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    out = fn()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return out, time.perf_counter() - t0
+
+
+def run(*, n: int | None = None, quick: bool = False, device: str = "cpu", seed: int = 0,
+        eps: tuple[float, ...] | None = None, threads: int | None = None) -> list[dict[str, Any]]:
+    """Run the side-by-side AutoAttack benchmark.
+
+    Args:
+        n: number of correctly classified images (default 100; 16 with ``quick``).
+        quick: fewer images, one budget.
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: seeds the image sample and both AutoAttacks.
+        eps: L-infinity budgets (default ``(0.25/255, 0.5/255)``; ``(0.5/255,)`` with ``quick``).
+        threads: ``torch.set_num_threads`` for the run (restored afterwards); default
+            ``$ADVVIZ_BENCH_THREADS`` if set.
+
+    Returns:
+        One dict per budget: ``eps, n, threads, advviz_robust, advviz_seconds, advviz_per_attack,
+        torchattacks_robust, torchattacks_seconds, speedup, pgd20_robust, pgd20_seconds, flags``.
+    """
+    ta = _import_torchattacks()
+    from advviz import data, models
+    from advviz.attacks import pgd
+    from advviz.evaluate import autoattack
+
+    n = n if n is not None else (16 if quick else 100)
+    budgets = tuple(eps) if eps is not None else ((0.5 / 255,) if quick else (0.25 / 255, 0.5 / 255))
+    old_threads = torch.get_num_threads()
+    if threads is None and os.environ.get("ADVVIZ_BENCH_THREADS"):
+        threads = int(os.environ["ADVVIZ_BENCH_THREADS"])
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        dev = torch.device(device)
+        model = models.load("resnet20_cifar10", device=dev)
+        x, y = data.sample(data.load("cifar10", "test"), n, seed=seed, model=model, device=dev)
+        x, y = x.to(dev), y.to(dev)
+        pgd(model, x[:4], y[:4], eps=budgets[0], steps=1, seed=seed)  # warm-up: the fast copy, allocator
+        rows = []
+        for e in budgets:
+            rep, t_adv = _timed(lambda: autoattack(model, x, y, eps=e, norm="Linf", version="standard", seed=seed), dev)
+            attack = ta.AutoAttack(model, norm="Linf", eps=e, version="standard", n_classes=10, seed=seed)
+            x_ta, t_ta = _timed(lambda: attack(x, y), dev)
+            x_pgd, t_pgd = _timed(lambda: pgd(model, x, y, eps=e, alpha=e / 4, steps=20, random_start=True,
+                                              seed=seed), dev)
+            rows.append({"eps": e, "n": n, "threads": torch.get_num_threads(),
+                         "advviz_robust": rep.robust_accuracy, "advviz_seconds": t_adv,
+                         "advviz_per_attack": {k: {"seconds": v, "ran_on": rep.reached[k],
+                                                   "broke": sum(1 for s in rep.per_sample if s == k)}
+                                               for k, v in rep.seconds.items()},
+                         "torchattacks_robust": _robust(model, x_ta, y), "torchattacks_seconds": t_ta,
+                         "speedup": t_ta / t_adv, "pgd20_robust": _robust(model, x_pgd, y), "pgd20_seconds": t_pgd,
+                         "flags": rep.flags, "config": rep.config})
+            log.info("eps %.4g: advviz %.3f (%.0f s), torchattacks %.3f (%.0f s)", e, rep.robust_accuracy, t_adv,
+                     rows[-1]["torchattacks_robust"], t_ta)
+        return rows
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def format(rows: list[dict[str, Any]]) -> str:
+    """A text table of :func:`run`'s rows."""
+    if not rows:
+        return "no rows"
+    head = ("eps", "advviz AA", "torchattacks AA", "PGD-20", "advviz s", "torchattacks s", "ratio")
+    lines = [(f"{r['eps'] * 255:g}/255", f"{r['advviz_robust']:.3f}", f"{r['torchattacks_robust']:.3f}",
+              f"{r['pgd20_robust']:.3f}", f"{r['advviz_seconds']:.1f}", f"{r['torchattacks_seconds']:.1f}",
+              f"{r['speedup']:.2f}x") for r in rows]
+    widths = [builtins.max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    r0 = rows[0]
+    out = [f"AutoAttack (standard, Linf) robust accuracy: ResNet-20, {r0['n']} correctly classified CIFAR-10 test "
+           f"images, {r0['threads']} thread(s), one timed run each",
+           fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    out.append("ratio = torchattacks seconds / advviz seconds (above 1: advviz faster). PGD-20: alpha eps/4, "
+               "random start (the floor AutoAttack should beat or match).")
+    for r in rows:
+        per = ", ".join(f"{k} {v['broke']}/{v['ran_on']} in {v['seconds']:.1f} s" for k, v in r["advviz_per_attack"].items())
+        out.append(f"advviz at {r['eps'] * 255:g}/255: {per}")
+        out += [f"  flag {f}" for f in r["flags"]]
+    return "\n".join(out)

@@ -1,0 +1,19 @@
+"""Robustness evaluation to the field's standard.
+
+* :func:`autoattack`: Croce & Hein's AutoAttack (APGD-CE, APGD-T, FAB-T, Square), each attack on
+  the points still robust, with a :class:`Report` (per-sample breakers, sanity flags, config).
+* :func:`robust_accuracy`: per-budget, per-attack robust accuracy over a dataset (the security
+  curve), per-sample results by dataset index, progress, Ctrl-C and resume.
+* :func:`threat_models`: oblivious and adaptive (BPDA, EOT) evaluation of a purifier defense,
+  built on :func:`advviz.defenses.defended`.
+* :mod:`advviz.evaluate.flags`: the sanity checks (masked gradients, probability outputs,
+  accuracy not reaching 0 at a large budget, non-monotonic curves, black-box beating white-box).
+"""
+
+from advviz.evaluate.autoattack import VERSIONS, Report, autoattack, batch_seed, sample_seed
+from advviz.evaluate.robust import Result, ResumeMismatchError, eps_key, parse_eps, robust_accuracy
+from advviz.evaluate.threat import THREATS, threat_models
+from advviz.evaluate.provenance import weights_provenance
+
+__all__ = ["autoattack", "Report", "VERSIONS", "batch_seed", "sample_seed", "robust_accuracy", "Result",
+           "ResumeMismatchError", "eps_key", "parse_eps", "threat_models", "THREATS", "weights_provenance"]

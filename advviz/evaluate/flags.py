@@ -1,0 +1,166 @@
+"""Sanity flags: signs that an evaluation is broken rather than a model robust.
+
+Carlini et al. ("On Evaluating Adversarial Robustness", 2019, Sec. 5) and Croce & Hein (2020,
+Sec. 5) list the symptoms of gradient masking and of a weak evaluation. Each check here returns
+``None`` (nothing seen) or one line ``"<code>: <what was seen, what it means>; <what to do>"``.
+A healthy model evaluated properly gets none. The thresholds are choices, recorded here:
+
+* ``gradient-masking``: the input gradient of the logit margin ``max_{j!=y} z_j - z_y`` is zero
+  or non-finite for more than :data:`GRAD_SHARE` (10%) of the correctly classified points
+  (shattered gradients, e.g. a model that rounds its input). The margin rather than the
+  cross-entropy: a very confident healthy model can underflow the cross-entropy's gradient to
+  exactly zero, its margin gradient does not vanish.
+* ``probability-outputs``: every output row is non-negative and sums to 1 (within 1e-4): the
+  model ends in a softmax, attack losses saturate; attack the logits.
+* ``large-eps``: an L-infinity PGD at ``eps = 0.5`` (20 steps of 0.05, random start) on up to
+  :data:`LARGE_EPS_POINTS` points leaves more than 10% of them correctly classified; at that
+  budget any image can be turned into a grey one, so accuracy should be ~0.
+* ``non-monotonic``: robust accuracy of one attack rises with a larger budget by more than one
+  sample: the attack is not converging. (:func:`monotonic_flag` takes any grid where accuracy
+  must not rise, e.g. ``{attack: {steps: accuracy}}`` with ``what="steps"``.)
+* ``black-box-beats-white-box``: Square (gradient-free) breaks more than 10% (and at least 2)
+  of the points the gradient attacks left robust: their gradients are not informative.
+* ``budget``: an attack returned points outside its budget (those points are not counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "GRAD_SHARE",
+    "LARGE_EPS",
+    "LARGE_EPS_POINTS",
+    "blackbox_flag",
+    "budget_flag",
+    "collect",
+    "gradient_flag",
+    "gradient_ok",
+    "large_eps_flag",
+    "large_eps_robust",
+    "monotonic_flag",
+    "probability_flag",
+    "probability_rows",
+]
+
+GRAD_SHARE = 0.10
+LARGE_EPS = 0.5
+LARGE_EPS_POINTS = 16
+LARGE_EPS_SHARE = 0.10
+BLACKBOX_SHARE = 0.10
+PROB_ATOL = 1e-4
+
+
+def gradient_ok(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per point ``(B,)`` bool: the margin's input gradient is finite and not all zero."""
+    from advviz.attacks._core import input_grad, logit_margin, model_guard
+
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.bool, device=x.device)
+    with model_guard(model):
+        try:
+            g, _ = input_grad(model, x, lambda z: logit_margin(z, y))
+        except RuntimeError as exc:  # no graph at all: the output does not depend on x differentiably
+            if "does not require grad" not in str(exc) and "not have been used in the graph" not in str(exc):
+                raise
+            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    flat = g.flatten(1)
+    return torch.isfinite(flat).all(1) & (flat != 0).any(1)
+
+
+def gradient_flag(n_bad: int, n: int) -> str | None:
+    """Flag when more than :data:`GRAD_SHARE` of ``n`` points have zero/NaN gradients."""
+    if n == 0 or n_bad / n <= GRAD_SHARE:
+        return None
+    return (f"gradient-masking: the input gradient is zero or NaN on {n_bad} of {n} points ({n_bad / n:.0%}), "
+            "a sign of shattered or masked gradients (e.g. input quantisation) that makes gradient attacks fail; "
+            "attack through a differentiable approximation (BPDA, threat='adaptive') and trust Square's result")
+
+
+def probability_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Per row ``(B,)`` bool: non-negative entries summing to 1 (a softmax output)."""
+    return (logits >= 0).all(1) & ((logits.sum(1) - 1).abs() <= PROB_ATOL)
+
+
+def probability_flag(n_prob: int, n: int) -> str | None:
+    """Flag when every one of ``n`` output rows is a probability vector."""
+    if n == 0 or n_prob < n:
+        return None
+    return ("probability-outputs: the model returns probabilities (rows >= 0 summing to 1), not logits, so "
+            "cross-entropy and margin losses saturate and attacks look weaker than they are; "
+            "remove the final softmax and evaluate the logits")
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    from advviz.attacks._core import model_guard
+
+    with model_guard(model):
+        return model(x).argmax(1)
+
+
+def large_eps_robust(attack_model: nn.Module, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                     seed: int = 0) -> torch.Tensor:
+    """Per point ``(B,)`` bool: still correct after PGD-20 L-inf at ``eps = 0.5`` (alpha 0.05, random start)."""
+    from advviz.attacks import pgd
+
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.bool, device=x.device)
+    x_adv = pgd(attack_model, x, y, eps=LARGE_EPS, alpha=LARGE_EPS / 10, steps=20, random_start=True, seed=seed)
+    return _predict(model, x_adv) == y
+
+
+def large_eps_flag(n_robust: int, n: int) -> str | None:
+    """Flag when more than 10% of ``n`` points survive the ``eps = 0.5`` attack."""
+    if n == 0 or n_robust / n <= LARGE_EPS_SHARE:
+        return None
+    return (f"large-eps: {n_robust} of {n} points ({n_robust / n:.0%}) stay correctly classified under PGD at "
+            f"L-inf eps={LARGE_EPS}, where any image can be made grey; the attack is not reaching the model "
+            "(masked gradients, a non-differentiable or randomised defense): use BPDA/EOT (threat='adaptive')")
+
+
+def monotonic_flag(accuracy: Mapping[str, Mapping[float, float]], n: int, *, what: str = "eps") -> str | None:
+    """Flag when an attack's accuracy rises with the budget (or steps) by more than one sample.
+
+    Args:
+        accuracy: ``{attack: {eps: accuracy}}`` (or ``{attack: {steps: accuracy}}``).
+        n: number of points behind each accuracy.
+        what: the grid's name for the message (``"eps"`` or ``"steps"``).
+    """
+    bad = []
+    tol = 1.0 / max(n, 1) + 1e-9
+    for attack, by_eps in accuracy.items():
+        eps_sorted = sorted(by_eps)
+        for lo, hi in zip(eps_sorted, eps_sorted[1:]):
+            if by_eps[hi] > by_eps[lo] + tol:
+                bad.append(f"{attack} {by_eps[lo]:.3f} at {what}={lo:.5g} -> {by_eps[hi]:.3f} at {what}={hi:.5g}")
+    if not bad:
+        return None
+    return (f"non-monotonic: a larger {what} did worse (" + "; ".join(bad) + "), so the attack is not "
+            "converging; use more steps or restarts, or a stronger attack (autoattack)")
+
+
+def blackbox_flag(n_square: int, n_reached: int) -> str | None:
+    """Flag when Square breaks more than 10% (and at least 2) of the ``n_reached`` points it was run on."""
+    if n_reached == 0 or n_square < 2 or n_square / n_reached <= BLACKBOX_SHARE:
+        return None
+    return (f"black-box-beats-white-box: Square broke {n_square} of the {n_reached} points the gradient attacks "
+            f"left robust ({n_square / n_reached:.0%}): the gradients are uninformative (masking); "
+            "look for the cause, attack with BPDA/EOT, and do not trust the white-box numbers alone")
+
+
+def budget_flag(counts: Mapping[str, int]) -> str | None:
+    """Flag attacks that returned points outside their budget (``{attack: count}``)."""
+    bad = {k: v for k, v in counts.items() if v}
+    if not bad:
+        return None
+    return ("budget: " + ", ".join(f"{k} returned {v} point(s) outside the budget" for k, v in bad.items())
+            + " (not counted as broken); this is an attack bug, report it")
+
+
+def collect(flags: Sequence[str | None]) -> list[str]:
+    """The non-empty flags, in order."""
+    return [f for f in flags if f]

@@ -1,0 +1,406 @@
+"""``robust_accuracy``: robust accuracy over a dataset, per budget and attack (the security curve),
+with per-sample results, progress, Ctrl-C and resume.
+
+For every selected point (a seeded random subset of ``n`` dataset indices, or the whole dataset)
+and every ``eps`` of the grid, each attack runs on the points the model classifies correctly
+(:func:`advviz.evaluate.autoattack.run_attack` through :func:`~advviz.evaluate.autoattack.autoattack`);
+``"autoattack"`` is the whole AutoAttack sequence as one entry. A point is robust to an attack
+at ``eps`` when the model still classifies the attack's output correctly; ``"all"`` is robust to
+every attack (the per-point worst case, as AutoAttack's robust accuracy is).
+
+Points go through in fixed batches of the selection's order, each attack call seeded by
+``(seed, the batch's dataset indices)``; ``batch_invariant=True`` attacks each point alone,
+seeded by ``(seed, index)`` (see :mod:`advviz.evaluate.autoattack` for what that buys).
+
+``resume=path``: each finished batch's per-sample results are appended to a JSON-lines file
+(first line: the configuration). A rerun with the same path skips the indices already there and
+refuses a file written with another configuration. Ctrl-C (``KeyboardInterrupt``) stops after
+the last finished batch and returns the partial :class:`Result` (``complete=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from advviz.evaluate import flags as F
+from advviz.evaluate.autoattack import VERSIONS, autoattack
+
+__all__ = ["Result", "robust_accuracy", "eps_key", "parse_eps", "DEFAULT_PARAMS", "ResumeMismatchError"]
+
+log = logging.getLogger(__name__)
+
+# parameters the runner gives an attack unless told otherwise ("eps/4" means a quarter of eps)
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"pgd": {"steps": 20, "alpha": "eps/4"}}
+
+
+class ResumeMismatchError(ValueError):
+    """A resume file was written with another configuration."""
+
+
+def eps_key(eps: float) -> str:
+    """The string key of a budget in per-sample results and JSON (``8/255`` -> ``"0.0313725490196"``)."""
+    return f"{float(eps):.12g}"
+
+
+def parse_eps(text: str | float) -> float:
+    """``"8/255"`` -> 0.0313..., ``"0.5"`` -> 0.5 (one budget)."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    s = str(text).strip()
+    try:
+        if "/" in s:
+            num, den = s.split("/", 1)
+            return float(num) / float(den)
+        return float(s)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"cannot read the budget {text!r}: write a number like 0.03 or a fraction like 8/255") from None
+
+
+def _params_for(name: str, params: Mapping[str, Any], eps: float) -> dict[str, Any]:
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, str) and v.startswith("eps/"):
+            v = eps / float(v[4:])
+        elif isinstance(v, str) and v.startswith("eps*"):
+            v = eps * float(v[4:])
+        out[k] = v
+    return out
+
+
+@dataclass
+class Result:
+    """Robust accuracy over a dataset.
+
+    Attributes:
+        config: everything that determines the numbers (resume files must match it).
+        samples: ``{dataset index: {"clean": bool, "robust": {eps_key: {attack: bool, "all": bool}}, ...}}``.
+        flags: sanity flags, one line each (none for a healthy model).
+        complete: ``False`` when interrupted (Ctrl-C) before every point was done.
+        seconds: wall time of this call.
+    """
+
+    config: dict[str, Any]
+    samples: dict[int, dict[str, Any]]
+    flags: list[str] = field(default_factory=list)
+    complete: bool = True
+    seconds: float = 0.0
+
+    @property
+    def attacks(self) -> list[str]:
+        return [a["name"] for a in self.config["attacks"]]
+
+    @property
+    def eps(self) -> list[float]:
+        return list(self.config["eps"])
+
+    @property
+    def n(self) -> int:
+        return len(self.samples)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return sum(s["clean"] for s in self.samples.values()) / self.n if self.n else float("nan")
+
+    def accuracy(self, attack: str, eps: float) -> float:
+        """Share of the done points robust to ``attack`` (or ``"all"``) at ``eps``."""
+        k = eps_key(eps)
+        if not self.n:
+            return float("nan")
+        return sum(bool(s["robust"][k][attack]) for s in self.samples.values()) / self.n
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """``[{"eps", "attack", "accuracy", "n"}]`` for every budget and attack, then ``"all"``."""
+        names = self.attacks + (["all"] if len(self.attacks) > 1 else [])
+        return [{"eps": e, "attack": a, "accuracy": self.accuracy(a, e), "n": self.n}
+                for e in self.eps for a in names]
+
+    def curve(self) -> dict[str, list[tuple[float, float]]]:
+        """Security curve ``{attack or "all": [(eps, accuracy), ...]}`` starting at ``(0, clean)``."""
+        names = self.attacks + (["all"] if len(self.attacks) > 1 else [])
+        return {a: [(0.0, self.clean_accuracy)] + [(e, self.accuracy(a, e)) for e in sorted(self.eps)] for a in names}
+
+    def to_json(self, provenance: Any = None) -> dict[str, Any]:
+        """The ``advviz evaluate --json`` document."""
+        return {"config": self.config, "provenance": provenance, "clean_accuracy": self.clean_accuracy,
+                "complete": self.complete,
+                "results": [{"eps": r["eps"], "attack": r["attack"], "accuracy": r["accuracy"]} for r in self.rows],
+                "flags": list(self.flags),
+                "samples": [{"index": i, "clean": s["clean"],
+                             "robust": {k: v["all"] for k, v in s["robust"].items()},
+                             "attacks": {k: {a: b for a, b in v.items() if a != "all"} for k, v in s["robust"].items()}}
+                            for i, s in sorted(self.samples.items())]}
+
+    def figure(self, title: str | None = None) -> Any:
+        """An interactive plotly figure of the security curve (accuracy vs eps, one line per attack)."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        scale = 255.0 if self.config["norm"] == "Linf" else 1.0
+        for name, pts in self.curve().items():
+            fig.add_trace(go.Scatter(x=[e * scale for e, _ in pts], y=[a for _, a in pts], mode="lines+markers",
+                                     name=name, line={"width": 3 if name == "all" else 2}))
+        fig.update_layout(title=title or f"Security curve ({self.n} points, seed {self.config['seed']})",
+                          xaxis_title="eps (x 1/255)" if scale == 255.0 else "eps (L2)",
+                          yaxis_title="robust accuracy", yaxis_range=[0, 1.02], template="plotly_white")
+        return fig
+
+    def format(self) -> str:
+        """A text table: one row per budget, one column per attack."""
+        names = self.attacks + (["all"] if len(self.attacks) > 1 else [])
+        scale = 255.0 if self.config["norm"] == "Linf" else 1.0
+        head = ["eps" + (" (/255)" if scale == 255.0 else "")] + names
+        lines = ["  ".join(f"{h:>10}" for h in head)]
+        for e in self.eps:
+            lines.append("  ".join([f"{e * scale:>10.4g}"] + [f"{self.accuracy(a, e):>10.3f}" for a in names]))
+        out = [f"robust accuracy on {self.n} points (clean {self.clean_accuracy:.3f}, norm {self.config['norm']}, "
+               f"seed {self.config['seed']}){'' if self.complete else ' - INTERRUPTED, partial'}"] + lines
+        out += [f"flag {f}" for f in self.flags] or ["no sanity flags"]
+        return "\n".join(out)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _gather(data: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(data, "tensors"):
+        return data.tensors(idx)  # type: ignore[attr-defined]
+    items = [data[int(i)] for i in idx]
+    return torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items])
+
+
+def _read_resume(path: Path, config: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    done: dict[int, dict[str, Any]] = {}
+    if not path.exists() or path.stat().st_size == 0:
+        return done
+    with open(path) as fh:
+        lines = fh.read().splitlines()
+    try:
+        head = json.loads(lines[0])["config"]
+    except (json.JSONDecodeError, KeyError, IndexError):
+        raise ResumeMismatchError(f"{path} is not an advviz evaluation resume file (no config line); "
+                                  "give another --resume path or delete it") from None
+    want = json.loads(json.dumps(config))
+    if head != want:
+        diff = sorted(k for k in set(head) | set(want) if head.get(k) != want.get(k))
+        raise ResumeMismatchError(f"{path} was written with another configuration (differs in: {', '.join(diff)}); "
+                                  "use another resume path, or delete the file to start over")
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill: its batch is redone
+            log.warning("ignoring a truncated line in %s", path)
+            continue
+        done[int(rec["index"])] = {k: v for k, v in rec.items() if k != "index"}
+    return done
+
+
+def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | tuple[str, Mapping[str, Any]]],
+                    eps: Sequence[float | str], norm: str = "Linf", n: int | None = None, batch_size: int = 128,
+                    device: str | torch.device | None = None, progress: bool = True,
+                    resume: str | os.PathLike[str] | None = None, seed: int = 0, version: str = "standard",
+                    attack_model: nn.Module | None = None, batch_invariant: bool = False,
+                    meta: Mapping[str, Any] | None = None) -> Result:
+    """Robust accuracy per budget and attack over a dataset (the security curve), resumable.
+
+    Args:
+        model: classifier taking ``(B, C, H, W)`` in ``[0, 1]``; its predictions decide robustness.
+        data: a dataset of ``(image, label)`` (e.g. :func:`advviz.data.load`).
+        attacks: registered attack names (``"pgd"``, ``"apgd_ce"``...), ``"autoattack"`` for the
+            whole AutoAttack sequence (``version``), or ``(name, params)`` pairs. Parameters given
+            as ``"eps/4"`` are relative to each budget. ``pgd`` defaults to 20 steps of ``eps/4``
+            (:data:`DEFAULT_PARAMS`).
+        eps: budgets on the ``[0, 1]`` scale (numbers or strings like ``"8/255"``).
+        norm: ``"Linf"`` or ``"L2"``.
+        n: number of points, drawn by a permutation seeded with ``seed`` (default: all, in order).
+        batch_size: points per batch (and per resume record).
+        device: where to run (default: the model's device).
+        progress: show a tqdm progress bar (stderr).
+        resume: JSON-lines file of per-sample results: appended to as batches finish, read back on
+            a rerun (done indices are skipped; another configuration is refused).
+        seed: seeds the selection and every attack.
+        version: AutoAttack version for the ``"autoattack"`` entry.
+        attack_model: the model the attacks differentiate (default ``model``): the bare classifier
+            for an oblivious evaluation, a BPDA/EOT wrapper for an adaptive one.
+        batch_invariant: attack each point alone (per-point results independent of batching).
+        meta: extra configuration recorded with the results (model name, data, threat model).
+
+    Returns:
+        A :class:`Result`; ``complete=False`` if interrupted by Ctrl-C.
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    nrm = str(norm).lower()
+    if nrm not in ("linf", "l2"):
+        raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}")
+    grid = [parse_eps(e) for e in eps]
+    if not grid:
+        raise ValueError("eps is empty: give at least one budget, e.g. eps=[8/255]")
+    if isinstance(attacks, str):
+        attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+    plan: list[tuple[str, dict[str, Any]]] = []
+    for a in attacks:
+        name, params = (a, {}) if isinstance(a, str) else (a[0], dict(a[1]))
+        if name == "autoattack":
+            if version not in VERSIONS:
+                raise ValueError(f"version must be one of {sorted(VERSIONS)}, got {version!r}")
+        else:
+            from advviz import attacks as A
+
+            A.get(name)  # unknown names raise here, listing the registered ones
+            params = {**DEFAULT_PARAMS.get(name, {}), **params}
+        plan.append((name, params))
+    if not plan:
+        raise ValueError("attacks is empty: give at least one attack name")
+    if len({p[0] for p in plan}) != len(plan):
+        raise ValueError("an attack is listed twice")
+    total = len(data)
+    if n is not None:
+        if not 1 <= n <= total:
+            raise ValueError(f"n must lie in [1, {total}] (the dataset's size), got {n}")
+        selection = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n]
+    else:
+        selection = torch.arange(total)
+    config: dict[str, Any] = {
+        "eps": grid, "norm": "Linf" if nrm == "linf" else "L2", "seed": int(seed), "n": len(selection),
+        "attacks": [{"name": a, "params": p, **({"version": version} if a == "autoattack" else {})} for a, p in plan],
+        "batch_invariant": bool(batch_invariant), "batch_size": None if batch_invariant else int(batch_size),
+        "data": {"name": getattr(data, "name", type(data).__name__), "split": getattr(data, "split", ""),
+                 "size": total},
+        "selection": "all, in order" if n is None else "torch.randperm(size, seed)[:n]",
+        **({"meta": dict(meta)} if meta else {}),
+    }
+    dev = torch.device(device) if device is not None else _device_of(model)
+    path = Path(resume) if resume is not None else None
+    samples = _read_resume(path, config) if path is not None else {}
+    if path is not None and (not path.exists() or path.stat().st_size == 0):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(json.dumps({"config": config}) + "\n")
+    amodel = model if attack_model is None else attack_model
+    budget_flags: set[str] = set()
+    bar = tqdm(total=len(selection), initial=sum(int(i) in samples for i in selection.tolist()),
+               disable=not progress, desc="evaluate", unit="img", file=sys.stderr)
+    complete = True
+    try:
+        for start in range(0, len(selection), batch_size):
+            chunk = selection[start:start + batch_size]
+            todo = torch.tensor([int(i) for i in chunk.tolist() if int(i) not in samples], dtype=torch.long)
+            if not todo.numel():
+                continue
+            x, y = _gather(data, todo)
+            x, y = x.to(dev), y.to(dev)
+            recs = _evaluate_batch(model, amodel, x, y, todo, positions=[start + j for j, i in enumerate(chunk.tolist())
+                                                                     if int(i) not in samples],
+                                   plan=plan, grid=grid, norm=nrm, seed=int(seed), version=version,
+                                   batch_size=batch_size, batch_invariant=batch_invariant, budget_flags=budget_flags)
+            if path is not None:
+                with open(path, "a") as fh:
+                    fh.write("".join(json.dumps({"index": i, **r}) + "\n" for i, r in recs.items()))
+            samples.update(recs)
+            bar.update(len(recs))
+    except KeyboardInterrupt:
+        complete = False
+        log.warning("interrupted: %d of %d points done%s", len(samples), len(selection),
+                    f"; rerun with resume={str(path)!r} to continue" if path else "")
+    finally:
+        bar.close()
+    wanted = {int(i) for i in selection.tolist()}
+    samples = {i: s for i, s in samples.items() if i in wanted}
+    result = Result(config=config, samples=samples, complete=complete, seconds=time.perf_counter() - t_start)
+    result.flags = _flags(result, budget_flags)
+    return result
+
+
+def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *,
+                    positions: list[int], plan: list[tuple[str, dict[str, Any]]], grid: list[float], norm: str,
+                    seed: int, version: str, batch_size: int, batch_invariant: bool,
+                    budget_flags: set[str]) -> dict[int, dict[str, Any]]:
+    """Per-sample records of one batch (the clean checks, then every eps and attack)."""
+    from advviz.evaluate.autoattack import _predict
+
+    logits = _predict(model, x, batch_size)
+    correct = logits.argmax(1) == y
+    prob = F.probability_rows(logits)
+    grad = torch.zeros_like(correct)
+    if correct.any():
+        grad[correct] = F.gradient_ok(amodel, x[correct], y[correct])
+    big = torch.zeros_like(correct)
+    few = torch.tensor([j for j, p in enumerate(positions) if p < F.LARGE_EPS_POINTS and bool(correct[j])],
+                       dtype=torch.long, device=x.device)
+    if few.numel():
+        big[few] = F.large_eps_robust(amodel, model, x[few], y[few], seed=seed)
+    ids = idx.tolist()
+    recs: dict[int, dict[str, Any]] = {}
+    for j, i in enumerate(ids):
+        c = bool(correct[j])
+        recs[i] = {"clean": c, "robust": {}, "breaker": {}, "checks": {
+            "prob_row": bool(prob[j]), "grad_ok": bool(grad[j]) if c else None,
+            "large_eps_robust": bool(big[j]) if c and j in few.tolist() else None}}
+    for e in grid:
+        k = eps_key(e)
+        per_attack: dict[str, list[bool]] = {}
+        for name, params in plan:
+            if name == "autoattack":
+                rep = autoattack(model, x, y, eps=e, norm=norm, version=version, seed=seed, batch_size=batch_size,
+                                 indices=idx, batch_invariant=batch_invariant, attack_model=amodel, checks=False)
+                for j, i in enumerate(ids):
+                    recs[i]["breaker"][k] = rep.per_sample[j]
+            else:
+                rep = autoattack(model, x, y, eps=e, norm=norm, seed=seed, batch_size=batch_size, indices=idx,
+                                 attacks=[(name, _params_for(name, params, e))], batch_invariant=batch_invariant,
+                                 attack_model=amodel, checks=False)
+            budget_flags.update(f for f in rep.flags if f.startswith("budget"))
+            per_attack[name] = [s is None for s in rep.per_sample]
+        for j, i in enumerate(ids):
+            rb = {a: v[j] for a, v in per_attack.items()}
+            rb["all"] = all(rb.values())
+            recs[i]["robust"][k] = rb
+    for r in recs.values():
+        if not r["breaker"]:
+            del r["breaker"]
+    return recs
+
+
+def _flags(result: Result, budget_flags: set[str]) -> list[str]:
+    s = list(result.samples.values())
+    correct = [r for r in s if r["clean"]]
+    checks = [r.get("checks", {}) for r in correct]
+    found: list[str | None] = [
+        F.gradient_flag(sum(1 for c in checks if c.get("grad_ok") is False), len(correct)),
+        F.probability_flag(sum(1 for r in s if r.get("checks", {}).get("prob_row")), len(s)),
+        F.large_eps_flag(sum(1 for c in checks if c.get("large_eps_robust") is True),
+                         sum(1 for c in checks if c.get("large_eps_robust") is not None)),
+    ]
+    if len(result.eps) > 1 and result.n:
+        names = result.attacks + (["all"] if len(result.attacks) > 1 else [])
+        found.append(F.monotonic_flag({a: {e: result.accuracy(a, e) for e in result.eps} for a in names}, result.n))
+    if any(a == "autoattack" for a in result.attacks):
+        version = next(a.get("version") for a in result.config["attacks"] if a["name"] == "autoattack")
+        if any(name == "square" for name, _ in VERSIONS.get(version, ())):
+            for e in result.eps:
+                k = eps_key(e)
+                br = [r.get("breaker", {}).get(k, "clean") for r in correct]
+                flag = F.blackbox_flag(sum(1 for b in br if b == "square"), sum(1 for b in br if b in (None, "square")))
+                if flag:
+                    found.append(flag + f" (eps={e:.5g})")
+    found += sorted(budget_flags)
+    return F.collect(found)

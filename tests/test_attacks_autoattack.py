@@ -1,0 +1,204 @@
+"""AutoAttack's attacks (advviz.attacks.autoattack): exact values of the losses, schedules and
+projections; the contract in L2 too; FAB on a linear model; measured strength on ResNet-20;
+parity with torchattacks' APGD."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from advviz import attacks
+from advviz.attacks import autoattack as aa
+from tests.helpers import LinearImageModel, TinyConvNet
+from tests.test_attacks_invariants import assert_contract
+
+NEW = ["apgd_ce", "apgd_dlr", "apgd_t", "square", "fab"]
+
+
+# ---------------------------------------------------------------------------------------------
+# exact values
+# ---------------------------------------------------------------------------------------------
+
+
+def test_dlr_loss_exact_values() -> None:
+    z = torch.tensor([[4.0, 1.0, 2.0, 3.0], [4.0, 1.0, 2.0, 3.0]])
+    # sorted 4, 3, 2, 1: y=0: -(4 - 3) / (4 - 2); y=1: -(1 - 4) / (4 - 2)
+    torch.testing.assert_close(aa.dlr_loss(z, torch.tensor([0, 1])), torch.tensor([-0.5, 1.5]))
+    # targeted, y=0, t=2: -(4 - 2) / (4 - (2 + 1) / 2); y=1, t=0: -(1 - 4) / 2.5
+    torch.testing.assert_close(aa.dlr_loss_targeted(z, torch.tensor([0, 1]), torch.tensor([2, 0])),
+                               torch.tensor([-0.8, 1.2]))
+    # invariant to shifting and (positive) scaling of the logits
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(5, 10, generator=g)
+    y, t = torch.randint(0, 10, (5,), generator=g), torch.randint(0, 10, (5,), generator=g)
+    torch.testing.assert_close(aa.dlr_loss(3 * z + 7, y), aa.dlr_loss(z, y), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(aa.dlr_loss_targeted(3 * z - 2, y, t), aa.dlr_loss_targeted(z, y, t),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_dlr_with_three_classes_uses_the_smallest_logit() -> None:
+    z = torch.tensor([[3.0, 2.0, 0.0]])
+    # z_pi4 does not exist: z_pi3 = 0 stands in; -(3 - 2) / (3 - 0)
+    torch.testing.assert_close(aa.dlr_loss_targeted(z, torch.tensor([0]), torch.tensor([1])),
+                               torch.tensor([-1 / 3]))
+
+
+def test_apgd_checkpoints_follow_the_paper_formula() -> None:
+    assert aa.apgd_checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
+    # the formula in exact rationals: p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), w_j = ceil(p_j N)
+    from fractions import Fraction as Fr
+
+    p = [Fr(0), Fr(22, 100)]
+    while p[-1] + max(p[-1] - p[-2] - Fr(3, 100), Fr(6, 100)) <= 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - Fr(3, 100), Fr(6, 100)))
+    for n in (10, 37, 100, 250):
+        expected = sorted({math.ceil(q * n) for q in p})
+        assert aa.apgd_checkpoints(n) == expected, n
+    assert aa.apgd_checkpoints(10) == [0, 3, 5, 6, 7, 8, 9, 10]
+
+
+def test_square_p_schedule() -> None:
+    assert aa.square_p(0, 10000) == 0.8 and aa.square_p(10, 10000) == 0.8
+    assert aa.square_p(11, 10000) == 0.4 and aa.square_p(51, 10000) == 0.2
+    assert aa.square_p(8001, 10000) == 0.8 / 512
+    # rescaled to the budget: iteration 6 of 5,000 is iteration 12 of 10,000
+    assert aa.square_p(5, 5000) == 0.8 and aa.square_p(6, 5000) == 0.4
+
+
+def test_hyperplane_box_projection_exact() -> None:
+    p = torch.tensor([[0.5, 0.5], [0.95, 0.5], [0.5, 0.5]])
+    w = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, -1.0]])
+    c = torch.tensor([0.2, 0.2, -0.4])
+    d = aa.project_hyperplane_box(p, w, c, "linf")
+    # free: t = 0.1 each; box: the first coordinate stops at 0.05, the other goes to 0.15;
+    # c < 0: move against w
+    torch.testing.assert_close(d, torch.tensor([[0.1, 0.1], [0.05, 0.15], [-0.2, 0.2]]), atol=1e-6, rtol=0)
+    d = aa.project_hyperplane_box(torch.tensor([[0.5, 0.5], [0.5, 0.9]]), torch.tensor([[1.0, 2.0], [1.0, 2.0]]),
+                                  torch.tensor([0.5, 0.5]), "l2")
+    # free: d = lam * w with 5 lam = 0.5; box: d_2 stops at 0.1, then d_1 = 0.5 - 0.2 = 0.3
+    torch.testing.assert_close(d, torch.tensor([[0.1, 0.2], [0.3, 0.1]]), atol=1e-6, rtol=0)
+    # out of reach: the box corner furthest along w
+    d = aa.project_hyperplane_box(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 1.0]]), torch.tensor([5.0]), "linf")
+    torch.testing.assert_close(d, torch.tensor([[0.5, 0.5]]), atol=1e-6, rtol=0)
+
+
+def test_fab_finds_the_minimal_linf_perturbation_of_a_linear_model() -> None:
+    # two classes, logits W x + b: the closest L-inf point of the other class is at
+    # (z_0 - z_1) / ||w_0 - w_1||_1 (the box does not bind around x = 0.5)
+    w = torch.tensor([[1.0, -2.0, 0.5, 1.0], [-1.0, 1.0, 0.0, 2.0]])
+    model = LinearImageModel(w, torch.tensor([1.0, 0.0]), (1, 2, 2)).eval()
+    x = torch.full((1, 1, 2, 2), 0.5)
+    with torch.no_grad():
+        z = model(x)[0]
+    assert z[0] > z[1]
+    exact = float((z[0] - z[1]) / (w[0] - w[1]).abs().sum())
+    out = attacks.fab(model, x, torch.tensor([0]), eps=0.5, n_iter=20)
+    dist = float((out - x).abs().max())
+    with torch.no_grad():
+        assert model(out).argmax(1).item() == 1
+    # measured: 1.050 x exact after 1 iteration (the overshoot eta), 1.005 x after 2 and more
+    assert exact <= dist <= exact * 1.01, (dist, exact)
+    out = attacks.fab(model, x, torch.tensor([0]), eps=0.5, norm="l2", n_iter=20)
+    exact_l2 = float((z[0] - z[1]) / (w[0] - w[1]).norm())
+    assert exact_l2 <= float((out - x).norm()) <= exact_l2 * 1.01
+    # a budget below the minimal distance: nothing within it, x comes back unchanged
+    assert torch.equal(attacks.fab(model, x, torch.tensor([0]), eps=0.9 * exact, n_iter=20), x)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_contract_in_l2(name) -> None:
+    spec = attacks.get(name)
+    model = TinyConvNet(num_classes=4, seed=2).eval()
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([0, 1, 3])
+    kw = dict(spec.quick, norm="L2", eps=0.4, seed=1)
+    out = assert_contract(spec, model, x, y, kw)
+    torch.testing.assert_close(spec.fn(model, x, y, **kw), out, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="norm"):
+        spec.fn(model, x, y, **dict(spec.quick, norm="l1"))
+
+
+def test_square_queries_outputs_only() -> None:
+    model = TinyConvNet(num_classes=4, seed=0).eval()
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append(torch.is_grad_enabled() or i[0].requires_grad))
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    attacks.square(model, x, torch.tensor([0, 1]), n_queries=15)
+    assert seen and not any(seen)
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet-20 on 64 correctly classified JPEG CIFAR-10 test images (cifar_correct, seed 0)
+# ---------------------------------------------------------------------------------------------
+
+
+def _acc(model, x, y) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+@pytest.fixture(scope="module")
+def at_1(resnet20, cifar_correct):
+    """Robust accuracy at 1/255 under PGD-20 (alpha eps/4) and APGD-CE (100 iterations)."""
+    x, y = cifar_correct
+    eps = 1 / 255
+    pgd = _acc(resnet20, attacks.pgd(resnet20, x, y, eps=eps, alpha=eps / 4, steps=20), y)
+    apgd = attacks.apgd_ce(resnet20, x, y, eps=eps)
+    assert float((apgd - x).abs().max()) <= eps + 1e-7
+    return pgd, _acc(resnet20, apgd, y)
+
+
+@pytest.mark.slow
+def test_apgd_ce_at_least_as_strong_as_pgd20(at_1) -> None:
+    pgd, apgd = at_1
+    # measured: PGD-20 .016, APGD-CE .000
+    assert apgd <= pgd + 0.02, (apgd, pgd)
+
+
+@pytest.mark.slow
+def test_apgd_t_at_least_as_strong_as_apgd_ce(at_1, resnet20, cifar_correct) -> None:
+    x, y = cifar_correct
+    acc = _acc(resnet20, attacks.apgd_t(resnet20, x, y, eps=1 / 255), y)
+    # measured: .000 (12 s)
+    assert acc <= at_1[1] + 0.02, (acc, at_1)
+
+
+@pytest.mark.slow
+def test_square_few_hundred_queries(resnet20, cifar_correct) -> None:
+    x, y = cifar_correct
+    out = attacks.square(resnet20, x, y, eps=8 / 255, n_queries=300)
+    assert float((out - x).abs().max()) <= 8 / 255 + 1e-7
+    # measured: .000 left (clean 1.0) after 300 queries
+    assert _acc(resnet20, out, y) <= 0.2
+
+
+@pytest.mark.slow
+def test_fab_finds_adversarials_within_eps(resnet20, cifar_correct) -> None:
+    x, y = cifar_correct
+    out = attacks.fab(resnet20, x, y, eps=8 / 255, n_iter=20, n_target_classes=3)
+    assert float((out - x).abs().max()) <= 8 / 255 + 1e-7
+    # measured: every image fooled (10 iterations, 1 target already fool all 64)
+    assert _acc(resnet20, out, y) <= 0.1
+
+
+@pytest.mark.slow
+def test_apgd_ce_parity_with_torchattacks(resnet20, cifar_correct) -> None:
+    ta = pytest.importorskip("torchattacks")
+    x, y = cifar_correct
+    eps, n_iter = 0.5 / 255, 25
+    ours = _acc(resnet20, attacks.apgd_ce(resnet20, x, y, eps=eps, n_iter=n_iter), y)
+    theirs = _acc(resnet20, ta.APGD(resnet20, norm="Linf", eps=eps, steps=n_iter, n_restarts=1, loss="ce",
+                                    seed=0)(x, y), y)
+    # measured: .375 and .375
+    assert abs(ours - theirs) <= 0.03, (ours, theirs)
+
+
+@pytest.mark.parametrize("name", ["apgd_dlr", "apgd_t", "fab"])
+def test_untargeted_attacks_refuse_targeted_true(name) -> None:
+    x = torch.rand(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="apgd_ce"):
+        attacks.get(name).fn(TinyConvNet(num_classes=4).eval(), x, torch.tensor([0]), targeted=True)
+    attacks.get(name).fn(TinyConvNet(num_classes=4).eval(), x, torch.tensor([0]), targeted=False,
+                         **attacks.get(name).quick)

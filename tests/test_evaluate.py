@@ -1,0 +1,471 @@
+"""advviz.evaluate: autoattack's bookkeeping, the runner (batch invariance, resume), sanity flags,
+threat models (defended, BPDA, EOT) and ``advviz evaluate``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advviz import evaluate as E
+from advviz.defenses import Defended, defended
+from advviz.evaluate import flags as FL
+
+from tests.conftest import requires_cifar, requires_resnet
+
+
+class Quantised(nn.Module):
+    """Gradient masking by hand: the model sees ``round(8 x) / 8`` (zero input gradient a.e.)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(x * 8) / 8)
+
+
+class Softmaxed(nn.Module):
+    """A model that returns probabilities instead of logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).softmax(1)
+
+
+class InterruptOn(nn.Module):
+    """Raises KeyboardInterrupt when it sees a given clean image first in a batch (a Ctrl-C mid-run)."""
+
+    def __init__(self, model: nn.Module, image: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.image = image
+        self.num_classes = 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] and torch.equal(x[0], self.image):
+            raise KeyboardInterrupt
+        return self.model(x)
+
+
+def smooth(x: torch.Tensor) -> torch.Tensor:
+    """A differentiable hand-set purifier: 3x3 mean filter."""
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+@pytest.fixture(scope="module")
+def digits_batch(digits_test):
+    return digits_test.tensors(torch.arange(48))
+
+
+# --------------------------------------------------------------------------------------------- seeds
+
+def test_seeds_are_deterministic_and_spread():
+    assert E.sample_seed(0, 5) == E.sample_seed(0, 5)
+    assert len({E.sample_seed(0, i) for i in range(1000)}) == 1000
+    assert E.sample_seed(1, 5) != E.sample_seed(0, 5)
+    assert E.batch_seed(0, [1, 2, 3]) == E.batch_seed(0, torch.tensor([1, 2, 3]))
+    assert E.batch_seed(0, [1, 2, 3]) != E.batch_seed(0, [1, 2, 4])
+    assert all(0 <= E.sample_seed(s, i) < 2**31 - 1 for s in range(3) for i in range(100))
+
+
+def test_parse_eps():
+    assert E.parse_eps("8/255") == pytest.approx(8 / 255)
+    assert E.parse_eps(" 0.5 ") == 0.5
+    with pytest.raises(ValueError, match="8/255"):
+        E.parse_eps("eight")
+
+
+# --------------------------------------------------------------------------------------------- autoattack
+
+def test_autoattack_report_bookkeeping(lenet_digits, digits_batch):
+    x, y = digits_batch
+    y = y.clone()
+    y[0] = (y[0] + 1) % 10  # one point misclassified from the start
+    rep = E.autoattack(lenet_digits, x, y, eps=0.1, attacks=["fgsm", ("pgd", {"steps": 10, "alpha": 0.025})])
+    assert rep.per_sample[0] == "clean"
+    assert set(rep.per_sample) <= {None, "clean", "fgsm", "pgd"}
+    assert rep.robust_accuracy == pytest.approx(sum(s is None for s in rep.per_sample) / len(x))
+    assert rep.clean_accuracy == pytest.approx(sum(s != "clean" for s in rep.per_sample) / len(x))
+    # pgd runs only on what fgsm left robust
+    assert rep.reached["pgd"] == sum(s in (None, "pgd") for s in rep.per_sample)
+    assert rep.reached["fgsm"] == len(x) - 1
+    assert (rep.x_adv - x).abs().max() <= 0.1 + 1e-6
+    with torch.no_grad():
+        pred = lenet_digits(rep.x_adv).argmax(1)
+    for i, s in enumerate(rep.per_sample):
+        if s is None:
+            assert torch.equal(rep.x_adv[i], x[i]) and pred[i] == y[i]
+        elif s != "clean":
+            assert pred[i] != y[i]
+    assert rep.config["version"] == "custom" and rep.config["attacks"][1] == {"attack": "pgd", "steps": 10,
+                                                                               "alpha": 0.025}
+    assert rep.flags == []  # a healthy model
+
+
+def test_autoattack_bad_input(lenet_digits, digits_batch):
+    x, y = digits_batch
+    with pytest.raises(ValueError, match="255"):
+        E.autoattack(lenet_digits, x, y, eps=8, attacks=["fgsm"])
+    with pytest.raises(ValueError, match="version"):
+        E.autoattack(lenet_digits, x, y, eps=0.1, version="strong")
+    with pytest.raises(KeyError):
+        E.autoattack(lenet_digits, x, y, eps=0.1, attacks=["no_such_attack"])
+    with pytest.raises(ValueError, match="budget"):
+        E.autoattack(lenet_digits, x, y, eps=0.1, attacks=["deepfool"])
+
+
+def test_autoattack_batch_invariant_mode(lenet_digits, digits_batch):
+    x, y = digits_batch
+    idx = torch.arange(100, 116)
+    kw = dict(eps=0.1, attacks=["pgd"], batch_invariant=True, checks=False)
+    one = E.autoattack(lenet_digits, x[:16], y[:16], indices=idx, **kw)
+    a = E.autoattack(lenet_digits, x[:8], y[:8], indices=idx[:8], **kw)
+    b = E.autoattack(lenet_digits, x[8:16], y[8:16], indices=idx[8:], **kw)
+    assert one.per_sample == a.per_sample + b.per_sample
+    assert torch.equal(one.x_adv, torch.cat([a.x_adv, b.x_adv]))
+
+
+# --------------------------------------------------------------------------------------------- runner
+
+def test_runner_batch_invariance(lenet_digits, digits_test):
+    kw = dict(attacks=["pgd", "fgsm"], eps=[0.05, 0.1], n=16, seed=3, progress=False, batch_invariant=True)
+    one = E.robust_accuracy(lenet_digits, digits_test, batch_size=16, **kw)
+    two = E.robust_accuracy(lenet_digits, digits_test, batch_size=8, **kw)
+    assert one.samples == two.samples
+    assert set(one.samples) == set(torch.randperm(len(digits_test), generator=torch.Generator().manual_seed(3))[:16]
+                                   .tolist())
+    assert one.config == two.config  # batch size is not part of a batch-invariant configuration
+
+
+def test_runner_results_and_curve(lenet_digits, digits_test):
+    res = E.robust_accuracy(lenet_digits, digits_test, attacks=["fgsm", "pgd"], eps=["0.05", 0.1, 0.3], n=24,
+                            batch_size=10, progress=False)
+    assert res.complete and res.n == 24 and res.flags == []
+    for row in res.rows:
+        k = E.eps_key(row["eps"])
+        manual = sum(s["robust"][k][row["attack"]] for s in res.samples.values()) / 24
+        assert row["accuracy"] == pytest.approx(manual)
+    for e in res.eps:  # "all" is the per-sample worst case
+        assert res.accuracy("all", e) <= min(res.accuracy("fgsm", e), res.accuracy("pgd", e))
+    assert res.accuracy("pgd", 0.3) == 0.0  # LeNet-5 falls at a large budget
+    curve = res.curve()
+    assert curve["all"][0] == (0.0, res.clean_accuracy) and [e for e, _ in curve["pgd"]] == [0.0, 0.05, 0.1, 0.3]
+
+
+def test_runner_resume_after_interrupt(lenet_digits, digits_test, tmp_path):
+    path = tmp_path / "run.jsonl"
+    kw = dict(attacks=["pgd"], eps=[0.1], n=24, batch_size=8, seed=1, progress=False)
+    order = torch.randperm(len(digits_test), generator=torch.Generator().manual_seed(1))[:24]
+    third_batch_first = digits_test[int(order[16])][0]
+    part = E.robust_accuracy(InterruptOn(lenet_digits, third_batch_first), digits_test, resume=path, **kw)
+    assert not part.complete and part.n == 16
+    assert set(part.samples) == set(order[:16].tolist())
+    assert len(path.read_text().splitlines()) == 1 + 16  # config line + finished samples
+    full = E.robust_accuracy(lenet_digits, digits_test, resume=path, **kw)
+    fresh = E.robust_accuracy(lenet_digits, digits_test, **kw)
+    assert full.complete and full.n == 24
+    assert full.samples == fresh.samples  # the same batches and seeds: identical to an uninterrupted run
+    assert {i: full.samples[i] for i in part.samples} == part.samples
+    with pytest.raises(E.ResumeMismatchError, match="eps"):
+        E.robust_accuracy(lenet_digits, digits_test, resume=path, **{**kw, "eps": [0.2]})
+
+
+def test_runner_bad_input(lenet_digits, digits_test):
+    with pytest.raises(ValueError, match="n must"):
+        E.robust_accuracy(lenet_digits, digits_test, attacks=["pgd"], eps=[0.1], n=10_000, progress=False)
+    with pytest.raises(KeyError):
+        E.robust_accuracy(lenet_digits, digits_test, attacks=["pgdd"], eps=[0.1], n=4, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        E.robust_accuracy(lenet_digits, digits_test, attacks=["pgd"], eps=[], n=4, progress=False)
+
+
+# --------------------------------------------------------------------------------------------- flags
+
+def test_flag_gradient_masking(lenet_digits, digits_batch):
+    x, y = digits_batch
+    rep = E.autoattack(Quantised(lenet_digits), x, y, eps=0.1, attacks=["fgsm", "pgd"])
+    codes = [f.split(":")[0] for f in rep.flags]
+    assert "gradient-masking" in codes and "large-eps" in codes
+    assert "probability-outputs" not in codes
+
+
+@pytest.mark.filterwarnings("ignore:the model's outputs look like probabilities")  # the attacks' own warning
+def test_flag_probability_outputs(lenet_digits, digits_batch):
+    x, y = digits_batch
+    rep = E.autoattack(Softmaxed(lenet_digits), x, y, eps=0.1, attacks=["fgsm"])
+    assert [f.split(":")[0] for f in rep.flags] == ["probability-outputs"]
+
+
+def test_flags_in_runner(lenet_digits, digits_test):
+    res = E.robust_accuracy(Quantised(lenet_digits), digits_test, attacks=["pgd"], eps=[0.1], n=16,
+                            progress=False)
+    assert any(f.startswith("gradient-masking") for f in res.flags)
+
+
+def test_flag_rules():
+    assert FL.monotonic_flag({"pgd": {0.1: 0.2, 0.2: 0.5}}, 10).startswith("non-monotonic")
+    assert FL.monotonic_flag({"pgd": {0.1: 0.5, 0.2: 0.2}}, 10) is None
+    assert FL.monotonic_flag({"pgd": {0.1: 0.2, 0.2: 0.3}}, 10) is None  # one sample: noise
+    assert FL.blackbox_flag(5, 20).startswith("black-box")
+    assert FL.blackbox_flag(1, 5) is None and FL.blackbox_flag(2, 40) is None
+    assert FL.gradient_flag(2, 20) is None and FL.gradient_flag(3, 20).startswith("gradient-masking")
+    assert FL.probability_flag(9, 10) is None and FL.probability_flag(10, 10)
+    assert FL.large_eps_flag(1, 16) is None and FL.large_eps_flag(2, 16)
+    assert FL.budget_flag({"pgd": 0}) is None and "pgd" in FL.budget_flag({"pgd": 2})
+
+
+# --------------------------------------------------------------------------------------------- threat models
+
+def test_bpda_gives_gradients_through_jpeg(lenet_digits, digits_batch):
+    from advviz.attacks._core import input_grad
+    from advviz.defenses import jpeg
+
+    x, y = digits_batch
+    x, y = x[:8], y[:8]
+    plain = defended(lenet_digits, "jpeg", bpda=False)
+    with pytest.raises(RuntimeError, match="require grad|not have been used"):  # autograd cannot see through Pillow
+        input_grad(plain, x, lambda z: F.cross_entropy(z, y, reduction="none"))
+    assert not FL.gradient_ok(plain, x, y).any()
+    auto = defended(lenet_digits, "jpeg")
+    assert auto.bpda  # registered as non-differentiable: BPDA on by default
+    g, logits = input_grad(auto, x, lambda z: F.cross_entropy(z, y, reduction="none"))
+    assert torch.allclose(logits, lenet_digits(jpeg(x)).detach(), atol=1e-6)  # forward: the real purifier
+    g_ref, _ = input_grad(lenet_digits, jpeg(x), lambda z: F.cross_entropy(z, y, reduction="none"))
+    assert torch.allclose(g, g_ref, atol=1e-6) and (g.flatten(1).abs().sum(1) > 0).all()  # backward: identity
+
+
+def test_bpda_auto_for_plain_callables(lenet_digits):
+    assert not defended(lenet_digits, smooth).bpda
+    assert defended(lenet_digits, lambda x: (x * 8).round() / 8 * 1.0).bpda is False  # round has a (zero) grad
+    assert defended(lenet_digits, lambda x: x.detach().clone()).bpda  # no graph at all
+
+
+def test_eot_averages_logits(lenet_digits, digits_batch):
+    x, _ = digits_batch
+    x = x[:4]
+    shifts = [0.0, 0.1, 0.2, 0.3]
+    calls = {"n": 0}
+
+    def noisy(v: torch.Tensor) -> torch.Tensor:
+        s = shifts[calls["n"] % 4]
+        calls["n"] += 1
+        return (v + s).clamp(0, 1)
+
+    d = Defended(lenet_digits, noisy, eot_samples=4)
+    want = torch.stack([lenet_digits((x + s).clamp(0, 1)) for s in shifts]).mean(0)
+    assert torch.allclose(d(x), want, atol=1e-6)
+    assert d.config()["eot_samples"] == 4
+    with pytest.raises(ValueError, match="eot_samples"):
+        Defended(lenet_digits, noisy, eot_samples=0)
+
+
+def test_adaptive_not_weaker_than_oblivious(lenet_digits, digits_batch):
+    x, y = digits_batch
+    res = {}
+    for threat in ("oblivious", "adaptive"):
+        attacked, evaluated, cfg = E.threat_models(lenet_digits, smooth, threat=threat)
+        assert cfg["threat"] == threat and isinstance(evaluated, Defended)
+        res[threat] = E.autoattack(evaluated, x, y, eps=0.1, attacks=[("pgd", {"steps": 20, "alpha": 0.025})],
+                                   attack_model=attacked, checks=False).robust_accuracy
+    assert res["adaptive"] <= res["oblivious"]
+    assert res["adaptive"] < res["oblivious"]  # the mean filter blunts a transferred perturbation
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+def test_cli_evaluate_json(tmp_path, lenet_digits, digits_test, capsys):
+    from advviz.cli import main
+
+    out, html = tmp_path / "out.json", tmp_path / "curve.html"
+    rc = main(["evaluate", "lenet5_digits", "--data", "digits", "--eps", "0.05,0.1", "--attacks", "pgd",
+               "--n", "12", "--seed", "2", "--json", str(out), "--plot", str(html), "--no-progress"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert set(doc) >= {"config", "provenance", "results", "flags", "samples"}
+    assert doc["config"]["eps"] == [0.05, 0.1] and doc["config"]["seed"] == 2
+    assert [(r["eps"], r["attack"]) for r in doc["results"]] == [(0.05, "pgd"), (0.1, "pgd")]
+    assert all(0 <= r["accuracy"] <= 1 for r in doc["results"])
+    prov = doc["provenance"][0]
+    assert prov["model"] == "lenet5_digits" and len(prov["sha256"]) == 64
+    want = sorted(torch.randperm(len(digits_test), generator=torch.Generator().manual_seed(2))[:12].tolist())
+    assert [s["index"] for s in doc["samples"]] == want
+    for s in doc["samples"]:
+        assert set(s["robust"]) == {"0.05", "0.1"} and all(isinstance(v, bool) for v in s["robust"].values())
+    for r in doc["results"]:  # results agree with the per-sample records
+        k = E.eps_key(r["eps"])
+        assert r["accuracy"] == pytest.approx(sum(s["robust"][k] for s in doc["samples"]) / 12)
+    assert doc["flags"] == []
+    assert "plotly" in html.read_text()[:5000].lower()
+    assert "robust accuracy on 12 points" in capsys.readouterr().out
+
+
+def test_cli_evaluate_errors(capsys):
+    from advviz.cli import main
+
+    assert main(["evaluate", "lenet5_digits", "--eps", "8", "--attacks", "pgd", "--n", "4", "--no-progress"]) == 2
+    assert "255" in capsys.readouterr().err
+    assert main(["evaluate", "lenet5_digits", "--eps", "0.1", "--attacks", "nope", "--n", "4", "--no-progress"]) == 2
+
+
+def test_python_m_advviz_help():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "advviz", "evaluate", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "--resume" in out.stdout
+
+
+# --------------------------------------------------------------------------------------------- real models
+
+@pytest.mark.slow
+@requires_cifar
+@requires_resnet
+def test_resnet20_healthy_no_flags(resnet20, cifar_correct):
+    x, y = cifar_correct
+    rep = E.autoattack(resnet20, x[:16], y[:16], eps=8 / 255, attacks=[("pgd", {"steps": 10, "alpha": 2 / 255})])
+    assert rep.flags == []
+    assert rep.robust_accuracy == 0.0  # the undefended ResNet-20 falls at 8/255
+
+
+@pytest.mark.slow
+@requires_cifar
+@requires_resnet
+def test_uddn_adaptive_not_weaker_than_oblivious(resnet20, cifar_correct):
+    x, y = cifar_correct
+    x, y = x[:16], y[:16]
+    attacked, _, _ = E.threat_models(resnet20, "uddn", threat="adaptive")
+    assert not attacked.bpda and FL.gradient_ok(attacked, x, y).all()  # gradients pass through the U-Net
+    acc = {}
+    for threat in ("oblivious", "adaptive"):
+        attacked, evaluated, _ = E.threat_models(resnet20, "uddn", threat=threat)
+        acc[threat] = E.autoattack(evaluated, x, y, eps=8 / 255, attacks=[("pgd", {"steps": 10, "alpha": 2 / 255})],
+                                   attack_model=attacked, checks=False).robust_accuracy
+    assert acc["adaptive"] <= acc["oblivious"] - 0.25  # measured on 32 images: .000 vs .812
+
+
+# --------------------------------------------------------------------------------------------- bench
+
+def test_bench_autoattack_registered_and_lazy():
+    import subprocess
+    import sys
+
+    from advviz import cli
+
+    assert cli.BENCHES["autoattack"] == "advviz.benchmarks.autoattack"
+    code = ("import sys, advviz, advviz.evaluate, advviz.benchmarks.autoattack, advviz.benchmarks.autoattack_parts, "
+            "advviz.cli; "
+            "assert 'torchattacks' not in sys.modules, 'torchattacks imported at module level'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_bench_autoattack_format():
+    from advviz.benchmarks import autoattack as bench
+
+    row = {"eps": 0.5 / 255, "n": 10, "threads": 1, "advviz_robust": 0.3, "advviz_seconds": 10.0,
+           "advviz_per_attack": {"apgd_ce": {"seconds": 4.0, "ran_on": 10, "broke": 7}},
+           "torchattacks_robust": 0.4, "torchattacks_seconds": 20.0, "speedup": 2.0, "pgd20_robust": 0.4,
+           "pgd20_seconds": 1.0, "flags": []}
+    text = bench.format([row])
+    assert "0.5/255" in text and "2.00x" in text and "apgd_ce 7/10" in text
+
+
+# --------------------------------------------------------------------------------------------- with the AutoAttack attacks
+
+def _need(*names: str) -> None:
+    from advviz.attacks import list_attacks
+
+    missing = [n for n in names if n not in list_attacks()]
+    if missing:
+        pytest.skip(f"attacks not registered yet: {missing}")
+
+
+def test_fast_version_resolves_parameters(lenet_digits, digits_batch):
+    _need("apgd_ce", "apgd_t")
+    x, y = digits_batch
+    rep = E.autoattack(lenet_digits, x[:16], y[:16], eps=0.1, version="fast")
+    assert [a["attack"] for a in rep.config["attacks"]] == ["apgd_ce", "apgd_t"]
+    assert rep.config["attacks"][0] == {"attack": "apgd_ce", "n_iter": 100, "n_restarts": 1}
+    assert rep.config["attacks"][1]["n_target_classes"] == 3
+    assert rep.flags == []
+    assert rep.robust_accuracy <= E.autoattack(lenet_digits, x[:16], y[:16], eps=0.1, attacks=["fgsm"],
+                                               checks=False).robust_accuracy
+
+
+def test_runner_with_autoattack_entry(lenet_digits, digits_test):
+    _need("apgd_ce", "apgd_t")
+    res = E.robust_accuracy(lenet_digits, digits_test, attacks=["autoattack", "fgsm"], eps=[0.1], n=12,
+                            version="fast", progress=False)
+    k = E.eps_key(0.1)
+    for s in res.samples.values():
+        if s["clean"]:
+            assert s["breaker"][k] in (None, "apgd_ce", "apgd_t")
+            assert s["robust"][k]["autoattack"] == (s["breaker"][k] is None)
+    assert res.accuracy("autoattack", 0.1) <= res.accuracy("fgsm", 0.1)
+
+
+def test_flag_black_box_beats_white_box(lenet_digits, digits_batch):
+    _need("apgd_ce", "square")
+    x, y = digits_batch
+    rep = E.autoattack(Quantised(lenet_digits), x[:24], y[:24], eps=0.3,
+                       attacks=["apgd_ce", ("square", {"queries": 300})])
+    codes = [f.split(":")[0] for f in rep.flags]
+    assert "black-box-beats-white-box" in codes and "gradient-masking" in codes
+
+
+@pytest.mark.slow
+@requires_cifar
+@requires_resnet
+def test_resnet20_fast_autoattack_healthy(resnet20, cifar_correct):
+    _need("apgd_ce", "apgd_t")
+    x, y = cifar_correct
+    rep = E.autoattack(resnet20, x[:8], y[:8], eps=8 / 255, version="fast")
+    assert rep.flags == [] and rep.robust_accuracy == 0.0
+
+
+@pytest.mark.slow
+@requires_cifar
+@requires_resnet
+def test_bench_autoattack_runs_side_by_side():
+    pytest.importorskip("torchattacks")
+    _need("apgd_ce", "apgd_t", "fab", "square")
+    from advviz.benchmarks import autoattack as bench
+
+    rows = bench.run(n=4, eps=(1 / 255,), threads=1)
+    (row,) = rows
+    assert row["n"] == 4 and 0 <= row["advviz_robust"] <= 1 and 0 <= row["torchattacks_robust"] <= 1
+    assert row["speedup"] == pytest.approx(row["torchattacks_seconds"] / row["advviz_seconds"])
+    assert [a["attack"] for a in row["config"]["attacks"]] == ["apgd_ce", "apgd_t", "fab", "square"]
+    assert "advviz AA" in bench.format(rows)
+
+
+def _attack_names() -> list:
+    from advviz.attacks import list_attacks
+
+    # the adversarial patch trains a patch over many steps even in its quick setting (~10 s)
+    return [pytest.param(n, marks=pytest.mark.slow) if n == "adversarial_patch" else n for n in list_attacks()]
+
+
+@pytest.mark.parametrize("name", _attack_names())
+def test_every_attack_accepts_a_defended_model(name):
+    """``defended(model, purifier)`` is a classifier like any other: the attack contract holds on it."""
+    from advviz import attacks
+    from tests.helpers import TinyConvNet
+    from tests.test_attacks_invariants import _kwargs, assert_contract
+
+    spec = attacks.get(name)
+    model = defended(TinyConvNet(num_classes=3, seed=0).eval(), smooth)
+    assert model.last_conv == "model.relu2"
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 3, 8, 8, generator=g), torch.randint(0, 3, (2,), generator=g)
+    assert_contract(spec, model, x, y, _kwargs(spec, seed=0))
