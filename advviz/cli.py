@@ -11,6 +11,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -89,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--attacks", default="autoattack",
                    help="autoattack, or comma-separated attack names (e.g. pgd,apgd_ce); default autoattack")
     v.add_argument("--version", choices=("standard", "fast"), default="standard", help="AutoAttack version")
-    v.add_argument("--n", type=int, default=None, help="number of images, a seeded random subset (default: all)")
+    v.add_argument("--n", "--num-images", dest="n", type=int, default=None,
+                   help="number of images, a seeded random subset (default: all); under torchrun spell it "
+                        "--num-images (torchrun's own parser takes --n for one of its options)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--batch-size", type=int, default=128)
     v.add_argument("--batch-invariant", action="store_true",
@@ -99,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--plot", default=None, help="write the security curve as an interactive HTML page (plotly)")
     v.add_argument("--resume", default=None, help="JSON-lines file of per-sample results to append to and resume from")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.add_argument("--nproc", type=int, default=None,
+                   help="run on N processes through torchrun (one per GPU; gloo on a CPU); the per-sample results "
+                        "are those of one process")
 
     b = sub.add_parser("bench", help="benchmarks (advviz beside the reference implementation)")
     b.add_argument("what", choices=sorted(BENCHES))
@@ -117,15 +123,39 @@ def _out(text: str, *, err: bool = False) -> None:
     stream.flush()
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _relaunch_with_torchrun(nproc: int, argv: Sequence[str]) -> int:
+    """``advviz evaluate ... --nproc N``: the same command under ``torchrun --standalone``."""
+    import subprocess
+
+    if nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {nproc}")
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif a == "--n" or a.startswith("--n="):  # torchrun's parser would read --n as an abbreviation
+            rest.append(a.replace("--n", "--num-images", 1))
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "advviz", *rest]
+    return subprocess.call(cmd)
+
+
+def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import torch
 
-    from advviz import data, models
+    from advviz import data, distributed, models
     from advviz.evaluate import parse_eps, robust_accuracy, threat_models, weights_provenance
 
+    if args.nproc is not None and not distributed.active() and "WORLD_SIZE" not in os.environ:
+        return _relaunch_with_torchrun(args.nproc, argv)
     eps = [parse_eps(e) for e in args.eps.split(",") if e.strip()]
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    device = torch.device(args.device) if args.device else None
+    many = distributed.init(args.device)
+    device = torch.device(args.device) if args.device else (distributed.local_device() if many else None)
     model = models.load(args.model, device=device)
     dataset_name = args.data or models.get_weights_spec(args.model).dataset
     dataset = data.load(dataset_name, args.split)
@@ -137,6 +167,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, device=device, progress=not args.no_progress,
                              resume=args.resume, seed=args.seed, version=args.version, attack_model=attacked,
                              batch_invariant=args.batch_invariant, meta=meta)
+    if not distributed.is_main():  # rank 0 reports and writes for all
+        return 0 if result.complete else 130
     _out(result.format())
     if args.json:
         with open(args.json, "w") as fh:
@@ -187,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with open(args.json, "w") as fh:
                     json.dump(result, fh, indent=1)
         elif args.command == "evaluate":
-            return _evaluate(args)
+            return _evaluate(args, sys.argv[1:] if argv is None else list(argv))
         elif args.command == "bench":
             mod = importlib.import_module(BENCHES[args.what])
             rows = mod.run(n=args.n, quick=args.quick, device=args.device, seed=args.seed)

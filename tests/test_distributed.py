@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -68,3 +69,36 @@ def test_ddp_fit_on_two_processes_matches_one_process_with_the_same_global_batch
     assert worst < 1e-4, worst
     assert float(meta2["loss"]) == pytest.approx(float(meta1["loss"]), rel=1e-4)
     assert float(meta2["accuracy"]) == pytest.approx(float(meta1["accuracy"]), abs=2 / 1437)
+
+
+def _evaluate(tmp_path: Path, name: str, *extra: str) -> dict:
+    import json
+
+    out = tmp_path / f"{name}.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "advviz", "evaluate", "lenet5_digits", "--data", "digits", "--attacks", "pgd,fgsm",
+           "--eps", "0.1,0.2", "--n", "48", "--batch-size", "16", "--seed", "3", "--no-progress", "--json", str(out),
+           *extra]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_evaluate_on_two_processes_gives_the_samples_of_one(tmp_path):
+    from advviz import models
+
+    models.load("lenet5_digits")  # trained once here, into the session cache the subprocesses share
+    one = _evaluate(tmp_path, "one")
+    two = _evaluate(tmp_path, "two", "--nproc", "2", "--resume", str(tmp_path / "two.jsonl"))
+    assert len(one["samples"]) == 48
+    assert sorted(one["samples"], key=lambda s: s["index"]) == sorted(two["samples"], key=lambda s: s["index"])
+    assert one["results"] == two["results"]
+    assert two["config"]["processes"] == 2 and "processes" not in one["config"]
+    # each rank appended its own part of the resume file; a one-process rerun finds all 48 done
+    parts = sorted(p.name for p in tmp_path.glob("two.jsonl.rank*"))
+    assert parts == ["two.jsonl.rank0", "two.jsonl.rank1"]
+    from advviz.evaluate.robust import _read_resume_parts
+
+    config = json.loads((tmp_path / "two.jsonl.rank0").read_text().splitlines()[0])["config"]
+    assert len(_read_resume_parts(tmp_path / "two.jsonl", config)) == 48

@@ -12,8 +12,13 @@ Points go through in fixed batches of the selection's order, each attack call se
 ``(seed, the batch's dataset indices)``; ``batch_invariant=True`` attacks each point alone,
 seeded by ``(seed, index)`` (see :mod:`advviz.evaluate.autoattack` for what that buys).
 
+Under ``torchrun`` (N processes, :mod:`advviz.distributed`) batch ``k`` of the selection goes to
+rank ``k mod N``; the batches and their seeds are those of one process, so the per-sample results
+are identical for 1, 2 or N processes. Every rank returns the whole result (gathered).
+
 ``resume=path``: each finished batch's per-sample results are appended to a JSON-lines file
-(first line: the configuration). A rerun with the same path skips the indices already there and
+(first line: the configuration; under N processes rank ``r`` appends to ``<path>.rank<r>``, and a
+rerun with any number of processes reads the file and all its ``.rank*`` parts). A rerun with the same path skips the indices already there and
 refuses a file written with another configuration. Ctrl-C (``KeyboardInterrupt``) stops after
 the last finished batch and returns the partial :class:`Result` (``complete=False``).
 """
@@ -184,6 +189,19 @@ def _gather(data: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items])
 
 
+def _part_path(path: Path, rank: int, world: int) -> Path:
+    """Where rank ``rank`` of ``world`` appends its results: ``path`` itself for one process."""
+    return path if world == 1 else path.with_name(f"{path.name}.rank{rank}")
+
+
+def _read_resume_parts(path: Path, config: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per-sample results in ``path`` and in every ``<path>.rank*`` part written by N processes."""
+    done = _read_resume(path, config)
+    for part in sorted(path.parent.glob(f"{path.name}.rank*")):
+        done.update(_read_resume(part, config))
+    return done
+
+
 def _read_resume(path: Path, config: dict[str, Any]) -> dict[int, dict[str, Any]]:
     done: dict[int, dict[str, Any]] = {}
     if not path.exists() or path.stat().st_size == 0:
@@ -288,20 +306,27 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
         "selection": "all, in order" if n is None else "torch.randperm(size, seed)[:n]",
         **({"meta": dict(meta)} if meta else {}),
     }
+    from advviz import distributed
+
+    world, rank = distributed.world_size(), distributed.rank()
     dev = torch.device(device) if device is not None else _device_of(model)
     path = Path(resume) if resume is not None else None
-    samples = _read_resume(path, config) if path is not None else {}
-    if path is not None and (not path.exists() or path.stat().st_size == 0):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as fh:
+    samples = _read_resume_parts(path, config) if path is not None else {}
+    mine = [start for k, start in enumerate(range(0, len(selection), batch_size)) if k % world == rank]
+    part = _part_path(path, rank, world) if path is not None else None
+    if part is not None and (not part.exists() or part.stat().st_size == 0):
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with open(part, "w") as fh:
             fh.write(json.dumps({"config": config}) + "\n")
     amodel = model if attack_model is None else attack_model
     budget_flags: set[str] = set()
-    bar = tqdm(total=len(selection), initial=sum(int(i) in samples for i in selection.tolist()),
-               disable=not progress, desc="evaluate", unit="img", file=sys.stderr)
+    my_points = [int(i) for start in mine for i in selection[start:start + batch_size].tolist()]
+    bar = tqdm(total=len(my_points), initial=sum(i in samples for i in my_points),
+               disable=not progress or rank != 0, desc="evaluate" + (f" (rank 0 of {world})" if world > 1 else ""),
+               unit="img", file=sys.stderr)
     complete = True
     try:
-        for start in range(0, len(selection), batch_size):
+        for start in mine:
             chunk = selection[start:start + batch_size]
             todo = torch.tensor([int(i) for i in chunk.tolist() if int(i) not in samples], dtype=torch.long)
             if not todo.numel():
@@ -312,8 +337,8 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
                                                                      if int(i) not in samples],
                                    plan=plan, grid=grid, norm=nrm, seed=int(seed), version=version,
                                    batch_size=batch_size, batch_invariant=batch_invariant, budget_flags=budget_flags)
-            if path is not None:
-                with open(path, "a") as fh:
+            if part is not None:
+                with open(part, "a") as fh:
                     fh.write("".join(json.dumps({"index": i, **r}) + "\n" for i, r in recs.items()))
             samples.update(recs)
             bar.update(len(recs))
@@ -323,9 +348,16 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
                     f"; rerun with resume={str(path)!r} to continue" if path else "")
     finally:
         bar.close()
+    if world > 1:  # every rank gets every rank's samples, flags and completeness
+        gathered = distributed.gather_objects((samples, complete, sorted(budget_flags)))
+        samples = {i: rec for part_samples, _, _ in gathered for i, rec in part_samples.items()}
+        complete = all(c for _, c, _ in gathered)
+        budget_flags = {f for _, _, fl in gathered for f in fl}
     wanted = {int(i) for i in selection.tolist()}
     samples = {i: s for i, s in samples.items() if i in wanted}
     result = Result(config=config, samples=samples, complete=complete, seconds=time.perf_counter() - t_start)
+    if world > 1:
+        result.config = {**config, "processes": world}
     result.flags = _flags(result, budget_flags)
     return result
 
