@@ -10,6 +10,11 @@ it, and reinstall only when ``pyproject.toml`` changes. Needs nothing but Python
 * ``python3 run.py test``     run the whole test suite (extra arguments go to pytest); the
   notebooks run their fast configuration (``ADVVIZ_FAST=1``) unless ``ADVVIZ_FAST`` is set
 * ``python3 run.py advviz ARGS``  any ``advviz`` subcommand inside the environment
+* ``python3 run.py docs [--no-exec] [--force] [SPHINX ARGS]``  build the documentation site into
+  ``site/`` (open ``site/index.html``): README, walkthrough notebooks executed with
+  ``ADVVIZ_FAST=1`` (results cached in ``build/jupyter_cache``; ``--force`` runs them all again,
+  ``--no-exec`` renders them as stored), API reference; extra arguments go to sphinx-build
+  (``-W --keep-going`` fails on warnings, as CI does)
 * ``python3 run.py gpu-check``  the prepared check for a CUDA machine (tests on CUDA, benchmarks,
   torchrun on every GPU; one JSON of figures, under 8 minutes)
 
@@ -102,6 +107,26 @@ def call(cmd: list[str], **kwargs: object) -> int:
     return code
 
 
+def docs(args: list[str]) -> int:
+    """Build the documentation site into ``site/`` with sphinx-build (see the module docstring)."""
+    mode = os.environ.get("ADVVIZ_DOCS_EXECUTE", "cache")
+    if "--no-exec" in args:
+        mode = "off"
+    if "--force" in args:
+        mode = "force"
+    args = [a for a in args if a not in ("--no-exec", "--force")]
+    env = {**os.environ, "ADVVIZ_DOCS_EXECUTE": mode, "ADVVIZ_FAST": os.environ.get("ADVVIZ_FAST", "1"),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    shared = ROOT.parent / "shared"     # the same defaults as the tests (conftest.py)
+    for var, sub in (("ADVVIZ_DATA", "data"), ("ADVVIZ_WEIGHTS", "weights")):
+        if var not in env and (shared / sub).is_dir():
+            env[var] = str(shared / sub)
+    _log(f"building the documentation into {ROOT / 'site'} (notebook execution: {mode})")
+    cmd = [str(PY), "-m", "sphinx", "-b", "html", "-d", str(ROOT / "site" / ".doctrees"), str(ROOT / "docs"),
+           str(ROOT / "site"), *args]
+    return call(cmd, cwd=ROOT, env=env)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(__doc__ or "")
@@ -115,9 +140,11 @@ def main(argv: list[str]) -> int:
         return call([str(PY), "-m", "advviz.cli", cmd, *rest], cwd=ROOT)
     if cmd == "advviz":
         return call([str(PY), "-m", "advviz.cli", *rest], cwd=ROOT)
+    if cmd == "docs":
+        return docs(rest)
     if cmd == "gpu-check":
         return call([str(PY), "-m", "advviz.benchmarks.gpu_check", *rest], cwd=ROOT)
-    sys.stderr.write(f"unknown command {cmd!r}; use explore, demo, test, gpu-check or advviz ARGS\n")
+    sys.stderr.write(f"unknown command {cmd!r}; use explore, demo, test, docs, gpu-check or advviz ARGS\n")
     return 2
 
 

@@ -642,8 +642,9 @@ def adversarial_fit(
         steps: PGD steps (7).
         bn_mode: ``"train"`` or ``"eval"`` (see above).
         clean_weight: weight of the clean loss (0).
-        epochs, lr, batch_size, val_data, device, seed, checkpoint, callbacks, optimizer,
-            weight_decay, momentum, schedule, augment, progress: as in :func:`fit`.
+        epochs: as in :func:`fit`; so are ``lr``, ``batch_size``, ``val_data``, ``device``,
+            ``seed``, ``checkpoint``, ``callbacks``, ``optimizer``, ``weight_decay``,
+            ``momentum``, ``schedule``, ``augment`` and ``progress``.
         description: progress-bar label (default ``"adv-train (<attack>)"``).
 
     Returns:

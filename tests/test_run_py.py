@@ -97,3 +97,35 @@ def test_sigterm_takes_down_explore_jupyterlab_and_kernels(tmp_path: Path) -> No
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _run_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("advviz_run_docs", ROOT / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    return run
+
+
+@pytest.mark.parametrize(("args", "mode", "rest"), [
+    ([], "cache", []),
+    (["--no-exec", "-W", "--keep-going"], "off", ["-W", "--keep-going"]),
+    (["--force"], "force", []),
+])
+def test_docs_builds_site_with_the_chosen_execution(monkeypatch: pytest.MonkeyPatch, args: list[str], mode: str,
+                                                     rest: list[str]) -> None:
+    run = _run_module()
+    seen = {}
+    monkeypatch.setattr(run, "call", lambda cmd, **kw: seen.update(cmd=cmd, **kw) or 0)
+    for var in ("ADVVIZ_DOCS_EXECUTE", "ADVVIZ_FAST", "ADVVIZ_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    assert run.docs(args) == 0
+    cmd, env = seen["cmd"], seen["env"]
+    assert cmd[1:5] == ["-m", "sphinx", "-b", "html"]
+    assert cmd[-2 - len(rest):len(cmd) - len(rest)] == [str(ROOT / "docs"), str(ROOT / "site")]
+    assert cmd[len(cmd) - len(rest):] == rest
+    assert env["ADVVIZ_DOCS_EXECUTE"] == mode and env["ADVVIZ_FAST"] == "1"
+    assert str(ROOT) in env["PYTHONPATH"].split(os.pathsep)
+    shared = ROOT.parent / "shared" / "data"
+    assert env.get("ADVVIZ_DATA") == (str(shared) if shared.is_dir() else None)

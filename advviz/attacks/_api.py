@@ -35,7 +35,7 @@ class AttackSpec:
         description: one line for listings and tooltips.
         quick: parameter overrides for a fast run (tests, widget previews), e.g. fewer steps.
             Budget semantics checked by the invariant tests, by ``norm``/``budget``:
-            ``linf`` + ``eps``: max |x_adv - x| <= eps; ``l2`` + ``eps``: per-image L2 <= eps;
+            ``linf`` + ``eps``: ``max |x_adv - x| <= eps``; ``l2`` + ``eps``: per-image L2 <= eps;
             ``l0`` + ``pixels``: at most ``pixels`` pixel locations change; ``l0`` + ``gamma``:
             at most a fraction ``gamma`` of the input features change; ``patch`` + ``area``:
             at most a fraction ``area`` of pixel locations change; ``budget=None``: unbounded.
