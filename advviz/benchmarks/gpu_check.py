@@ -42,7 +42,7 @@ def steps(n_gpus: int, work: Path, *, n_eval: int = 512) -> list[dict[str, Any]]
     from advviz.cli import BENCHES
 
     evaluate = ["-m", "advviz", "evaluate", "resnet20_cifar10", "--data", "cifar10", "--attacks", "pgd",
-                "--eps", "8/255", "--num-images", str(n_eval)]
+                "--eps", "1/255", "--num-images", str(n_eval)]
     out: list[dict[str, Any]] = [
         {"name": "tests (cuda)", "timeout": 150,
          "cmd": [PY, "-m", "pytest", "tests", "--device", "cuda", "-m", "not slow and not e2e", "-q", "-x",
