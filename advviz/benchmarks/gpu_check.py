@@ -6,7 +6,7 @@ It runs, each step as a subprocess with its own time limit, and writes one JSON 
 2. ``advviz bench attacks --device cuda --quick`` (advviz beside torchattacks, ratios);
 3. ``advviz bench autoattack --device cuda --quick`` when that benchmark exists;
 4. a ``torchrun`` evaluation on every visible GPU (``advviz evaluate resnet20_cifar10 --attacks
-   pgd --eps 8/255``) and the same evaluation on one process, with the share of per-sample
+   pgd --eps 1/255``, where about 5% of ResNet-20 points stay robust) and the same evaluation on one process, with the share of per-sample
    results that agree (it must be 1) and both throughputs;
 5. a one-epoch DDP ``advviz train`` of LeNet-5 on the digits, on every visible GPU.
 
