@@ -188,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``advviz`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    failed = False
     try:
         if args.command == "demo":
             from advviz.demo import run_demo
@@ -228,11 +229,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with open(args.json, "w") as fh:
                     json.dump(rows, fh, indent=1)
     except KeyboardInterrupt:
+        failed = True
         _out("interrupted", err=True)
         return 130
     except (ValueError, KeyError, FileNotFoundError, ModuleNotFoundError) as exc:
+        failed = True
         _out(f"advviz: error: {exc}", err=True)
         return 2
+    except BaseException:
+        failed = True
+        raise
+    finally:  # under torchrun: every rank leaves the process group together (after an error, at once)
+        from advviz import distributed
+
+        distributed.shutdown(wait=not failed)
     return 0
 
 

@@ -13,6 +13,8 @@ know how to share work (training in :func:`advviz.train.fit`, evaluation in
   so that each sample is handled by exactly one process whatever N is.
 * :func:`all_sum`, :func:`gather_objects`, :func:`barrier`: the collective operations used.
 * :func:`local_device`: ``cuda:LOCAL_RANK`` when CUDA is present, else the CPU.
+* :func:`shutdown`: wait for every rank, then leave the process group (the CLI calls it last;
+  a rank that exits while holding the group can abort in the backend's threads).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["init", "active", "rank", "world_size", "is_main", "local_device", "shard", "all_sum",
-           "gather_objects", "barrier", "backend_for"]
+           "gather_objects", "barrier", "backend_for", "shutdown"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,3 +114,15 @@ def barrier() -> None:
     """Wait for every process (nothing for one process)."""
     if active():
         dist.barrier()
+
+
+def shutdown(*, wait: bool = True) -> None:
+    """Wait for every process (``wait``), then destroy the process group (nothing outside one).
+
+    After an error pass ``wait=False``: the other ranks may never reach the barrier; the rank
+    exits with an error status and ``torchrun`` stops the others.
+    """
+    if dist.is_available() and dist.is_initialized():
+        if wait and dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()

@@ -40,6 +40,7 @@ FIT = textwrap.dedent("""
         save_file(state, sys.argv[1], metadata={"loss": repr(res.history[-1]["loss"]),
                                                 "accuracy": repr(res.history[-1]["accuracy"]),
                                                 "world": str(distributed.world_size())})
+    distributed.shutdown()
 """)
 
 

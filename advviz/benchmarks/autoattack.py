@@ -13,12 +13,6 @@ Rows give each one's robust accuracy and seconds and the time ratio (torchattack
 advviz seconds: above 1, advviz is faster). AutoAttack runs take minutes on a CPU, so each is
 timed once, after a warm-up that builds advviz's fast model copy.
 
-Measured (100 images, seed 0, CPU shared with other jobs, one thread, advviz then torchattacks;
-robust accuracy, seconds): 1/255: APGD-CE .010/.010 (51/74 s), APGD-T .010/.010 (71/96 s),
-FAB-T .040/.030 (121/179 s), Square .320/.290 (509/305 s); 0.5/255: APGD-CE .370/.370 (18/21 s),
-APGD-T .360/.360 (51/59 s), FAB-T .360/.360 (75/158 s), Square .700/.710 (231/241 s). The
-machine's load changed during the run (load average 13 to 3), so compare times within a row only.
-
 torchattacks is imported here only, lazily, and is needed only for this benchmark.
 """
 

@@ -9,6 +9,12 @@ iterations, 9 target classes), FAB-T (100 iterations, 9 targets), Square (5,000 
 ``p_init`` 0.8); ``quick`` divides iterations and queries by 10. Rows give the robust accuracy
 (the fraction still classified correctly) and the wall time of each.
 
+Measured (100 images, seed 0, CPU shared with other jobs, one thread, advviz then torchattacks;
+robust accuracy, seconds): 1/255: APGD-CE .010/.010 (51/74 s), APGD-T .010/.010 (71/96 s),
+FAB-T .040/.030 (121/179 s), Square .320/.290 (509/305 s); 0.5/255: APGD-CE .370/.370 (18/21 s),
+APGD-T .360/.360 (51/59 s), FAB-T .360/.360 (75/158 s), Square .700/.710 (231/241 s). The
+machine's load changed during the run (load average 13 to 3), so compare times within a row only.
+
 torchattacks is imported here only, lazily, and is needed only for this benchmark.
 """
 
