@@ -462,6 +462,20 @@ def test_record_keeps_every_iteration(lenet_digits, digits_test, name, params):
     assert traj.clean_prediction == y and traj.clean_margin > 0
 
 
+@pytest.mark.parametrize("name", ["apgd_ce", "apgd_dlr"])
+def test_record_apgd_follows_its_run_to_the_flip(lenet_digits, digits_test, name):
+    """APGD reports every iterate after its random start and stops where the image is fooled."""
+    from advviz import attacks
+
+    x, y = digits_test[0]
+    traj = attacks.record(name, lenet_digits, x, y, eps=0.3, n_iter=20)
+    plain = attacks.get(name)(lenet_digits, x[None], torch.tensor([y]), eps=0.3, n_iter=20)
+    assert torch.equal(plain[0], traj.x_adv)  # recording changes nothing
+    assert 1 <= len(traj.frames) <= 20 and all(f.linf <= 0.3 + 1e-6 for f in traj.frames)
+    assert traj.frames[-1].prediction != y and traj.flip_step == len(traj.frames)
+    assert torch.equal(traj.frames[-1].x_adv, traj.x_adv)
+
+
 def test_record_cfr_and_refusals(lenet_digits, digits_test):
     from advviz import attacks
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
+from advviz.attacks.trajectory import current_recorder
 from advviz.attacks._core import (
     batch_norm,
     check_labels,
@@ -208,6 +209,7 @@ def _apgd_run(net: Net, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch
     n_up = torch.zeros(b, device=x.device)
     last_w, f_max_last = 0, f_max.clone()
     reduced_last = torch.zeros(b, dtype=torch.bool, device=x.device)
+    recorder = current_recorder()  # None unless advviz.attacks.record() is following this attack
     for k in range(n_iter):
         e = _bview(eta, x)
         z = _project(x_k + e * _step_direction(g, norm), x, eps, norm)
@@ -216,6 +218,8 @@ def _apgd_run(net: Net, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch
         else:
             x_new = _project(x_k + momentum * (z - x_k) + (1 - momentum) * (x_k - x_prev), x, eps, norm)
         x_prev, x_k = x_k, x_new
+        if recorder is not None:
+            recorder(x_k)
         g, logits = input_grad(net, x_k, loss_fn)
         loss_new = loss_fn(logits)
         succ = success_fn(logits) & ~fooled

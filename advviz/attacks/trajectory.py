@@ -1,6 +1,6 @@
 """Recording the iterations of the gradient attacks: :func:`record` -> :class:`Trajectory`.
 
-The iterative attacks (FGSM/BIM/MI-FGSM/DI²-FGSM/PGD through ``gradient._iterate``, and CFR)
+The iterative attacks (FGSM/BIM/MI-FGSM/DI²-FGSM/PGD through ``gradient._iterate``, CFR, and APGD)
 call :func:`current_recorder` once before their loop and, only when it returned a callable,
 hand it each iterate ``x_adv`` after each step. Outside :func:`record` the recorder is ``None``:
 an attack pays one context-variable lookup per call and one ``is not None`` test per step, and
@@ -28,8 +28,9 @@ __all__ = ["Frame", "Trajectory", "record", "current_recorder", "RECORDABLE"]
 Recorder = Callable[[torch.Tensor], None]
 _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("advviz_attack_recorder", default=None)
 
-#: Registered attacks whose loops report their iterates (APGD joins once it is registered and hooked).
-RECORDABLE = ("fgsm", "bim", "mifgsm", "difgsm", "mdi2fgsm", "pgd", "pgd_l2", "cfr", "apgd")
+#: Registered attacks whose loops report their iterates (APGD: every iterate of its run, from the
+#: random start, stopping where the image is fooled).
+RECORDABLE = ("fgsm", "bim", "mifgsm", "difgsm", "mdi2fgsm", "pgd", "pgd_l2", "cfr", "apgd_ce", "apgd_dlr")
 
 
 def current_recorder() -> Recorder | None:
