@@ -210,6 +210,22 @@ def test_header_names_the_model_trained_in_the_train_tab(lenet_digits):
     assert ex.state.model_name == "lenet5_digits"
 
 
+def test_train_tab_offers_only_architectures_that_fit_the_dataset(lenet_state):
+    from advviz.widgets.train_panel import CURRENT, TrainPanel
+
+    panel = TrainPanel(lenet_state, dataset="digits")
+    assert list(panel.arch.options) == [CURRENT, "lenet5"]
+    note = panel.arch_note.value
+    assert "Not offered for digits (28x28 images)" in note and "resnet20" in note and "32x32" in note and "64x64" in note
+    with pytest.raises(ValueError, match="does not take digits images"):
+        TrainPanel(lenet_state, dataset="digits", arch="resnet20")
+    panel.arch.value = "lenet5"
+    if "cifar10" in panel.dataset.options:  # with CIFAR-10 on disk: the menu follows the dataset
+        panel.dataset.value = "cifar10"
+        assert "resnet20" in panel.arch.options and "lenet5" not in panel.arch.options
+        assert panel.arch.value == CURRENT and "lenet5 take 28x28" in panel.arch_note.value
+
+
 def test_upload_updates_the_class_menu_and_takes_a_true_label(lenet_state):
     from advviz.widgets import ImagePicker
     from advviz.widgets.picker import UPLOAD
