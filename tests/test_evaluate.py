@@ -244,7 +244,10 @@ def test_bpda_gives_gradients_through_jpeg(lenet_digits, digits_batch):
     g, logits = input_grad(auto, x, lambda z: F.cross_entropy(z, y, reduction="none"))
     assert torch.allclose(logits, lenet_digits(jpeg(x)).detach(), rtol=1e-5, atol=1e-4)  # forward: the real purifier
     g_ref, _ = input_grad(lenet_digits, jpeg(x), lambda z: F.cross_entropy(z, y, reduction="none"))
-    assert torch.allclose(g, g_ref, rtol=1e-4, atol=1e-6) and (g.flatten(1).abs().sum(1) > 0).all()  # backward: identity
+    # backward: identity, so the model's own input gradient at jpeg(x) (to float rounding: the two
+    # forward passes may take different kernels, so compare per image relative to the gradient's size)
+    rel = (g - g_ref).flatten(1).norm(dim=1) / g_ref.flatten(1).norm(dim=1)
+    assert (rel < 1e-3).all() and (g.flatten(1).abs().sum(1) > 0).all()
 
 
 def test_bpda_auto_for_plain_callables(lenet_digits):
