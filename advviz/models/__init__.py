@@ -4,9 +4,11 @@
 * ``load(name, weights=None)``: an eval-mode model with weights: ``name`` is a pretrained entry
   (``list_models(pretrained=True)``, e.g. ``"resnet20_cifar10"``) or an architecture with
   ``weights`` a file path (``.safetensors`` or a PyTorch checkpoint) or a pretrained name.
-* Weight files are looked up in ``$ADVVIZ_WEIGHTS``, then the user cache, then downloaded with
-  a sha256 check (unless ``$ADVVIZ_OFFLINE``). Weights advviz trains itself (``*_digits``)
-  are trained on first use with their recorded recipe and cached.
+* Weight files are resolved by :mod:`advviz.artifacts` (the one path for every network):
+  ``$ADVVIZ_WEIGHTS``, the weights advviz ships, the user cache, then a download with a sha256
+  check (unless ``$ADVVIZ_OFFLINE``). Weights advviz trains itself (``*_digits``, the high
+  stream) are trained on first use with their typed recipe (:mod:`advviz.artifacts.recipes`)
+  and cached with their provenance record.
 
 Loading never unpickles arbitrary objects: PyTorch files go through
 ``torch.load(..., weights_only=True)``, advviz's own through safetensors.
@@ -18,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,8 +72,6 @@ class WeightsSpec:
         arch_kwargs: keyword arguments for ``create(arch, ...)``.
         url: where to download the file (``None``: not downloadable).
         sha256: expected sha256 of the file (checked on download and on load).
-        recipe: for advviz-trained weights, a callable ``(model) -> None`` that trains the model
-            in place; run on first use when no file is found, then cached.
         description: one line for listings (provenance, reported accuracy).
         input_size: ``(C, H, W)`` the model takes when it differs from the dataset's native
             image size (e.g. a network on upsampled images); ``None``: the native size.
@@ -85,7 +84,6 @@ class WeightsSpec:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     url: str | None = None
     sha256: str | None = None
-    recipe: Callable[[nn.Module], None] | None = None
     description: str = ""
     input_size: tuple[int, int, int] | None = None
 
@@ -176,7 +174,9 @@ def load(name: str, weights: str | os.PathLike[str] | None = None, *,
     arch_kwargs = {**(spec.arch_kwargs if spec is not None else {}), **kwargs}
     model = create(arch, **arch_kwargs)
     if spec is not None:
-        path = _resolve_weights(spec, model)
+        from advviz import artifacts
+
+        path, _ = artifacts.resolve(spec.name)
     assert path is not None
     state = load_state_file(path, expected_sha256=spec.sha256 if spec is not None else None)
     try:
@@ -187,48 +187,6 @@ def load(name: str, weights: str | os.PathLike[str] | None = None, *,
     if device is not None:
         model.to(device)
     return model
-
-
-def _resolve_weights(spec: WeightsSpec, model: nn.Module) -> Path:
-    for folder in weights_dirs():
-        cand = folder / spec.filename
-        if cand.is_file():
-            return cand
-    target = cache_dir() / "weights" / spec.filename
-    if spec.recipe is not None:
-        log.info("training %s on first use (recipe recorded in advviz.models); cached at %s", spec.name, target)
-        spec.recipe(model)
-        save_weights(model, target, metadata={"name": spec.name, "arch": spec.arch, "dataset": spec.dataset})
-        return target
-    if spec.url is None:
-        raise CheckpointError(f"weights {spec.name!r} ({spec.filename}) not found in "
-                              f"{[str(d) for d in weights_dirs()]} and not downloadable. {spec.description}")
-    if offline():
-        raise CheckpointError(
-            f"weights {spec.name!r} not found: put {spec.filename} into $ADVVIZ_WEIGHTS "
-            f"(searched {[str(d) for d in weights_dirs()]}); downloads are disabled by ADVVIZ_OFFLINE")
-    _download(spec.url, target, spec.sha256)
-    return target
-
-
-def _download(url: str, target: Path, sha256: str | None) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".part")
-    log.info("downloading %s -> %s", url, target)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as fh:  # noqa: S310 - fixed https URLs
-            while chunk := resp.read(1 << 20):
-                fh.write(chunk)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not download {url} ({exc}); with no network, put the file "
-                              f"{target.name} into a folder and set ADVVIZ_WEIGHTS to it") from exc
-    if sha256 is not None:
-        got = _sha256(tmp)
-        if got != sha256:
-            tmp.unlink(missing_ok=True)
-            raise CheckpointError(f"downloaded {url} has sha256 {got}, expected {sha256}; not using it")
-    os.replace(tmp, target)
 
 
 def _sha256(path: Path) -> str:
@@ -318,16 +276,9 @@ register_weights(WeightsSpec(
 ))
 
 
-def _train_lenet5_digits(model: nn.Module) -> None:
-    from advviz import data, train
-
-    train.fit(model, data.load("digits", "train"), **train.RECIPES["lenet5_digits"], progress=False)
-
-
 register_weights(WeightsSpec(
     name="lenet5_digits", arch="lenet5", filename="lenet5_digits.safetensors", dataset="digits",
-    recipe=_train_lenet5_digits,
-    description="LeNet-5 trained by advviz on the digits train split (train.RECIPES['lenet5_digits'])",
+    description="LeNet-5 trained by advviz on the digits train split (advviz.artifacts.recipes.LENET5_DIGITS)",
 ))
 
 
@@ -350,29 +301,17 @@ def _highres_resnet8(**kw: Any) -> nn.Module:
     return HighResResNet(depth=8, **kw)
 
 
-def _train_highres(model: nn.Module) -> None:
-    from advviz.models.highres import train_highres
-
-    train_highres(model)
-
-
-def _train_highres_digits(model: nn.Module) -> None:
-    from advviz.models.highres import train_highres_digits
-
-    train_highres_digits(model)
-
-
 register_model("highres_resnet8")(_highres_resnet8)
 register_weights(WeightsSpec(
     name="highres_resnet8_cifar10", arch="highres_resnet8", filename="highres_resnet8_cifar10.safetensors",
-    dataset="cifar10", recipe=_train_highres, input_size=(3, 64, 64),
+    dataset="cifar10", input_size=(3, 64, 64),
     description=("HighResResNet-8 on 64x64 (2x bilinear) CIFAR-10, trained by advviz on first use "
-                 "(advviz.models.highres.RECIPE: 1 epoch SGD on 20,000 images); 44.8% top-1, 92.4% top-5 on the JPEG CIFAR-10 test split"),
+                 "(advviz.artifacts.recipes.HIGHRES_CIFAR10: 1 epoch SGD on 20,000 images); 44.8% top-1, 92.4% top-5 on the JPEG CIFAR-10 test split"),
 ))
 register_weights(WeightsSpec(
     name="highres_resnet8_digits", arch="highres_resnet8", filename="highres_resnet8_digits.safetensors",
-    dataset="digits", arch_kwargs={"in_channels": 1, "mean": (0.5,), "std": (0.5,)}, recipe=_train_highres_digits,
+    dataset="digits", arch_kwargs={"in_channels": 1, "mean": (0.5,), "std": (0.5,)},
     input_size=(1, 64, 64),
     description=("HighResResNet-8 on 64x64 (bilinear) digits, the two-stream detector's offline high stream, "
-                 "trained by advviz on first use (advviz.models.highres.DIGITS_RECIPE)"),
+                 "trained by advviz on first use (advviz.artifacts.recipes.HIGHRES_DIGITS)"),
 ))

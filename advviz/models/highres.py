@@ -12,13 +12,13 @@ then the three CIFAR ResNet stages (option-A shortcuts, :class:`~advviz.models.r
 with 16, 32, 64 filters at 32, 16, 8 pixels; global average pooling; a linear layer. With
 ``depth=8`` (one block per stage) the recipe below trains on a 2-core CPU in minutes.
 
-Recipe of the registered ``highres_resnet8_cifar10`` weights (:data:`RECIPE`): CIFAR-10 train
+Recipe of the registered ``highres_resnet8_cifar10`` weights
+(:data:`advviz.artifacts.recipes.HIGHRES_CIFAR10`, trained by :mod:`advviz.artifacts`): CIFAR-10 train
 split (the JPEG copy in ``$ADVVIZ_DATA``), random crop + flip at 32x32, then bilinear upsampling
-to 64x64; a seeded random subset of 20,000 images (:data:`RECIPE_IMAGES`), one epoch of SGD
+to 64x64; a seeded random subset of 20,000 images, one epoch of SGD
 (Nesterov, momentum 0.9), lr 0.05 with cosine decay, weight decay 5e-4,
 batch 64, seed 0. So short because a shared 2-core CPU managed about 2.5 s per batch of 128
-here (5.5 minutes for the recipe); ``train_highres(model, epochs=..., images=None)`` trains longer
-for a better stream. Measured on the 10,000 JPEG CIFAR-10 test images (2x bilinear upsampling):
+here (5.5 minutes for the recipe); a longer recipe (more epochs, all images) gives a better stream. Measured on the 10,000 JPEG CIFAR-10 test images (2x bilinear upsampling):
 44.8% top-1, 92.4% top-5 (ResNet-32, the low stream, scores 82.6% top-1 on them).
 """
 
@@ -31,16 +31,7 @@ from torch import nn
 from advviz.models._base import Classifier, Normalize
 from advviz.models.resnet_cifar import IMAGENET_MEAN, IMAGENET_STD, BasicBlock
 
-__all__ = ["RECIPE", "DIGITS_RECIPE", "HighResResNet", "train_highres", "train_highres_digits", "upsample"]
-
-RECIPE = {"epochs": 1, "lr": 0.05, "batch_size": 64, "optimizer": "sgd", "weight_decay": 5e-4,
-          "schedule": "cosine", "seed": 0}
-#: images of the train split used by the recipe (a seeded random subset; ``None``: all 50,000)
-RECIPE_IMAGES = 20_000
-#: recipe of ``highres_resnet8_digits``, the offline high stream (digits train split, 1,437 images,
-#: bilinearly upsampled from 28x28 to 64x64; no other augmentation)
-DIGITS_RECIPE = {"epochs": 8, "lr": 1e-3, "batch_size": 64, "optimizer": "adam", "seed": 0}
-
+__all__ = ["HighResResNet", "upsample"]
 
 def upsample(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``(B, C, H, W)`` images in [0, 1] to ``size`` (``align_corners=False``)."""
@@ -97,43 +88,3 @@ class HighResResNet(Classifier):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, 64, h, w)`` -> logits ``(B, num_classes)``."""
         return self.linear(self.pool(features).flatten(1))
-
-
-def train_highres(model: nn.Module, *, epochs: int | None = None, images: int | None = RECIPE_IMAGES,
-                  progress: bool = False) -> None:
-    """Train ``model`` (a :class:`HighResResNet`) in place with :data:`RECIPE` on CIFAR-10's train split.
-
-    Training batches are augmented at 32x32 (:func:`advviz.train.cifar_augment`) and then
-    upsampled bilinearly to the model's input size, exactly as :class:`~advviz.defenses.twostream.TwoStream`
-    presents images to the high-resolution stream.
-    """
-    from advviz import data, train
-
-    size = model.input_size[1:] if hasattr(model, "input_size") else (64, 64)
-
-    def augment(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-        return upsample(train.cifar_augment(x, gen), size)
-
-    cfg = dict(RECIPE)
-    if epochs is not None:
-        cfg["epochs"] = epochs
-    train_set = data.load("cifar10", "train")
-    if images is not None and images < len(train_set):
-        idx = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(RECIPE["seed"]))[:images]
-        train_set = train_set.subset(idx)
-    train.fit(model, train_set, augment=augment, progress=progress,
-              description="highres_resnet8_cifar10", **cfg)
-
-
-def train_highres_digits(model: nn.Module, *, epochs: int | None = None, progress: bool = False) -> None:
-    """Train ``model`` (a 1-channel :class:`HighResResNet`) in place with :data:`DIGITS_RECIPE` on the
-    digits train split, each 28x28 image upsampled bilinearly to the model's input size, as
-    :class:`~advviz.defenses.twostream.TwoStream` presents it to the high stream."""
-    from advviz import data, train
-
-    size = model.input_size[1:] if hasattr(model, "input_size") else (64, 64)
-    cfg = dict(DIGITS_RECIPE)
-    if epochs is not None:
-        cfg["epochs"] = epochs
-    train.fit(model, data.load("digits", "train"), augment=lambda x, _gen: upsample(x, size), progress=progress,
-              description="highres_resnet8_digits", **cfg)

@@ -51,16 +51,13 @@ def available_models() -> list[str]:
     Only models that take their dataset's images at native size are listed (the explorer feeds
     images as they are; e.g. the two-stream detector's 64x64 network is left out).
     """
-    from advviz import models
-    from advviz._paths import offline, weights_dirs
+    from advviz import artifacts, models
 
     names = []
     for name in models.list_models(pretrained=True):
-        spec = models.get_weights_spec(name)
-        if spec.input_size is not None:
+        if models.get_weights_spec(name).input_size is not None:
             continue
-        on_disk = any((d / spec.filename).is_file() for d in weights_dirs())
-        if on_disk or spec.recipe is not None or (spec.url is not None and not offline()):
+        if artifacts.status(name)["where"] != "unavailable":
             names.append(name)
     return names
 

@@ -41,14 +41,12 @@ def fast_mode() -> bool:
 
 def needs_first_use_training(name: str) -> bool:
     """Whether ``models.load(name)`` will train the model now (advviz-trained weights not cached yet)."""
-    from advviz import models
-    from advviz._paths import find_weights
+    from advviz import artifacts
 
     try:
-        spec = models.get_weights_spec(name)
+        return artifacts.status(name)["where"] == "train"
     except KeyError:
         return False
-    return spec.recipe is not None and find_weights(spec.filename) is None
 
 
 class TrainingNotice(W.VBox):

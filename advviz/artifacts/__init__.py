@@ -1,0 +1,32 @@
+"""One registry of every network advviz downloads or trains, with its provenance.
+
+``get(name) -> (module, Record)`` is the one path (weight folders, cache, sha256-checked
+download, training with checkpoint and resume); see :mod:`advviz.artifacts._core` for the rules
+of identity, records and memoising, :mod:`advviz.artifacts.recipes` for the typed recipes and
+:mod:`advviz.artifacts.catalog` for the entries. ``advviz artifacts list|build`` is its CLI.
+"""
+
+from advviz.artifacts._core import (
+    META_KEY,
+    ArtifactError,
+    ArtifactSpec,
+    BuildContext,
+    Built,
+    Recipe,
+    Record,
+    forget,
+    fresh,
+    get,
+    get_spec,
+    identity,
+    list_artifacts,
+    record,
+    register,
+    resolve,
+    status,
+    write,
+)
+
+__all__ = ["META_KEY", "ArtifactError", "ArtifactSpec", "BuildContext", "Built", "Recipe", "Record", "forget",
+           "fresh", "get", "get_spec", "identity", "list_artifacts", "record", "register", "resolve", "status",
+           "write"]

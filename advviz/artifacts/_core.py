@@ -1,0 +1,591 @@
+"""The artefact registry: find, download or train every network advviz uses, with provenance.
+
+One path, :func:`get`, resolves a registered artefact in this order:
+
+1. the weight folders (``$ADVVIZ_WEIGHTS``, then the files that ship in ``advviz/weights``);
+2. advviz's cache (``<cache>/weights``);
+3. a download checked by sha256 (not under ``$ADVVIZ_OFFLINE``);
+4. training with the artefact's recipe (checkpointed per epoch; an interrupted run resumes).
+
+**Identity.** An artefact trained by advviz is identified by its recipe hash and the identities
+of its upstream artefacts (TSGAN's generator depends on its target model and its content
+network): :func:`identity`. A file found on disk is used only when the identity written in its
+metadata is today's; a file made with another recipe or another upstream is never reused
+silently: it is retrained (logged as a warning), or, under ``$ADVVIZ_OFFLINE`` with
+``$ADVVIZ_NO_TRAIN``, refused with a message that says so.
+
+**Provenance.** :class:`Record` (name, file sha256, recipe and its hash, the upstream records,
+the training summary) is written into the file's safetensors metadata when the artefact is made,
+and read back from there on every load, never rebuilt from today's code.
+
+**Memoising** happens here only and is thread-safe: one eval-mode, frozen module per artefact,
+identity and device. Callers must not change a module :func:`get` returns (no ``.to()``, no
+``.train()``); they ask :func:`get` for another device instead, or :func:`fresh` for a copy of
+their own.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advviz.models import CheckpointError
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactSpec",
+    "BuildContext",
+    "Built",
+    "Recipe",
+    "Record",
+    "register",
+    "get",
+    "fresh",
+    "resolve",
+    "record",
+    "get_spec",
+    "list_artifacts",
+    "identity",
+    "status",
+    "forget",
+    "write",
+    "META_KEY",
+]
+
+log = logging.getLogger(__name__)
+
+#: safetensors metadata key holding the JSON :class:`Record` (without ``sha256``/``path``/``source``).
+META_KEY = "advviz.record"
+
+
+class ArtifactError(CheckpointError):
+    """An artefact cannot be had: not found, not downloadable, stale and not retrainable, or corrupt."""
+
+
+# ---------------------------------------------------------------------------------------------
+# recipes
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recipe:
+    """Base of the typed training recipes: a frozen dataclass whose fields are the training settings.
+
+    Subclasses add fields with defaults. :meth:`hash` is a stable digest of the class name and the
+    field values, so changing any field changes every identity that depends on it.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """Field values as JSON-ready types (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def hash(self) -> str:
+        """16 hex digits of sha256 over ``{"type": class name, **fields}`` (canonical JSON)."""
+        payload = json.dumps({"type": type(self).__name__, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with ``changes`` applied (unknown fields raise ``TypeError``)."""
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# records
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    """Where an artefact came from.
+
+    Attributes:
+        name: the artefact's registry name.
+        sha256: sha256 of the file the weights were read from (``""`` before it exists).
+        identity: what a file must carry to be used (:func:`identity`).
+        recipe: the training recipe's fields (``None`` for downloaded or user-made weights).
+        recipe_hash: :meth:`Recipe.hash` (``None`` without a recipe).
+        upstream: the records of the artefacts it was made from, as written when it was made.
+        training: the training summary written when it was made (epochs, final losses, metrics).
+        source: ``"weights folder"``, ``"shipped"``, ``"cache"``, ``"download"`` or ``"trained now"``.
+        path: the file.
+    """
+
+    name: str
+    sha256: str
+    identity: str
+    recipe: dict[str, Any] | None = None
+    recipe_hash: str | None = None
+    upstream: tuple[Record, ...] = ()
+    training: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (upstream records nested)."""
+        return {"name": self.name, "sha256": self.sha256, "identity": self.identity, "recipe": self.recipe,
+                "recipe_hash": self.recipe_hash, "upstream": [u.to_dict() for u in self.upstream],
+                "training": self.training, "source": self.source, "path": self.path}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Record:
+        """Inverse of :meth:`to_dict` (missing keys take their defaults)."""
+        return cls(name=str(d["name"]), sha256=str(d.get("sha256", "")), identity=str(d.get("identity", "")),
+                   recipe=d.get("recipe"), recipe_hash=d.get("recipe_hash"),
+                   upstream=tuple(cls.from_dict(u) for u in d.get("upstream", ())),
+                   training=dict(d.get("training") or {}), source=str(d.get("source", "")),
+                   path=str(d.get("path", "")))
+
+    def line(self) -> str:
+        """One line for a printed table: name, sha256 prefix, recipe hash."""
+        return f"{self.name}  sha256 {self.sha256[:12] or '-'}  recipe {self.recipe_hash or '-'}  ({self.source})"
+
+    def flat(self) -> list[Record]:
+        """This record and every upstream record, depth first, each name once."""
+        out: list[Record] = []
+        seen: set[str] = set()
+
+        def visit(r: Record) -> None:
+            if r.name in seen:
+                return
+            seen.add(r.name)
+            out.append(r)
+            for u in r.upstream:
+                visit(u)
+
+        visit(self)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# specs
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Built:
+    """What a builder returns: the trained module (any device) and its training summary."""
+
+    module: nn.Module
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a builder gets.
+
+    Attributes:
+        spec: the artefact being built.
+        device: where to train.
+        progress: show progress bars.
+        checkpoint: a folder for per-epoch checkpoints (resumed after an interruption).
+    """
+
+    spec: ArtifactSpec
+    device: torch.device
+    progress: bool
+    checkpoint: Path
+
+    @property
+    def recipe(self) -> Any:
+        """The spec's typed recipe."""
+        return self.spec.recipe
+
+    def upstream(self, name: str) -> nn.Module:
+        """A private, trainable copy of upstream artefact ``name`` on :attr:`device`."""
+        if name not in self.spec.upstream:
+            raise ArtifactError(f"{self.spec.name} uses {name!r} without declaring it in upstream={self.spec.upstream}")
+        return fresh(name, device=self.device)
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """A registered artefact.
+
+    Attributes:
+        name: registry name (``"uddn_resnet20_cifar10"``).
+        make: ``() -> nn.Module``: the architecture, with fresh weights, that the file loads into.
+        filename: the file name looked up in the weight folders and the cache.
+        kind: ``"classifier"``, ``"purifier"``, ``"generator"``, ``"feature network"`` ... (listings).
+        dataset: what it was trained on.
+        recipe: the typed training recipe (``None``: downloaded or made by the user).
+        build: ``(BuildContext) -> Built``: trains it with ``recipe`` (``None``: not trainable here).
+        upstream: names of the artefacts it is made from (their identities enter this one's).
+        url: download address (``None``: not downloadable).
+        sha256: the published file's sha256 (checked after download and on load).
+        description: one line for listings; for user-made weights, how to make them.
+        loads: ``(module, path) -> None`` reading a file into ``make()``'s module (default: a
+            strict state-dict load through :func:`advviz.models.load_state_file`).
+    """
+
+    name: str
+    make: Callable[[], nn.Module]
+    filename: str
+    kind: str = "network"
+    dataset: str = ""
+    recipe: Recipe | None = None
+    build: Callable[[BuildContext], Built] | None = None
+    upstream: tuple[str, ...] = ()
+    url: str | None = None
+    sha256: str | None = None
+    description: str = ""
+    loads: Callable[[nn.Module, Path], None] | None = None
+
+
+_SPECS: dict[str, ArtifactSpec] = {}
+_CATALOG_LOADED = False
+_LOCK = threading.RLock()
+_NAME_LOCKS: dict[str, threading.RLock] = {}
+_MEMO: dict[tuple[str, str, str], tuple[nn.Module, Record]] = {}
+_RESOLVED: dict[tuple[str, str], tuple[Path, Record]] = {}
+
+
+def register(spec: ArtifactSpec) -> ArtifactSpec:
+    """Register ``spec`` (a second spec of the same name raises)."""
+    with _LOCK:
+        if spec.name in _SPECS:
+            raise ValueError(f"artefact {spec.name!r} is already registered")
+        if (spec.recipe is None) != (spec.build is None):
+            raise ValueError(f"artefact {spec.name!r}: a recipe and a builder go together")
+        _SPECS[spec.name] = spec
+    return spec
+
+
+def _catalog() -> None:
+    global _CATALOG_LOADED
+    if not _CATALOG_LOADED:
+        _CATALOG_LOADED = True
+        from advviz.artifacts import catalog  # noqa: F401  (registers the entries)
+
+
+def get_spec(name: str) -> ArtifactSpec:
+    """The :class:`ArtifactSpec` registered as ``name``."""
+    _catalog()
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise KeyError(f"no artefact named {name!r}; `advviz artifacts list` shows them: "
+                       f"{', '.join(sorted(_SPECS))}") from None
+
+
+def list_artifacts() -> list[str]:
+    """Names of every registered artefact, sorted."""
+    _catalog()
+    return sorted(_SPECS)
+
+
+# ---------------------------------------------------------------------------------------------
+# identity and files
+# ---------------------------------------------------------------------------------------------
+
+def identity(name: str) -> str:
+    """What a file of artefact ``name`` must carry to be used, computed from today's code.
+
+    * trained by advviz: 16 hex digits of sha256 over the recipe hash and the upstream identities;
+    * downloaded: the published sha256's first 16 digits;
+    * made by the user (neither): ``"user"`` (any file of that name is used).
+    """
+    spec = get_spec(name)
+    if spec.recipe is not None:
+        payload = json.dumps({"name": name, "recipe": spec.recipe.hash(),
+                              "upstream": {u: identity(u) for u in spec.upstream}}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    if spec.sha256:
+        return spec.sha256[:16]
+    return "user"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_meta(path: Path) -> dict[str, str]:
+    if path.suffix != ".safetensors":
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is reported by the caller
+        raise ArtifactError(f"cannot read {path} ({type(exc).__name__}: {exc}); the file is corrupt: delete it "
+                            "and run `advviz artifacts build` for it") from exc
+
+
+def _file_record(spec: ArtifactSpec, path: Path, source: str) -> Record | None:
+    """The file's record if it carries today's identity (``None``: made otherwise; it must not be used)."""
+    want = identity(spec.name)
+    digest = sha256_file(path)
+    if spec.recipe is None:
+        if spec.sha256 and digest != spec.sha256:
+            raise ArtifactError(f"{path} is corrupt (sha256 {digest[:12]}… differs from the published "
+                                f"{spec.sha256[:12]}…); delete it and download it again")
+        meta = _read_meta(path)
+        if META_KEY in meta:
+            rec = Record.from_dict(json.loads(meta[META_KEY]))
+            return dataclasses.replace(rec, sha256=digest, source=source, path=str(path), identity=want)
+        return Record(name=spec.name, sha256=digest, identity=want, source=source, path=str(path),
+                      training={"description": spec.description} if spec.description else {})
+    meta = _read_meta(path)
+    if META_KEY not in meta:
+        log.warning("not using %s: it has no advviz record (made by an older advviz?); artefact %s needs "
+                    "identity %s", path, spec.name, want)
+        return None
+    rec = Record.from_dict(json.loads(meta[META_KEY]))
+    if rec.identity != want:
+        log.warning("not using %s: made with recipe %s (identity %s), today's %s is recipe %s (identity %s)",
+                    path, rec.recipe_hash, rec.identity, spec.name, spec.recipe.hash(), want)
+        return None
+    return dataclasses.replace(rec, sha256=digest, source=source, path=str(path))
+
+
+def write(name: str, module: nn.Module, path: str | os.PathLike[str], *, training: Mapping[str, Any] | None = None,
+          half: bool = False, upstream: tuple[Record, ...] | None = None) -> Record:
+    """Save ``module`` as artefact ``name``'s file at ``path`` with its record in the metadata.
+
+    Args:
+        name: a registered artefact.
+        module: the trained module (its state dict is written).
+        path: where (atomically replaced).
+        training: the training summary to record.
+        half: store floating tensors as float16 (the copies that ship with advviz).
+        upstream: the upstream records (default: resolved now).
+
+    Returns:
+        The record as read back (``sha256`` of the written file).
+    """
+    from advviz.models import save_weights
+
+    spec = get_spec(name)
+    if upstream is None:
+        upstream = tuple(resolve(u)[1] for u in spec.upstream)
+    rec = Record(name=name, sha256="", identity=identity(name),
+                 recipe=spec.recipe.to_dict() if spec.recipe is not None else None,
+                 recipe_hash=spec.recipe.hash() if spec.recipe is not None else None,
+                 upstream=tuple(dataclasses.replace(u, path="") for u in upstream),
+                 training=json.loads(json.dumps(dict(training or {}), default=str)))
+    meta = {k: v for k, v in rec.to_dict().items() if k not in ("sha256", "source", "path")}
+    path = save_weights(module, path, metadata={META_KEY: json.dumps(meta), "name": name}, half=half)
+    return dataclasses.replace(rec, sha256=sha256_file(path), path=str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# resolution
+# ---------------------------------------------------------------------------------------------
+
+def _name_lock(name: str) -> threading.RLock:
+    with _LOCK:
+        return _NAME_LOCKS.setdefault(name, threading.RLock())
+
+
+def _no_train() -> bool:
+    return os.environ.get("ADVVIZ_NO_TRAIN", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def status(name: str) -> dict[str, Any]:
+    """Where artefact ``name`` would come from now, without downloading or training anything.
+
+    Returns:
+        ``{"name", "present", "where", "path", "identity", "recipe_hash", "stale"}``: ``where`` is
+        ``"weights folder"``, ``"shipped"``, ``"cache"``, ``"download"``, ``"train"`` or
+        ``"unavailable"``; ``stale`` lists files found with another identity.
+    """
+    from advviz._paths import cache_dir, offline, weights_dirs
+
+    spec = get_spec(name)
+    stale: list[str] = []
+    for folder, source in _folders(weights_dirs(), cache_dir()):
+        cand = folder / spec.filename
+        if cand.is_file():
+            try:
+                ok = _file_record(spec, cand, source) is not None
+            except ArtifactError:
+                ok = False
+            if ok:
+                return {"name": name, "present": True, "where": source, "path": str(cand), "identity": identity(name),
+                        "recipe_hash": spec.recipe.hash() if spec.recipe else None, "stale": stale}
+            stale.append(str(cand))
+    where = ("download" if spec.url and not offline() else "train" if spec.build is not None else "unavailable")
+    return {"name": name, "present": False, "where": where, "path": None, "identity": identity(name),
+            "recipe_hash": spec.recipe.hash() if spec.recipe else None, "stale": stale}
+
+
+def _folders(dirs: list[Path], cache: Path) -> list[tuple[Path, str]]:
+    shipped = Path(__file__).resolve().parents[1] / "weights"
+    out = []
+    for d in dirs:
+        if d.resolve() == (cache / "weights").resolve():
+            out.append((d, "cache"))
+        elif d.resolve() == shipped:
+            out.append((d, "shipped"))
+        else:
+            out.append((d, "weights folder"))
+    return out
+
+
+def resolve(name: str, *, device: str | torch.device | None = None, progress: bool = False) -> tuple[Path, Record]:
+    """The file of artefact ``name`` and its record, downloading or training it when needed.
+
+    Args:
+        name: a registered artefact (:func:`list_artifacts`).
+        device: where to train when it must be trained (default: CUDA when available, else CPU).
+        progress: show progress bars while downloading or training.
+
+    Raises:
+        ArtifactError: not found and neither downloadable nor trainable here; or stale with
+            training forbidden (``$ADVVIZ_NO_TRAIN``); or corrupt.
+    """
+    from advviz._paths import cache_dir, offline, weights_dirs
+
+    spec = get_spec(name)
+    key = (name, identity(name))
+    with _name_lock(name):
+        hit = _RESOLVED.get(key)
+        if hit is not None and Path(hit[0]).is_file():
+            return hit
+        stale: list[Path] = []
+        for folder, source in _folders(weights_dirs(), cache_dir()):
+            cand = folder / spec.filename
+            if cand.is_file():
+                rec = _file_record(spec, cand, source)
+                if rec is not None:
+                    _RESOLVED[key] = (cand, rec)
+                    return cand, rec
+                stale.append(cand)
+        target = cache_dir() / "weights" / spec.filename
+        if spec.url is not None:
+            if offline():
+                raise ArtifactError(f"weights {name!r} not found: put {spec.filename} into $ADVVIZ_WEIGHTS "
+                                    f"(searched {[str(d) for d in weights_dirs()]}); downloads are disabled by "
+                                    "ADVVIZ_OFFLINE")
+            _download(spec.url, target, spec.sha256)
+            rec = _file_record(spec, target, "download")
+            assert rec is not None
+            _RESOLVED[key] = (target, rec)
+            return target, rec
+        if spec.build is None:
+            raise ArtifactError(f"weights {name!r} ({spec.filename}) not found in {[str(d) for d in weights_dirs()]} "
+                                f"and not downloadable. {spec.description}")
+        if stale and _no_train():
+            raise ArtifactError(
+                f"{name}: found {', '.join(map(str, stale))}, made with another recipe or upstream than today's "
+                f"(identity {identity(name)}), and ADVVIZ_NO_TRAIN forbids retraining it; unset ADVVIZ_NO_TRAIN "
+                f"or run `advviz artifacts build {name}`")
+        if _no_train():
+            raise ArtifactError(f"{name} is not on disk and ADVVIZ_NO_TRAIN forbids training it; unset it or run "
+                                f"`advviz artifacts build {name}`")
+        upstream = tuple(resolve(u, device=device, progress=progress)[1] for u in spec.upstream)
+        dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        log.info("training %s on first use (recipe %s, %s); cached at %s", name, spec.recipe.hash(),  # type: ignore[union-attr]
+                 spec.recipe, target)
+        ctx = BuildContext(spec=spec, device=dev, progress=progress,
+                           checkpoint=cache_dir() / "checkpoints" / f"{name}-{identity(name)}")
+        built = spec.build(ctx)
+        rec = write(name, built.module, target, training=built.training, upstream=upstream)
+        rec = dataclasses.replace(rec, source="trained now")
+        _RESOLVED[key] = (target, rec)
+        return target, rec
+
+
+def _download(url: str, target: Path, sha256: str | None) -> None:
+    import urllib.request
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".part")
+    log.info("downloading %s -> %s", url, target)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as fh:  # noqa: S310 - fixed https URLs
+            while chunk := resp.read(1 << 20):
+                fh.write(chunk)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ArtifactError(f"could not download {url} ({exc}); with no network, put the file "
+                            f"{target.name} into a folder and set ADVVIZ_WEIGHTS to it") from exc
+    if sha256 is not None:
+        got = sha256_file(tmp)
+        if got != sha256:
+            tmp.unlink(missing_ok=True)
+            raise ArtifactError(f"downloaded {url} has sha256 {got}, expected {sha256}; not using it")
+    os.replace(tmp, target)
+
+
+def _load_into(spec: ArtifactSpec, path: Path) -> nn.Module:
+    from advviz.models import load_state_file
+
+    module = spec.make()
+    if spec.loads is not None:
+        spec.loads(module, path)
+    else:
+        try:
+            module.load_state_dict(load_state_file(path), strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path} does not fit artefact {spec.name!r}: {exc}") from exc
+    return module.eval()
+
+
+def fresh(name: str, *, device: str | torch.device | None = None, progress: bool = False) -> nn.Module:
+    """A private copy of artefact ``name`` (eval mode, trainable parameters) the caller may change."""
+    path, _ = resolve(name, device=device, progress=progress)
+    module = _load_into(get_spec(name), path)
+    return module.to(device) if device is not None else module
+
+
+def get(name: str, *, device: str | torch.device | None = None, progress: bool = False) -> tuple[nn.Module, Record]:
+    """Artefact ``name`` as a shared, eval-mode, frozen module on ``device``, with its record.
+
+    The one path to every network advviz downloads or trains (module docstring). Memoised per
+    artefact, identity and device; thread-safe. Do not change the returned module: use
+    :func:`fresh` for a copy to train or move.
+
+    Args:
+        name: a registered artefact (:func:`list_artifacts`).
+        device: where the module lives (default CPU); training, when needed, runs there too.
+        progress: show progress bars while downloading or training.
+
+    Returns:
+        ``(module, record)``.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    key = (name, identity(name), str(dev))
+    with _name_lock(name):
+        hit = _MEMO.get(key)
+        if hit is not None:
+            return hit
+        cpu_key = (name, key[1], "cpu")
+        if dev.type != "cpu" and cpu_key in _MEMO:
+            module = copy.deepcopy(_MEMO[cpu_key][0]).to(dev)
+            rec = _MEMO[cpu_key][1]
+        else:
+            path, rec = resolve(name, device=device, progress=progress)
+            module = _load_into(get_spec(name), path).to(dev)
+        for p in module.parameters():
+            p.requires_grad_(False)
+        module.eval()
+        _MEMO[key] = (module, rec)
+        return module, rec
+
+
+def record(name: str, *, progress: bool = False) -> Record:
+    """Artefact ``name``'s record (resolving, and if needed making, its file)."""
+    return resolve(name, progress=progress)[1]
+
+
+def forget(name: str | None = None) -> None:
+    """Drop memoised modules and resolutions (of ``name``, or all): the next :func:`get` looks again."""
+    with _LOCK:
+        for d in (_MEMO, _RESOLVED):
+            for k in [k for k in d if name is None or k[0] == name]:
+                del d[k]
