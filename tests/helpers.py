@@ -57,3 +57,37 @@ class TinyConvNet(Classifier):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features.mean(dim=(2, 3)))
+
+
+def stub_artifacts(monkeypatch, modules: dict[str, nn.Module]) -> None:
+    """Make ``advviz.artifacts.get(name)`` return ``modules[name]`` (with a test record) for the names given.
+
+    Other names resolve as usual. The stand-ins are returned as they are (not frozen), so a test
+    can check that callers restore their mode.
+    """
+    from advviz import artifacts
+
+    real_get = artifacts.get
+
+    def get(name: str, *, device=None, progress: bool = False):
+        if name in modules:
+            rec = artifacts.Record(name=name, sha256="", identity="test", recipe={}, recipe_hash="test",
+                                   source="test stand-in")
+            return (modules[name].to(device) if device is not None else modules[name]), rec
+        return real_get(name, device=device, progress=progress)
+
+    monkeypatch.setattr(artifacts, "get", get)
+
+
+def replace_artifact(monkeypatch, name: str, **changes) -> None:
+    """Register a changed copy of artefact ``name`` (e.g. a tiny ``recipe`` and its ``make``) for one test."""
+    import dataclasses
+
+    from advviz import artifacts
+    from advviz.artifacts import _core
+
+    spec = artifacts.get_spec(name)
+    monkeypatch.setitem(_core._SPECS, name, dataclasses.replace(spec, **changes))
+    artifacts.forget()
+    monkeypatch.setattr(_core, "_MEMO", {})
+    monkeypatch.setattr(_core, "_RESOLVED", {})

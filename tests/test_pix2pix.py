@@ -11,6 +11,8 @@ from torch import nn
 
 from advviz import defenses
 
+from tests.helpers import stub_artifacts
+
 P = importlib.import_module("advviz.defenses.pix2pix")
 
 
@@ -165,7 +167,7 @@ def test_registered_purifier_contract(name, device, monkeypatch):
     assert [p.name for p in spec.params] == ["attack", "config"] and spec.quick == {"config": "quick"}
     torch.manual_seed(0)
     g = P.UNetGenerator(3, ngf=8)
-    monkeypatch.setitem(P._LOADED, (name, "fgsm", "quick"), (g.train(), {"name": "test"}))
+    stub_artifacts(monkeypatch, {f"{name}_fgsm_cifar10_quick": g.train()})
     x = torch.rand(3, 3, 32, 32, device=device, dtype=torch.float64)
     x_copy = x.clone()
     out = spec(x, **spec.quick)

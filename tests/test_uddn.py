@@ -13,6 +13,8 @@ from torch import nn
 
 from advviz import defenses
 
+from tests.helpers import replace_artifact, stub_artifacts
+
 U = importlib.import_module("advviz.defenses.uddn")
 G = importlib.import_module("advviz.defenses.gnr")
 D = importlib.import_module("advviz.defenses.distillation")
@@ -181,7 +183,7 @@ def test_registered_purifier_contract(name, device, monkeypatch):
     assert spec.differentiable and spec.quick == {"config": "quick"}
     torch.manual_seed(0)
     net = U.UDDN(3, 8) if name == "uddn" else U.dae_network(3, 8)
-    monkeypatch.setitem(U._LOADED, (name, "quick"), (net.eval(), {"name": "test"}))
+    stub_artifacts(monkeypatch, {f"{name}_resnet20_cifar10_quick": net.eval()})
     x = torch.rand(5, 3, 32, 32, device=device)
     x_copy = x.clone()
     out = spec(x, **spec.quick)
@@ -289,18 +291,23 @@ def test_defensive_distillation_trains_at_t_on_clean_data_and_scale_head():
 
 def test_pgd_denoiser_is_the_uddn_network_trained_with_the_pixel_loss(monkeypatch, tmp_path):
     """The paper's "PGD" (ref. [27], Liao et al.): the UDDN network (laterals, x - dx) with the pixel loss."""
-    import advviz._paths as paths
-    from advviz import models
+    from advviz.artifacts import catalog, recipes
 
     monkeypatch.setenv("ADVVIZ_CACHE", str(tmp_path))
-    monkeypatch.setattr(paths, "find_weights", lambda _name: None)
-    monkeypatch.setitem(U.RECIPES, "quick", dict(U.RECIPES["quick"], width=4, epochs=1))
-    monkeypatch.setattr(U, "_LOADED", {})
+    monkeypatch.setenv("ADVVIZ_WEIGHTS", str(tmp_path / "none"))
+    tiny = recipes.denoiser_recipe("pgd", "quick").replace(width=4, epochs=1)
+    replace_artifact(monkeypatch, "pgd_resnet20_cifar10_quick", recipe=tiny, make=catalog._denoiser_make(tiny),
+                     upstream=("gnr_cifar10_quick",))
     g = torch.Generator().manual_seed(0)
     xc = torch.rand(8, 3, 32, 32, generator=g)
     xa = (xc + 0.03 * torch.randn(8, 3, 32, 32, generator=g)).clamp(0, 1)
-    monkeypatch.setattr(U, "training_pairs", lambda *_a, **_k: (xa, xc, torch.zeros(8, dtype=torch.long), {}))
-    monkeypatch.setattr(models, "load", lambda *_a, **_k: nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)))
+    monkeypatch.setattr(U, "pairs_from", lambda *_a, **_k: (xa, xc, torch.zeros(8, dtype=torch.long), {}))
+    target = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    gnr_stand_in = nn.Linear(1, 1)
+    stub_artifacts(monkeypatch, {"resnet20_cifar10": target, "gnr_cifar10_quick": gnr_stand_in})
+    from advviz import artifacts
+
+    monkeypatch.setattr(artifacts._core, "resolve", _resolve_with_stubbed_upstream(artifacts._core.resolve))
     seen = {}
     orig = U.train_denoiser
 
@@ -311,42 +318,60 @@ def test_pgd_denoiser_is_the_uddn_network_trained_with_the_pixel_loss(monkeypatc
     monkeypatch.setattr(U, "train_denoiser", spy)
     net, rec = U.load_denoiser("pgd", config="quick")
     assert isinstance(net, U.UDDN) and net.lateral and net.residual
-    assert seen["guidance"] == "pixel" and rec["guidance"] == "pixel" and seen["net"] is net
-    assert rec["name"] == "pgd_resnet20_cifar10_quick"
+    assert seen["guidance"] == "pixel" and rec["guidance"] == "pixel"
+    assert rec["name"] == "pgd_resnet20_cifar10_quick" and rec["recipe"]["kind"] == "pgd"
+    assert rec["artifact"].source == "trained now" and rec["recipe_hash"] == tiny.hash()
     with pytest.raises(ValueError, match="uddn|dae|pgd"):
         U.load_denoiser("hgd", config="quick")
 
 
-def test_gnr_training_pairs_are_repeatable(monkeypatch):
-    """Issue 15, point 4: the GNR networks are seeded, so two runs of one recipe give identical
-    generator weights and identical training pairs (it was unseeded: the pairs differed)."""
-    from advviz import data, models
+def _resolve_with_stubbed_upstream(real_resolve):
+    """``resolve`` answering the stubbed upstream names with a test record instead of their files."""
+    from advviz import artifacts
 
+    def resolve(name, **kw):
+        if name in ("resnet20_cifar10", "gnr_cifar10_quick"):
+            return None, artifacts.Record(name=name, sha256="", identity="test", source="test stand-in")
+        return real_resolve(name, **kw)
+
+    return resolve
+
+
+def test_gnr_training_pairs_are_repeatable(monkeypatch, tmp_path):
+    """Issue 15, point 4: the GNR networks are seeded, so two builds of one recipe give identical
+    generator weights and the same pairs (it was unseeded: the pairs differed); the UDDN, DAE and
+    pixel-guided denoiser all take their pairs from one GNR artefact."""
+    from advviz import artifacts, data
+    from advviz.artifacts import catalog, recipes
+
+    for kind in ("uddn", "dae", "pgd"):
+        assert "gnr_cifar10_quick" in artifacts.get_spec(f"{kind}_resnet20_cifar10_quick").upstream
+        assert "gnr_cifar10" in artifacts.get_spec(f"{kind}_resnet20_cifar10").upstream
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)
     monkeypatch.setattr(data, "load", lambda *_a, **_k: None)
     monkeypatch.setattr(data, "sample", lambda _ds, n, seed=0, **_k: (x[:n], y[:n]))
     torch.manual_seed(0)
     target = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)).eval()
-    monkeypatch.setattr(models, "load", lambda *_a, **_k: target)
-    monkeypatch.setitem(U.RECIPES, "tiny", dict(U.RECIPES["quick"], real=8, gnr=8, gnr_steps=2,
-                                                gnr_widths=(4, 4, 4), gnr_critic=(4, 4, 4)))
-    made = []
-    orig = G.train_gnr
-
-    def keep(gen, *a, **k):
-        made.append(gen)
-        return orig(gen, *a, **k)
-
-    monkeypatch.setattr(G, "train_gnr", keep)
+    stub_artifacts(monkeypatch, {"resnet20_cifar10": target})
+    tiny = recipes.GNR_QUICK.replace(real=8, gnr=8, steps=2, widths=(4, 4, 4), critic_widths=(4, 4, 4))
+    replace_artifact(monkeypatch, "gnr_cifar10_quick", recipe=tiny, make=catalog._gnr_make(tiny))
+    spec = artifacts.get_spec("gnr_cifar10_quick")
+    ctx = artifacts.BuildContext(spec=spec, device=torch.device("cpu"), progress=False, checkpoint=tmp_path / "ck")
     torch.manual_seed(1)
-    first = U._training_pairs("tiny", progress=False)
+    first = catalog._build_gnr(ctx)
     torch.manual_seed(2)  # a different global random state must not matter
-    second = U._training_pairs("tiny", progress=False)
-    for a, b in zip(made[0].state_dict().values(), made[1].state_dict().values()):
+    second = catalog._build_gnr(ctx)
+    for a, b in zip(first.module.state_dict().values(), second.module.state_dict().values()):
         assert torch.equal(a, b)
-    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
-    assert first[3]["gnr_seed"] == U.GNR_SEED
+    assert first.training["seed"] == tiny.seed == 0
+    # the pairs come from the one GNR artefact, seeded by its record
+    stub_artifacts(monkeypatch, {"resnet20_cifar10": target, "gnr_cifar10_quick": first.module})
+    monkeypatch.setattr(U, "_PAIRS", {})
+    p1 = U.training_pairs("quick")
+    monkeypatch.setattr(U, "_PAIRS", {})
+    p2 = U.training_pairs("quick")
+    assert torch.equal(p1[0], p2[0]) and torch.equal(p1[1], x) and p1[0].shape == (16, 3, 32, 32)
     # the seeded initialisation leaves the global random state alone
     state = torch.get_rng_state()
     G.seeded_networks(3, seed=5, widths=(4, 4, 4), critic_widths=(4, 4, 4))

@@ -244,8 +244,16 @@ _SPECS: dict[str, ArtifactSpec] = {}
 _CATALOG_LOADED = False
 _LOCK = threading.RLock()
 _NAME_LOCKS: dict[str, threading.RLock] = {}
-_MEMO: dict[tuple[str, str, str], tuple[nn.Module, Record]] = {}
-_RESOLVED: dict[tuple[str, str], tuple[Path, Record]] = {}
+# keyed by name, identity, the folders searched (a changed $ADVVIZ_WEIGHTS / $ADVVIZ_CACHE looks again)
+# and, for modules, the device
+_MEMO: dict[tuple[str, str, str, str], tuple[nn.Module, Record]] = {}
+_RESOLVED: dict[tuple[str, str, str], tuple[Path, Record]] = {}
+
+
+def _where() -> str:
+    from advviz._paths import weights_dirs
+
+    return os.pathsep.join(map(str, weights_dirs()))
 
 
 def register(spec: ArtifactSpec) -> ArtifactSpec:
@@ -451,7 +459,7 @@ def resolve(name: str, *, device: str | torch.device | None = None, progress: bo
     from advviz._paths import cache_dir, offline, weights_dirs
 
     spec = get_spec(name)
-    key = (name, identity(name))
+    key = (name, identity(name), _where())
     with _name_lock(name):
         hit = _RESOLVED.get(key)
         if hit is not None and Path(hit[0]).is_file():
@@ -559,12 +567,12 @@ def get(name: str, *, device: str | torch.device | None = None, progress: bool =
         ``(module, record)``.
     """
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    key = (name, identity(name), str(dev))
+    key = (name, identity(name), _where(), str(dev))
     with _name_lock(name):
         hit = _MEMO.get(key)
         if hit is not None:
             return hit
-        cpu_key = (name, key[1], "cpu")
+        cpu_key = (*key[:3], "cpu")
         if dev.type != "cpu" and cpu_key in _MEMO:
             module = copy.deepcopy(_MEMO[cpu_key][0]).to(dev)
             rec = _MEMO[cpu_key][1]

@@ -12,7 +12,9 @@ from typing import Any
 
 from advviz.artifacts._core import Recipe
 
-__all__ = ["FitRecipe", "LENET5_DIGITS", "HIGHRES_CIFAR10", "HIGHRES_DIGITS"]
+__all__ = ["FitRecipe", "VGGFitRecipe", "Pix2PixRecipe", "GNRRecipe", "DenoiserRecipe", "DistillRecipe", "LENET5_DIGITS",
+           "HIGHRES_CIFAR10", "HIGHRES_DIGITS", "PERCEPTUAL", "PERCEPTUAL_QUICK", "GNR", "GNR_QUICK", "DEFENSIVE_QUICK",
+           "pix2pix_recipe", "denoiser_recipe"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,144 @@ HIGHRES_CIFAR10 = FitRecipe(epochs=1, lr=0.05, batch_size=64, optimizer="sgd", w
 #: the offline high stream: the digits train split (1,437 images) upsampled from 28x28 to 64x64.
 HIGHRES_DIGITS = FitRecipe(epochs=8, lr=1e-3, batch_size=64, optimizer="adam", seed=0, augment="upsample",
                            data="digits:train")
+
+
+# ---------------------------------------------------------------------------------------------
+# defenses (advviz.defenses): the purifiers' networks and what they are trained with
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VGGFitRecipe(FitRecipe):
+    """:class:`FitRecipe` of a CIFAR VGG at a fraction ``width`` of its channels."""
+
+    width: float = 0.25
+
+
+#: the cGAN's perceptual network when no ImageNet VGG-19 exists offline: the zoo's CIFAR VGG-19 at
+#: a quarter width (the same 16 convolutions and layer names; 1.26 M parameters), trained from
+#: scratch on the whole CIFAR-10 train split (20 min on one CPU thread); ships with advviz.
+PERCEPTUAL = VGGFitRecipe(epochs=5, lr=0.05, batch_size=128, optimizer="sgd", weight_decay=5e-4, schedule="cosine",
+                          seed=0, images=None, augment="cifar", data="cifar10:train", width=0.25)
+#: the same on 1,000 images for one epoch (only used when the shipped file is missing and a quick run asks).
+PERCEPTUAL_QUICK = PERCEPTUAL.replace(images=1000, epochs=1, batch_size=64)
+
+
+@dataclass(frozen=True)
+class Pix2PixRecipe(Recipe):
+    """A purifier generator (pix2pix U-Net) trained on (attacked, clean) CIFAR-10 pairs.
+
+    Attributes:
+        kind: ``"cgan"`` (with the perceptual loss, the purifier paper) or ``"pix2pix"``.
+        attack: the pairs' attack on the published ResNet-20, ``"fgsm"`` or ``"pgd"`` (PGD-10).
+        eps: the attack's L-inf budget.
+        subset: train images (``data.sample`` of the train split, seed ``pairs_seed``).
+        epochs, batch_size, lr: Adam's training. Deviation for the CPU budget: Adam at 1e-3
+            instead of pix2pix's 2e-4 (at 2e-4 a 16-wide U-Net trained 3 epochs on 5,000 pairs left
+            a pixel L1 error of 0.07, worse than the FGSM noise, 0.031; measured).
+        ngf: the U-Net's base width.
+        lambda_l1, lambda_perc: the loss weights (purifier paper: 100 and 1).
+        seed: initialisation and batch order.
+    """
+
+    kind: str = "cgan"
+    attack: str = "fgsm"
+    eps: float = 8 / 255
+    subset: int = 10000
+    pairs_seed: int = 0
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 1e-3
+    ngf: int = 16
+    lambda_l1: float = 100.0
+    lambda_perc: float = 1.0
+    seed: int = 0
+
+
+def pix2pix_recipe(kind: str, attack: str, config: str) -> Pix2PixRecipe:
+    """The recipe of ``{kind}_{attack}_cifar10`` (``config="full"``: the shipped files) or its ``_quick``."""
+    base = Pix2PixRecipe(kind=kind, attack=attack)
+    return base if config == "full" else base.replace(subset=1000, batch_size=32)
+
+
+@dataclass(frozen=True)
+class GNRRecipe(Recipe):
+    """The GNR noise generator (UDDN paper, Sec. 3.3): a WGAN-GP on FGSM noise of real pairs.
+
+    Attributes:
+        real: CIFAR-10 train images (the first ``real`` of ``data.sample(train, real + gnr, seed=pairs_seed)``)
+            attacked with FGSM ``eps`` on the published ResNet-20; their noise trains the GNR.
+        gnr: images, the ``gnr`` after those, that get GNR noise instead (the denoisers' extra pairs).
+        steps: generator steps (5 critic steps each, Adam 1e-4, gradient penalty 10).
+        widths, convs, critic_widths: the networks' sizes (the paper's are 256/128/64, 3 convs, 64/128/256).
+        seed: initialisation, batches and generated noise. ``None``: drawn at random and recorded in
+            the training summary; the ``full`` weights that ship were made this way, before seeding existed.
+    """
+
+    real: int = 10000
+    gnr: int = 5000
+    pairs_seed: int = 1
+    eps: float = 8 / 255
+    steps: int = 300
+    widths: tuple[int, ...] = (32, 16, 16)
+    convs: int = 1
+    critic_widths: tuple[int, ...] = (16, 32, 64)
+    seed: int | None = 0
+
+
+#: the GNR behind the shipped UDDN and DAE (unseeded then; see :class:`GNRRecipe`).
+GNR = GNRRecipe(real=10000, gnr=5000, steps=300, seed=None)
+GNR_QUICK = GNRRecipe(real=1000, gnr=1000, steps=100, seed=0)
+
+
+@dataclass(frozen=True)
+class DenoiserRecipe(Recipe):
+    """A UDDN-paper denoiser trained on the real FGSM + GNR pairs of its upstream GNR.
+
+    Attributes:
+        kind: ``"uddn"`` (laterals, x_hat = x* - dx, logit-guided loss, eq. 5 with l = -1),
+            ``"dae"`` (no laterals, reconstructs the image, pixel L1) or ``"pgd"`` (Liao et al.'s
+            pixel-guided denoiser: the UDDN network with the pixel loss).
+        epochs, batch_size, lr: Adam's training.
+        width: the network's base width.
+        seed: initialisation and batch order.
+    """
+
+    kind: str = "uddn"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    width: int = 16
+    seed: int = 0
+
+
+def denoiser_recipe(kind: str, config: str) -> DenoiserRecipe:
+    """The recipe of ``{kind}_resnet20_cifar10`` (``config="full"``: the shipped files) or its ``_quick``.
+
+    Full: UDDN 10 epochs, DAE 3 (its 4th epoch left it where it was: .180 clean), ``pgd`` 10.
+    Quick: 2 epochs each.
+    """
+    if config == "quick":
+        return DenoiserRecipe(kind=kind, epochs=2)
+    return DenoiserRecipe(kind=kind, epochs=3 if kind == "dae" else 10)
+
+
+@dataclass(frozen=True)
+class DistillRecipe(Recipe):
+    """Papernot et al.'s defensive distillation, advviz's CPU recipe (:mod:`advviz.defenses.distillation`).
+
+    Teacher and student fine-tuned from the published ResNet-20 for ``epochs`` on ``images`` clean
+    CIFAR-10 train images (``data.sample``, seed ``seed``) at temperature ``T``, both starting with
+    the last linear layer multiplied by T (``init="scale_head"``); the student is deployed at T = 1.
+    """
+
+    images: int = 4000
+    T: float = 100.0
+    epochs: int = 2
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    batch_size: int = 64
+    seed: int = 2
+    init: str = "scale_head"
+
+
+DEFENSIVE_QUICK = DistillRecipe()

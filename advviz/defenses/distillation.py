@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz.artifacts import recipes as _recipes
+
 __all__ = ["DEFENSIVE_RECIPES", "defensive_distillation", "defensive_student_loss", "defensive_teacher_loss",
            "distillation_loss", "load_defensive_student", "scale_head", "softmax_t", "student_loss", "train_student",
            "train_teacher"]
@@ -107,24 +109,22 @@ def train_student(student: nn.Module, teacher: nn.Module, images: torch.Tensor, 
 # defensive distillation (Papernot et al. 2016)
 # ---------------------------------------------------------------------------------------------
 
-DEFENSIVE_RECIPES: dict[str, dict[str, Any]] = {
-    # CPU recipe: teacher and student each fine-tuned from resnet20_cifar10 for `epochs` on
-    # `images` clean CIFAR-10 *train* images (data.sample, seed `seed`) at temperature T. Both
-    # start from the published weights with the last linear layer multiplied by T
-    # (:func:`scale_head`), so that at temperature T they compute the published network's
-    # softmax: trained from scratch at T, a network's logits grow to about T times a T = 1
-    # network's, which a short fine-tune from unscaled weights cannot reach (measured, 4,000
-    # images, 2 epochs, T = 100, no scaling: mean top logit 13.9 against 14.7 before, FGSM
-    # 8/255 accuracy .070 against .072: nothing of the defence). With scale_head (500 JPEG
-    # CIFAR-10 test images, seed 0): clean .828, white-box FGSM 8/255 .800 -- the vanishing
-    # gradients of a saturated softmax (Carlini & Wagner 2016), not robustness: FGSM made on the
-    # undefended ResNet-20 leaves .104; mean top logit 1,392. Training took 110 s on one thread
-    # of a loaded 2-core CPU.
-    # T = 100 is Papernot et al.'s choice for CIFAR-10 (their Fig. 8: the largest T, the most
-    # robust); the UDDN paper gives no T. The paper trains both networks from scratch for 50 epochs.
-    "quick": {"images": 4000, "T": 100.0, "epochs": 2, "lr": 0.01, "optimizer": "sgd", "batch_size": 64, "seed": 2,
-              "init": "scale_head"},
-}
+# The recipes (advviz.artifacts.recipes.DistillRecipe):
+# CPU recipe: teacher and student each fine-tuned from resnet20_cifar10 for `epochs` on
+# `images` clean CIFAR-10 *train* images (data.sample, seed `seed`) at temperature T. Both
+# start from the published weights with the last linear layer multiplied by T
+# (:func:`scale_head`), so that at temperature T they compute the published network's
+# softmax: trained from scratch at T, a network's logits grow to about T times a T = 1
+# network's, which a short fine-tune from unscaled weights cannot reach (measured, 4,000
+# images, 2 epochs, T = 100, no scaling: mean top logit 13.9 against 14.7 before, FGSM
+# 8/255 accuracy .070 against .072: nothing of the defence). With scale_head (500 JPEG
+# CIFAR-10 test images, seed 0): clean .828, white-box FGSM 8/255 .800 -- the vanishing
+# gradients of a saturated softmax (Carlini & Wagner 2016), not robustness: FGSM made on the
+# undefended ResNet-20 leaves .104; mean top logit 1,392. Training took 110 s on one thread
+# of a loaded 2-core CPU.
+# T = 100 is Papernot et al.'s choice for CIFAR-10 (their Fig. 8: the largest T, the most
+# robust); the UDDN paper gives no T. The paper trains both networks from scratch for 50 epochs.
+DEFENSIVE_RECIPES: dict[str, Any] = {"quick": _recipes.DEFENSIVE_QUICK}
 
 
 def defensive_teacher_loss(T: float):
@@ -194,65 +194,26 @@ def scale_head(model: nn.Module, factor: float) -> nn.Module:
     return model
 
 
-_STUDENTS: dict[tuple[str, str], tuple[nn.Module, dict[str, Any]]] = {}
-
-
 def load_defensive_student(config: str = "quick", *, device: str | torch.device = "cpu",
                            progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """The defensively distilled ResNet-20 of :data:`DEFENSIVE_RECIPES` (eval mode, frozen) and its
-    record; trained on first use (measured: see the record's ``seconds``) and cached as
-    ``<cache>/weights/resnet20_cifar10_defensive_distillation_<config>.safetensors``."""
-    import json
-    import time
+    """The defensively distilled ResNet-20 (shared: eval mode, frozen) and its record.
 
-    from advviz import data, models
-    from advviz._paths import cache_dir, find_weights
+    Resolved by :func:`advviz.artifacts.get` (artefact
+    ``resnet20_cifar10_defensive_distillation_quick``, recipe
+    :data:`advviz.artifacts.recipes.DEFENSIVE_QUICK`): trained on first use (the record's
+    ``seconds`` says how long it took) and cached.
+    """
+    from advviz import artifacts
 
     if config not in DEFENSIVE_RECIPES:
         raise ValueError(f"config must be one of {', '.join(DEFENSIVE_RECIPES)}, got {config!r}")
-    key = (config, str(torch.device(device)))
-    if key in _STUDENTS:
-        return _STUDENTS[key]
-    recipe = DEFENSIVE_RECIPES[config]
-    name = f"resnet20_cifar10_defensive_distillation_{config}"
-    student = models.load("resnet20_cifar10", device=device)
-    record: dict[str, Any] = {"name": name, "recipe": recipe,
+    student, rec = artifacts.get(f"resnet20_cifar10_defensive_distillation_{config}", device=device, progress=progress)
+    r = DEFENSIVE_RECIPES[config]
+    record: dict[str, Any] = {"name": rec.name, "recipe": rec.recipe, "recipe_hash": rec.recipe_hash,
+                              "sha256": rec.sha256, "weights": rec.path, "artifact": rec,
                               "init": "resnet20_cifar10, last linear layer x T (scale_head), fine-tuned at T",
                               "deployed_temperature": 1.0,
-                              "data": f"{recipe['images']} clean CIFAR-10 train images (data.sample, seed "
-                                      f"{recipe['seed']})"}
-    found = find_weights(f"{name}.safetensors")
-    if found is not None:
-        from safetensors import safe_open
-
-        with safe_open(str(found), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        if json.loads(meta.get("recipe", "null")) != json.loads(json.dumps(recipe)):
-            found = None  # made with another recipe: retrain
-    if found is None:
-        x, y = data.sample(data.load("cifar10", "train"), recipe["images"], seed=recipe["seed"])
-        teacher = scale_head(models.load("resnet20_cifar10", device=device), recipe["T"]).train()
-        scale_head(student, recipe["T"]).train()
-        fit_kw = {k: recipe[k] for k in ("epochs", "lr", "optimizer", "batch_size")}
-        t0 = time.perf_counter()
-        _, res_s = defensive_distillation(teacher, student, x, y, T=recipe["T"], device=device, seed=recipe["seed"],
-                                          progress=progress, **fit_kw)
-        seconds = time.perf_counter() - t0
-        found = models.save_weights(student, cache_dir() / "weights" / f"{name}.safetensors",
-                                    metadata={"name": name, "recipe": recipe, "seconds": seconds,
-                                              "history": res_s.history})
-        record["seconds"] = seconds
-    else:
-        student.load_state_dict(models.load_state_file(found))
-        from safetensors import safe_open
-
-        with safe_open(str(found), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        if "seconds" in meta:
-            record["seconds"] = float(meta["seconds"])
-    record["weights"] = str(found)
-    student.to(device).eval()
-    for p in student.parameters():
-        p.requires_grad_(False)
-    _STUDENTS[key] = (student, record)
+                              "data": f"{r.images} clean CIFAR-10 train images (data.sample, seed {r.seed})"}
+    if "seconds" in rec.training:
+        record["seconds"] = float(rec.training["seconds"])
     return student, record

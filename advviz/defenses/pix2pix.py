@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advviz._registry import ParamSpec
+from advviz.artifacts import recipes as _recipes
 
 __all__ = [
     "PERCEPTUAL_FILE",
@@ -191,18 +192,10 @@ def receptive_field(module: nn.Module) -> int:
 # losses
 # ---------------------------------------------------------------------------------------------
 
-PERCEPTUAL_RECIPE: dict[str, Any] = {
-    # Fallback VGG-19 (no ImageNet weights offline): the zoo's CIFAR VGG-19 at a quarter of its
-    # width (``width=0.25``: the same 16 convolutions, 36 feature layers and layer names; 1.26 M
-    # parameters instead of 20 M, so it trains and runs inside the generator's loop on a CPU),
-    # trained from scratch by advviz on the CIFAR-10 train split. "full" made the weights that
-    # ship in advviz/weights/ (`python -m advviz.defenses.make_weights perceptual`); "quick" is the
-    # fallback of --quick runs when those weights are missing.
-    "full": {"width": 0.25, "subset": None, "epochs": 5, "lr": 0.05, "optimizer": "sgd", "schedule": "cosine",
-             "batch_size": 128, "weight_decay": 5e-4},
-    "quick": {"width": 0.25, "subset": 1000, "epochs": 1, "lr": 0.05, "optimizer": "sgd", "schedule": "cosine",
-              "batch_size": 64, "weight_decay": 5e-4},
-}
+# The fallback VGG-19's recipes (no ImageNet weights offline): the zoo's CIFAR VGG-19 at a quarter
+# of its width, trained from scratch on CIFAR-10; "full" ships in advviz/weights/ (see
+# advviz.artifacts.recipes.PERCEPTUAL), "quick" is the fallback of quick runs when it is missing.
+PERCEPTUAL_RECIPE: dict[str, Any] = {"full": _recipes.PERCEPTUAL, "quick": _recipes.PERCEPTUAL_QUICK}
 PERCEPTUAL_FILE = "vgg19_slim_cifar10_perceptual.safetensors"
 
 
@@ -232,7 +225,7 @@ def perceptual_network(*, dataset: str = "cifar10", quick: bool = False, device:
     (``quick=True``) or ``"full"`` recipe, cached in ``<cache>/weights``.
     """
     from advviz import models
-    from advviz._paths import cache_dir, find_weights
+    from advviz._paths import find_weights
     from advviz.explain.features import vgg19_layers
 
     if dataset not in ("cifar10", "digits"):
@@ -257,40 +250,19 @@ def perceptual_network(*, dataset: str = "cifar10", quick: bool = False, device:
         names = vgg19_layers(net)
         desc = "advviz vgg19_cifar10 (zoo weights)"
     else:
-        kind, filename = "full", PERCEPTUAL_FILE
-        found = find_weights(filename)
-        if found is None and quick:
-            kind, filename = "quick", PERCEPTUAL_FILE.replace(".safetensors", "_quick.safetensors")
-            found = find_weights(filename)
-        if found is None:
-            found = _train_perceptual_vgg(kind, cache_dir() / "weights" / filename, device, progress)
-        net = models.load("vgg19", weights=found, width=PERCEPTUAL_RECIPE[kind]["width"])
+        from advviz import artifacts
+
+        name = "vgg19_slim_cifar10_perceptual"
+        if quick and not artifacts.status(name)["present"]:
+            name += "_quick"
+        net, _ = artifacts.get(name, device=device, progress=progress)
         names = vgg19_layers(net)
-        desc = f"advviz-trained slim CIFAR VGG-19, width 0.25 (PERCEPTUAL_RECIPE[{kind!r}])"
+        desc = f"advviz-trained slim CIFAR VGG-19, width 0.25 (artefact {name})"
+        return net, names[:-1], desc
     net.to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     return net, names[:-1], desc
-
-
-def _train_perceptual_vgg(kind: str, target: Path, device: str | torch.device, progress: bool) -> Path:
-    from advviz import data, models, train
-
-    recipe = dict(PERCEPTUAL_RECIPE[kind])
-    subset, width = recipe.pop("subset"), recipe.pop("width")
-    train_set = data.load("cifar10", "train")
-    if subset:
-        idx = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[:subset]
-        train_set = train_set.subset(idx)
-    net = models.create("vgg19", width=width)
-    log.info("training the perceptual VGG-19 (%s) on first use; cached at %s", kind, target)
-    res = train.fit(net, train_set, device=device, seed=0, augment=train.cifar_augment, progress=progress,
-                    description="vgg19 (perceptual)", checkpoint=target.parent.parent / "checkpoints" / target.stem,
-                    **recipe)
-    if res.interrupted:
-        raise KeyboardInterrupt("training of the perceptual VGG-19 was interrupted; its checkpoint resumes next time")
-    return models.save_weights(net, target, metadata={"recipe": {**recipe, "width": width}, "subset": str(subset),
-                                                      "history": res.history})
 
 
 class PerceptualLoss(nn.Module):
@@ -527,82 +499,42 @@ def train_pix2pix(gen: nn.Module, disc: nn.Module, pairs: tuple[torch.Tensor, to
 # trained purifiers (cached recipes) and the registered functions
 # ---------------------------------------------------------------------------------------------
 
-RECIPES: dict[str, dict[str, Any]] = {
-    # Pairs: the CIFAR-10 train split (first `subset` images of a seeded permutation) attacked on
-    # the published ResNet-20 with `attack` at eps 8/255.
-    # "full": the recipe of the FGSM and PGD generators that ship in advviz/weights/ (float16),
-    # trained on a 2-core CPU by `python -m advviz.defenses.make_weights fgsm pgd`.
-    # The paper trains 300 epochs on 5,000 ImageNet pairs (a GPU job).
-    # Deviation for the CPU budget: Adam at 1e-3 instead of pix2pix's 2e-4. At 2e-4 a 16-wide
-    # U-Net trained 3 epochs on 5,000 pairs still had a pixel L1 error of 0.07 (worse than the
-    # FGSM noise it should remove, 0.031) and left ResNet-20 at 32% on clean images (measured).
-    "full": {"subset": 10000, "epochs": 3, "batch_size": 64, "lr": 1e-3, "ngf": 16},
-    "quick": {"subset": 1000, "epochs": 3, "batch_size": 32, "lr": 1e-3, "ngf": 16},
-}
-
-_LOADED: dict[tuple[str, str, str], tuple[nn.Module, dict[str, Any]]] = {}
+def artifact_name(kind: str, attack: str, config: str) -> str:
+    """The :mod:`advviz.artifacts` name of a purifier generator, e.g. ``"cgan_fgsm_cifar10_quick"``."""
+    if kind not in ("cgan", "pix2pix") or attack not in ("fgsm", "pgd") or config not in ("full", "quick"):
+        raise ValueError(f"kind must be cgan|pix2pix, attack fgsm|pgd, config full|quick; got {kind}, {attack}, {config}")
+    return f"{kind}_{attack}_cifar10" + ("_quick" if config == "quick" else "")
 
 
 def load_purifier(kind: str = "cgan", *, attack: str = "fgsm", config: str = "full",
                   device: str | torch.device = "cpu", progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """A trained generator (eval mode) and its record; trained with :data:`RECIPES` on first use, cached.
+    """A trained generator (shared: eval mode, frozen; do not change it) and its record.
+
+    Resolved by :func:`advviz.artifacts.get`: the shipped file (``full``), the cache, else trained
+    with its recipe (:func:`advviz.artifacts.recipes.pix2pix_recipe`: ``full`` is the recipe of the
+    FGSM and PGD generators that ship in advviz/weights/; the paper trains 300 epochs on 5,000
+    ImageNet pairs, a GPU job) and cached.
 
     Args:
         kind: ``"cgan"`` (the paper: with the perceptual loss) or ``"pix2pix"`` (without).
         attack: the attack the training pairs come from: ``"fgsm"`` or ``"pgd"`` (PGD-10).
-        config: ``"full"`` or ``"quick"`` (:data:`RECIPES`).
+        config: ``"full"`` or ``"quick"``.
 
     Returns:
-        ``(generator, record)``; the record names the recipe, the file, the perceptual network.
+        ``(generator, record)``; the record names the recipe, the file, the perceptual network it
+        was trained with (read from the file), and holds the :class:`~advviz.artifacts.Record`
+        under ``"artifact"``.
     """
-    import json
+    from advviz import artifacts
 
-    from safetensors import safe_open
-
-    from advviz import data, models
-    from advviz._paths import cache_dir, find_weights
-
-    if kind not in ("cgan", "pix2pix") or attack not in ("fgsm", "pgd") or config not in RECIPES:
-        raise ValueError(f"kind must be cgan|pix2pix, attack fgsm|pgd, config full|quick; got {kind}, {attack}, {config}")
-    key = (kind, attack, config)
-    if key in _LOADED:
-        gen, rec = _LOADED[key]
-        return gen.to(device), rec
-    recipe = RECIPES[config]
-    name = f"{kind}_{attack}_cifar10" + ("_quick" if config == "quick" else "")
-    filename = f"{name}.safetensors"
-    found = find_weights(filename)
-    gen = UNetGenerator(3, ngf=recipe["ngf"])
-    if found is None:
-        found = cache_dir() / "weights" / filename
-        target = models.load("resnet20_cifar10", device=device)
-        train_set = data.load("cifar10", "train")
-        x, y = data.sample(train_set, recipe["subset"], seed=0)
-        pairs = make_pairs(target, x.to(device), y.to(device), attack=attack, progress=progress)
-        perc, perc_desc = None, "none"
-        if kind == "cgan":
-            net, layers, perc_desc = perceptual_network(quick=config == "quick", device=device, progress=progress)
-            perc = PerceptualLoss(net, layers)
-        res = train_pix2pix(gen, PatchDiscriminator(3), pairs, perceptual=perc, epochs=recipe["epochs"],
-                            lr=recipe["lr"], batch_size=recipe["batch_size"], device=device, seed=0,
-                            checkpoint=cache_dir() / "checkpoints" / name, progress=progress, description=name)
-        if res.interrupted:
-            raise KeyboardInterrupt(f"training of {name} was interrupted; its checkpoint resumes next time")
-        meta = {"name": name, "recipe": recipe, "attack": attack, "kind": kind, "perceptual": perc_desc,
-                "history": res.history}
-        models.save_weights(gen, found, metadata=meta)
-    else:
-        gen.load_state_dict(models.load_state_file(found))
-    with safe_open(str(found), "pt") as fh:
-        meta_raw = fh.metadata() or {}
-    record = {"name": name, "weights": str(found), "recipe": recipe, "attack": attack, "kind": kind,
-              "perceptual": meta_raw.get("perceptual", "unknown")}
-    if "history" in meta_raw:
-        record["history"] = json.loads(meta_raw["history"])
-    gen.to(device).eval()
-    for p in gen.parameters():
-        p.requires_grad_(False)
-    _LOADED[key] = (gen, record)
+    gen, rec = artifacts.get(artifact_name(kind, attack, config), device=device, progress=progress)
+    perc = next((u for u in rec.upstream if "perceptual" in u.name), None)
+    record = {"name": rec.name, "weights": rec.path, "recipe": rec.recipe, "recipe_hash": rec.recipe_hash,
+              "sha256": rec.sha256, "attack": attack, "kind": kind,
+              "perceptual": f"{artifacts.get_spec(perc.name).description} ({perc.name})" if perc is not None else "none",
+              "artifact": rec}
+    if "history" in rec.training:
+        record["history"] = rec.training["history"]
     return gen, record
 
 
@@ -617,12 +549,15 @@ def purify(net: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.T
     from advviz.defenses.jpeg import _check
 
     _check(x.detach())
+    dev = next((p.device for p in net.parameters()), x.device)
+    if dev != x.device:
+        raise ValueError(f"the purifier's network is on {dev} and the images on {x.device}; load the network "
+                         f"for the images' device (e.g. load_purifier(..., device=x.device))")
     was = net.training
     net.eval()
     out = []
     try:
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
-            net.to(x.device)
             for s in range(0, x.shape[0], batch_size):
                 out.append(net(x[s:s + batch_size].float()).clamp(0, 1))
     finally:
@@ -653,14 +588,14 @@ def cgan(x: torch.Tensor, *, attack: str = "fgsm", config: str = "full") -> torc
         ``(B, 3, H, W)`` purified images in [0, 1], ``x``'s dtype and device.
     """
     require_cifar_shape(x, "cgan")
-    gen, _ = load_purifier("cgan", attack=attack, config=config)
+    gen, _ = load_purifier("cgan", attack=attack, config=config, device=x.device)
     return purify(gen, x)
 
 
 def pix2pix(x: torch.Tensor, *, attack: str = "fgsm", config: str = "full") -> torch.Tensor:
     """Plain pix2pix purifier (cGAN + L1, the purifier paper's baseline); arguments as :func:`cgan`."""
     require_cifar_shape(x, "pix2pix")
-    gen, _ = load_purifier("pix2pix", attack=attack, config=config)
+    gen, _ = load_purifier("pix2pix", attack=attack, config=config, device=x.device)
     return purify(gen, x)
 
 

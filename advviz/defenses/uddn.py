@@ -49,11 +49,14 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "RECIPES",
+    "GUIDANCE",
     "UDDN",
+    "artifact_name",
     "dae",
     "dae_network",
     "load_denoiser",
+    "pairs_from",
+    "training_pairs",
     "pixel_loss",
     "train_denoiser",
     "uddn",
@@ -240,75 +243,77 @@ def train_denoiser(net: nn.Module, target: nn.Module, pairs: tuple[torch.Tensor,
 # trained denoisers (cached recipes) and the registered purifiers
 # ---------------------------------------------------------------------------------------------
 
-RECIPES: dict[str, dict[str, Any]] = {
-    # Training pairs: CIFAR-10 train images attacked on the published ResNet-20 with FGSM at
-    # eps 8/255 (`real` pairs), plus `gnr` more made by the GNR noise GAN (advviz.defenses.gnr)
-    # trained on those pairs' noise.
-    # "full": the recipe of the weights that ship in advviz/weights/ (float16; trained on a 2-core
-    # CPU, `python -m advviz.defenses.make_weights uddn dae` re-makes them). The paper trains far
-    # longer (a GPU job), e.g. real 10,000 + GNR 20,000 pairs for 20 epochs with wider GNR networks.
-    # UDDN trains `epochs` (10), the DAE `dae_epochs` (3). Measured on 1,000 JPEG CIFAR-10 test
-    # images (seed 0), ResNet-20 accuracy under FGSM 8/255 behind UDDN after epochs 3..10:
-    # .562 .530 .598 .630 .583 .568 .611 .641 (clean stays .82-.84). The DAE's 4th epoch left it
-    # where it was (.180 clean, .179 FGSM; its training accuracy had settled at .17), so it keeps 3.
-    "full": {"real": 10000, "gnr": 5000, "epochs": 10, "dae_epochs": 3, "batch_size": 32, "lr": 1e-3, "width": 16,
-             "gnr_steps": 300, "gnr_widths": (32, 16, 16), "gnr_convs": 1, "gnr_critic": (16, 32, 64)},
-    "quick": {"real": 1000, "gnr": 1000, "epochs": 2, "batch_size": 32, "lr": 1e-3, "width": 16,
-              "gnr_steps": 100, "gnr_widths": (32, 16, 16), "gnr_convs": 1, "gnr_critic": (16, 32, 64)},
-}
+#: the loss each denoiser kind trains with (:func:`train_denoiser`'s ``guidance``)
+GUIDANCE: dict[str, str] = {"uddn": "logits", "dae": "pixel", "pgd": "pixel"}
+_NETWORK = {"uddn": "UDDN (laterals, x_hat = x* - dx)", "dae": "UDDN without laterals, reconstructing the image",
+            "pgd": "UDDN (laterals, x_hat = x* - dx)"}
 
-# Seed of the GNR networks' initialisation, training batches and generated noise (the weights that
-# ship in advviz/weights/ were made before it existed, from an unseeded initialisation).
-GNR_SEED = 0
+# Recipes (advviz.artifacts.recipes.denoiser_recipe / GNR, GNR_QUICK). "full" made the weights that
+# ship in advviz/weights/ (float16; trained on a 2-core CPU). The paper trains far longer (a GPU
+# job), e.g. real 10,000 + GNR 20,000 pairs for 20 epochs with wider GNR networks. Measured on
+# 1,000 JPEG CIFAR-10 test images (seed 0), ResNet-20 accuracy under FGSM 8/255 behind UDDN after
+# epochs 3..10: .562 .530 .598 .630 .583 .568 .611 .641 (clean stays .82-.84). The DAE's 4th epoch
+# left it where it was (.180 clean, .179 FGSM; its training accuracy had settled at .17), so it keeps 3.
 
-_LOADED: dict[tuple[str, str], tuple[nn.Module, dict[str, Any]]] = {}
-_PAIRS: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]] = {}
+# Pairs of cheap derived data (FGSM on the published ResNet-20 + the GNR's noise), kept per GNR
+# artefact identity and device so that the UDDN, the DAE and the distillation models of one run
+# do not recompute them; the networks themselves are memoised by advviz.artifacts only.
+_PAIRS: dict[tuple[str, str, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]] = {}
+
+
+def pairs_from(gnr_name: str, *, device: str | torch.device = "cpu",
+               progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """``(attacked, clean, labels, record)``: real FGSM pairs plus the pairs GNR artefact ``gnr_name`` makes.
+
+    The first ``real`` images of ``data.sample(train, real + gnr, seed=pairs_seed)`` attacked with
+    FGSM on the published ResNet-20, then the next ``gnr`` with the trained GNR's noise (seeded
+    with the GNR's seed, so the same artefact always gives the same pairs).
+    """
+    from advviz import artifacts, data
+    from advviz.defenses import gnr as gnr_mod
+    from advviz.defenses.pix2pix import make_pairs
+
+    key = (gnr_name, artifacts.identity(gnr_name), str(torch.device(device)))
+    if key in _PAIRS:
+        return _PAIRS[key]
+    r = artifacts.get_spec(gnr_name).recipe
+    gen, grec = artifacts.get(gnr_name, device=device, progress=progress)
+    target, _ = artifacts.get("resnet20_cifar10", device=device)
+    x, y = data.sample(data.load("cifar10", "train"), r.real + r.gnr, seed=r.pairs_seed)
+    x, y = x.to(device), y.to(device)
+    xr, yr = x[:r.real], y[:r.real]
+    xa, _ = make_pairs(target, xr, yr, attack="fgsm", eps=r.eps, progress=progress)
+    seed = int(grec.training.get("seed", r.seed if r.seed is not None else 0))
+    xg = x[r.real:]
+    xga = gnr_mod.augment(gen, xg, seed=seed)
+    out = (torch.cat([xa, xga]), torch.cat([xr, xg]), torch.cat([yr, y[r.real:]]),
+           {"real_pairs": r.real, "gnr_pairs": r.gnr, "gnr": grec.line(), "gnr_seed": seed,
+            "gnr_final": grec.training.get("final", {})})
+    _PAIRS[key] = out
+    return out
 
 
 def training_pairs(config: str, *, device: str | torch.device = "cpu",
                    progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """``(attacked, clean, labels, record)``: the UDDN recipe's CIFAR-10 training set (real FGSM + GNR pairs).
-
-    Made once per process and recipe (kept in memory), so the UDDN, the DAE and the
-    distillation models of one run see the same pairs.
-    """
-    key = (config, str(torch.device(device)))
-    if key not in _PAIRS:
-        _PAIRS[key] = _training_pairs(config, device=device, progress=progress)
-    return _PAIRS[key]
+    """``(attacked, clean, labels, record)``: the denoisers' CIFAR-10 training set of ``config`` (:func:`pairs_from`)."""
+    if config not in ("full", "quick"):
+        raise ValueError(f"config must be full|quick, got {config!r}")
+    return pairs_from("gnr_cifar10" + ("_quick" if config == "quick" else ""), device=device, progress=progress)
 
 
-def _training_pairs(config: str, *, device: str | torch.device = "cpu",
-                    progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-    from advviz import data, models
-    from advviz.defenses import gnr as gnr_mod
-    from advviz.defenses.pix2pix import make_pairs
-
-    recipe = RECIPES[config]
-    target = models.load("resnet20_cifar10", device=device)
-    x, y = data.sample(data.load("cifar10", "train"), recipe["real"] + recipe["gnr"], seed=1)
-    x, y = x.to(device), y.to(device)
-    xr, yr = x[:recipe["real"]], y[:recipe["real"]]
-    xa, _ = make_pairs(target, xr, yr, attack="fgsm", progress=progress)
-    rec: dict[str, Any] = {"real_pairs": recipe["real"], "gnr_pairs": recipe["gnr"]}
-    if recipe["gnr"]:
-        # seeded: the networks' initialisation (gnr.seeded_networks), the training batches and the
-        # generated noise all follow GNR_SEED, so the same recipe gives the same pairs
-        gen, crit = gnr_mod.seeded_networks(3, seed=GNR_SEED, widths=recipe["gnr_widths"],
-                                            convs_per_unit=recipe["gnr_convs"], critic_widths=recipe["gnr_critic"])
-        hist = gnr_mod.train_gnr(gen, crit, (xa - xr).detach(), steps=recipe["gnr_steps"], eps=8 / 255,
-                                 device=device, progress=progress, seed=GNR_SEED)
-        xg = x[recipe["real"]:]
-        xga = gnr_mod.augment(gen, xg, seed=GNR_SEED)
-        xa, xr, yr = torch.cat([xa, xga]), torch.cat([xr, xg]), torch.cat([yr, y[recipe["real"]:]])
-        rec["gnr_final"] = hist[-1] if hist else {}
-        rec["gnr_seed"] = GNR_SEED
-    return xa, xr, yr, rec
+def artifact_name(kind: str, config: str) -> str:
+    """The :mod:`advviz.artifacts` name of a denoiser, e.g. ``"uddn_resnet20_cifar10_quick"``."""
+    if kind not in GUIDANCE or config not in ("full", "quick"):
+        raise ValueError(f"kind must be uddn|dae|pgd and config full|quick, got {kind!r}, {config!r}")
+    return f"{kind}_resnet20_cifar10" + ("_quick" if config == "quick" else "")
 
 
 def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | torch.device = "cpu",
                   progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """A trained denoiser (eval mode, frozen) and its record; trained with :data:`RECIPES` on first use.
+    """A trained denoiser (shared: eval mode, frozen; do not change it) and its record.
+
+    Resolved by :func:`advviz.artifacts.get` (shipped ``full`` files, the cache, else trained with
+    :func:`advviz.artifacts.recipes.denoiser_recipe` on the pairs of its GNR artefact).
 
     Args:
         kind: ``"uddn"`` (logit-guided, eq. 5 with l = -1), ``"dae"`` (pixel loss, no laterals) or
@@ -316,44 +321,21 @@ def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | tor
             no shipped weights, so the first call trains it: the quick recipe on the CPU in
             minutes, the full one far longer).
         config: ``"full"`` or ``"quick"``.
-    """
-    from advviz import models
-    from advviz._paths import cache_dir, find_weights
 
-    if kind not in ("uddn", "dae", "pgd") or config not in RECIPES:
-        raise ValueError(f"kind must be uddn|dae|pgd and config full|quick, got {kind!r}, {config!r}")
-    key = (kind, config)
-    if key in _LOADED:
-        net, rec = _LOADED[key]
-        return net.to(device), rec
-    recipe = RECIPES[config]
-    name = f"{kind}_resnet20_cifar10" + ("_quick" if config == "quick" else "")
-    filename = f"{name}.safetensors"
-    net = dae_network(3, recipe["width"]) if kind == "dae" else UDDN(3, recipe["width"])
-    found = find_weights(filename)
-    record: dict[str, Any] = {"name": name, "recipe": recipe, "guidance": "logits" if kind == "uddn" else "pixel",
-                              "network": "UDDN without laterals, reconstructing the image" if kind == "dae" else
-                              "UDDN (laterals, x_hat = x* - dx)"}
-    if found is None:
-        xa, xc, y, pair_rec = training_pairs(config, device=device, progress=progress)
-        target = models.load("resnet20_cifar10", device=device)
-        epochs = recipe.get("dae_epochs", recipe["epochs"]) if kind == "dae" else recipe["epochs"]
-        res = train_denoiser(net, target, (xa, xc), y, guidance=record["guidance"], epochs=epochs,
-                             lr=recipe["lr"], batch_size=recipe["batch_size"], device=device,
-                             checkpoint=cache_dir() / "checkpoints" / name, progress=progress, description=name)
-        if res.interrupted:
-            raise KeyboardInterrupt(f"training of {name} was interrupted; its checkpoint resumes next time")
-        found = models.save_weights(net, cache_dir() / "weights" / filename,
-                                    metadata={"name": name, "recipe": recipe, "pairs": pair_rec,
-                                              "history": res.history})
-        record["history"] = res.history
-    else:
-        net.load_state_dict(models.load_state_file(found))
-    record["weights"] = str(found)
-    net.to(device).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    _LOADED[key] = (net, record)
+    Returns:
+        ``(network, record)``; the record (name, recipe, guidance, file, training history, the
+        pairs it was trained on) is read from the file, with the :class:`~advviz.artifacts.Record`
+        under ``"artifact"``.
+    """
+    from advviz import artifacts
+
+    net, rec = artifacts.get(artifact_name(kind, config), device=device, progress=progress)
+    record: dict[str, Any] = {"name": rec.name, "recipe": rec.recipe, "recipe_hash": rec.recipe_hash,
+                              "sha256": rec.sha256, "guidance": GUIDANCE[kind], "network": _NETWORK[kind],
+                              "weights": rec.path, "artifact": rec}
+    for key in ("history", "pairs"):
+        if key in rec.training:
+            record[key] = rec.training[key]
     return net, record
 
 
@@ -370,7 +352,7 @@ def uddn(x: torch.Tensor, *, config: str = "full") -> torch.Tensor:
     from advviz.defenses.pix2pix import purify, require_cifar_shape
 
     require_cifar_shape(x, "uddn")
-    net, _ = load_denoiser("uddn", config=config)
+    net, _ = load_denoiser("uddn", config=config, device=x.device)
     return purify(net, x)
 
 
@@ -379,7 +361,7 @@ def dae(x: torch.Tensor, *, config: str = "full") -> torch.Tensor:
     from advviz.defenses.pix2pix import purify, require_cifar_shape
 
     require_cifar_shape(x, "dae")
-    net, _ = load_denoiser("dae", config=config)
+    net, _ = load_denoiser("dae", config=config, device=x.device)
     return purify(net, x)
 
 

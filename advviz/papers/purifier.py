@@ -116,7 +116,8 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
                     train_attack = "pgd" if attack == "pgd" else "fgsm"
                     gen, rec = P.load_purifier(defense, attack=train_attack, config=config, device=dev,
                                                progress=progress)
-                    records[f"{defense}_{train_attack}"] = {k: v for k, v in rec.items() if k != "history"}
+                    records[f"{defense}_{train_attack}"] = {k: v for k, v in rec.items()
+                                                                 if k not in ("history", "artifact")}
                     xp = P.purify(gen, xa)
             acc = metrics.accuracy(model, xp, y)
             row = {"defense": defense, "attack": attack, "accuracy": acc,
@@ -134,7 +135,7 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
            "quick": quick,
            "targets": "none: the paper's numbers are for orientation (other data and classifiers); there is no "
                       "accuracy target such as a share of clean accuracy for the cGAN",
-           "recipe": P.RECIPES[config], "purifiers": records}
+           "recipe": {name: rec["recipe"] for name, rec in records.items()}, "purifiers": records}
     res = result("purifier", table, cfg, f"CIFAR-10 test split (JPEG copy), {n} random images", rows)
     res["analysis"] = {"accuracy_along": {attack: metrics.accuracy_along(model, x, adv[attack], y, FRACTIONS)
                                           for attack in ("fgsm", "pgd")}}

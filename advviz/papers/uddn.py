@@ -83,7 +83,7 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
 
     Args:
         table: ``"1-3"`` (the only one; default).
-        quick: the small recipes (``uddn.RECIPES["quick"]``, the quick PGD-AT model) and ``n = 128``.
+        quick: the small recipes (``advviz.artifacts.recipes.denoiser_recipe(kind, "quick")``, the quick PGD-AT model) and ``n = 128``.
         quick_pgd_at: use the quick PGD-AT recipe (default: as ``quick``). The full one
             (:data:`advviz.papers.protected.RECIPES`) takes hours on a CPU; the choice is
             recorded in ``config["pgd_at"]``.
@@ -140,12 +140,12 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
             rows.append(row)
     cfg = {"model": "resnet20_cifar10", "black_box_surrogate": "resnet32_cifar10", "paper_model": "FaceNet on LFW",
            "eps": 8 / 255, "attacks": "half FGSM, half I-FGSM-4 (alpha 2/255)", "n": n, "seed": seed, "quick": quick,
-           "uddn": {k: v for k, v in uddn_rec.items() if k != "history"},
-           "dae": {k: v for k, v in dae_rec.items() if k != "history"},
-           "pgd": {**{k: v for k, v in pgd_den_rec.items() if k != "history"},
+           "uddn": {k: v for k, v in uddn_rec.items() if k not in ("history", "artifact")},
+           "dae": {k: v for k, v in dae_rec.items() if k not in ("history", "artifact")},
+           "pgd": {**{k: v for k, v in pgd_den_rec.items() if k not in ("history", "artifact")},
                    "what": "Liao et al.'s pixel-guided denoiser (the paper's ref. [27]): the UDDN network, pixel L1 loss"},
            "pgd_at": {**pgd_rec, "note": "advviz's addition (PGD adversarial training); the paper has no such row"},
-           "distillation": {**def_rec, "what": "Papernot et al.'s defensive distillation (the paper's ref. [29])"},
+           "distillation": {**{k: v for k, v in def_rec.items() if k != "artifact"}, "what": "Papernot et al.'s defensive distillation (the paper's ref. [29])"},
            "adv_distillation": {**DISTILL, "init": "resnet20_cifar10 (fine-tuned)", "seconds": t_dist["seconds"],
                                 "what": "teacher fine-tuned on the attacked training pairs (one-hot labels), student "
                                         "on its outputs (eq. 6); advviz's variant, no paper value"},
