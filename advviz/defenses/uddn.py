@@ -101,20 +101,25 @@ class UDDN(nn.Module):
         lateral: lateral (encoder -> decoder) connections (``False``: the DAE).
         residual: predict the noise and return ``x - dx`` (eq. 4); ``False``: return the 1x1
             convolution's output as the image (the DAE).
+        levels: stride-2 encoder units (the paper's 4: 32 -> 2 pixels). Fewer give a wider
+            bottleneck (2: 8x8), which a DAE without laterals needs on 32x32 images.
     """
 
-    def __init__(self, channels: int = 3, width: int = 16, *, lateral: bool = True, residual: bool = True) -> None:
+    def __init__(self, channels: int = 3, width: int = 16, *, lateral: bool = True, residual: bool = True,
+                 levels: int = 4) -> None:
         super().__init__()
-        self.lateral, self.residual = lateral, residual
-        w = [width, 2 * width, 4 * width, 4 * width, 4 * width]
-        self.encoder = nn.ModuleList([_C2(channels, w[0])] + [_C3(w[i - 1], w[i], stride=2) for i in range(1, 5)])
-        # decoder modules from the top (2x2) down to full resolution: three C3 and one C2
-        dec_out = [w[3], w[2], w[1], w[0]]
+        if not 1 <= levels <= 4:
+            raise ValueError(f"levels must be 1..4, got {levels}")
+        self.lateral, self.residual, self.levels = lateral, residual, levels
+        w = [width, 2 * width, 4 * width, 4 * width, 4 * width][:levels + 1]
+        self.encoder = nn.ModuleList([_C2(channels, w[0])] + [_C3(w[i - 1], w[i], stride=2) for i in range(1, levels + 1)])
+        # decoder modules from the top down to full resolution: C3s and one C2 at the end
+        dec_out = w[:-1][::-1]
         self.decoder = nn.ModuleList()
-        feed = w[4]
-        for j, lat_i in enumerate((3, 2, 1, 0)):
+        feed = w[-1]
+        for j, lat_i in enumerate(range(levels - 1, -1, -1)):
             c_in = feed + (w[lat_i] if lateral else 0)
-            self.decoder.append(_C3(c_in, dec_out[j]) if j < 3 else _C2(c_in, dec_out[j]))
+            self.decoder.append(_C3(c_in, dec_out[j]) if j < levels - 1 else _C2(c_in, dec_out[j]))
             feed = dec_out[j]
         self.head = nn.Conv2d(w[0], channels, 1)
 
@@ -138,9 +143,9 @@ class UDDN(nn.Module):
         return x - out if self.residual else out
 
 
-def dae_network(channels: int = 3, width: int = 16) -> UDDN:
+def dae_network(channels: int = 3, width: int = 16, *, levels: int = 4) -> UDDN:
     """The DAE baseline: :class:`UDDN` without lateral connections, reconstructing the image."""
-    return UDDN(channels, width, lateral=False, residual=False)
+    return UDDN(channels, width, lateral=False, residual=False, levels=levels)
 
 
 def _features(model: nn.Module, x: torch.Tensor, layer: int) -> torch.Tensor:
