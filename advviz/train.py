@@ -308,7 +308,7 @@ def fit(
             vl, va = _eval_loss_acc(model, val_data, dev, batch_size=max(256, batch_size))
             record.update(val_loss=vl, val_accuracy=va)
 
-    return fit_steps(model, step, lambda gen: batches(train_data, batch_size, shuffle=True, generator=gen),
+    return fit_steps(model, step, lambda st: batches(train_data, batch_size, shuffle=True, generator=st.generator),
                      optimizers=[opt], epochs=epochs, steps_per_epoch=steps_per_epoch, seed=seed, device=dev,
                      checkpoint=checkpoint, callbacks=callbacks, progress=progress, description=description,
                      show=("loss",), end_epoch=end_epoch, distributed=many)
@@ -340,7 +340,7 @@ class Step(Protocol):
 def fit_steps(
     module: nn.Module,
     step: Step,
-    data: Callable[[torch.Generator], Iterable[Any]],
+    data: Callable[[TrainState], Iterable[Any]],
     *,
     optimizers: Sequence[torch.optim.Optimizer],
     epochs: int,
@@ -366,7 +366,7 @@ def fit_steps(
     For each epoch from ``start_epoch`` to ``epochs``: seed (``torch.manual_seed`` and a CPU
     ``torch.Generator``, both with ``seed * 100_003 + epoch``, inside ``torch.random.fork_rng`` so
     the caller's random state is left alone), put the networks in training mode, run ``step``
-    on every batch of ``data(generator)``, then append the epoch's record (``epoch``, the
+    on every batch of ``data(state)``, then append the epoch's record (``epoch``, the
     averages of the step's numbers, ``seconds``, and what ``end_epoch`` adds) to the history and
     write the checkpoint. A tqdm.auto bar counts the steps.
 
@@ -385,7 +385,8 @@ def fit_steps(
         module: everything that is trained, checkpointed and restored (e.g. an
             ``nn.ModuleDict`` of a generator and a critic), on its device already.
         step: the :class:`Step`.
-        data: ``generator -> iterable of batches`` for one epoch (shuffle with the generator).
+        data: ``state -> iterable of batches`` for epoch ``state.epoch`` (shuffle with
+            ``state.generator``).
         optimizers: the step's optimizers (checkpointed and restored with ``module``).
         epochs: total epochs (a resumed run continues up to this number).
         steps_per_epoch: batches per epoch (for the progress bar), or ``epoch -> batches``.
@@ -442,7 +443,7 @@ def fit_steps(
                 t0 = time.perf_counter()
                 sums: dict[str, float] = {}
                 counts: dict[str, float] = {}
-                for bi, batch in enumerate(data(state.generator)):
+                for bi, batch in enumerate(data(state)):
                     state.batch = bi + 1
                     out = step(batch, state)
                     totals, weight = out if isinstance(out, tuple) else (out, 1.0)
