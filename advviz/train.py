@@ -52,6 +52,7 @@ __all__ = [
     "fit_steps",
     "Step",
     "gradient_penalty",
+    "epoch_callback",
     "read_checkpoint",
     "CHECKPOINT_FORMAT",
     "evaluate",
@@ -492,6 +493,20 @@ def fit_steps(
     _call(callbacks, "on_train_end", state)
     return FitResult(history=state.history, interrupted=interrupted, epochs_completed=len(state.history),
                      checkpoint=ckpt)
+
+
+class _EpochCallback:
+    def __init__(self, fn: Callable[[dict[str, float]], None]) -> None:
+        self.fn = fn
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.fn(state.history[-1])
+
+
+def epoch_callback(fn: Callable[[dict[str, float]], None] | None) -> list[Any]:
+    """``callbacks`` for :func:`fit_steps` that call ``fn(record)`` after every complete epoch
+    (the ``callback`` argument of the GAN trainers); empty for ``None``."""
+    return [] if fn is None else [_EpochCallback(fn)]
 
 
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, *,

@@ -123,16 +123,6 @@ def hinge_loss(perturbation: torch.Tensor, c: float) -> torch.Tensor:
     return (perturbation.flatten(1).norm(p=2, dim=1) - c).clamp(min=0).mean()
 
 
-class _EpochCallback:
-    """Calls ``fn(record)`` after every complete epoch (the ``callback`` of the GAN trainers)."""
-
-    def __init__(self, fn: Callable[[dict[str, float]], None]) -> None:
-        self.fn = fn
-
-    def on_epoch_end(self, state: Any) -> None:
-        self.fn(state.history[-1])
-
-
 @dataclass
 class AdvGANResult:
     """History (one dict per complete epoch), interrupted flag, epochs completed, seconds."""
@@ -187,7 +177,7 @@ class AdvGAN(nn.Module):
         Raises:
             ValueError: the checkpoint was written for another configuration or target.
         """
-        from advviz.train import TrainState, batches, fit_steps, read_checkpoint
+        from advviz.train import TrainState, batches, epoch_callback, fit_steps, read_checkpoint
 
         cfg = self.config
         epochs = cfg.epochs if epochs is None else epochs
@@ -240,7 +230,7 @@ class AdvGAN(nn.Module):
                             extra=lambda: {"config": asdict(cfg), "target": self.target,
                                            "image_shape": list(self.image_shape)},
                             start_epoch=self.epochs_done, history=self.history,
-                            callbacks=[_EpochCallback(callback)] if callback is not None else (),
+                            callbacks=epoch_callback(callback),
                             progress=progress, description=desc, leave=False, end_epoch=done)
         self.epochs_done = res.epochs_completed
         return AdvGANResult(history=self.history, interrupted=res.interrupted, epochs_completed=res.epochs_completed,
