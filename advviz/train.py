@@ -425,6 +425,9 @@ def fit_steps(
             start_epoch, saved_history = _load_checkpoint(ckpt, module, optimizers, dev)
             state.history[:] = saved_history
             log.info("resuming from %s after epoch %d", ckpt, start_epoch)
+        else:
+            log.info("not resuming from %s: written by run %r at epoch %s (this run: %r from epoch %d)", ckpt,
+                     meta.get("run"), meta.get("epoch"), run, start_epoch)
     per_epoch = steps_per_epoch if callable(steps_per_epoch) else (lambda _e: int(steps_per_epoch))
     last_good = (copy.deepcopy(module.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers])
     interrupted = False
