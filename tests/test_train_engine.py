@@ -280,3 +280,63 @@ def test_module_device():
     only_buffers.register_buffer("b", torch.zeros(1))
     assert module_device(only_buffers) == torch.device("cpu")
     assert module_device(nn.ReLU(), default="meta") == torch.device("meta")
+
+
+# ---------------------------------------------------------------------------------------------
+# the GAN trainers' checkpoints (the engine's format)
+# ---------------------------------------------------------------------------------------------
+
+def test_tsgan_ctrl_c_after_epoch_k_keeps_epoch_k_in_memory_and_on_disk(tmp_path):
+    from advviz.generative import tsgan
+
+    cfg = tsgan.TSGANConfig(name="t", batch_size=4, n_critic=2, width=2, z_dim=4)
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    ref = tsgan.TSGAN(cfg, (1, 8, 8))
+    ref.fit_normal(x, epochs=2, device="cpu", progress=False, seed=4)
+
+    def stop_after_2(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    gan = tsgan.TSGAN(cfg, (1, 8, 8))
+    res = gan.fit_normal(x, epochs=5, device="cpu", progress=False, seed=4, checkpoint=tmp_path / "ck.safetensors",
+                         callback=stop_after_2)
+    assert res.interrupted and res.epochs_completed == 2 and gan.epochs_done == {"normal": 2}
+    for k, v in gan.state_dict().items():
+        assert torch.equal(v, ref.state_dict()[k]), k
+    saved, meta = train.read_checkpoint(tmp_path / "ck")
+    assert meta["epoch"] == 2 and meta["extra"]["epochs_done"] == {"normal": 2} and len(meta["optimizers"]) == 2
+    for k, v in saved.items():
+        assert torch.equal(v, ref.state_dict()[k]), k
+    # a fresh model picks every stage up from the checkpoint; another configuration is refused
+    fresh = tsgan.TSGAN(cfg, (1, 8, 8))
+    assert fresh.fit_normal(x, epochs=3, device="cpu", progress=False, seed=4,
+                            checkpoint=tmp_path / "ck.safetensors").epochs_completed == 3
+    with pytest.raises(ValueError, match="different configuration"):
+        tsgan.TSGAN(cfg.replace(width=3), (1, 8, 8)).fit_normal(x, epochs=3, progress=False,
+                                                                checkpoint=tmp_path / "ck.safetensors")
+
+
+def test_advgan_checkpoint_resumes_and_refuses_another_target(tmp_path):
+    from advviz.generative import advgan
+
+    cfg = advgan.AdvGANConfig(name="t", batch_size=4, epochs=2, width=2)
+    x, y = torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long)
+    target = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    torch.manual_seed(0)
+    ref = advgan.AdvGAN(cfg, (1, 8, 8), target=0)
+    ref.fit(x, y, target, device="cpu", progress=False)
+    torch.manual_seed(0)
+    first = advgan.AdvGAN(cfg, (1, 8, 8), target=0)
+    assert first.fit(x, y, target, epochs=1, device="cpu", progress=False,
+                     checkpoint=tmp_path / "a").epochs_completed == 1
+    torch.manual_seed(5)
+    fresh = advgan.AdvGAN(cfg, (1, 8, 8), target=0)
+    res = fresh.fit(x, y, target, device="cpu", progress=False, checkpoint=tmp_path / "a")
+    assert res.epochs_completed == 2 and fresh.epochs_done == 2 and [h["epoch"] for h in fresh.history] == [1, 2]
+    for k, v in fresh.state_dict().items():  # weights and both optimisers resumed: as one 2-epoch run
+        assert torch.equal(v, ref.state_dict()[k]), k
+    with pytest.raises(ValueError, match="different configuration or target"):
+        advgan.AdvGAN(cfg, (1, 8, 8), target=3).fit(x, y, target, progress=False, checkpoint=tmp_path / "a")
