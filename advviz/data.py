@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from advviz._modules import model_guard, module_device
 from advviz._paths import data_root, offline
 
 __all__ = [
@@ -393,13 +394,9 @@ def sample(dataset: Dataset, n: int, *, seed: int = 0, model: torch.nn.Module | 
         x, y = _gather(dataset, perm[start:start + batch_size])
         keep = torch.ones_like(y, dtype=torch.bool)
         for m in models:
-            dev = torch.device(device) if device is not None else _module_device(m)
-            was_training = m.training
-            m.eval()
-            try:
+            dev = torch.device(device) if device is not None else module_device(m)
+            with model_guard(m, freeze=False):
                 pred = m(x.to(dev)).argmax(1).cpu()
-            finally:
-                m.train(was_training)
             keep &= pred == y
         xs.append(x[keep])
         ys.append(y[keep])
@@ -409,14 +406,6 @@ def sample(dataset: Dataset, n: int, *, seed: int = 0, model: torch.nn.Module | 
     if have < n:
         raise ValueError(f"only {have} of {len(dataset)} images are classified correctly; asked for {n}")
     return torch.cat(xs)[:n], torch.cat(ys)[:n]
-
-
-def _module_device(m: torch.nn.Module) -> torch.device:
-    for p in m.parameters():
-        return p.device
-    for b in m.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 def _gather(dataset: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz._modules import model_guard
+
 __all__ = [
     "accuracy",
     "accuracy_along",
@@ -53,13 +55,8 @@ def _check_reduction(reduction: str) -> None:
 def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     if x.ndim != 4:
         raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with model_guard(model, freeze=False):
         return torch.cat([model(x[s:s + batch_size]) for s in range(0, x.shape[0], batch_size)])
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _labels(y: torch.Tensor, n: int, device: torch.device, name: str = "y") -> torch.Tensor:

@@ -1,22 +1,29 @@
-"""Training and evaluation: ``fit``, ``evaluate`` and the recipes behind advviz's own weights.
+"""Training and evaluation: the one training engine, ``fit``, ``evaluate``, adversarial training.
 
-``fit`` is the one training loop everything uses (plain training, and later adversarial
-training, distillation and the purifiers through its ``loss`` argument):
+:func:`fit_steps` is the one training loop of advviz; :func:`fit` (classifiers, and through its
+``loss`` argument adversarial training, distillation and the denoisers) and the GAN and purifier
+trainers (pix2pix/cGAN, GNR, AdvGAN, both TSGAN stages) are steps plugged into it
+(:class:`Step`: two optimisers, ``n_critic`` critic steps per generator step and per-step loss
+dicts are the step's business). What they all share:
 
 * a tqdm.auto progress bar (terminal and notebook), a per-epoch history;
-* resumable checkpoints after every complete epoch: ``<checkpoint>.safetensors`` (model and
-  optimizer tensors) plus ``<checkpoint>.json`` (epoch, history, optimizer hyper-parameters),
-  both written atomically;
+* one seeding approach: epoch ``e`` of a run with ``seed`` draws everything (data order, noise,
+  augmentation, dropout) from ``seed * 100_003 + e``, so a resumed run sees what an
+  uninterrupted one would, and the caller's random state is left alone;
+* one checkpoint format, written after every complete epoch: ``<checkpoint>.safetensors``
+  (module and optimizer tensors) plus ``<checkpoint>.json`` (epoch, history, optimizer
+  hyper-parameters, the caller's extra metadata), both written atomically;
 * Ctrl-C (``KeyboardInterrupt``) or a callback's ``state.request_stop()`` stops cleanly: the
-  model is left with the weights of the last *complete* epoch (which is also what the
-  checkpoint holds), and the result says ``interrupted=True``;
-* the device is CUDA when available, unless given;
-* under ``torchrun`` (N processes), ``fit`` trains with DistributedDataParallel: every process
-  draws the same global batch order, each takes its contiguous share of every global batch of
-  ``batch_size`` images, and DDP averages the gradients (weighted so that the step equals one
-  process's step on the whole batch; BatchNorm statistics stay per process). Only rank 0 shows
-  progress and writes checkpoints; a stopped or killed run keeps the last complete epoch's
-  checkpoint, from which every rank resumes.
+  networks and optimizers are left with the state of the last *complete* epoch (which is also
+  what the checkpoint holds), and the result says ``interrupted=True``;
+* :func:`gradient_penalty`, the WGAN-GP penalty of both GAN papers.
+
+``fit``'s device is CUDA when available, unless given. Under ``torchrun`` (N processes),
+``fit`` trains with DistributedDataParallel: every process draws the same global batch order,
+each takes its contiguous share of every global batch of ``batch_size`` images, and DDP averages
+the gradients (weighted so that the step equals one process's step on the whole batch;
+BatchNorm statistics stay per process). Only rank 0 shows progress and writes checkpoints; a
+stopped or killed run keeps the last complete epoch's checkpoint, from which every rank resumes.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,10 +44,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from advviz._modules import model_guard, module_device
 from advviz.data import ImageDataset
 
 __all__ = [
     "fit",
+    "fit_steps",
+    "Step",
+    "gradient_penalty",
+    "epoch_callback",
+    "read_checkpoint",
+    "CHECKPOINT_FORMAT",
     "evaluate",
     "predict",
     "FitResult",
@@ -63,6 +77,11 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+#: The format tag of the checkpoints :func:`fit_steps` writes (``advviz-fit-1``: the same pair of
+#: files with one optimizer, still read).
+CHECKPOINT_FORMAT = "advviz-fit-2"
+
+
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -70,7 +89,11 @@ def default_device() -> torch.device:
 
 @dataclass
 class TrainState:
-    """What callbacks see. ``request_stop()`` ends training after the current batch."""
+    """What callbacks (and steps) see. ``request_stop()`` ends training after the current batch.
+
+    ``epoch`` and ``batch`` count from 1; ``generator`` is the epoch's seeded CPU generator;
+    ``values`` the last step's numbers (per unit of weight); ``loss`` what a step reports as its loss.
+    """
 
     model: nn.Module
     epoch: int = 0
@@ -80,6 +103,8 @@ class TrainState:
     loss: float = float("nan")
     history: list[dict[str, float]] = field(default_factory=list)
     stop_requested: bool = False
+    generator: torch.Generator | None = None
+    values: dict[str, float] = field(default_factory=dict)
 
     def request_stop(self) -> None:
         """Ask ``fit`` to stop; the last complete epoch is kept."""
@@ -229,6 +254,8 @@ def fit(
         raise ValueError(f"lr must be a positive number, got {lr}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if schedule not in (None, "cosine"):
+        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
     n = _num_items(train_data)
     if n == 0:
         raise ValueError("train_data is empty")
@@ -246,101 +273,271 @@ def fit(
     opt = _make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
     loss_fn = loss or _ce_loss
     steps_per_epoch = math.ceil(n / batch_size)
-    state = TrainState(model=model, epochs=epochs, batches_per_epoch=steps_per_epoch)
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    start_epoch = 0
-    if ckpt is not None and _ckpt_paths(ckpt)[1].is_file():
-        start_epoch, state.history = _load_checkpoint(ckpt, model, opt, dev)
-        log.info("resuming from %s after epoch %d", ckpt, start_epoch)
-    last_good = copy.deepcopy(model.state_dict())
-    last_good_opt = copy.deepcopy(opt.state_dict())
-    interrupted = False
     total_steps = epochs * steps_per_epoch
+    cur_lr = [lr]
 
-    def set_lr(step: int) -> float:
-        cur = lr if schedule is None else 0.5 * lr * (1 + math.cos(math.pi * step / total_steps))
-        if schedule not in (None, "cosine"):
-            raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+    def step(batch: tuple[torch.Tensor, torch.Tensor], state: TrainState) -> tuple[dict[str, float], float]:
+        x, y = batch[0].to(dev, non_blocking=True), batch[1].to(dev, non_blocking=True)
+        if augment is not None:
+            x = augment(x, state.generator if x.device.type == "cpu" else None)
+        i = (state.epoch - 1) * steps_per_epoch + state.batch - 1
+        cur_lr[0] = lr if schedule is None else 0.5 * lr * (1 + math.cos(math.pi * i / total_steps))
         for g in opt.param_groups:
-            g["lr"] = cur
-        return cur
+            g["lr"] = cur_lr[0]
+        weight = 1.0
+        if many:  # this rank's share of the global batch, weighted so DDP's mean is the batch mean
+            part = torch.tensor_split(torch.arange(y.shape[0], device=y.device), world)[rank]
+            weight = part.numel() * world / y.shape[0]
+            if part.numel() == 0:  # fewer images than processes: take part with no weight
+                part = torch.arange(1, device=y.device)
+            x, y = x[part], y[part]
+        value, logits = loss_fn(net, x, y)
+        if not torch.isfinite(value):
+            raise FloatingPointError(f"loss became {value.item()} at epoch {state.epoch}, batch {state.batch}; "
+                                     "lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        (value * weight if many else value).backward()
+        opt.step()
+        bs = y.shape[0] if weight else 0
+        state.loss = float(value.detach())
+        correct = int((logits.detach().argmax(1) == y).sum()) if bs else 0
+        return {"loss": state.loss * bs, "accuracy": correct}, bs
 
-    _call(callbacks, "on_train_begin", state)
+    def end_epoch(record: dict[str, float]) -> None:
+        record["lr"] = cur_lr[0]
+        if val_data is not None:
+            vl, va = _eval_loss_acc(model, val_data, dev, batch_size=max(256, batch_size))
+            record.update(val_loss=vl, val_accuracy=va)
+
+    return fit_steps(model, step, lambda st: batches(train_data, batch_size, shuffle=True, generator=st.generator),
+                     optimizers=[opt], epochs=epochs, steps_per_epoch=steps_per_epoch, seed=seed, device=dev,
+                     checkpoint=checkpoint, callbacks=callbacks, progress=progress, description=description,
+                     show=("loss",), end_epoch=end_epoch, distributed=many)
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine: one loop for classifiers, purifiers and GANs
+# ---------------------------------------------------------------------------------------------
+
+
+class Step(Protocol):
+    """One training step of :func:`fit_steps`: takes a batch, updates the networks, reports numbers.
+
+    The step does its own forward and backward passes and calls its optimizers' ``step()`` (a GAN
+    step may update a critic and then a generator, or only the critic: ``state.batch`` counts the
+    epoch's batches from 1, so ``state.batch % n_critic == 0`` marks a generator step). It draws
+    any randomness from ``state.generator`` (seeded per epoch) or the global RNG (seeded per
+    epoch as well). It returns the numbers to average over the epoch, either
+
+    * a mapping ``{name: value}``: each step counts once (a name missing from a step is not
+      counted for it), or
+    * ``(totals, weight)``: the totals are summed over the epoch and divided by the summed
+      weight (e.g. ``({"loss": loss * batch_size}, batch_size)`` for a per-image mean).
+    """
+
+    def __call__(self, batch: Any, state: TrainState) -> Mapping[str, float] | tuple[Mapping[str, float], float]: ...
+
+
+def fit_steps(
+    module: nn.Module,
+    step: Step,
+    data: Callable[[TrainState], Iterable[Any]],
+    *,
+    optimizers: Sequence[torch.optim.Optimizer],
+    epochs: int,
+    steps_per_epoch: int | Callable[[int], int],
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    run: str | None = None,
+    extra: Callable[[], dict[str, Any]] | None = None,
+    start_epoch: int = 0,
+    history: list[dict[str, float]] | None = None,
+    callbacks: Sequence[Any] = (),
+    progress: bool = True,
+    description: str = "train",
+    show: Sequence[str] = (),
+    leave: bool = True,
+    train_mode: Callable[[], Any] | None = None,
+    end_epoch: Callable[[dict[str, float]], None] | None = None,
+    distributed: bool = False,
+) -> FitResult:
+    """The training engine behind :func:`fit` and every GAN and purifier loop of advviz.
+
+    For each epoch from ``start_epoch`` to ``epochs``: seed (``torch.manual_seed`` and a CPU
+    ``torch.Generator``, both with ``seed * 100_003 + epoch``, inside ``torch.random.fork_rng`` so
+    the caller's random state is left alone), put the networks in training mode, run ``step``
+    on every batch of ``data(state)``, then append the epoch's record (``epoch``, the
+    averages of the step's numbers, ``seconds``, and what ``end_epoch`` adds) to the history and
+    write the checkpoint. A tqdm.auto bar counts the steps.
+
+    Ctrl-C (``KeyboardInterrupt``, also raised from a callback) or a callback's
+    ``state.request_stop()`` stops cleanly: ``module`` and every optimizer are put back to the
+    last *complete* epoch (what the checkpoint holds) and the result says ``interrupted=True``.
+    Afterwards ``module`` is in eval mode.
+
+    Checkpoint (one format for all of advviz): ``<stem>.safetensors`` (``model.*``: the module's
+    state; ``optim.<i>.*``: optimizer ``i``'s tensors) and ``<stem>.json`` (``format``, ``epoch``,
+    ``history``, ``run``, the optimizers' hyper-parameters, ``extra``), written atomically, the
+    JSON last. An existing checkpoint of the same ``run`` that is not behind ``start_epoch`` is
+    resumed from (module, optimizers, epoch, history); one of another ``run`` is ignored.
+
+    Args:
+        module: everything that is trained, checkpointed and restored (e.g. an
+            ``nn.ModuleDict`` of a generator and a critic), on its device already.
+        step: the :class:`Step`.
+        data: ``state -> iterable of batches`` for epoch ``state.epoch`` (shuffle with
+            ``state.generator``).
+        optimizers: the step's optimizers (checkpointed and restored with ``module``).
+        epochs: total epochs (a resumed run continues up to this number).
+        steps_per_epoch: batches per epoch (for the progress bar), or ``epoch -> batches``.
+        seed: the run's seed.
+        device: where the networks are (its CUDA random state is forked too).
+        checkpoint: path stem (a ``.safetensors`` or ``.json`` suffix is dropped), or ``None``.
+        run: a tag stored in the checkpoint; only a checkpoint of the same tag is resumed.
+        extra: called at every checkpoint; a JSON-serialisable dict stored as ``extra``.
+        start_epoch: epochs already done (e.g. kept by the caller in memory).
+        history: the records of the epochs already done; the list is extended in place.
+        callbacks: objects with optional ``on_train_begin/on_batch_end/on_epoch_end/
+            on_train_end(state)`` methods.
+        progress: show the bar; ``description``: its label; ``show``: the step's numbers it
+            shows; ``leave``: keep it after the run.
+        train_mode: called at the start of every epoch (default ``module.train()``).
+        end_epoch: completes an epoch's record (e.g. validation) before it is stored.
+        distributed: torchrun: only rank 0 shows progress and writes checkpoints, a stop
+            request of one rank stops all, and the epoch's numbers are summed over the ranks.
+
+    Returns:
+        :class:`FitResult`.
+    """
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=description,
-               disable=not progress or rank != 0, leave=True, dynamic_ncols=True)
-    fork_devices = [dev] if dev.type == "cuda" else []
+    from advviz import distributed as dist
+
+    dev = torch.device(device) if device is not None else module_device(module)
+    rank = dist.rank() if distributed else 0
+    state = TrainState(model=module, epochs=epochs)
+    state.history = history if history is not None else []
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and _ckpt_paths(ckpt)[1].is_file():
+        meta = _read_meta(ckpt)
+        if meta.get("run") == run and int(meta["epoch"]) >= start_epoch:
+            start_epoch, saved_history = _load_checkpoint(ckpt, module, optimizers, dev)
+            state.history[:] = saved_history
+            log.info("resuming from %s after epoch %d", ckpt, start_epoch)
+        else:
+            log.info("not resuming from %s: written by run %r at epoch %s (this run: %r from epoch %d)", ckpt,
+                     meta.get("run"), meta.get("epoch"), run, start_epoch)
+    per_epoch = steps_per_epoch if callable(steps_per_epoch) else (lambda _e: int(steps_per_epoch))
+    last_good = (copy.deepcopy(module.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers])
+    interrupted = False
+    _call(callbacks, "on_train_begin", state)
+    bar = tqdm(total=sum(per_epoch(e) for e in range(start_epoch, epochs)), desc=description,
+               disable=not progress or rank != 0, leave=leave, dynamic_ncols=True)
     try:
-        with torch.random.fork_rng(devices=fork_devices):
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             for epoch in range(start_epoch, epochs):
                 torch.manual_seed(seed * 100_003 + epoch)
-                gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-                state.epoch = epoch + 1
-                model.train()
+                state.generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+                state.epoch, state.batches_per_epoch = epoch + 1, per_epoch(epoch)
+                if train_mode is None:
+                    module.train()
+                else:
+                    train_mode()
                 t0 = time.perf_counter()
-                tot_loss, tot_correct, tot_n = 0.0, 0, 0
-                cur_lr = lr
-                for bi, (x, y) in enumerate(batches(train_data, batch_size, shuffle=True, generator=gen)):
-                    x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                    if augment is not None:
-                        x = augment(x, gen if x.device.type == "cpu" else None)
-                    cur_lr = set_lr(epoch * steps_per_epoch + bi)
-                    weight = 1.0
-                    if many:  # this rank's share of the global batch, weighted so DDP's mean is the batch mean
-                        part = torch.tensor_split(torch.arange(y.shape[0], device=y.device), world)[rank]
-                        weight = part.numel() * world / y.shape[0]
-                        if part.numel() == 0:  # fewer images than processes: take part with no weight
-                            part = torch.arange(1, device=y.device)
-                        x, y = x[part], y[part]
-                    value, logits = loss_fn(net, x, y)
-                    if not torch.isfinite(value):
-                        raise FloatingPointError(f"loss became {value.item()} at epoch {epoch + 1}, batch {bi + 1}; "
-                                                 "lower the learning rate")
-                    opt.zero_grad(set_to_none=True)
-                    (value * weight if many else value).backward()
-                    opt.step()
-                    bs = y.shape[0] if weight else 0
-                    tot_loss += float(value.detach()) * bs
-                    tot_correct += int((logits.detach().argmax(1) == y).sum()) if bs else 0
-                    tot_n += bs
-                    state.batch, state.loss = bi + 1, float(value.detach())
+                sums: dict[str, float] = {}
+                counts: dict[str, float] = {}
+                for bi, batch in enumerate(data(state)):
+                    state.batch = bi + 1
+                    out = step(batch, state)
+                    totals, weight = out if isinstance(out, tuple) else (out, 1.0)
+                    for k, v in totals.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                        counts[k] = counts.get(k, 0.0) + weight
+                    state.values = {k: v / weight for k, v in totals.items()} if weight else dict(totals)
                     bar.update(1)
-                    bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{state.loss:.4f}", refresh=False)
+                    bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", refresh=False,
+                                    **{k: f"{state.values[k]:.4f}" for k in show if k in state.values})
                     _call(callbacks, "on_batch_end", state)
-                    if many:  # one rank's stop request stops them all, at the same batch
-                        state.stop_requested = bool(distributed.all_sum(torch.tensor([float(state.stop_requested)])) > 0)
+                    if distributed:  # one rank's stop request stops them all, at the same batch
+                        state.stop_requested = bool(dist.all_sum(torch.tensor([float(state.stop_requested)])) > 0)
                     if state.stop_requested:
                         raise KeyboardInterrupt
-                if many:
-                    tot_loss, tot_correct, tot_n = distributed.all_sum(
-                        torch.tensor([tot_loss, float(tot_correct), float(tot_n)])).tolist()
-                record = {"epoch": epoch + 1, "loss": tot_loss / tot_n, "accuracy": tot_correct / tot_n,
-                          "seconds": time.perf_counter() - t0, "lr": cur_lr}
-                if val_data is not None:
-                    vl, va = _eval_loss_acc(model, val_data, dev, batch_size=max(256, batch_size))
-                    record.update(val_loss=vl, val_accuracy=va)
+                if distributed:
+                    keys = sorted(sums)
+                    total = dist.all_sum(torch.tensor([sums[k] for k in keys] + [counts[k] for k in keys],
+                                                      dtype=torch.float64)).tolist()
+                    sums, counts = dict(zip(keys, total[:len(keys)])), dict(zip(keys, total[len(keys):]))
+                record = {"epoch": epoch + 1, **{k: v / counts[k] for k, v in sums.items()},
+                          "seconds": time.perf_counter() - t0}
+                if end_epoch is not None:
+                    end_epoch(record)
                 state.history.append(record)
-                last_good = copy.deepcopy(model.state_dict())
-                last_good_opt = copy.deepcopy(opt.state_dict())
+                last_good = (copy.deepcopy(module.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers])
                 if ckpt is not None and rank == 0:
-                    _save_checkpoint(ckpt, model, opt, epoch + 1, state.history)
-                distributed.barrier()
+                    _save_checkpoint(ckpt, module, optimizers, epoch + 1, state.history, run=run,
+                                     extra=extra() if extra is not None else None)
+                if distributed:
+                    dist.barrier()
                 _call(callbacks, "on_epoch_end", state)
                 if state.stop_requested:
                     break
     except KeyboardInterrupt:
         interrupted = True
-        model.load_state_dict(last_good)
-        opt.load_state_dict(last_good_opt)
-        log.warning("training interrupted; kept the weights of the last complete epoch (%d)", len(state.history))
+        module.load_state_dict(last_good[0])
+        for o, saved in zip(optimizers, last_good[1]):
+            o.load_state_dict(saved)
+        log.warning("%s interrupted; kept the weights of the last complete epoch (%d)", description,
+                    len(state.history))
     finally:
         bar.close()
-        model.eval()
+        module.eval()
     interrupted = interrupted or (state.stop_requested and len(state.history) < epochs)
     _call(callbacks, "on_train_end", state)
     return FitResult(history=state.history, interrupted=interrupted, epochs_completed=len(state.history),
                      checkpoint=ckpt)
+
+
+class _EpochCallback:
+    def __init__(self, fn: Callable[[dict[str, float]], None]) -> None:
+        self.fn = fn
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.fn(state.history[-1])
+
+
+def epoch_callback(fn: Callable[[dict[str, float]], None] | None) -> list[Any]:
+    """``callbacks`` for :func:`fit_steps` that call ``fn(record)`` after every complete epoch
+    (the ``callback`` argument of the GAN trainers); empty for ``None``."""
+    return [] if fn is None else [_EpochCallback(fn)]
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, *,
+                     t: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """WGAN-GP's penalty ``mean_i (||grad_x D(x_bar_i)||_2 - 1)^2`` (Gulrajani et al. 2017, Algorithm 1).
+
+    ``x_bar = t * real + (1 - t) * fake`` with one weight ``t_i`` per sample. Used by TSGAN's
+    critic (Algorithm 1 lines 6-8 of the TSGAN paper) and GNR's (UDDN paper, eq. 3).
+
+    Args:
+        critic: ``D``, mapping ``(B, ...)`` to scores ``(B,)``.
+        real: real samples ``(B, ...)``.
+        fake: generated samples ``(B, ...)`` (detached here: only the interpolate's gradient is taken).
+        t: interpolation weights ``(B,)`` (or any shape with ``B`` elements) in ``[0, 1]``;
+            default ``U(0, 1)`` drawn from ``generator`` (on its device), else on ``real``'s device.
+        generator: random generator for ``t``.
+
+    Returns:
+        Scalar tensor on ``real``'s device, differentiable with respect to the critic's parameters.
+    """
+    b = real.shape[0]
+    if t is None:
+        t = torch.rand(b, generator=generator, device=generator.device if generator is not None else real.device)
+    t = t.to(device=real.device, dtype=real.dtype).view(b, *([1] * (real.dim() - 1)))
+    x_bar = (t * real.detach() + (1 - t) * fake.detach()).requires_grad_(True)
+    scores = critic(x_bar)
+    (grad,) = torch.autograd.grad(scores.sum(), x_bar, create_graph=True)
+    return ((grad.flatten(1).norm(p=2, dim=1) - 1.0) ** 2).mean()
 
 
 def _call(callbacks: Sequence[Any], method: str, state: TrainState) -> None:
@@ -355,23 +552,66 @@ def _ckpt_paths(stem: Path) -> tuple[Path, Path]:
     return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
 
 
-def _save_checkpoint(stem: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int,
-                     history: list[dict[str, float]]) -> None:
+def _read_meta(stem: Path) -> dict[str, Any]:
+    from advviz.models import CheckpointError
+
+    json_path = _ckpt_paths(stem)[1]
+    try:
+        return json.loads(json_path.read_text())
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {stem} is unreadable ({exc}); delete {_ckpt_paths(stem)[0].name} and "
+                              f"{json_path.name} to start over") from exc
+
+
+def read_checkpoint(stem: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The module tensors (``model.`` prefix removed) and the JSON of a :func:`fit_steps` checkpoint.
+
+    Returns ``None`` when there is no checkpoint at ``stem``; raises
+    :class:`~advviz.models.CheckpointError` when it is unreadable.
+    """
+    stem = Path(stem)
+    if not _ckpt_paths(stem)[1].is_file():
+        return None
+    tensors, meta = _read_all(stem)
+    return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, meta
+
+
+def _read_all(stem: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    from advviz.models import CheckpointError
+
+    tensors_path, json_path = _ckpt_paths(stem)
+    meta = _read_meta(stem)
+    try:
+        tensors = load_file(str(tensors_path))
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {stem} is unreadable ({exc}); delete {tensors_path.name} and "
+                              f"{json_path.name} to start over") from exc
+    return tensors, meta
+
+
+def _save_checkpoint(stem: Path, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer], epoch: int,
+                     history: list[dict[str, float]], *, run: str | None = None,
+                     extra: dict[str, Any] | None = None) -> None:
     from safetensors.torch import save_file
 
     tensors_path, json_path = _ckpt_paths(stem)
     tensors_path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt_state = opt.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, pstate in opt_state["state"].items():
-        for key, val in pstate.items():
-            if isinstance(val, torch.Tensor):
-                tensors[f"optim.{pid}.{key}"] = val.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(pid), {})[key] = val
-    meta = {"epoch": epoch, "history": history, "param_groups": opt_state["param_groups"],
-            "optim_scalars": scalars, "format": "advviz-fit-1"}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    opt_meta = []
+    for i, opt in enumerate(optimizers):
+        opt_state = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for pid, pstate in opt_state["state"].items():
+            for key, val in pstate.items():
+                if isinstance(val, torch.Tensor):
+                    tensors[f"optim.{i}.{pid}.{key}"] = val.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(pid), {})[key] = val
+        opt_meta.append({"param_groups": opt_state["param_groups"], "scalars": scalars})
+    meta = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "history": history, "run": run, "optimizers": opt_meta,
+            "extra": extra or {}}
     tmp_t = tensors_path.with_name(tensors_path.name + ".tmp")
     tmp_j = json_path.with_name(json_path.name + ".tmp")
     save_file(tensors, str(tmp_t))
@@ -381,57 +621,48 @@ def _save_checkpoint(stem: Path, model: nn.Module, opt: torch.optim.Optimizer, e
     os.replace(tmp_j, json_path)
 
 
-def _load_checkpoint(stem: Path, model: nn.Module, opt: torch.optim.Optimizer,
+def _load_checkpoint(stem: Path, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer],
                      dev: torch.device) -> tuple[int, list[dict[str, float]]]:
-    from safetensors.torch import load_file
-
     from advviz.models import CheckpointError
 
-    tensors_path, json_path = _ckpt_paths(stem)
+    tensors, meta = _read_all(stem)
     try:
-        meta = json.loads(json_path.read_text())
-        tensors = load_file(str(tensors_path))
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {stem} is unreadable ({exc}); delete {tensors_path.name} and "
-                              f"{json_path.name} to start over") from exc
-    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(model_state)
+        module.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {stem} does not fit this model: {exc}") from exc
-    opt_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, pid, key = k.split(".", 2)
-            opt_state["state"].setdefault(int(pid), {})[key] = v.to(dev)
-    for pid, vals in meta.get("optim_scalars", {}).items():
-        opt_state["state"].setdefault(int(pid), {}).update(vals)
-    opt.load_state_dict(opt_state)
+    if meta.get("format") == "advviz-fit-1":  # one optimizer: optim.<pid>.<key>, param_groups, optim_scalars
+        opt_meta = [{"param_groups": meta["param_groups"], "scalars": meta.get("optim_scalars", {})}]
+        tensors = {f"optim.0.{k[len('optim.'):]}": v for k, v in tensors.items() if k.startswith("optim.")}
+    else:
+        opt_meta = meta["optimizers"]
+    if len(opt_meta) != len(optimizers):
+        raise CheckpointError(f"checkpoint {stem} holds {len(opt_meta)} optimizer(s), this run has {len(optimizers)}; "
+                              "delete it to start over")
+    for i, (opt, om) in enumerate(zip(optimizers, opt_meta)):
+        opt_state: dict[str, Any] = {"state": {}, "param_groups": om["param_groups"]}
+        prefix = f"optim.{i}."
+        for k, v in tensors.items():
+            if k.startswith(prefix):
+                pid, key = k[len(prefix):].split(".", 1)
+                opt_state["state"].setdefault(int(pid), {})[key] = v.to(dev)
+        for pid, vals in om["scalars"].items():
+            opt_state["state"].setdefault(int(pid), {}).update(vals)
+        opt.load_state_dict(opt_state)
     return int(meta["epoch"]), list(meta["history"])
 
 
 @torch.no_grad()
 def _eval_loss_acc(model: nn.Module, data: Dataset | tuple[torch.Tensor, torch.Tensor], dev: torch.device,
                    batch_size: int = 256) -> tuple[float, float]:
-    was_training = model.training
-    model.eval()
     tot_loss, correct, n = 0.0, 0, 0
-    try:
+    with model_guard(model, freeze=False):
         for x, y in batches(data, batch_size):
             x, y = x.to(dev), y.to(dev)
             logits = model(x)
             tot_loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += y.shape[0]
-    finally:
-        model.train(was_training)
     return tot_loss / max(n, 1), correct / max(n, 1)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    return torch.device("cpu")
 
 
 def evaluate(model: nn.Module, data: Dataset | tuple[torch.Tensor, torch.Tensor], *, batch_size: int = 256,
@@ -444,20 +675,16 @@ def evaluate(model: nn.Module, data: Dataset | tuple[torch.Tensor, torch.Tensor]
         batch_size: batch size.
         device: where the model is (default: where its parameters are).
     """
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = torch.device(device) if device is not None else module_device(model)
     return _eval_loss_acc(model, data, dev, batch_size)[1]
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
     """Softmax probabilities ``(B, num_classes)`` for ``x`` ``(B, C, H, W)`` in [0, 1] (eval mode, restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        dev = _model_device(model)
+    dev = module_device(model)
+    with model_guard(model, freeze=False):
         out = [F.softmax(model(x[s:s + batch_size].to(dev)), dim=1).cpu() for s in range(0, x.shape[0], batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 
@@ -467,38 +694,6 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torc
 
 ADV_ATTACKS = ("fgsm", "pgd", "fast")
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class _InnerMode:
-    """Context for the inner attack of adversarial training.
-
-    ``"train"``: the model stays in its training mode (BatchNorm normalises with the batch's
-    statistics, the function the training loss differentiates), but every BatchNorm buffer
-    (running mean/var, batch counter) is restored afterwards, so only the training forward
-    pass updates the running statistics. ``"eval"``: the model runs in eval mode (running
-    statistics), restored afterwards.
-    """
-
-    def __init__(self, model: nn.Module, bn_mode: str) -> None:
-        self.model, self.bn_mode = model, bn_mode
-        self.modes: list[tuple[nn.Module, bool]] = []
-        self.buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def __enter__(self) -> None:
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        if self.bn_mode == "eval":
-            self.model.eval()
-        else:
-            self.buffers = [(buf, buf.detach().clone())
-                            for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                            for buf in m.buffers()]
-
-    def __exit__(self, *exc: object) -> None:
-        with torch.no_grad():
-            for buf, saved in self.buffers:
-                buf.copy_(saved)
-        for m, mode in self.modes:
-            m.training = mode
 
 
 def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str | AttackFn = "pgd",
@@ -539,7 +734,10 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
     if bn_mode not in ("train", "eval"):
         raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
     x = x.detach()
-    with _InnerMode(model, bn_mode):
+    # "train": batch statistics, as the training loss sees them, with the BatchNorm buffers put back
+    # afterwards (only the training pass updates them); "eval": running statistics. Parameters stay
+    # trainable (DDP's view of them must not change); gradients are taken w.r.t. the input only.
+    with model_guard(model, eval=bn_mode == "eval", freeze=False, keep_batchnorm_stats=bn_mode == "train"):
         if callable(attack):
             return attack(model, x, y).detach()
         if attack not in ADV_ATTACKS:

@@ -40,7 +40,7 @@ def test_gradient_penalty_linear_critic_exact():
     w[0, 0, 0], w[0, 1, 1] = 3.0, 4.0  # ||w||_2 = 5 -> penalty (5 - 1)^2 = 16 for any interpolate
     critic = Linear(w)
     real, fake = torch.rand(4, 1, 2, 2), torch.rand(4, 1, 2, 2)
-    gp = gradient_penalty(critic, real, fake, eps=torch.tensor([0.0, 0.3, 0.7, 1.0]))
+    gp = gradient_penalty(critic, real, fake, t=torch.tensor([0.0, 0.3, 0.7, 1.0]))
     assert gp.item() == pytest.approx(16.0)
     # differentiable w.r.t. the critic: d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w|| = 1.6 w
     gp.backward()
@@ -50,10 +50,10 @@ def test_gradient_penalty_linear_critic_exact():
 
 
 def test_gradient_penalty_uses_interpolates():
-    # D(x) = sum(x^2): grad = 2 x_hat; with eps = 0.5, x_hat = (real + fake) / 2
+    # D(x) = sum(x^2): grad = 2 x_hat; with t = 0.5, x_hat = (real + fake) / 2
     critic = lambda x: (x ** 2).flatten(1).sum(1)
     real, fake = torch.full((1, 1, 1, 4), 1.0), torch.full((1, 1, 1, 4), 0.0)
-    gp = gradient_penalty(critic, real, fake, eps=torch.tensor([0.5]))
+    gp = gradient_penalty(critic, real, fake, t=torch.tensor([0.5]))
     # x_hat = 0.5 everywhere, grad = 1.0 in 4 entries, norm 2 -> (2 - 1)^2 = 1
     assert gp.item() == pytest.approx(1.0)
 

@@ -2,9 +2,10 @@
 
 * :func:`check_images`, :func:`check_budget`, :func:`check_labels`: one clear error per bad input
   (an ``eps`` of 8 instead of 8/255, a grayscale batch for an RGB model, labels out of range).
-* :func:`model_guard`: runs the model in eval mode with parameters frozen, and restores
-  ``training`` and every ``requires_grad`` afterwards; parameter ``.grad`` is never touched
-  because gradients are taken with :func:`torch.autograd.grad` w.r.t. the input only.
+* :func:`model_guard` (from :mod:`advviz._modules`, the one guard of advviz): runs the model in
+  eval mode with parameters frozen, and restores ``training`` and every ``requires_grad``
+  afterwards; parameter ``.grad`` is never touched because gradients are taken with
+  :func:`torch.autograd.grad` w.r.t. the input only.
 * :func:`input_grad`: gradient of a loss w.r.t. the input (and the logits), nothing else.
 * :func:`generator`: a seeded ``torch.Generator`` on the input's device.
 * :func:`project_linf`, :func:`project_l2`: projections onto the budget ball and ``[0, 1]``.
@@ -16,15 +17,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from advviz._checks import check_images
+from advviz._modules import model_guard
 
 __all__ = [
     "check_images",
@@ -85,28 +86,6 @@ def check_labels(y: torch.Tensor, x: torch.Tensor, num_classes: int | None = Non
     if (y < 0).any() or (num_classes is not None and (y >= num_classes).any()):
         raise ValueError(f"{name} holds a label outside [0, {num_classes})")
     return y.to(device=x.device, dtype=torch.long)
-
-
-@contextlib.contextmanager
-def model_guard(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode with frozen parameters; restore everything afterwards.
-
-    Restores ``model.training`` (of every submodule) and each parameter's ``requires_grad``,
-    also on exceptions. Parameter ``.grad`` is untouched: parameters do not require grad
-    inside, so nothing accumulates into them.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, mode in modes:
-            m.training = mode
 
 
 def input_grad(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,

@@ -47,6 +47,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from advviz._modules import model_guard
+
 __all__ = ["clear_cache", "fast_enabled", "fast_model", "fast_models", "fingerprint", "fold_batchnorm"]
 
 log = logging.getLogger(__name__)
@@ -213,10 +215,8 @@ def _check(entry: _Entry, model: nn.Module, x: torch.Tensor) -> None:
     if entry.net is None:
         return
     probe = x[:2].detach()
-    modes = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
-        with torch.no_grad():
+        with model_guard(model, freeze=False), torch.no_grad():
             ref = model(probe)
             got = entry.net(probe)
         err = float((ref - got).abs().max())
@@ -225,9 +225,6 @@ def _check(entry: _Entry, model: nn.Module, x: torch.Tensor) -> None:
         log.debug("fast copy of %s failed on the input (%s); using the model itself", type(model).__name__, exc)
         entry.net = None
         return
-    finally:
-        for m, mode in modes:
-            m.training = mode
     if not err <= tol:
         log.debug("fast copy of %s differs from the model by %.3g (> %.3g); using the model itself",
                   type(model).__name__, err, tol)

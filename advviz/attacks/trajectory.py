@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz._modules import model_guard
+
 __all__ = ["Frame", "Trajectory", "record", "current_recorder", "RECORDABLE"]
 
 Recorder = Callable[[torch.Tensor], None]
@@ -95,12 +97,8 @@ class Trajectory:
 
 @torch.no_grad()
 def _evaluate(model: nn.Module, xs: torch.Tensor, y: int, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    was = model.training
-    model.eval()
-    try:
+    with model_guard(model, freeze=False):
         logits = torch.cat([model(xs[i:i + batch]) for i in range(0, xs.shape[0], batch)])
-    finally:
-        model.train(was)
     return logits, torch.full((xs.shape[0],), y, dtype=torch.long, device=logits.device)
 
 

@@ -96,9 +96,9 @@ def train_student(student: nn.Module, teacher: nn.Module, images: torch.Tensor, 
     mode during training; its mode and ``requires_grad`` flags are restored afterwards.
     """
     from advviz import train
-    from advviz.defenses.uddn import _Frozen
+    from advviz._modules import model_guard
 
-    with _Frozen(teacher):
+    with model_guard(teacher):
         dev = fit_kw.get("device")
         if dev is not None:
             teacher.to(dev)
@@ -171,10 +171,10 @@ def defensive_distillation(teacher: nn.Module, student: nn.Module, images: torch
         the teacher's and the student's :class:`advviz.train.FitResult`.
     """
     from advviz import train
-    from advviz.defenses.uddn import _Frozen
+    from advviz._modules import model_guard
 
     res_t = train.fit(teacher, (images, labels), loss=defensive_teacher_loss(T), **fit_kw)
-    with _Frozen(teacher):
+    with model_guard(teacher):
         dev = fit_kw.get("device")
         if dev is not None:
             teacher.to(dev)

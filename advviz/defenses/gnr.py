@@ -22,13 +22,15 @@ training pairs for the denoiser (:func:`augment`).
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from advviz._modules import model_guard, module_device
+from advviz.train import gradient_penalty
 
 __all__ = [
     "NoiseCritic",
@@ -125,29 +127,6 @@ def seeded_networks(channels: int = 3, *, seed: int = 0, widths: Sequence[int] =
     return gen, critic
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, *,
-                     t: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``E[(||grad_x F(x_bar)||_2 - 1)^2]`` with ``x_bar = t * real + (1 - t) * fake`` (eq. 3's penalty).
-
-    Args:
-        critic: ``F``, mapping ``(B, ...)`` to ``(B,)`` scores.
-        real, fake: ``(B, ...)`` samples (``fake`` is detached).
-        t: ``(B,)`` interpolation weights in [0, 1] (default: uniform random).
-        generator: random generator for ``t``.
-
-    Returns:
-        Scalar penalty (differentiable w.r.t. the critic's parameters).
-    """
-    b = real.shape[0]
-    if t is None:
-        t = torch.rand(b, generator=generator, device=generator.device if generator is not None else None)
-    t = t.to(real.device, real.dtype).view(b, *([1] * (real.ndim - 1)))
-    x_bar = (t * real.detach() + (1 - t) * fake.detach()).requires_grad_(True)
-    score = critic(x_bar)
-    (grad,) = torch.autograd.grad(score.sum(), x_bar, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-
-
 def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, *, lam: float = 10.0,
                 t: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 3: ``E[F(fake)] - E[F(real)] + lam * gradient_penalty``."""
@@ -165,85 +144,69 @@ def train_gnr(gen: NoiseGenerator, critic: NoiseCritic, noise: torch.Tensor, *, 
               log_every: int = 50) -> list[dict[str, float]]:
     """Train the noise WGAN-GP in place on real noise samples ``noise`` ``(N, C, H, W)``.
 
-    A tqdm.auto bar counts generator steps; Ctrl-C keeps the weights of the last complete
-    block of ``log_every`` steps (the history's last entry). ``eps`` overrides the generator's
-    output bound (e.g. the attack's budget).
+    A step of advviz's training engine (:func:`advviz.train.fit_steps`) whose "epoch" is a block
+    of ``log_every`` generator steps (each after ``n_critic`` critic steps): a tqdm.auto bar
+    counts generator steps; block ``k`` draws its batches, codes and interpolation weights from
+    the seed ``seed * 100_003 + k``; Ctrl-C keeps the weights of the last complete block (the
+    history's last entry). ``eps`` overrides the generator's output bound (e.g. the attack's
+    budget).
 
     Returns:
         History: one dict per ``log_every`` steps (``step``, ``critic``, ``gen``, ``wasserstein``
-        = ``E[F(real)] - E[F(fake)]``, ``seconds``).
+        = ``E[F(real)] - E[F(fake)]``, ``seconds`` since the start).
     """
-    from tqdm.auto import tqdm
-
-    from advviz.train import default_device
+    from advviz.train import TrainState, default_device, fit_steps
 
     dev = torch.device(device) if device is not None else default_device()
     if eps is not None:
         gen.eps = float(eps)
-    gen.to(dev).train()
-    critic.to(dev).train()
+    both = nn.ModuleDict({"gen": gen, "critic": critic}).to(dev)
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.9))
     opt_c = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
-    g = torch.Generator().manual_seed(seed)
     n = noise.shape[0]
-    history: list[dict[str, float]] = []
-    good = (copy.deepcopy(gen.state_dict()), copy.deepcopy(critic.state_dict()))
-    bar = tqdm(total=steps, desc="gnr (wgan-gp)", disable=not progress, dynamic_ncols=True)
-    t0 = time.perf_counter()
-    acc = {"critic": 0.0, "gen": 0.0, "wasserstein": 0.0}
-    try:
-        for step in range(1, steps + 1):
-            for _ in range(n_critic):
-                real = noise[torch.randint(0, n, (batch_size,), generator=g)].to(dev)
-                z = torch.randn(batch_size, gen.z_dim, generator=g).to(dev)
-                with torch.no_grad():
-                    fake = gen(z)
-                t = torch.rand(batch_size, generator=g)
-                c_loss = critic_loss(critic, real, fake, lam=lam, t=t)
-                opt_c.zero_grad(set_to_none=True)
-                c_loss.backward()
-                opt_c.step()
+
+    def step(_i: int, state: TrainState) -> dict[str, float]:
+        g = state.generator
+        for _ in range(n_critic):
+            real = noise[torch.randint(0, n, (batch_size,), generator=g)].to(dev)
             z = torch.randn(batch_size, gen.z_dim, generator=g).to(dev)
-            g_loss = generator_loss(critic, gen(z))
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
             with torch.no_grad():
-                w = float(critic(real).mean() - critic(fake).mean())
-            acc["critic"] += float(c_loss.detach())
-            acc["gen"] += float(g_loss.detach())
-            acc["wasserstein"] += w
-            bar.update(1)
-            bar.set_postfix(w=f"{w:.4f}", refresh=False)
-            if step % log_every == 0 or step == steps:
-                k = (step - 1) % log_every + 1
-                history.append({"step": step, **{key: v / k for key, v in acc.items()},
-                                "seconds": time.perf_counter() - t0})
-                acc = dict.fromkeys(acc, 0.0)
-                good = (copy.deepcopy(gen.state_dict()), copy.deepcopy(critic.state_dict()))
-    except KeyboardInterrupt:
-        gen.load_state_dict(good[0])
-        critic.load_state_dict(good[1])
-        log.warning("GNR training interrupted; kept the weights after step %d",
-                    history[-1]["step"] if history else 0)
-    finally:
-        bar.close()
-        gen.eval()
-        critic.eval()
+                fake = gen(z)
+            t = torch.rand(batch_size, generator=g)
+            c_loss = critic_loss(critic, real, fake, lam=lam, t=t)
+            opt_c.zero_grad(set_to_none=True)
+            c_loss.backward()
+            opt_c.step()
+        z = torch.randn(batch_size, gen.z_dim, generator=g).to(dev)
+        g_loss = generator_loss(critic, gen(z))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        with torch.no_grad():
+            w = float(critic(real).mean() - critic(fake).mean())
+        return {"critic": float(c_loss.detach()), "gen": float(g_loss.detach()), "wasserstein": w}
+
+    def block(k: int) -> int:
+        return min(log_every, steps - k * log_every)
+
+    res = fit_steps(both, step, lambda st: range(block(st.epoch - 1)), optimizers=[opt_g, opt_c],
+                    epochs=math.ceil(steps / log_every), steps_per_epoch=block, seed=seed, device=dev,
+                    progress=progress, description="gnr (wgan-gp)", show=("wasserstein",))
+    history, seconds = [], 0.0
+    for rec in res.history:
+        seconds += rec["seconds"]
+        history.append({"step": min(rec["epoch"] * log_every, steps),
+                        **{k: rec[k] for k in ("critic", "gen", "wasserstein")}, "seconds": seconds})
     return history
 
 
 @torch.no_grad()
 def sample_noise(gen: NoiseGenerator, n: int, *, seed: int = 0, device: str | torch.device | None = None) -> torch.Tensor:
     """``n`` noise samples ``(n, C, H, W)`` in ``[-eps, eps]`` from the (eval-mode) generator, seeded."""
-    dev = torch.device(device) if device is not None else next(iter(gen.parameters())).device
+    dev = torch.device(device) if device is not None else module_device(gen)
     z = torch.randn(n, gen.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
-    was = gen.training
-    gen.eval()
-    try:
+    with model_guard(gen, freeze=False):
         return gen(z)
-    finally:
-        gen.train(was)
 
 
 @torch.no_grad()

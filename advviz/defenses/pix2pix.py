@@ -42,18 +42,16 @@ Choices the paper leaves open, for 32x32 inputs (CIFAR-10):
   convolutions and 36 feature layers) trained by advviz on CIFAR-10 (:data:`PERCEPTUAL_RECIPE`;
   its weights ship with advviz). Every trained purifier records which network it used.
 
-Training (:func:`train_pix2pix`) runs its own loop with :func:`advviz.train.fit`'s behaviour:
-tqdm.auto progress, resumable checkpoints after each complete epoch (written by
-``advviz.train``'s checkpoint code), Ctrl-C keeps the weights of the last complete epoch.
-Adam (lr 2e-4, betas (0.5, 0.999)) as in pix2pix.
+Training (:func:`train_pix2pix`) is a step of advviz's training engine
+(:func:`advviz.train.fit_steps`): tqdm.auto progress, resumable checkpoints after each complete
+epoch, Ctrl-C keeps the weights of the last complete epoch. Adam (lr 2e-4, betas (0.5, 0.999))
+as in pix2pix.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -410,17 +408,10 @@ def train_pix2pix(gen: nn.Module, disc: nn.Module, pairs: tuple[torch.Tensor, to
         progress: tqdm.auto progress bar.
 
     Returns:
-        :class:`GANResult`; after Ctrl-C (or an exception inside an epoch) the networks hold the
-        weights of the last complete epoch and ``interrupted`` is ``True`` (Ctrl-C only).
+        :class:`GANResult`; after Ctrl-C the networks hold the weights of the last complete
+        epoch and ``interrupted`` is ``True``.
     """
-    from tqdm.auto import tqdm
-
-    from advviz.train import (
-        _ckpt_paths,
-        _load_checkpoint,
-        _save_checkpoint,
-        default_device,
-    )
+    from advviz.train import batches, default_device, fit_steps
 
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -431,68 +422,36 @@ def train_pix2pix(gen: nn.Module, disc: nn.Module, pairs: tuple[torch.Tensor, to
     both = nn.ModuleDict({"gen": gen, "disc": disc}).to(dev)
     opt = torch.optim.Adam([{"params": list(gen.parameters())}, {"params": list(disc.parameters())}],
                            lr=lr, betas=(0.5, 0.999))
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    history: list[dict[str, float]] = []
-    start = 0
-    if ckpt is not None and _ckpt_paths(ckpt)[1].is_file():
-        start, history = _load_checkpoint(ckpt, both, opt, dev)
-    n = xa.shape[0]
-    steps = math.ceil(n / batch_size)
-    last_good = copy.deepcopy(both.state_dict())
-    last_opt = copy.deepcopy(opt.state_dict())
-    interrupted = False
-    bar = tqdm(total=(epochs - start) * steps, desc=description, disable=not progress, dynamic_ncols=True)
     gen_params, disc_params = list(gen.parameters()), list(disc.parameters())
-    try:
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            for epoch in range(start, epochs):
-                torch.manual_seed(seed * 100_003 + epoch)
-                order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-                both.train()
-                t0 = time.perf_counter()
-                sums = {"d": 0.0, "g_gan": 0.0, "g_l1": 0.0, "g_perc": 0.0}
-                for s in range(0, n, batch_size):
-                    idx = order[s:s + batch_size]
-                    x, y = xa[idx].to(dev), xc[idx].to(dev)
-                    fake = gen(x)
-                    # discriminator step
-                    opt.zero_grad(set_to_none=True)
-                    d_loss = discriminator_loss(disc, x, y, fake)
-                    d_loss.backward()
-                    for p in gen_params:
-                        p.grad = None
-                    opt.step()
-                    # generator step
-                    opt.zero_grad(set_to_none=True)
-                    g_loss, parts = generator_loss(disc, x, y, fake, lambda_l1=lambda_l1,
-                                                   lambda_perc=lambda_perc, perceptual=perceptual)
-                    if not (torch.isfinite(g_loss) and torch.isfinite(d_loss)):
-                        raise FloatingPointError(f"loss became non-finite at epoch {epoch + 1}; lower lr")
-                    g_loss.backward()
-                    for p in disc_params:
-                        p.grad = None
-                    opt.step()
-                    sums["d"] += float(d_loss.detach()) * len(idx)
-                    for k, v in parts.items():
-                        sums[k] += v * len(idx)
-                    bar.update(1)
-                    bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", l1=f"{parts['g_l1']:.4f}", refresh=False)
-                record = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
-                          "seconds": time.perf_counter() - t0}
-                history.append(record)
-                last_good = copy.deepcopy(both.state_dict())
-                last_opt = copy.deepcopy(opt.state_dict())
-                if ckpt is not None:
-                    _save_checkpoint(ckpt, both, opt, epoch + 1, history)
-    except KeyboardInterrupt:
-        interrupted = True
-        both.load_state_dict(last_good)
-        opt.load_state_dict(last_opt)
-        log.warning("training interrupted; kept the weights of the last complete epoch (%d)", len(history))
-    finally:
-        bar.close()
-        both.eval()
-    return GANResult(history=history, interrupted=interrupted, epochs_completed=len(history), checkpoint=ckpt)
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor], state: Any) -> tuple[dict[str, float], float]:
+        x, y = batch[0].to(dev), batch[1].to(dev)
+        fake = gen(x)
+        # discriminator step
+        opt.zero_grad(set_to_none=True)
+        d_loss = discriminator_loss(disc, x, y, fake)
+        d_loss.backward()
+        for p in gen_params:
+            p.grad = None
+        opt.step()
+        # generator step
+        opt.zero_grad(set_to_none=True)
+        g_loss, parts = generator_loss(disc, x, y, fake, lambda_l1=lambda_l1, lambda_perc=lambda_perc,
+                                       perceptual=perceptual)
+        if not (torch.isfinite(g_loss) and torch.isfinite(d_loss)):
+            raise FloatingPointError(f"loss became non-finite at epoch {state.epoch}; lower lr")
+        g_loss.backward()
+        for p in disc_params:
+            p.grad = None
+        opt.step()
+        b = x.shape[0]
+        return {"d": float(d_loss.detach()) * b, **{k: v * b for k, v in parts.items()}}, b
+
+    res = fit_steps(both, step, lambda st: batches((xa, xc), batch_size, shuffle=True, generator=st.generator), optimizers=[opt],
+                    epochs=epochs, steps_per_epoch=math.ceil(xa.shape[0] / batch_size), seed=seed, device=dev,
+                    checkpoint=checkpoint, progress=progress, description=description, show=("g_l1",))
+    return GANResult(history=res.history, interrupted=res.interrupted, epochs_completed=res.epochs_completed,
+                     checkpoint=res.checkpoint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,20 +507,17 @@ def purify(net: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.T
     """
     from advviz.defenses.jpeg import _check
 
+    from advviz._modules import model_guard, module_device
+
     _check(x.detach())
-    dev = next((p.device for p in net.parameters()), x.device)
+    dev = module_device(net, default=x.device)
     if dev != x.device:
         raise ValueError(f"the purifier's network is on {dev} and the images on {x.device}; load the network "
                          f"for the images' device (e.g. load_purifier(..., device=x.device))")
-    was = net.training
-    net.eval()
     out = []
-    try:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
-            for s in range(0, x.shape[0], batch_size):
-                out.append(net(x[s:s + batch_size].float()).clamp(0, 1))
-    finally:
-        net.train(was)
+    with model_guard(net, freeze=False), torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+        for s in range(0, x.shape[0], batch_size):
+            out.append(net(x[s:s + batch_size].float()).clamp(0, 1))
     if not out:
         return x.detach().clone()
     return torch.cat(out).to(dtype=x.dtype).contiguous()

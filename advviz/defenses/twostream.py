@@ -67,6 +67,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz._modules import model_guard
+
 __all__ = [
     "TYPE_I",
     "TYPE_II",
@@ -268,8 +270,9 @@ class TwoStream:
         hs, ls = [], []
         for s in range(0, x.shape[0], self.batch_size):
             xb = x[s:s + self.batch_size]
-            hs.append(_eval_forward(self.high, self.high_input(xb)).softmax(1))
-            ls.append(_eval_forward(self.low, self.low_input(xb)).softmax(1))
+            with model_guard(self.high, freeze=False), model_guard(self.low, freeze=False):
+                hs.append(self.high(self.high_input(xb)).softmax(1))
+                ls.append(self.low(self.low_input(xb)).softmax(1))
         return torch.cat(hs), torch.cat(ls)
 
     def __call__(self, x: torch.Tensor) -> TwoStreamResult:
@@ -282,15 +285,6 @@ class TwoStream:
     def __repr__(self) -> str:
         return (f"TwoStream(high={type(self.high).__name__}@{self.high_size}, low={type(self.low).__name__}@"
                 f"{self.low_size}, p1={self.p1}, p2={self.p2}, top-{self.k_high}/top-{self.k_low})")
-
-
-def _eval_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    was = model.training
-    model.eval()
-    try:
-        return model(x)
-    finally:
-        model.train(was)
 
 
 def default_pair(*, dataset: str = "cifar10", p1: float = 0.10, p2: float = 0.20,

@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz._modules import model_guard
+
 __all__ = [
     "GUIDANCE",
     "UDDN",
@@ -175,25 +177,6 @@ def pixel_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (x_hat - x).abs().mean()
 
 
-class _Frozen:
-    """Eval mode and no parameter gradients for the target model inside the block; restored after."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.mode = self.model.training
-        self.flags = [p.requires_grad for p in self.model.parameters()]
-        self.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    def __exit__(self, *exc: object) -> None:
-        self.model.train(self.mode)
-        for p, f in zip(self.model.parameters(), self.flags):
-            p.requires_grad_(f)
-
-
 def train_denoiser(net: nn.Module, target: nn.Module, pairs: tuple[torch.Tensor, torch.Tensor],
                    labels: torch.Tensor, *, guidance: str = "logits", epochs: int = 5, lr: float = 1e-3,
                    batch_size: int = 32, device: str | torch.device | None = None, seed: int = 0,
@@ -238,7 +221,7 @@ def train_denoiser(net: nn.Module, target: nn.Module, pairs: tuple[torch.Tensor,
                 logits = target(x_hat.clamp(0, 1))
         return value, logits
 
-    with _Frozen(target):
+    with model_guard(target):
         return train.fit(net, (torch.cat([xa, xc], dim=1), labels), epochs=epochs, lr=lr, batch_size=batch_size,
                          device=dev, seed=seed, checkpoint=checkpoint, loss=loss, progress=progress,
                          description=description)

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from advviz._modules import module_device
 from advviz.evaluate import flags as F
 from advviz.evaluate.autoattack import VERSIONS, autoattack
 
@@ -176,12 +177,6 @@ class Result:
         return "\n".join(out)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 def _gather(data: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if hasattr(data, "tensors"):
         return data.tensors(idx)  # type: ignore[attr-defined]
@@ -309,7 +304,7 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
     from advviz import distributed
 
     world, rank = distributed.world_size(), distributed.rank()
-    dev = torch.device(device) if device is not None else _device_of(model)
+    dev = torch.device(device) if device is not None else module_device(model)
     path = Path(resume) if resume is not None else None
     samples = _read_resume_parts(path, config) if path is not None else {}
     mine = [start for k, start in enumerate(range(0, len(selection), batch_size)) if k % world == rank]

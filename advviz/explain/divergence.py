@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from advviz._checks import check_batch
+from advviz._modules import model_guard
 
 __all__ = ["feature_divergence", "divergence_layers"]
 
@@ -60,13 +61,11 @@ def feature_divergence(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
 
     for n in names:
         hooks.append(modules[n].register_forward_hook(hook(n)))
-    was = model.training
-    model.eval()
     try:
         b = x.shape[0]
-        model(torch.cat([x.detach(), x_adv.detach().to(x.device)]))
+        with model_guard(model, freeze=False):
+            model(torch.cat([x.detach(), x_adv.detach().to(x.device)]))
     finally:
-        model.train(was)
         for h in hooks:
             h.remove()
     result: dict[str, torch.Tensor] = {}

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from advviz._checks import check_batch
-from advviz.explain.gradcam import eval_mode, get_module
+from advviz._modules import model_guard
+from advviz.explain.gradcam import get_module
 
 __all__ = [
     "PRESETS",
@@ -178,7 +179,7 @@ def _resolution_stage_ends(model: nn.Module, x: torch.Tensor) -> list[str]:
         for name, m in model.named_modules():
             if name and not list(m.children()) and type(m).__name__ != "Normalize":
                 hooks.append(m.register_forward_hook(make(name)))
-        with eval_mode(model), torch.no_grad():
+        with model_guard(model, freeze=False), torch.no_grad():
             model(x[:1])
     finally:
         for h in hooks:
@@ -260,7 +261,7 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] 
     try:
         for n, m in modules.items():
             hooks.append(m.register_forward_hook(make(n)))
-        with eval_mode(model), torch.no_grad():
+        with model_guard(model, freeze=False), torch.no_grad():
             model(x.detach())
     finally:
         for h in hooks:

@@ -39,10 +39,9 @@ the targets and the logits of the same forward pass, as a :class:`GradCAMResult`
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advviz._checks import check_batch
+from advviz._modules import model_guard
 
 __all__ = [
     "MIN_CAM_SIZE",
@@ -70,26 +70,6 @@ MIN_CAM_SIZE = 2
 # ---------------------------------------------------------------------------------------------
 # shared helpers (also used by features.py)
 # ---------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode; put every submodule's ``training`` flag back afterwards.
-
-    Restores the flags also when the body raises; a model already in eval mode is not touched
-    (cheap: Grad-CAM of one image is a few milliseconds). Parameters' ``requires_grad`` and
-    ``.grad`` are not touched at all: gradients are taken with ``torch.autograd.grad`` w.r.t. a
-    layer's output only, which accumulates nothing into ``.grad``. (Defined here rather than
-    taken from ``advviz.attacks`` because the CFR attack imports this module.)
-    """
-    training = [m for m in model.modules() if m.training]
-    try:
-        if training:
-            model.eval()
-        yield model
-    finally:
-        for m in training:
-            m.training = True
-
 
 def module_name(model: nn.Module, module: nn.Module) -> str:
     """The qualified name of ``module`` inside ``model`` (``""`` for the model itself)."""
@@ -352,7 +332,7 @@ def gradcam_result(model: nn.Module, x: torch.Tensor, target: int | Sequence[int
     name, module = resolve_layer(model, layer)
     x = x.detach()
     # inference_mode(False): usable from a caller's torch.inference_mode() block too
-    with eval_mode(model), torch.inference_mode(False):
+    with model_guard(model, freeze=False), torch.inference_mode(False):
         run = _direct if backend == "direct" else _captum
         return run(model, module, name, x, target)
 

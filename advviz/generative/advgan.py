@@ -24,7 +24,6 @@ discriminator. Targeted AdvGAN trains one generator per target class.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz._modules import model_guard, module_device
 from advviz.generative.tsgan import Critic
 
 __all__ = [
@@ -153,21 +153,13 @@ class AdvGAN(nn.Module):
         self.history: list[dict[str, float]] = []
         self.eval()
 
-    def _device(self) -> torch.device:
-        return self.net_device()
-
-    def net_device(self) -> torch.device:
-        return self.discriminator.net[0].weight.device
-
     @torch.no_grad()
     def attack(self, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
         """``x_adv = clip(x + G(x), 0, 1)`` for ``x`` ``(B, C, H, W)`` in [0, 1] (detached, x's device)."""
-        was = self.generator.training
-        self.generator.eval()
-        dev = self.net_device()
-        out = torch.cat([(xb.to(dev) + self.generator(xb.to(dev))).clamp(0, 1)
-                         for xb in x.split(batch_size)]) if x.shape[0] else x.clone()
-        self.generator.train(was)
+        dev = module_device(self)
+        with model_guard(self.generator, freeze=False):
+            out = torch.cat([(xb.to(dev) + self.generator(xb.to(dev))).clamp(0, 1)
+                             for xb in x.split(batch_size)]) if x.shape[0] else x.clone()
         return out.to(x.device)
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, target_model: nn.Module, *, epochs: int | None = None,
@@ -176,98 +168,73 @@ class AdvGAN(nn.Module):
             callback: Callable[[dict[str, float]], None] | None = None) -> AdvGANResult:
         """Train on images ``x`` ``(N, C, H, W)`` in [0, 1] with labels ``y`` ``(N,)``.
 
-        The target model is frozen (eval mode) during training and restored afterwards. Ctrl-C
-        keeps the last complete epoch; ``checkpoint`` (``.safetensors``) is written after every
-        epoch and resumed from when it exists.
+        A step of advviz's training engine (:func:`advviz.train.fit_steps`): one discriminator
+        step, then one generator step per batch. The target model is frozen (eval mode) during
+        training and restored afterwards. Ctrl-C keeps the last complete epoch; ``checkpoint``
+        (a path stem: ``<stem>.safetensors`` and ``<stem>.json``, the engine's format) is written
+        after every epoch and resumed from when it exists.
+
+        Raises:
+            ValueError: the checkpoint was written for another configuration or target.
         """
-        from tqdm.auto import tqdm
+        from advviz.train import TrainState, batches, epoch_callback, fit_steps, read_checkpoint
 
         cfg = self.config
         epochs = cfg.epochs if epochs is None else epochs
-        if checkpoint is not None and Path(checkpoint).is_file() and self.epochs_done == 0:
-            other = AdvGAN.load(checkpoint)
-            if other.config != cfg or other.target != self.target:
+        found = read_checkpoint(checkpoint) if checkpoint is not None else None
+        if found is not None:
+            extra = found[1].get("extra", {})
+            if extra.get("config") != json.loads(json.dumps(asdict(cfg))) or extra.get("target") != self.target:
                 raise ValueError(f"checkpoint {checkpoint} has a different configuration or target")
-            self.load_state_dict(other.state_dict())
-            self.epochs_done, self.history = other.epochs_done, other.history
-        dev = torch.device(device) if device is not None else self.net_device()
+        dev = torch.device(device) if device is not None else module_device(self)
         self.to(dev)
-        saved = [(p, p.requires_grad) for p in target_model.parameters()]
-        tm_was = target_model.training
-        target_model.eval()
-        for p, _ in saved:
-            p.requires_grad_(False)
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr)
         n = x.shape[0]
         bs = min(cfg.batch_size, n)
-        steps = -(-n // bs)
-        res = AdvGANResult(history=self.history, epochs_completed=self.epochs_done)
+
+        def step(batch: tuple[torch.Tensor, torch.Tensor], _state: TrainState) -> dict[str, float]:
+            xb, yb = batch[0].to(dev).float(), batch[1].to(dev)
+            pert = self.generator(xb)
+            x_adv = (xb + pert).clamp(0, 1)
+            # discriminator (LSGAN)
+            d_loss = ((self.discriminator(xb) - 1) ** 2).mean() + (self.discriminator(x_adv.detach()) ** 2).mean()
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            # generator
+            with model_guard(self.discriminator, eval=False):
+                l_gan = ((self.discriminator(x_adv) - 1) ** 2).mean()
+                logits = target_model(x_adv)
+                if self.target is None:
+                    l_adv = cw_loss(logits, yb, targeted=False, kappa=cfg.kappa)
+                else:
+                    l_adv = cw_loss(logits, torch.full_like(yb, self.target), targeted=True, kappa=cfg.kappa)
+                l_hinge = hinge_loss(pert, cfg.c)
+                loss = l_adv + cfg.alpha * l_gan + cfg.beta * l_hinge
+                opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_g.step()
+            return {k: float(v.detach()) for k, v in (("d_loss", d_loss), ("g_gan", l_gan), ("g_adv", l_adv),
+                                                      ("g_hinge", l_hinge), ("g_total", loss))}
+
+        def done(record: dict[str, float]) -> None:
+            self.epochs_done = int(record["epoch"])
+
         t_call = time.perf_counter()
         desc = f"AdvGAN ({'target ' + str(self.target) if self.target is not None else 'untargeted'})"
-        bar = tqdm(total=max(0, epochs - self.epochs_done) * steps, desc=desc, disable=not progress, leave=False)
-        self.generator.train()
-        self.discriminator.train()
-        try:
-            for epoch in range(self.epochs_done, epochs):
-                snap = copy.deepcopy(self.state_dict())
-                t0 = time.perf_counter()
-                order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-                sums: dict[str, float] = {}
-                try:
-                    for i in range(steps):
-                        idx = order[i * bs:(i + 1) * bs]
-                        xb, yb = x[idx].to(dev).float(), y[idx].to(dev)
-                        pert = self.generator(xb)
-                        x_adv = (xb + pert).clamp(0, 1)
-                        # discriminator (LSGAN)
-                        d_loss = ((self.discriminator(xb) - 1) ** 2).mean() + \
-                            (self.discriminator(x_adv.detach()) ** 2).mean()
-                        opt_d.zero_grad(set_to_none=True)
-                        d_loss.backward()
-                        opt_d.step()
-                        # generator
-                        for p in self.discriminator.parameters():
-                            p.requires_grad_(False)
-                        l_gan = ((self.discriminator(x_adv) - 1) ** 2).mean()
-                        logits = target_model(x_adv)
-                        if self.target is None:
-                            l_adv = cw_loss(logits, yb, targeted=False, kappa=cfg.kappa)
-                        else:
-                            l_adv = cw_loss(logits, torch.full_like(yb, self.target), targeted=True, kappa=cfg.kappa)
-                        l_hinge = hinge_loss(pert, cfg.c)
-                        loss = l_adv + cfg.alpha * l_gan + cfg.beta * l_hinge
-                        opt_g.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt_g.step()
-                        for p in self.discriminator.parameters():
-                            p.requires_grad_(True)
-                        for k, v in (("d_loss", d_loss), ("g_gan", l_gan), ("g_adv", l_adv), ("g_hinge", l_hinge),
-                                     ("g_total", loss)):
-                            sums[k] = sums.get(k, 0.0) + float(v.detach())
-                        bar.update(1)
-                except KeyboardInterrupt:
-                    self.load_state_dict(snap)
-                    res.interrupted = True
-                    break
-                rec = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()},
-                       "seconds": time.perf_counter() - t0}
-                self.history.append(rec)
-                self.epochs_done = res.epochs_completed = epoch + 1
-                if checkpoint is not None:
-                    self.save(checkpoint)
-                if callback is not None:
-                    callback(rec)
-        finally:
-            bar.close()
-            for p, rg in saved:
-                p.requires_grad_(rg)
-            target_model.train(tm_was)
-            for p in self.discriminator.parameters():
-                p.requires_grad_(True)
-            self.eval()
-        res.seconds = time.perf_counter() - t_call
-        return res
+        with model_guard(target_model):
+            res = fit_steps(self, step, lambda st: batches((x, y), bs, shuffle=True, generator=st.generator),
+                            optimizers=[opt_g, opt_d], epochs=epochs, steps_per_epoch=-(-n // bs), seed=seed,
+                            device=dev, checkpoint=checkpoint, run="advgan",
+                            extra=lambda: {"config": asdict(cfg), "target": self.target,
+                                           "image_shape": list(self.image_shape)},
+                            start_epoch=self.epochs_done, history=self.history,
+                            callbacks=epoch_callback(callback),
+                            progress=progress, description=desc, leave=False, end_epoch=done)
+        self.epochs_done = res.epochs_completed
+        return AdvGANResult(history=self.history, interrupted=res.interrupted, epochs_completed=res.epochs_completed,
+                            seconds=time.perf_counter() - t_call)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Weights and training state as safetensors."""

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz._modules import module_device
+
 __all__ = ["FeatureNetwork", "feature_statistics", "fid", "fid_network", "frechet_distance", "inception_features",
            "penultimate"]
 
@@ -159,7 +161,7 @@ def fid_network(fallback: str | nn.Module = "lenet5_digits", *, prefer_inception
 def fid(x: torch.Tensor, y: torch.Tensor, network: FeatureNetwork, *, batch_size: int = 500) -> float:
     """FID between image sets ``x`` and ``y`` (each ``(N, C, H, W)`` in [0, 1]) on ``network``'s
     features. Report it with ``network.name``."""
-    dev = next((p.device for p in network.parameters()), x.device)
+    dev = module_device(network, x.device)
 
     def feats(imgs: torch.Tensor) -> torch.Tensor:
         return torch.cat([network(b.to(dev)).cpu() for b in imgs.split(batch_size)])

@@ -68,6 +68,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz._modules import model_guard, module_device
+from advviz.train import gradient_penalty
+
 __all__ = [
     "CONFIGS",
     "CONTENT_NORMALISATION",
@@ -240,39 +243,13 @@ class Critic(nn.Module):
 # losses
 # ---------------------------------------------------------------------------------------------
 
-def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, *,
-                     eps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """WGAN-GP penalty ``mean_i (||grad_xhat D(xhat_i)||_2 - 1)^2`` (Algorithm 1, lines 6-8).
-
-    Args:
-        critic: maps ``(B, C, H, W)`` to scores ``(B,)``.
-        real: real images ``(B, C, H, W)``.
-        fake: generated images ``(B, C, H, W)`` (detached by the caller or not: only the
-            interpolate's gradient is taken).
-        eps: interpolation weights ``(B,)`` or ``(B, 1, 1, 1)`` in ``[0, 1]``; default ``U(0, 1)``.
-        generator: random generator for ``eps``.
-
-    Returns:
-        Scalar tensor, differentiable with respect to the critic's parameters.
-    """
-    b = real.shape[0]
-    if eps is None:
-        eps = torch.rand(b, generator=generator, device=generator.device if generator is not None else real.device)
-    eps = eps.to(device=real.device, dtype=real.dtype).view(b, *([1] * (real.dim() - 1)))
-    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    scores = critic(x_hat)
-    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
-    norms = grad.flatten(1).norm(p=2, dim=1)
-    return ((norms - 1.0) ** 2).mean()
-
-
 def critic_loss(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, *,
                 gp_weight: float = 10.0, eps: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """``L_D = mean D(fake) - mean D(real) + gp_weight * GP`` and its parts (Wasserstein estimate)."""
     d_real = critic(real).mean()
     d_fake = critic(fake.detach()).mean()
-    gp = gradient_penalty(critic, real, fake, eps=eps, generator=generator)
+    gp = gradient_penalty(critic, real, fake, t=eps, generator=generator)
     loss = d_fake - d_real + gp_weight * gp
     return loss, {"d_loss": float(loss.detach()), "wasserstein": float((d_real - d_fake).detach()),
                   "gp": float(gp.detach())}
@@ -570,13 +547,6 @@ class StageResult:
     seconds: float = 0.0
 
 
-def _freeze(m: nn.Module) -> nn.Module:
-    m.eval()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m
-
-
 class TSGAN(nn.Module):
     """Both stages of TSGAN: ``g_norm`` and ``critic`` (stage 1), one ``g_adv[t]``/``critic_adv[t]``
     per target class ``t`` (stage 2).
@@ -613,10 +583,7 @@ class TSGAN(nn.Module):
         """Noise ``z ~ N(0, I)`` of shape ``(n, z_dim)``, reproducible for a given ``seed``."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         z = torch.randn(n, self.config.z_dim, generator=gen)
-        return z.to(device if device is not None else self._device())
-
-    def _device(self) -> torch.device:
-        return self.critic.net[0].weight.device
+        return z.to(device if device is not None else module_device(self))
 
     def targets(self) -> list[int]:
         """Target classes with a trained ``G_adv``."""
@@ -648,12 +615,10 @@ class TSGAN(nn.Module):
             ``(n, C, H, W)`` in ``[0, 1]`` on the model's device.
         """
         g = self.generator_for(target)
-        was = g.training
-        g.eval()
-        z = self.latent(n, seed=seed) if z is None else z.to(self._device())
-        out = torch.cat([g(z[i:i + batch_size]) for i in range(0, n, batch_size)]) if n else \
-            torch.empty(0, *self.image_shape, device=self._device())
-        g.train(was)
+        z = self.latent(n, seed=seed) if z is None else z.to(module_device(self))
+        with model_guard(g, freeze=False):
+            out = torch.cat([g(z[i:i + batch_size]) for i in range(0, n, batch_size)]) if n else \
+                torch.empty(0, *self.image_shape, device=module_device(self))
         return out
 
     # -- training ---------------------------------------------------------------------------
@@ -663,8 +628,9 @@ class TSGAN(nn.Module):
         """Stage 1 (Algorithm 1): WGAN-GP on real images ``data`` ``(N, C, H, W)`` in [0, 1].
 
         Continues from ``epochs_done["normal"]`` up to ``epochs`` (default the config's).
-        ``checkpoint``: a ``.safetensors`` path written after every complete epoch (and resumed
-        from when it exists). Ctrl-C keeps the last complete epoch.
+        ``checkpoint``: a path stem (``<stem>.safetensors`` and ``<stem>.json``, the format of
+        :func:`advviz.train.fit_steps`, holding every stage) written after every complete epoch
+        and resumed from when it exists. Ctrl-C keeps the last complete epoch.
         """
         cfg = self.config
         epochs = cfg.epochs_normal if epochs is None else epochs
@@ -709,16 +675,9 @@ class TSGAN(nn.Module):
         if "normal" not in self.epochs_done:
             log.warning("stage 2 without a trained stage 1: G_adv starts from an untrained G_norm")
         self._maybe_resume(checkpoint)
-        dev = torch.device(device) if device is not None else self._device()
+        dev = torch.device(device) if device is not None else module_device(self)
         self.to(dev)
         g_norm = self.g_norm
-        g_norm_was = g_norm.training
-        _freeze_state = [(p, p.requires_grad) for p in list(g_norm.parameters()) + list(target_model.parameters())]
-        tm_was = target_model.training
-        g_norm.eval()
-        target_model.eval()
-        for p, _ in _freeze_state:
-            p.requires_grad_(False)
         if content is not None:
             content.to(dev)
         self.info["content_network"] = getattr(content, "name", None) if content is not None and \
@@ -726,7 +685,7 @@ class TSGAN(nn.Module):
         self.info["stage2_batchnorm"] = STAGE2_BATCHNORM
         self.info["content_normalisation"] = CONTENT_NORMALISATION
         results = []
-        try:
+        with model_guard(g_norm), model_guard(target_model):
             for t in ([targets] if isinstance(targets, int) else list(targets)):
                 key = str(int(t))
                 if key not in self.g_adv:
@@ -747,11 +706,6 @@ class TSGAN(nn.Module):
                 results.append(res)
                 if res.interrupted:
                     break
-        finally:
-            for p, rg in _freeze_state:
-                p.requires_grad_(rg)
-            g_norm.train(g_norm_was)
-            target_model.train(tm_was)
         return results
 
     def _loop(self, key: str, target: int | None, gen: nn.Module, critic: nn.Module,
@@ -759,17 +713,20 @@ class TSGAN(nn.Module):
               data: torch.Tensor, *, epochs: int, lr: float, device: str | torch.device | None, seed: int,
               progress: bool, checkpoint: str | os.PathLike[str] | None,
               callback: Callable[[dict[str, float]], None] | None, gen_eval: bool = False) -> StageResult:
-        """One stage's WGAN-GP loop; ``gen_eval``: run ``gen``'s BatchNorm in eval mode (stage 2)."""
+        """One stage's WGAN-GP loop, a step of :func:`advviz.train.fit_steps`: every batch one
+        critic step, every ``n_critic``-th batch also a generator step (critic frozen);
+        ``gen_eval``: run ``gen``'s BatchNorm in eval mode (stage 2). The checkpoint (the engine's
+        format) holds every stage, so that a fresh model resumes with :meth:`_maybe_resume`."""
         import time
 
-        from tqdm.auto import tqdm
+        from advviz.train import TrainState, epoch_callback, fit_steps
 
         cfg = self.config
         if data.dim() != 4 or tuple(data.shape[1:]) != self.image_shape:
             raise ValueError(f"data must be (N, {', '.join(map(str, self.image_shape))}); got {tuple(data.shape)}")
         if cfg.max_images is not None:
             data = data[:cfg.max_images]
-        dev = torch.device(device) if device is not None else self._device()
+        dev = torch.device(device) if device is not None else module_device(self)
         self.to(dev)
         stage = "normal" if target is None else "adv"
         start = self.epochs_done.get(key, 0)
@@ -782,69 +739,47 @@ class TSGAN(nn.Module):
         n = data.shape[0]
         bs = min(cfg.batch_size, n)
         steps = n // bs  # drop the last incomplete batch (BatchNorm in G; equal critic batches)
+
+        def real_batches(state: TrainState) -> Any:
+            order = torch.randperm(n, generator=state.generator)
+            for i in range(steps):
+                yield data[order[i * bs:(i + 1) * bs]].to(dev).float()
+
+        def step(real: torch.Tensor, state: TrainState) -> dict[str, float]:
+            rng = state.generator
+            z = torch.randn(bs, cfg.z_dim, generator=rng).to(dev)
+            with torch.no_grad():
+                fake = gen(z)
+            eps = torch.rand(bs, generator=rng)
+            d_loss, parts = critic_loss(critic, real, fake, gp_weight=cfg.gp_weight, eps=eps)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            if state.batch % cfg.n_critic == 0:
+                with model_guard(critic, eval=False):
+                    z = torch.randn(bs, cfg.z_dim, generator=rng).to(dev)
+                    loss, gparts = g_loss(gen, critic, z)
+                    opt_g.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt_g.step()
+                parts.update(gparts)
+            return parts
+
+        def train_mode() -> None:
+            gen.train(not gen_eval)
+            critic.train()
+
+        def done(record: dict[str, float]) -> None:
+            self.epochs_done[key] = int(record["epoch"])
+
         t_call = time.perf_counter()
         label = "TSGAN stage 1 (WGAN-GP)" if target is None else f"TSGAN stage 2, target {target}"
-        bar = tqdm(total=(epochs - start) * steps, desc=label, disable=not progress, leave=False)
-        gen.train(not gen_eval)
-        critic.train()
-        try:
-            for epoch in range(start, epochs):
-                snap = (copy.deepcopy(gen.state_dict()), copy.deepcopy(critic.state_dict()),
-                        copy.deepcopy(opt_g.state_dict()), copy.deepcopy(opt_d.state_dict()))
-                t0 = time.perf_counter()
-                rng = torch.Generator().manual_seed(seed * 100003 + epoch)
-                order = torch.randperm(n, generator=rng)
-                sums: dict[str, float] = {}
-                counts: dict[str, int] = {}
-                try:
-                    for i in range(steps):
-                        real = data[order[i * bs:(i + 1) * bs]].to(dev).float()
-                        z = torch.randn(bs, cfg.z_dim, generator=rng).to(dev)
-                        with torch.no_grad():
-                            fake = gen(z)
-                        eps = torch.rand(bs, generator=rng)
-                        d_loss, parts = critic_loss(critic, real, fake, gp_weight=cfg.gp_weight, eps=eps)
-                        opt_d.zero_grad(set_to_none=True)
-                        d_loss.backward()
-                        opt_d.step()
-                        if (i + 1) % cfg.n_critic == 0:
-                            for p in critic.parameters():
-                                p.requires_grad_(False)
-                            z = torch.randn(bs, cfg.z_dim, generator=rng).to(dev)
-                            loss, gparts = g_loss(gen, critic, z)
-                            opt_g.zero_grad(set_to_none=True)
-                            loss.backward()
-                            opt_g.step()
-                            for p in critic.parameters():
-                                p.requires_grad_(True)
-                            parts.update(gparts)
-                        for k, v in parts.items():
-                            sums[k] = sums.get(k, 0.0) + v
-                            counts[k] = counts.get(k, 0) + 1
-                        bar.update(1)
-                        if progress and i % 5 == 0:
-                            bar.set_postfix(epoch=epoch + 1, W=f"{parts['wasserstein']:.3f}")
-                except KeyboardInterrupt:
-                    gen.load_state_dict(snap[0])
-                    critic.load_state_dict(snap[1])
-                    result.interrupted = True
-                    log.info("%s interrupted; keeping the weights after epoch %d", label, epoch)
-                    break
-                rec = {"epoch": epoch + 1, **{k: sums[k] / counts[k] for k in sums},
-                       "seconds": time.perf_counter() - t0}
-                hist.append(rec)
-                self.epochs_done[key] = epoch + 1
-                result.epochs_completed = epoch + 1
-                if checkpoint is not None:
-                    self.save(checkpoint)
-                if callback is not None:
-                    callback(rec)
-        finally:
-            bar.close()
-            for p in critic.parameters():
-                p.requires_grad_(True)
-            gen.eval()
-            critic.eval()
+        res = fit_steps(self, step, real_batches, optimizers=[opt_g, opt_d], epochs=epochs, steps_per_epoch=steps,
+                        seed=seed, device=dev, checkpoint=checkpoint, run=f"tsgan:{key}", extra=self._extra,
+                        start_epoch=start, history=hist, callbacks=epoch_callback(callback), progress=progress,
+                        description=label, show=("wasserstein",), leave=False, train_mode=train_mode, end_epoch=done)
+        self.epochs_done[key] = result.epochs_completed = res.epochs_completed
+        result.interrupted = res.interrupted
         result.seconds = time.perf_counter() - t_call
         return result
 
@@ -887,15 +822,29 @@ class TSGAN(nn.Module):
         gan.info = json.loads(meta["info"])
         return gan.to(device).eval()
 
+    def _extra(self) -> dict[str, Any]:
+        """What a training checkpoint stores besides the tensors (read back by :meth:`_maybe_resume`)."""
+        return {"config": asdict(self.config), "image_shape": list(self.image_shape), "num_classes": self.num_classes,
+                "epochs_done": self.epochs_done, "history": self.history,
+                "info": json.loads(json.dumps(self.info, default=str))}
+
     def _maybe_resume(self, checkpoint: str | os.PathLike[str] | None) -> None:
-        if checkpoint is None or not Path(checkpoint).is_file() or self.epochs_done:
+        """Load every stage from a training checkpoint (the engine's format) into a fresh model."""
+        from advviz.train import read_checkpoint
+
+        if checkpoint is None or self.epochs_done:
             return
-        other = TSGAN.load(checkpoint, device=self._device())
-        if other.config != self.config or other.image_shape != self.image_shape:
+        found = read_checkpoint(checkpoint)
+        if found is None:
+            return
+        state, meta = found
+        extra = meta.get("extra", {})
+        if extra.get("config") != json.loads(json.dumps(asdict(self.config))) or \
+                tuple(extra.get("image_shape", ())) != self.image_shape:
             raise ValueError(f"checkpoint {checkpoint} has a different configuration; delete it or pass another path")
-        for t in other.targets():
-            self.init_adversarial(t)
-        self.load_state_dict(other.state_dict())
-        self.epochs_done, self.history, self.info = other.epochs_done, other.history, other.info
+        for t in sorted({k.split(".")[1] for k in state if k.startswith("g_adv.")}):
+            self.init_adversarial(int(t))
+        self.load_state_dict(state)
+        self.epochs_done, self.history, self.info = extra["epochs_done"], extra["history"], extra["info"]
         log.info("resumed TSGAN from %s (%s)", checkpoint, self.epochs_done)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from advviz._modules import model_guard
+
 __all__ = ["spatial_layers"]
 
 
@@ -40,12 +42,10 @@ def spatial_layers(model: nn.Module, input_size: tuple[int, int, int], *, device
         if convs_only and not isinstance(m, nn.Conv2d) and name != last_conv:
             continue
         hooks.append(m.register_forward_hook(hook(name)))
-    was_training = model.training
-    model.eval()
     try:
-        model(torch.zeros(1, *input_size, device=device))
+        with model_guard(model, freeze=False):
+            model(torch.zeros(1, *input_size, device=device))
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     if last_conv and last_conv not in seen:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from advviz._modules import module_device
+
 __all__ = ["ExplorerState", "Prediction", "available_datasets", "available_models", "default_pairing",
            "dataset_classes", "model_dataset"]
 
@@ -113,7 +115,7 @@ class ExplorerState:
         self.model: nn.Module = model
         self.model_name = model_name
         self.classes: list[str] = []
-        self.device = torch.device(device) if device is not None else _param_device(model)
+        self.device = torch.device(device) if device is not None else module_device(model)
         self.x: torch.Tensor | None = None
         self.y: int | None = None
         self.source: str = ""
@@ -157,7 +159,7 @@ class ExplorerState:
             old_k = len(self.classes)
             self._dataset = dataset
             self._set_model_fields(model, name, classes or (self.classes if name == self.model_name else None))
-            self.device = _param_device(model)
+            self.device = module_device(model)
             self.x_adv, self.attack = None, ""
             size = getattr(model, "input_size", None)
             if self.x is not None and ((size is not None and tuple(self.x.shape) != tuple(size))
@@ -261,9 +263,3 @@ class ExplorerState:
     def _notify(self, topic: str) -> None:
         for cb in list(self._listeners[topic]) + list(self._late[topic]):
             cb(self)
-
-
-def _param_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from advviz._modules import model_guard, module_device
 from advviz.widgets import _render as R
 from advviz.widgets._errors import ErrorArea, guarded
 
@@ -70,11 +71,8 @@ class GeneratorView(W.VBox):
         self.render()
 
     def _predict(self, x: torch.Tensor) -> tuple[int, float]:
-        was = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            p = torch.softmax(self.model(x.to(next(self.model.parameters()).device)), 1)[0].cpu()
-        self.model.train(was)
+        with model_guard(self.model, freeze=False), torch.no_grad():
+            p = torch.softmax(self.model(x.to(module_device(self.model))), 1)[0].cpu()
         k = int(p.argmax())
         return k, float(p[k])
 
