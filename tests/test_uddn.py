@@ -408,3 +408,10 @@ def test_uddn_reproduction_rows_name_the_papers_baselines(one_thread, monkeypatc
     assert res["config"]["distillation"]["name"] == "dd stand-in" and "Papernot" in res["config"]["distillation"]["what"]
     assert "pixel-guided" in res["config"]["pgd"]["what"]
     assert "pgd_at" in P.format(res) and "adv_distillation" in P.format(res)
+    # issue 15, point 3: each baseline's health (clean accuracy beside the undefended model's) is reported
+    health = res["config"]["health"]
+    assert {"none", "dae", "pgd", "uddn", "pgd_at", "distillation"} <= set(health)
+    assert health["dae"]["clean_accuracy"] == rows["dae", "clean"]["accuracy"]
+    assert health["dae"]["share_of_undefended"] == pytest.approx(rows["dae", "clean"]["accuracy"]
+                                                                 / rows["none", "clean"]["accuracy"])
+    assert "baseline health" in P.format(res) and "levels=1" in res["config"]["dae"]["deviation"]

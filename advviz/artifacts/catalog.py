@@ -170,7 +170,9 @@ def _denoiser_make(recipe: R.DenoiserRecipe) -> Any:
     def make() -> nn.Module:
         from advviz.defenses.uddn import UDDN, dae_network
 
-        return dae_network(3, recipe.width) if recipe.kind == "dae" else UDDN(3, recipe.width)
+        if recipe.kind == "dae":
+            return dae_network(3, recipe.width, levels=getattr(recipe, "levels", 4))
+        return UDDN(3, recipe.width)
 
     return make
 

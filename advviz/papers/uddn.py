@@ -151,11 +151,38 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
                                         "on its outputs (eq. 6); advviz's variant, no paper value"},
            "paper_tables": ("paper_accuracy: Table 2 (none, dae, pgd, uddn) or Table 3 (jpeg, distillation, "
                             "uddn_distillation); paper_l1: Table 1; paper_table3_accuracy: Table 3's 'PGD [27]'")}
+    cfg["dae"]["deviation"] = ("the DAE's encoder stops at 16x16 (recipe levels=1) where the paper's UDDN goes to 2x2: "
+                               "through a 2x2 bottleneck no DAE rebuilds a CIFAR image (the old one left ResNet-20 at "
+                               ".195 clean); see advviz.artifacts.recipes.DAERecipe")
+    cfg["health"] = _health(rows, {"dae": dae_rec, "pgd": pgd_den_rec, "uddn": uddn_rec, "distillation": def_rec,
+                                   "pgd_at": pgd_rec})
     return result("uddn", table, cfg, f"CIFAR-10 test split (JPEG copy), {n} random images", rows)
+
+
+def _health(rows: list[dict[str, Any]], records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each baseline's health: clean accuracy (and its share of the undefended model's) and final training loss."""
+    clean = {r["defense"]: r["accuracy"] for r in rows if r["test_set"] == "clean" and r.get("threat", "oblivious")
+             == "oblivious"}
+    out = {}
+    for name, acc in clean.items():
+        rec = records.get(name, {})
+        art = rec.get("artifact")
+        final = art.training.get("final", {}) if art is not None else rec.get("final", {}) or {}
+        out[name] = {"clean_accuracy": acc, "share_of_undefended": acc / clean["none"] if clean.get("none") else None,
+                     "final_loss": final.get("loss") if isinstance(final, dict) else None}
+    return out
 
 
 def format(res: dict[str, Any]) -> str:
     """The result as a text table, paper values beside measured ones."""
-    return format_rows(res, columns=["defense", "test_set", "accuracy", "paper_accuracy", "paper_table3_accuracy", "l1",
+    text = format_rows(res, columns=["defense", "test_set", "accuracy", "paper_accuracy", "paper_table3_accuracy", "l1",
                                      "paper_l1", "seconds"],
                        title="UDDN paper, Tables 1-3 (measured: CIFAR-10 ResNet-20; paper: FaceNet on LFW)")
+    health = res["config"].get("health") or {}
+    if health:
+        lines = [f"  {name:<18} clean {h['clean_accuracy']:.3f}"
+                 + (f" ({h['share_of_undefended']:.0%} of undefended)" if h.get("share_of_undefended") else "")
+                 + (f", final training loss {h['final_loss']:.4f}" if isinstance(h.get("final_loss"), (int, float)) else "")
+                 for name, h in health.items()]
+        text += "\nbaseline health:\n" + "\n".join(lines)
+    return text
