@@ -197,6 +197,12 @@ def _make_optimizer(name: str, params: Sequence[nn.Parameter] | Iterator[nn.Para
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
 
 
+def plateaued(history: Sequence[dict[str, float]], tol: float = 0.01) -> bool:
+    """Whether some epoch's training loss improved by less than ``tol`` (relative) on the epoch before."""
+    losses = [h["loss"] for h in history if "loss" in h]
+    return any(b > a * (1 - tol) for a, b in zip(losses, losses[1:]))
+
+
 def fit(
     model: nn.Module,
     train_data: Dataset | tuple[torch.Tensor, torch.Tensor],
@@ -217,6 +223,7 @@ def fit(
     loss: LossFn | None = None,
     progress: bool = True,
     description: str = "train",
+    lr_final: float | None = None,
 ) -> FitResult:
     """Train ``model`` in place.
 
@@ -238,12 +245,16 @@ def fit(
         optimizer: ``"adam"`` or ``"sgd"`` (Nesterov momentum).
         weight_decay: L2 weight decay.
         momentum: SGD momentum.
-        schedule: ``None`` (constant) or ``"cosine"`` (per-step cosine decay to 0).
+        schedule: ``None`` (constant), ``"cosine"`` (per-step cosine decay to 0) or ``"plateau"``
+            (``lr`` until the first epoch whose training loss improved by less than 1% on the
+            epoch before, then ``lr_final``: the UDDN paper's "1e-3, decayed to 1e-4 when the
+            training loss converges").
         augment: ``(x, generator) -> x`` applied to training batches (e.g. :func:`cifar_augment`).
         loss: ``(model, x, y) -> (scalar loss, logits)``; default cross-entropy. Adversarial
             training and distillation plug in here.
         progress: show a tqdm.auto progress bar.
         description: progress-bar label.
+        lr_final: the rate after the plateau (``schedule="plateau"`` only).
 
     Returns:
         :class:`FitResult` (history, interrupted flag, epochs completed).
@@ -254,8 +265,10 @@ def fit(
         raise ValueError(f"lr must be a positive number, got {lr}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if schedule not in (None, "cosine"):
-        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+    if schedule not in (None, "cosine", "plateau"):
+        raise ValueError(f"schedule must be None, 'cosine' or 'plateau', got {schedule!r}")
+    if (schedule == "plateau") != (lr_final is not None):
+        raise ValueError("schedule='plateau' needs lr_final (the rate after the plateau), and lr_final needs it")
     n = _num_items(train_data)
     if n == 0:
         raise ValueError("train_data is empty")
@@ -281,7 +294,12 @@ def fit(
         if augment is not None:
             x = augment(x, state.generator if x.device.type == "cpu" else None)
         i = (state.epoch - 1) * steps_per_epoch + state.batch - 1
-        cur_lr[0] = lr if schedule is None else 0.5 * lr * (1 + math.cos(math.pi * i / total_steps))
+        if schedule == "cosine":
+            cur_lr[0] = 0.5 * lr * (1 + math.cos(math.pi * i / total_steps))
+        elif schedule == "plateau":
+            cur_lr[0] = lr_final if plateaued(state.history) else lr  # type: ignore[assignment]
+        else:
+            cur_lr[0] = lr
         for g in opt.param_groups:
             g["lr"] = cur_lr[0]
         weight = 1.0

@@ -415,3 +415,37 @@ def test_uddn_reproduction_rows_name_the_papers_baselines(one_thread, monkeypatc
     assert health["dae"]["share_of_undefended"] == pytest.approx(rows["dae", "clean"]["accuracy"]
                                                                  / rows["none", "clean"]["accuracy"])
     assert "baseline health" in P.format(res) and "levels=1" in res["config"]["dae"]["deviation"]
+
+
+def test_paper_schedule_and_attack_mix():
+    """Issue 15, point 5: the paper's schedule (1e-3, decayed to 1e-4 once the loss converges) and
+    its attack mix (FGSM, I-FGSM-2/4/8 at random levels) are recipes the quick and paper configs use;
+    the shipped full recipe keeps its recorded schedule (constant 1e-3, FGSM 8/255)."""
+    from advviz import artifacts, train
+    from advviz.artifacts import recipes
+
+    quick, paper, full = (recipes.denoiser_recipe("uddn", c) for c in ("quick", "paper", "full"))
+    assert quick.schedule == paper.schedule == "plateau" and quick.lr == 1e-3 and quick.lr_final == 1e-4
+    assert full.schedule is None and recipes.GNR.attacks == "fgsm" and recipes.GNR_QUICK.attacks == "paper"
+    assert paper.epochs >= 30 and artifacts.get_spec("uddn_resnet20_cifar10_paper").upstream[1] == "gnr_cifar10_paper"
+    # the plateau rule: the rate drops after the first epoch that improved the loss by < 1 %
+    assert not train.plateaued([{"loss": 1.0}, {"loss": 0.9}])
+    assert train.plateaued([{"loss": 1.0}, {"loss": 0.9}, {"loss": 0.895}])
+    torch.manual_seed(0)
+    net = nn.Linear(2, 2)
+    x, y = torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)  # the loss converges after one epoch
+    r = train.fit(net, (x, y), epochs=4, lr=1e-3, lr_final=1e-4, schedule="plateau", batch_size=8, progress=False,
+                  device="cpu")
+    lrs = [h["lr"] for h in r.history]
+    assert lrs[0] == 1e-3 and lrs[-1] == 1e-4
+    with pytest.raises(ValueError, match="lr_final"):
+        train.fit(net, (x, y), epochs=1, schedule="plateau", progress=False, device="cpu")
+    # the attack mix: every image changed within its own level, several attacks and levels used
+    torch.manual_seed(0)
+    target = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10)).eval()
+    xi = torch.rand(64, 3, 4, 4)
+    yi = torch.randint(0, 10, (64,))
+    xa = U.attacked(target, xi, yi, attacks="paper", eps=8 / 255, seed=1)
+    dist = (xa - xi).abs().flatten(1).amax(1)
+    assert (dist <= 8 / 255 + 1e-6).all() and (dist > 0).all() and len(torch.unique((dist * 255).round())) >= 4
+    assert torch.equal(xa, U.attacked(target, xi, yi, attacks="paper", eps=8 / 255, seed=1))

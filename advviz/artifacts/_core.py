@@ -62,9 +62,13 @@ __all__ = [
     "forget",
     "write",
     "META_KEY",
+    "ADDED",
 ]
 
 log = logging.getLogger(__name__)
+
+#: ``dataclasses.field(metadata=ADDED)`` marks a recipe field added after files were made (see :meth:`Recipe.hash`).
+ADDED: dict[str, bool] = {"added": True}
 
 #: safetensors metadata key holding the JSON :class:`Record` (without ``sha256``/``path``/``source``).
 META_KEY = "advviz.record"
@@ -91,8 +95,16 @@ class Recipe:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def hash(self) -> str:
-        """16 hex digits of sha256 over ``{"type": class name, **fields}`` (canonical JSON)."""
-        payload = json.dumps({"type": type(self).__name__, **self.to_dict()}, sort_keys=True)
+        """16 hex digits of sha256 over ``{"type": class name, **fields}`` (canonical JSON).
+
+        A field declared with ``metadata=ADDED`` (added after files were made with the class) is
+        left out while it holds its default, so those files keep their identity.
+        """
+        d = self.to_dict()
+        for f in dataclasses.fields(self):
+            if f.metadata.get("added") and getattr(self, f.name) == f.default:
+                d.pop(f.name)
+        payload = json.dumps({"type": type(self).__name__, **d}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> Recipe:

@@ -151,13 +151,13 @@ def _build_gnr(ctx: BuildContext) -> Built:
 
     from advviz import artifacts, data
     from advviz.defenses import gnr
-    from advviz.defenses.pix2pix import make_pairs
+    from advviz.defenses.uddn import attacked
 
     r: R.GNRRecipe = ctx.recipe
     target, _ = artifacts.get("resnet20_cifar10", device=ctx.device)
     x, y = data.sample(data.load("cifar10", "train"), r.real + r.gnr, seed=r.pairs_seed)
     xr, yr = x[:r.real].to(ctx.device), y[:r.real].to(ctx.device)
-    xa, _ = make_pairs(target, xr, yr, attack="fgsm", eps=r.eps, progress=ctx.progress)
+    xa = attacked(target, xr, yr, attacks=r.attacks, eps=r.eps, seed=r.pairs_seed, progress=ctx.progress)
     seed = r.seed if r.seed is not None else random.SystemRandom().randrange(2**31)
     gen, critic = gnr.seeded_networks(3, seed=seed, widths=r.widths, convs_per_unit=r.convs,
                                       critic_widths=r.critic_widths, eps=r.eps)
@@ -189,7 +189,8 @@ def _build_denoiser(ctx: BuildContext) -> Built:
     net = ctx.spec.make()
     res = U.train_denoiser(net, target, (xa, xc), y, guidance=U.GUIDANCE[r.kind], epochs=r.epochs, lr=r.lr,
                            batch_size=r.batch_size, device=ctx.device, seed=r.seed, checkpoint=ctx.checkpoint,
-                           progress=ctx.progress, description=ctx.spec.name)
+                           progress=ctx.progress, description=ctx.spec.name, schedule=r.schedule,
+                           lr_final=r.lr_final)
     if res.interrupted:
         raise interrupted(ctx.spec.name)
     return Built(net, {**fit_summary(res), "history": res.history, "pairs": pairs})
@@ -224,8 +225,10 @@ def _defenses() -> None:
             filename=f"vgg19_slim_cifar10_perceptual{suffix}.safetensors", kind="feature network", dataset="cifar10",
             recipe=recipe, build=_build_fit,
             description="slim CIFAR VGG-19 (width 0.25), the cGAN's perceptual network when no ImageNet VGG-19 exists"))
-    for config, suffix in (("full", ""), ("quick", "_quick")):
+    for config, suffix in (("full", ""), ("quick", "_quick"), ("paper", "_paper")):
         for kind in ("pix2pix", "cgan"):
+            if config == "paper":
+                continue
             for attack in ("fgsm", "pgd"):
                 recipe = R.pix2pix_recipe(kind, attack, config)
                 up = ("resnet20_cifar10",) + (("vgg19_slim_cifar10_perceptual",) if kind == "cgan" else ())
@@ -234,7 +237,7 @@ def _defenses() -> None:
                     filename=f"{kind}_{attack}_cifar10{suffix}.safetensors", kind="purifier", dataset="cifar10",
                     recipe=recipe, build=_build_pix2pix, upstream=up,
                     description=f"{kind} purifier generator on {attack.upper()} pairs of ResNet-20"))
-        gnr_recipe = R.GNR if config == "full" else R.GNR_QUICK
+        gnr_recipe = {"full": R.GNR, "quick": R.GNR_QUICK, "paper": R.GNR_PAPER}[config]
         register(ArtifactSpec(
             name=f"gnr_cifar10{suffix}", make=_gnr_make(gnr_recipe), filename=f"gnr_cifar10{suffix}.safetensors",
             kind="generator", dataset="cifar10", recipe=gnr_recipe, build=_build_gnr, upstream=("resnet20_cifar10",),

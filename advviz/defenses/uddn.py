@@ -180,7 +180,8 @@ def pixel_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def train_denoiser(net: nn.Module, target: nn.Module, pairs: tuple[torch.Tensor, torch.Tensor],
                    labels: torch.Tensor, *, guidance: str = "logits", epochs: int = 5, lr: float = 1e-3,
                    batch_size: int = 32, device: str | torch.device | None = None, seed: int = 0,
-                   checkpoint: Any = None, progress: bool = True, description: str = "uddn") -> Any:
+                   checkpoint: Any = None, progress: bool = True, description: str = "uddn",
+                   schedule: str | None = None, lr_final: float | None = None) -> Any:
     """Train a denoiser in place with :func:`advviz.train.fit`.
 
     Args:
@@ -190,7 +191,7 @@ def train_denoiser(net: nn.Module, target: nn.Module, pairs: tuple[torch.Tensor,
         pairs: ``(attacked, clean)`` ``(N, C, H, W)`` in [0, 1].
         labels: ``(N,)`` true labels (used only for the training-accuracy column of the history).
         guidance: ``"logits"`` (eq. 5, l = -1), ``"features"`` (l = -2) or ``"pixel"`` (the DAE).
-        epochs, lr, batch_size, device, seed, checkpoint, progress, description: as
+        epochs, lr, batch_size, device, seed, checkpoint, progress, description, schedule, lr_final: as
             :func:`advviz.train.fit`.
 
     Returns:
@@ -224,7 +225,7 @@ def train_denoiser(net: nn.Module, target: nn.Module, pairs: tuple[torch.Tensor,
     with model_guard(target):
         return train.fit(net, (torch.cat([xa, xc], dim=1), labels), epochs=epochs, lr=lr, batch_size=batch_size,
                          device=dev, seed=seed, checkpoint=checkpoint, loss=loss, progress=progress,
-                         description=description)
+                         description=description, schedule=schedule, lr_final=lr_final)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,6 +250,44 @@ _NETWORK = {"uddn": "UDDN (laterals, x_hat = x* - dx)", "dae": "UDDN without lat
 _PAIRS: dict[tuple[str, str, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]] = {}
 
 
+def attacked(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: str = "fgsm", eps: float = 8 / 255,
+             seed: int = 1, progress: bool = False) -> torch.Tensor:
+    """The attacked halves of the real training pairs (:class:`advviz.artifacts.recipes.GNRRecipe`'s ``attacks``).
+
+    Args:
+        target: the classifier attacked (frozen).
+        x: ``(N, C, H, W)`` clean images in [0, 1]; y: ``(N,)`` labels.
+        attacks: ``"fgsm"`` (FGSM at ``eps``) or ``"paper"``: each image gets one of FGSM,
+            I-FGSM-2, I-FGSM-4, I-FGSM-8 (iterations), drawn at random, at a level drawn uniformly
+            from {1, ..., 8}/255 of ``eps = 8/255`` (``eps * k / 8``), I-FGSM stepping level / iterations.
+        seed: the draws' seed.
+
+    Returns:
+        ``(N, C, H, W)`` attacked images, each within its level of ``x`` in L-inf.
+    """
+    from advviz import attacks as A
+    from advviz.defenses.pix2pix import make_pairs
+
+    if attacks == "fgsm":
+        return make_pairs(target, x, y, attack="fgsm", eps=eps, progress=progress)[0]
+    if attacks != "paper":
+        raise ValueError(f"attacks must be 'fgsm' or 'paper', got {attacks!r}")
+    g = torch.Generator().manual_seed(seed)
+    kind = torch.randint(0, 4, (x.shape[0],), generator=g)
+    level = torch.randint(1, 9, (x.shape[0],), generator=g)
+    out = x.clone()
+    for k, iters in enumerate((1, 2, 4, 8)):
+        for lv in range(1, 9):
+            idx = ((kind == k) & (level == lv)).nonzero().flatten().to(x.device)
+            if idx.numel() == 0:
+                continue
+            e = eps * lv / 8
+            xs, ys = x[idx], y[idx]
+            out[idx] = (A.fgsm(target, xs, ys, eps=e) if iters == 1
+                        else A.bim(target, xs, ys, eps=e, alpha=e / iters, steps=iters))
+    return out
+
+
 def pairs_from(gnr_name: str, *, device: str | torch.device = "cpu",
                progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
     """``(attacked, clean, labels, record)``: real FGSM pairs plus the pairs GNR artefact ``gnr_name`` makes.
@@ -259,7 +298,6 @@ def pairs_from(gnr_name: str, *, device: str | torch.device = "cpu",
     """
     from advviz import artifacts, data
     from advviz.defenses import gnr as gnr_mod
-    from advviz.defenses.pix2pix import make_pairs
 
     key = (gnr_name, artifacts.identity(gnr_name), str(torch.device(device)))
     if key in _PAIRS:
@@ -270,12 +308,12 @@ def pairs_from(gnr_name: str, *, device: str | torch.device = "cpu",
     x, y = data.sample(data.load("cifar10", "train"), r.real + r.gnr, seed=r.pairs_seed)
     x, y = x.to(device), y.to(device)
     xr, yr = x[:r.real], y[:r.real]
-    xa, _ = make_pairs(target, xr, yr, attack="fgsm", eps=r.eps, progress=progress)
+    xa = attacked(target, xr, yr, attacks=r.attacks, eps=r.eps, seed=r.pairs_seed, progress=progress)
     seed = int(grec.training.get("seed", r.seed if r.seed is not None else 0))
     xg = x[r.real:]
     xga = gnr_mod.augment(gen, xg, seed=seed)
     out = (torch.cat([xa, xga]), torch.cat([xr, xg]), torch.cat([yr, y[r.real:]]),
-           {"real_pairs": r.real, "gnr_pairs": r.gnr, "gnr": grec.line(), "gnr_seed": seed,
+           {"real_pairs": r.real, "gnr_pairs": r.gnr, "attacks": r.attacks, "gnr": grec.line(), "gnr_seed": seed,
             "gnr_final": grec.training.get("final", {})})
     _PAIRS[key] = out
     return out
@@ -284,16 +322,16 @@ def pairs_from(gnr_name: str, *, device: str | torch.device = "cpu",
 def training_pairs(config: str, *, device: str | torch.device = "cpu",
                    progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
     """``(attacked, clean, labels, record)``: the denoisers' CIFAR-10 training set of ``config`` (:func:`pairs_from`)."""
-    if config not in ("full", "quick"):
-        raise ValueError(f"config must be full|quick, got {config!r}")
-    return pairs_from("gnr_cifar10" + ("_quick" if config == "quick" else ""), device=device, progress=progress)
+    if config not in ("full", "quick", "paper"):
+        raise ValueError(f"config must be full|quick|paper, got {config!r}")
+    return pairs_from("gnr_cifar10" + ("" if config == "full" else f"_{config}"), device=device, progress=progress)
 
 
 def artifact_name(kind: str, config: str) -> str:
     """The :mod:`advviz.artifacts` name of a denoiser, e.g. ``"uddn_resnet20_cifar10_quick"``."""
-    if kind not in GUIDANCE or config not in ("full", "quick"):
-        raise ValueError(f"kind must be uddn|dae|pgd and config full|quick, got {kind!r}, {config!r}")
-    return f"{kind}_resnet20_cifar10" + ("_quick" if config == "quick" else "")
+    if kind not in GUIDANCE or config not in ("full", "quick", "paper"):
+        raise ValueError(f"kind must be uddn|dae|pgd and config full|quick|paper, got {kind!r}, {config!r}")
+    return f"{kind}_resnet20_cifar10" + ("" if config == "full" else f"_{config}")
 
 
 def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | torch.device = "cpu",
@@ -308,7 +346,8 @@ def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | tor
             ``"pgd"`` (Liao et al.'s pixel-guided denoiser: the UDDN network with the pixel loss;
             no shipped weights, so the first call trains it: the quick recipe on the CPU in
             minutes, the full one far longer).
-        config: ``"full"`` or ``"quick"``.
+        config: ``"full"`` (shipped), ``"quick"`` or ``"paper"`` (the paper's schedule and attack
+            mix at length: a GPU job; :func:`advviz.artifacts.recipes.denoiser_recipe`).
 
     Returns:
         ``(network, record)``; the record (name, recipe, guidance, file, training history, the
