@@ -71,10 +71,14 @@ log = logging.getLogger(__name__)
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 # Recipes of the weights advviz trains itself (keyword arguments of ``fit``).
-RECIPES: dict[str, dict[str, Any]] = {
-    # LeNet-5 on the digits train split (1,437 images): ~0.98 test accuracy in seconds on a CPU.
-    "lenet5_digits": {"epochs": 10, "lr": 1e-3, "batch_size": 64, "optimizer": "adam", "seed": 0},
-}
+def __getattr__(name: str) -> Any:
+    # ``train.RECIPES``: fit's keyword arguments of the zoo recipes, read from advviz.artifacts.recipes
+    # (the one place recipes live), computed on access so that importing train stays cheap.
+    if name == "RECIPES":
+        from advviz.artifacts import recipes
+
+        return {"lenet5_digits": recipes.LENET5_DIGITS.fit_kwargs()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: The format tag of the checkpoints :func:`fit_steps` writes (``advviz-fit-1``: the same pair of
