@@ -445,6 +445,8 @@ def test_measured_purifier_table(resnet20, cifar_test):
     assert (acc(x), acc(xf)) == MEASURED["none"][:2]
     cgan = defenses.get("cgan")
     assert (acc(cgan(x, attack="fgsm")), acc(cgan(xf, attack="fgsm"))) == MEASURED["cgan_fgsm_cifar10"][:2]
+    dae = defenses.get("dae")
+    assert (acc(dae(x)), acc(dae(xf))) == MEASURED["dae_resnet20_cifar10"][:2]
 
 
 # ---------------------------------------------------------------------------------------------
