@@ -88,3 +88,5 @@ def _zoo() -> None:
 
 
 _zoo()
+
+from advviz.artifacts import catalog_papers  # noqa: E402,F401  (the paper reproductions' entries)
