@@ -24,9 +24,10 @@ from advviz.artifacts._core import (
     register,
     resolve,
     status,
+    track,
     write,
 )
 
 __all__ = ["META_KEY", "ArtifactError", "ArtifactSpec", "BuildContext", "Built", "Recipe", "Record", "forget",
            "fresh", "get", "get_spec", "identity", "list_artifacts", "record", "register", "resolve", "status",
-           "write"]
+           "track", "write"]
