@@ -215,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ValueError(f"reproduce {args.paper} has no --model option")
                 extra["model"] = args.model
             result = mod.run(table=args.table, quick=args.quick, n=args.n, seed=args.seed, **extra)
-            _out(mod.format(result))
+            from advviz.papers._common import format_provenance
+
+            _out(mod.format(result) + "\n" + format_provenance(result))
             if args.json:
                 with open(args.json, "w") as fh:
                     json.dump(result, fh, indent=1)

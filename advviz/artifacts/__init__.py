@@ -27,7 +27,9 @@ from advviz.artifacts._core import (
     track,
     write,
 )
+from advviz.artifacts._provenance import provenance, provenance_lines, records
 
 __all__ = ["META_KEY", "ArtifactError", "ArtifactSpec", "BuildContext", "Built", "Recipe", "Record", "forget",
-           "fresh", "get", "get_spec", "identity", "list_artifacts", "record", "register", "resolve", "status",
+           "fresh", "get", "get_spec", "identity", "list_artifacts", "provenance", "provenance_lines", "record",
+           "records", "register", "resolve", "status",
            "track", "write"]

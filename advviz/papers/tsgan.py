@@ -67,7 +67,7 @@ from typing import Any
 
 import torch
 
-from advviz.papers._common import format_rows, result
+from advviz.papers._common import format_rows, result, tracked
 
 __all__ = ["PAPER", "TABLES", "format", "run"]
 
@@ -685,6 +685,7 @@ _TABLE_FNS = {"6": table6, "7": table7, "8": table8, "9": table9, "10": table10,
               "13": table13}
 
 
+@tracked
 def run(*, table: str | None = None, quick: bool = False, n: int | None = None, seed: int = 0,
         device: str | torch.device | None = None, progress: bool = False,
         dataset: str | None = None, model: str | None = None) -> dict[str, Any]:
