@@ -276,11 +276,14 @@ def track() -> Iterator[list[str]]:
             _TRACKERS.remove(used)
 
 
-def register(spec: ArtifactSpec) -> ArtifactSpec:
-    """Register ``spec`` (a second spec of the same name raises)."""
+def register(spec: ArtifactSpec, *, replace: bool = False) -> ArtifactSpec:
+    """Register ``spec`` (a second spec of the same name raises, unless ``replace``: then it takes
+    the old one's place and the old one's memoised modules are dropped)."""
     with _LOCK:
-        if spec.name in _SPECS:
+        if spec.name in _SPECS and not replace:
             raise ValueError(f"artefact {spec.name!r} is already registered")
+        if replace and spec.name in _SPECS:
+            forget(spec.name)
         if (spec.recipe is None) != (spec.build is None):
             raise ValueError(f"artefact {spec.name!r}: a recipe and a builder go together")
         _SPECS[spec.name] = spec
