@@ -78,6 +78,27 @@ def _build_fit_measured(ctx: BuildContext) -> Built:
     return Built(model, training)
 
 
+def _build_holdout_fit(ctx: BuildContext) -> Built:
+    """Train on the 80% part of ``<dataset>``'s test split (:func:`advviz.data.holdout_split`, 0.2, seed 0);
+    the recipe's ``data`` is ``"<dataset>:holdout"``."""
+    from advviz import data, train
+
+    r: R.FitRecipe = ctx.recipe
+    ds_name, split = r.data.split(":")
+    if split != "holdout":
+        raise ValueError(f"{ctx.spec.name}: expected data '<dataset>:holdout', got {r.data!r}")
+    part, held = data.holdout_split(data.load(ds_name, "test"), 0.2, seed=0)
+    model = ctx.spec.make()
+    res = train.fit(model, part, device=ctx.device, checkpoint=ctx.checkpoint, progress=ctx.progress,
+                    description=ctx.spec.name, **r.fit_kwargs())
+    if res.interrupted:
+        raise interrupted(ctx.spec.name)
+    model.eval()
+    x, y = held.tensors()
+    acc = round(train.evaluate(model, (x.to(ctx.device), y.to(ctx.device))), 4)
+    return Built(model, fit_summary(res, **{f"held_out_accuracy_{len(y)}": acc}))
+
+
 def _upstream_make(base: str) -> Callable[[], nn.Module]:
     def make() -> nn.Module:
         return get_spec(base).make()
@@ -98,6 +119,12 @@ def _transfer_resnet8() -> nn.Module:
     from advviz.models.resnet_cifar import CifarResNet
 
     return CifarResNet(depth=8, in_channels=1, mean=(0.1307,), std=(0.3081,))
+
+
+def _lenet5() -> nn.Module:
+    from advviz import models
+
+    return models.create("lenet5")
 
 
 def _tv_vgg16() -> nn.Module:
@@ -141,6 +168,11 @@ def _register() -> None:
         kind="classifier", dataset="digits", recipe=R.TRANSFER_DIGITS, build=_build_fit_measured,
         description="ResNet-8 on digits, independent of lenet5_digits and of the content network: the TSGAN "
                     "paper's Table 9 transfer model (MNIST column) and FID features"))
+    register(ArtifactSpec(
+        name="lenet5_mnist_holdout", make=_lenet5, filename="lenet5_mnist_holdout.safetensors",
+        kind="classifier", dataset="mnist", recipe=R.LENET5_MNIST_HOLDOUT, build=_build_holdout_fit,
+        description="LeNet-5 on the 80% part of MNIST's test split (holdout_split 0.2, seed 0): the TSGAN "
+                    "paper's full MNIST target"))
     register(ArtifactSpec(
         name=IMAGENET_VGG16, make=_tv_vgg16, filename="vgg16-397923af.pth", kind="feature network",
         dataset="imagenet", url="https://download.pytorch.org/models/vgg16-397923af.pth", loads=_load_pth,

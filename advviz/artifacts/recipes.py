@@ -13,7 +13,8 @@ from typing import Any
 from advviz.artifacts._core import Recipe
 
 __all__ = ["FitRecipe", "AdvFitRecipe", "LENET5_DIGITS", "HIGHRES_CIFAR10", "HIGHRES_DIGITS", "PROTECTED",
-           "PROTECTED_QUICK", "ROBUST_LENET", "SLIM_VGG_DIGITS", "SLIM_VGG_CIFAR10", "TRANSFER_DIGITS"]
+           "PROTECTED_QUICK", "ROBUST_LENET", "SLIM_VGG_DIGITS", "SLIM_VGG_CIFAR10", "TRANSFER_DIGITS",
+           "TSGANRecipe", "AdvGANRecipe", "LENET5_MNIST_HOLDOUT"]
 
 
 @dataclass(frozen=True)
@@ -130,3 +131,56 @@ SLIM_VGG_CIFAR10 = FitRecipe(epochs=6, lr=2e-3, batch_size=64, optimizer="adam",
 #: Table 9's MNIST-column transfer model: a CIFAR-style ResNet-8 with one input channel on the digits
 #: train split, its own seed (independent of the target and of the content network).
 TRANSFER_DIGITS = FitRecipe(epochs=8, lr=2e-3, batch_size=64, optimizer="adam", seed=7, data="digits:train")
+
+
+@dataclass(frozen=True)
+class TSGANRecipe(Recipe):
+    """A TSGAN stage (:class:`advviz.generative.tsgan.TSGAN`) as the TSGAN paper's reproduction trains it.
+
+    Attributes:
+        config: the :class:`~advviz.generative.tsgan.TSGANConfig` fields.
+        stage: ``"normal"`` (stage 1: G_norm and its critic) or ``"adversarial"`` (stage 2 from a stage 1).
+        targets: the stage-2 target classes.
+        seed: training seed.
+        data: what the training images are; ``data_sha``: sha256 prefix of their float32 bytes.
+        image_shape: ``(C, H, W)``.
+        target_model, content, stage1: what stage 2 is made from: an artefact name (then also in the
+            spec's upstream) or ``"weights sha256 <prefix>"`` for a network built by hand.
+        stage2_batchnorm: :data:`advviz.generative.tsgan.STAGE2_BATCHNORM` (a change retrains).
+    """
+
+    config: dict[str, Any]
+    stage: str = "normal"
+    targets: tuple[int, ...] = ()
+    seed: int = 0
+    data: str = ""
+    data_sha: str = ""
+    image_shape: tuple[int, ...] = ()
+    target_model: str | None = None
+    content: str | None = None
+    stage1: str | None = None
+    stage2_batchnorm: str = ""
+
+
+@dataclass(frozen=True)
+class AdvGANRecipe(Recipe):
+    """An AdvGAN generator (:class:`advviz.generative.advgan.AdvGAN`) for one target class.
+
+    Attributes:
+        config: the :class:`~advviz.generative.advgan.AdvGANConfig` fields.
+        target: the target class.
+        seed, data, data_sha, image_shape, target_model: as :class:`TSGANRecipe`.
+    """
+
+    config: dict[str, Any]
+    target: int | None = 0
+    seed: int = 0
+    data: str = ""
+    data_sha: str = ""
+    image_shape: tuple[int, ...] = ()
+    target_model: str | None = None
+
+
+#: The TSGAN paper's full MNIST column: LeNet-5 on the 80% part of MNIST's test split
+#: (``holdout_split(0.2, seed=0)``) with the ``lenet5_digits`` settings.
+LENET5_MNIST_HOLDOUT = LENET5_DIGITS.replace(data="mnist:holdout")
