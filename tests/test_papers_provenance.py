@@ -147,3 +147,65 @@ def test_reproduce_twostream_carries_the_high_streams_recipe():
     res = twostream.run(table="1", quick=True, n=4, seed=0, attacks=("fgsm",), device="cpu")
     prov = _check(res, "highres_resnet8_cifar10", "resnet32_cifar10")
     assert prov["highres_resnet8_cifar10"]["recipe_hash"] == artifacts.get_spec("highres_resnet8_cifar10").recipe.hash()
+
+
+@pytest.mark.slow
+def test_reproduce_tsgan_generators_record_what_they_were_made_from(monkeypatch, tmp_path):
+    """The TSGAN paper on tiny configurations (digits; untrained stand-ins for the slim VGG-16 content
+    network and the transfer model): provenance lists the target, content network and generators;
+    the config names the content network from the generator's record; a changed content network
+    retrains stage 2 and keeps stage 1."""
+    import dataclasses
+
+    from advviz import artifacts, models
+    from advviz.artifacts import Built, _core
+    from advviz.generative import advgan as A
+    from advviz.generative import tsgan as T
+    from advviz.papers import tsgan as P
+
+    monkeypatch.setenv("ADVVIZ_CACHE", str(tmp_path))
+    monkeypatch.setenv("ADVVIZ_OFFLINE", "1")
+    monkeypatch.setattr(T, "_imagenet_vgg16", lambda: None)
+    cfg = T.CONFIGS["digits_quick"].replace(width=4, z_dim=8, batch_size=16, max_images=32, epochs_normal=1,
+                                            epochs_adv=1)
+    monkeypatch.setitem(T.CONFIGS, "digits_quick", cfg)
+    monkeypatch.setitem(A.ADVGAN_CONFIGS, "digits_quick",
+                        dataclasses.replace(A.ADVGAN_CONFIGS["digits_quick"], width=4, batch_size=64))
+    made = []
+
+    def untrained(make):
+        def build(ctx):
+            made.append(ctx.spec.name)
+            torch.manual_seed(0)
+            return Built(make(), {"epochs": 0})
+
+        return build
+
+    for name, make in (("vgg16slim_digits", lambda: T.SlimVGG16()), ("resnet8_digits_transfer",
+                                                                        artifacts.get_spec("resnet8_digits_transfer").make)):
+        monkeypatch.setitem(_core._SPECS, name, dataclasses.replace(artifacts.get_spec(name), build=untrained(make)))
+    artifacts.forget()
+    try:
+        res = P.run(table="10", quick=True, n=8, device="cpu")
+        gan = "tsgan_digits_quick_s0_t0_vs_lenet5_digits"
+        prov = _check(res, "lenet5_digits", "vgg16slim_digits", "tsgan_digits_quick_s0_stage1", gan, gan + "_nocontent",
+                      "advgan_digits_quick_n1438_s0_t0_vs_lenet5_digits", "resnet8_digits_transfer")
+        assert [u["name"] for u in prov[gan]["upstream"]] == ["tsgan_digits_quick_s0_stage1", "lenet5_digits",
+                                                              "vgg16slim_digits"]
+        assert "vgg16slim_digits" not in [u["name"] for u in prov[gan + "_nocontent"]["upstream"]]
+        assert prov[gan]["recipe"]["config"]["width"] == 4 and prov[gan]["recipe"]["targets"] == [0]
+        assert res["config"]["content_network_artifact"]["name"] == "vgg16slim_digits"
+        assert "slim VGG-16 (digits-trained" in res["config"]["content_network"]
+        assert res["config"]["final_losses"]["tsgan"][0]  # from the generator's record
+        # another content network: stage 2 (with content) is retrained, stage 1 and the rest are reused
+        spec = _core._SPECS["vgg16slim_digits"]
+        monkeypatch.setitem(_core._SPECS, "vgg16slim_digits",
+                            dataclasses.replace(spec, recipe=spec.recipe.replace(epochs=5)))
+        artifacts.forget()
+        res2 = P.run(table="10", quick=True, n=8, device="cpu")
+        src = {p["name"]: p["source"] for p in res2["provenance"]}
+        assert src[gan] == "trained now" and src["vgg16slim_digits"] == "trained now"
+        assert src["tsgan_digits_quick_s0_stage1"] == "cache" and src[gan + "_nocontent"] == "cache"
+        assert {p["name"]: p for p in res2["provenance"]}[gan]["upstream"][-1]["recipe"]["epochs"] == 5
+    finally:
+        artifacts.forget()
