@@ -60,7 +60,8 @@ def tiny(monkeypatch, tmp_path):
 
 
 def _set_recipe(monkeypatch, tiny, **changes) -> None:
-    monkeypatch.setitem(_core._SPECS, NAME, dataclasses.replace(tiny["spec"], recipe=tiny["spec"].recipe.replace(**changes)))
+    recipe = tiny["spec"].recipe.replace(**changes)
+    monkeypatch.setitem(_core._SPECS, NAME, dataclasses.replace(tiny["spec"], recipe=recipe))
 
 
 def test_get_trains_once_then_reuses_the_file(tiny):

@@ -181,8 +181,8 @@ def test_reproduce_tsgan_generators_record_what_they_were_made_from(monkeypatch,
 
         return build
 
-    for name, make in (("vgg16slim_digits", lambda: T.SlimVGG16()), ("resnet8_digits_transfer",
-                                                                        artifacts.get_spec("resnet8_digits_transfer").make)):
+    transfer = artifacts.get_spec("resnet8_digits_transfer").make
+    for name, make in (("vgg16slim_digits", lambda: T.SlimVGG16()), ("resnet8_digits_transfer", transfer)):
         monkeypatch.setitem(_core._SPECS, name, dataclasses.replace(artifacts.get_spec(name), build=untrained(make)))
     artifacts.forget()
     try:

@@ -27,8 +27,9 @@ def listing() -> str:
     rows = [("name", "kind", "present", "from", "recipe", "upstream")]
     for name in list_artifacts():
         spec, st = get_spec(name), status(name)
-        rows.append((name, spec.kind, "yes" if st["present"] else "no", st["where"] + (" (stale file)" if st["stale"] else ""),
-                     st["recipe_hash"] or "-", ",".join(spec.upstream) or "-"))
+        where = st["where"] + (" (stale file)" if st["stale"] else "")
+        rows.append((name, spec.kind, "yes" if st["present"] else "no", where, st["recipe_hash"] or "-",
+                     ",".join(spec.upstream) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -114,7 +115,8 @@ def weights_readme(folder: str | Path | None = None) -> str:
     from safetensors import safe_open
 
     folder = Path(folder) if folder is not None else shipped_dir()
-    rows = ["| file | artefact | size | recipe hash | recipe | training | build |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| file | artefact | size | recipe hash | recipe | training | build |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for path in sorted(folder.glob("*.safetensors")):
         with safe_open(str(path), "pt") as fh:
             meta = dict(fh.metadata() or {})

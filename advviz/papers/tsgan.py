@@ -55,8 +55,18 @@ TSGAN optimises; FGSM/PGD also report ``asr_untargeted`` (untargeted attacks' fr
 misclassified). The paper's FGSM and PGD values are untargeted, so they are shown as
 ``paper_asr_untargeted`` beside that measurement, never beside the targeted one. Quick mode
 attacks target class 0 only (the paper's
-figures use target 0: the digit 0 and "plane"); the full mode every class. Trained generators
-are cached (``<cache>/tsgan/``) so later tables reuse them.
+figures use target 0: the digit 0 and "plane"); the full mode every class.
+
+Every network is an :mod:`advviz.artifacts` entry: the target models, the content network, the
+transfer model, the robust LeNets and the protected ResNet-20s are registered in the catalog; the
+generators are registered on demand (:func:`tsgan_stage1`, :func:`tsgan_stage2`,
+:func:`advgan_for`) under names that say what they are made from
+(``tsgan_<config>_s<seed>_t<targets>_vs_<target model>[_nocontent]``,
+``advgan_<config>_n<images>_s<seed>_t<t>_vs_<target model>``), with the stage-1, target and
+content-network artefacts as upstream and the training images' sha256 in the recipe. A file made from another target, content network, stage 1, data or recipe
+is retrained, never reused; later tables and runs reuse the rest (``<cache>/weights``). Every
+result carries the records of all of them (``"provenance"``), and ``config["content_network"]``
+is the one the generator was trained with, read from its record.
 """
 
 from __future__ import annotations
