@@ -1,4 +1,4 @@
-"""The ``advviz`` command: ``demo``, ``train``, ``explore``, ``reproduce``, ``evaluate``, ``bench``.
+"""The ``advviz`` command: ``demo``, ``train``, ``explore``, ``reproduce``, ``evaluate``, ``bench``, ``artifacts``.
 
 Each subcommand's work lives in the module that owns it; this file only parses arguments and
 dispatches, and prints the returned text (the CLI is the one place that writes to stdout).
@@ -113,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", default=None, help="write the rows as JSON to this path")
+
+    a = sub.add_parser("artifacts", help="the networks advviz downloads or trains: list, build, ship")
+    asub = a.add_subparsers(dest="action", required=True)
+    asub.add_parser("list", help="every artefact: present or not, where it would come from, recipe hash")
+    ab = asub.add_parser("build", help="make artefacts now (find, download or train them)")
+    ab.add_argument("names", nargs="+", help="artefact names (advviz artifacts list)")
+    ab.add_argument("--device", default=None, help="where to train (default: CUDA when available)")
+    ab.add_argument("--ship", action="store_true",
+                    help="also write the float16 copy with its record into advviz/weights (the shipped files)")
+    ar = asub.add_parser("readme", help="advviz/weights/README.md generated from the shipped files' records")
+    ar.add_argument("--write", action="store_true", help="write it (default: print it)")
     return p
 
 
@@ -215,12 +226,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ValueError(f"reproduce {args.paper} has no --model option")
                 extra["model"] = args.model
             result = mod.run(table=args.table, quick=args.quick, n=args.n, seed=args.seed, **extra)
-            _out(mod.format(result))
+            from advviz.papers._common import format_provenance
+
+            _out(mod.format(result) + "\n" + format_provenance(result))
             if args.json:
                 with open(args.json, "w") as fh:
                     json.dump(result, fh, indent=1)
         elif args.command == "evaluate":
             return _evaluate(args, sys.argv[1:] if argv is None else list(argv))
+        elif args.command == "artifacts":
+            from advviz import artifacts
+
+            if args.action == "list":
+                _out(artifacts.listing())
+            elif args.action == "build":
+                _out(artifacts.build(args.names, device=args.device, ship_=args.ship))
+            elif args.action == "readme":
+                _out(f"wrote {artifacts.write_weights_readme()}" if args.write else artifacts.weights_readme())
         elif args.command == "bench":
             mod = importlib.import_module(BENCHES[args.what])
             rows = mod.run(n=args.n, quick=args.quick, device=args.device, seed=args.seed)

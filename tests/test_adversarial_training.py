@@ -170,11 +170,18 @@ def test_fast_and_fgsm_adversarial_training_raise_pgd_accuracy_on_digits(digits_
 @requires_cifar
 @requires_resnet
 def test_protected_resnet20_checkpoints_each_epoch_and_refuses_to_cache_an_interrupted_run(tmp_path, monkeypatch):
+    import dataclasses
+
+    from advviz import artifacts
+    from advviz.artifacts import _core
     from advviz.papers import protected
 
+    name = "resnet20_cifar10_pgd_at_quick"
     monkeypatch.setenv("ADVVIZ_CACHE", str(tmp_path))
-    monkeypatch.setitem(protected.RECIPES, "pgd_at", {**protected.RECIPES["pgd_at"], "steps": 1, "batch_size": 16})
-    monkeypatch.setattr(protected, "QUICK", {"epochs": 2, "subset": 32})
+    spec = artifacts.get_spec(name)
+    tiny = spec.recipe.replace(steps=1, batch_size=16, epochs=2, images=32)
+    monkeypatch.setitem(_core._SPECS, name, dataclasses.replace(spec, recipe=tiny))
+    artifacts.forget(name)
     seen = {}
     real_fit = train.adversarial_fit
 
@@ -185,11 +192,14 @@ def test_protected_resnet20_checkpoints_each_epoch_and_refuses_to_cache_an_inter
     monkeypatch.setattr(train, "adversarial_fit", interrupted_fit)
     with pytest.raises(KeyboardInterrupt, match="resumes next time"):
         protected.resnet20("pgd_at", quick=True)
-    assert seen["checkpoint"] == tmp_path / "checkpoints" / "resnet20_cifar10_pgd_at_quick"
-    assert not (tmp_path / "weights" / "resnet20_cifar10_pgd_at_quick.safetensors").exists()
+    ckpt_path = tmp_path / "checkpoints" / f"{name}-{artifacts.identity(name)}"
+    assert seen["checkpoint"] == ckpt_path
+    assert not (tmp_path / "weights" / f"{name}.safetensors").exists()
 
     monkeypatch.setattr(train, "adversarial_fit", real_fit)
     model, rec = protected.resnet20("pgd_at", quick=True)
-    assert rec["trained_now"] and (tmp_path / "weights" / "resnet20_cifar10_pgd_at_quick.safetensors").is_file()
-    ckpt = json.loads((tmp_path / "checkpoints" / "resnet20_cifar10_pgd_at_quick.json").read_text())
+    assert rec["trained_now"] and (tmp_path / "weights" / f"{name}.safetensors").is_file()
+    assert rec["recipe"]["steps"] == 1 and rec["recipe_hash"] == tiny.hash() and 0 <= rec["clean_accuracy_1000"] <= 1
+    ckpt = json.loads(ckpt_path.with_suffix(".json").read_text())
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
+    artifacts.forget(name)

@@ -312,7 +312,8 @@ def test_table9_mnist_transfer_model_is_independent(one_thread):
     assert not isinstance(model, (SlimVGG16, LeNet5)) and rec["digits_test_accuracy"] > 0.9
     r9 = P.table9(_tiny_setup(), 10, 0)
     assert {r["model"] for r in r9["rows"]} == {"resnet8_digits (transfer from lenet5)"}
-    assert r9["config"]["transfer_model"]["recipe"] == P.TRANSFER_DIGITS_RECIPE
+    assert r9["config"]["transfer_model"]["recipe"] == P.TRANSFER_DIGITS_RECIPE.to_dict()
+    assert r9["config"]["transfer_model"]["recipe_hash"] == P.TRANSFER_DIGITS_RECIPE.hash()
 
 
 def test_reproduction_rows_follow_the_contract(one_thread, monkeypatch):

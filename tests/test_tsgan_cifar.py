@@ -65,17 +65,28 @@ def test_cifar10_quick_shapes_and_one_short_training(one_thread):
     assert all(torch.equal(a, b) for a, b in zip(before, target.parameters()))
 
 
-def test_cifar_content_network_says_which(monkeypatch):
+def test_cifar_content_network_says_which(monkeypatch, tmp_path):
     """Without ImageNet VGG-16 and zoo vgg16_cifar10 weights, the CIFAR-10 content network is the
-    advviz-trained slim VGG-16 and its name says so."""
+    advviz-trained slim VGG-16 (artefact vgg16slim_cifar10; an untrained stand-in here) and its name
+    and record say so."""
+    from advviz import artifacts
+    from advviz.artifacts import Built, _core
     from advviz.generative import tsgan as T
 
+    monkeypatch.setenv("ADVVIZ_CACHE", str(tmp_path))
     monkeypatch.setattr(T, "_imagenet_vgg16", lambda: None)
     monkeypatch.setattr(T, "_cifar_vgg16_weights", lambda: None)
-    monkeypatch.setattr(T, "_slim_vgg16", lambda dataset, progress=False: SlimVGG16(in_channels=3).eval())
-    net = T.content_network("cifar10")
-    assert "slim VGG-16" in net.name and "CIFAR-10" in net.name and "not available" in net.name
-    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 64, 8, 8)
+    spec = artifacts.get_spec("vgg16slim_cifar10")
+    monkeypatch.setitem(_core._SPECS, spec.name, dataclasses.replace(
+        spec, build=lambda ctx: Built(SlimVGG16(in_channels=3), {"epochs": 0})))
+    artifacts.forget(spec.name)
+    try:
+        net = T.content_network("cifar10")
+        assert "slim VGG-16" in net.name and "CIFAR-10" in net.name and "not available" in net.name
+        assert net.artifact == "vgg16slim_cifar10" and net.record.recipe_hash == spec.recipe.hash()
+        assert net(torch.rand(2, 3, 32, 32)).shape == (2, 64, 8, 8)
+    finally:
+        artifacts.forget(spec.name)
     with pytest.raises(ValueError, match="no content network"):
         T.content_network("svhn", prefer_imagenet=False)
 
@@ -127,24 +138,30 @@ def test_table12_rows_and_fid_label(one_thread):
     json.dumps([r12, r6])
 
 
+@pytest.mark.slow
 def test_table8_rows_carry_defense_and_paper_values(one_thread, monkeypatch, tmp_path):
     """Table 8 on stand-in defended models (untrained ResNet-20s instead of the protected ones):
     two defenses x four attacks, TSGAN stage 2 and AdvGAN retrained against each."""
-    from advviz import models
-    from advviz.papers import protected
+    from advviz import artifacts, models
+    from advviz.artifacts import Built, _core
     from advviz.papers import tsgan as P
 
     monkeypatch.setenv("ADVVIZ_CACHE", str(tmp_path))
     calls = []
 
-    def fake_resnet20(kind, *, quick=False, device="cpu", progress=False):
-        calls.append((kind, quick))
+    def stand_in(ctx):  # an untrained ResNet-20 in place of the adversarially fine-tuned one
+        calls.append(ctx.spec.name)
         torch.manual_seed(len(calls))
-        return models.create("resnet20").eval(), {"name": f"resnet20_cifar10_{kind}_quick", "recipe": {}}
+        return Built(models.create("resnet20"), {"epochs": 0, "metrics": {"clean_accuracy_1000": 0.1}})
 
-    monkeypatch.setattr(protected, "resnet20", fake_resnet20)
+    names = ["resnet20_cifar10_fast_at_quick", "resnet20_cifar10_pgd_at_quick"]
+    for name in names:
+        spec = artifacts.get_spec(name)
+        monkeypatch.setitem(_core._SPECS, name, dataclasses.replace(spec, build=stand_in, upstream=()))
+        artifacts.forget(name)
+    torch.manual_seed(0)  # the same stand-in stage 1 and content network in every run below
     r8 = P.table8(_cifar_setup(), 10, 0)
-    assert calls == [("fast_at", True), ("pgd_at", True)]
+    assert calls == names
     assert [(r["defense"], r["attack"]) for r in r8["rows"]] == \
         [(d, a) for d in ("adv", "iter") for a in ("fgsm", "pgd", "advgan", "tsgan")]
     paper = {("adv", "fgsm"): 0.1369, ("adv", "pgd"): 0.7688, ("adv", "advgan"): 0.1374, ("adv", "tsgan"): 0.1813,
@@ -157,10 +174,29 @@ def test_table8_rows_carry_defense_and_paper_values(one_thread, monkeypatch, tmp
         assert r["model"].startswith("resnet20 (") and "quick" in r["model"]
     assert set(r8["config"]["defended_models"]) == {"adv", "iter"}
     assert "quick" in r8["config"]["note"]
-    # the retrained generators are cached per defended model
-    assert len(list((tmp_path / "tsgan").glob("cifar10_quick_seed0_t0_vs_resnet20_*.safetensors"))) == 2
-    assert len(list((tmp_path / "tsgan").glob("advgan_cifar10_quick_n8_seed0_t0_vs_resnet20_*.safetensors"))) == 2
+    # the retrained generators are artefacts per defended model, their upstream the defended model
+    for name in names:
+        assert (tmp_path / "weights" / f"tsgan_cifar10_quick_s0_t0_vs_{name}.safetensors").is_file()
+        rec = artifacts.record(f"advgan_cifar10_quick_n8_s0_t0_vs_{name}")
+        assert [u.name for u in rec.upstream] == [name] and rec.recipe["target_model"] == name
+    assert r8["config"]["defended_models"]["adv"]["name"] == names[0]
     json.dumps(r8)
+    # a second run reuses them (nothing retrained) ...
+    before = artifacts.record(f"tsgan_cifar10_quick_s0_t0_vs_{names[0]}").sha256
+    artifacts.forget()
+    torch.manual_seed(0)
+    P.table8(_cifar_setup(), 10, 0)
+    assert calls == names and artifacts.record(f"tsgan_cifar10_quick_s0_t0_vs_{names[0]}").source == "cache"
+    # ... and a changed defended model retrains the generators made against it
+    spec = _core._SPECS[names[0]]
+    monkeypatch.setitem(_core._SPECS, names[0], dataclasses.replace(spec, recipe=spec.recipe.replace(lr=0.5)))
+    artifacts.forget()
+    torch.manual_seed(0)
+    P.table8(_cifar_setup(), 10, 0)
+    assert calls == names + [names[0]]
+    after = artifacts.record(f"tsgan_cifar10_quick_s0_t0_vs_{names[0]}")
+    assert after.sha256 != before and after.upstream[-1].recipe["lr"] == 0.5
+    artifacts.forget()
 
 
 def test_run_refuses_tables_without_the_dataset():

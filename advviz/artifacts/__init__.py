@@ -24,9 +24,13 @@ from advviz.artifacts._core import (
     register,
     resolve,
     status,
+    track,
     write,
 )
+from advviz.artifacts._provenance import provenance, provenance_lines, records
+from advviz.artifacts._tools import build, listing, ship, weights_readme, write_weights_readme
 
-__all__ = ["META_KEY", "ArtifactError", "ArtifactSpec", "BuildContext", "Built", "Recipe", "Record", "forget",
-           "fresh", "get", "get_spec", "identity", "list_artifacts", "record", "register", "resolve", "status",
-           "write"]
+__all__ = ["META_KEY", "ArtifactError", "ArtifactSpec", "BuildContext", "Built", "Recipe", "Record", "build", "forget",
+           "fresh", "get", "get_spec", "identity", "list_artifacts", "provenance", "provenance_lines", "record",
+           "records", "register", "resolve", "ship", "status",
+           "track", "weights_readme", "write", "write_weights_readme", "listing"]

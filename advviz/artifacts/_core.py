@@ -33,7 +33,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ __all__ = [
     "identity",
     "status",
     "forget",
+    "track",
     "write",
     "META_KEY",
     "ADDED",
@@ -266,13 +268,42 @@ def _where() -> str:
     from advviz._paths import weights_dirs
 
     return os.pathsep.join(map(str, weights_dirs()))
+_TRACKERS: list[list[str]] = []
 
 
-def register(spec: ArtifactSpec) -> ArtifactSpec:
-    """Register ``spec`` (a second spec of the same name raises)."""
+def _note(name: str) -> None:
+    """Tell every open :func:`track` block that ``name`` was asked for."""
+    if _TRACKERS:
+        with _LOCK:
+            for used in _TRACKERS:
+                if name not in used:
+                    used.append(name)
+
+
+@contextmanager
+def track() -> Iterator[list[str]]:
+    """``with track() as used:``: ``used`` lists, in first-use order, every artefact asked for
+    (:func:`get`, :func:`resolve`, :func:`fresh`, :func:`record`; any thread) while the block runs,
+    including the upstream of one trained now. Asked for, not necessarily obtained: a failed
+    download is listed too (:func:`advviz.artifacts.records` keeps the ones on disk)."""
+    used: list[str] = []
     with _LOCK:
-        if spec.name in _SPECS:
+        _TRACKERS.append(used)
+    try:
+        yield used
+    finally:
+        with _LOCK:
+            _TRACKERS.remove(used)
+
+
+def register(spec: ArtifactSpec, *, replace: bool = False) -> ArtifactSpec:
+    """Register ``spec`` (a second spec of the same name raises, unless ``replace``: then it takes
+    the old one's place and the old one's memoised modules are dropped)."""
+    with _LOCK:
+        if spec.name in _SPECS and not replace:
             raise ValueError(f"artefact {spec.name!r} is already registered")
+        if replace and spec.name in _SPECS:
+            forget(spec.name)
         if (spec.recipe is None) != (spec.build is None):
             raise ValueError(f"artefact {spec.name!r}: a recipe and a builder go together")
         _SPECS[spec.name] = spec
@@ -470,6 +501,7 @@ def resolve(name: str, *, device: str | torch.device | None = None, progress: bo
     """
     from advviz._paths import cache_dir, offline, weights_dirs
 
+    _note(name)
     spec = get_spec(name)
     key = (name, identity(name), _where())
     with _name_lock(name):
@@ -578,6 +610,7 @@ def get(name: str, *, device: str | torch.device | None = None, progress: bool =
     Returns:
         ``(module, record)``.
     """
+    _note(name)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     key = (name, identity(name), _where(), str(dev))
     with _name_lock(name):

@@ -260,3 +260,5 @@ def _defenses() -> None:
 
 
 _defenses()
+
+from advviz.artifacts import catalog_papers  # noqa: E402,F401  (the paper reproductions' entries)

@@ -47,9 +47,11 @@ Content network ``N``: ImageNet VGG-16 (torchvision weights ``vgg16-397923af.pth
 ``$ADVVIZ_WEIGHTS``, the torch hub cache, or a download when online), as the paper does. Without
 them (offline here) advviz falls back to a VGG-16 it trains itself and says so in ``name``: for
 28x28 grayscale data a *slim* VGG-16 (configuration D, 13 convs, widths 16-32-64-128-128) on
-the digits train split padded to 32x32 (:data:`SLIM_VGG_RECIPE`); for CIFAR-10 the zoo
+the digits train split padded to 32x32 (artefact ``vgg16slim_digits``); for CIFAR-10 the zoo
 ``vgg16_cifar10`` weights when a weight folder has them, else the same slim VGG-16 with three
-input channels trained on 5,000 CIFAR-10 train images (:data:`SLIM_VGG_CIFAR_RECIPE`).
+input channels trained on 5,000 CIFAR-10 train images (``vgg16slim_cifar10``). Every one of them is
+an :mod:`advviz.artifacts` entry (:func:`content_artifact`), so a generator's record names the
+content network it was trained with, and a changed content network retrains it.
 """
 
 from __future__ import annotations
@@ -75,8 +77,6 @@ __all__ = [
     "CONFIGS",
     "CONTENT_NORMALISATION",
     "STAGE2_BATCHNORM",
-    "SLIM_VGG_CIFAR_RECIPE",
-    "SLIM_VGG_RECIPE",
     "TSGAN",
     "ContentNetwork",
     "Critic",
@@ -85,6 +85,8 @@ __all__ = [
     "StageResult",
     "TSGANConfig",
     "adv_loss",
+    "content_artifact",
+    "content_from",
     "content_loss",
     "content_network",
     "critic_loss",
@@ -351,28 +353,22 @@ class SlimVGG16(nn.Module):
         return self.classifier(f.mean(dim=(2, 3)))
 
 
-# The recipe of the fallback content network (keyword arguments of advviz.train.fit), on the
-# digits train split padded to 32x32.
-SLIM_VGG_RECIPE: dict[str, Any] = {"epochs": 4, "lr": 2e-3, "batch_size": 64, "optimizer": "adam", "seed": 0}
-# The CIFAR-10 fallback (no ImageNet VGG-16, no zoo vgg16_cifar10 weights): the same slim VGG-16
-# with 3 input channels, trained on a seeded subset (``subset`` images, seed 0) of the CIFAR-10
-# train split without augmentation -- a quick feature extractor, not a strong classifier (about
-# 0.22 s per batch of 64 on one CPU thread, so ~2 minutes; accuracy recorded in the weights).
-SLIM_VGG_CIFAR_RECIPE: dict[str, Any] = {"epochs": 6, "lr": 2e-3, "batch_size": 64, "optimizer": "adam", "seed": 0,
-                                         "subset": 5000}
-
-
 class ContentNetwork(nn.Module):
     """``N_feature``: images ``(B, C, H, W)`` in [0, 1] -> VGG-16 ``relu3_3`` activations.
 
     Attributes:
         name: which network (and weights) this is; recorded in every result.
+        artifact: the :mod:`advviz.artifacts` name of the network it is cut from (``None``: built by hand).
+        record: that artefact's :class:`~advviz.artifacts.Record` (``None``: built by hand).
     """
 
-    def __init__(self, features: nn.Module, *, name: str, prepare: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, features: nn.Module, *, name: str, prepare: Callable[[torch.Tensor], torch.Tensor],
+                 artifact: str | None = None, record: Any = None) -> None:
         super().__init__()
         self.features = features
         self.name = name
+        self.artifact = artifact
+        self.record = record
         self._prepare = prepare
         self.eval()
         for p in self.parameters():
@@ -391,131 +387,117 @@ _IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 _TV_VGG16_FILE = "vgg16-397923af.pth"
 
 
-def _imagenet_vgg16() -> nn.Module | None:
-    """torchvision's ImageNet VGG-16 if its weight file is found (or downloadable), else ``None``."""
-    import torchvision
+def _imagenet_vgg16() -> str | None:
+    """The artefact name of torchvision's ImageNet VGG-16 if its weight file is on disk or
+    downloadable now (it is downloaded then), else ``None``."""
+    from advviz import artifacts
+    from advviz._paths import cache_dir
+    from advviz.artifacts.catalog_papers import IMAGENET_VGG16
 
-    from advviz._paths import offline, weights_dirs
-
-    model = torchvision.models.vgg16(weights=None)
     hub = Path(torch.hub.get_dir()) / "checkpoints" / _TV_VGG16_FILE
-    for cand in [d / _TV_VGG16_FILE for d in weights_dirs()] + [hub]:
-        if cand.is_file():
-            model.load_state_dict(torch.load(cand, map_location="cpu", weights_only=True))
-            return model
-    if offline():
-        return None
+    link = cache_dir() / "weights" / _TV_VGG16_FILE
+    if hub.is_file() and not artifacts.status(IMAGENET_VGG16)["present"]:  # torchvision's own copy
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(hub)
     try:
-        return torchvision.models.vgg16(weights=torchvision.models.VGG16_Weights.IMAGENET1K_V1)
-    except Exception as exc:  # noqa: BLE001 - no network, proxy errors, corrupt downloads ...
+        artifacts.resolve(IMAGENET_VGG16)
+    except artifacts.ArtifactError as exc:
         log.info("ImageNet VGG-16 not available (%s); falling back to an advviz-trained VGG-16", exc)
         return None
+    return IMAGENET_VGG16
 
 
 def _slim_vgg16_digits(*, progress: bool = False) -> SlimVGG16:
-    """The digits-trained slim VGG-16 (:data:`SLIM_VGG_RECIPE`), trained on first use and cached."""
+    """A private copy of the digits-trained slim VGG-16 (artefact ``vgg16slim_digits``)."""
     return _slim_vgg16("digits", progress=progress)
 
 
 def _slim_vgg16(dataset: str, *, progress: bool = False) -> SlimVGG16:
-    """A slim VGG-16 trained by advviz on ``dataset`` (``"digits"`` or ``"cifar10"``).
-
-    Looked up as ``vgg16slim_<dataset>.safetensors`` in the weight folders, else trained with
-    :data:`SLIM_VGG_RECIPE` / :data:`SLIM_VGG_CIFAR_RECIPE` and cached in ``<cache>/weights``.
-    """
-    from advviz import data, train
-    from advviz._paths import cache_dir, find_weights
-    from advviz.models import load_state_file, save_weights
+    """A private, eval-mode copy of the slim VGG-16 advviz trains on ``dataset`` (``"digits"`` or
+    ``"cifar10"``): the artefacts ``vgg16slim_<dataset>`` (recipes
+    :data:`advviz.artifacts.recipes.SLIM_VGG_DIGITS` / :data:`~advviz.artifacts.recipes.SLIM_VGG_CIFAR10`),
+    trained on first use and cached."""
+    from advviz import artifacts
 
     if dataset not in ("digits", "cifar10"):
         raise ValueError(f"no slim VGG-16 recipe for dataset {dataset!r}")
-    filename = f"vgg16slim_{dataset}.safetensors"
-    model = SlimVGG16() if dataset == "digits" else SlimVGG16(in_channels=3)
-    found = find_weights(filename)
-    target = cache_dir() / "weights" / filename
-    if found is None and target.is_file():
-        found = target
-    if found is not None:
-        model.load_state_dict(load_state_file(found))
-    elif dataset == "digits":
-        log.info("training the slim VGG-16 content network on digits (SLIM_VGG_RECIPE); cached at %s", target)
-        x, y = data.load("digits", "train").tensors()
-        train.fit(model, (x, y), **SLIM_VGG_RECIPE, device="cpu", progress=progress,
-                  description="content VGG-16 (slim, digits)")
-        save_weights(model, target, metadata={"name": "vgg16slim_digits", "recipe": SLIM_VGG_RECIPE})
-    else:
-        recipe = dict(SLIM_VGG_CIFAR_RECIPE)
-        n_sub = recipe.pop("subset")
-        log.info("training the slim VGG-16 content network on %d CIFAR-10 images (SLIM_VGG_CIFAR_RECIPE); "
-                 "cached at %s", n_sub, target)
-        train_set = data.load("cifar10", "train")
-        idx = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[:n_sub]
-        train.fit(model, train_set.tensors(idx), **recipe, device="cpu", progress=progress,
-                  description="content VGG-16 (slim, CIFAR-10)")
-        x_te, y_te = data.sample(data.load("cifar10", "test"), 1000, seed=0)
-        acc = train.evaluate(model, (x_te, y_te))
-        log.info("slim VGG-16 (CIFAR-10): clean accuracy %.3f on 1,000 test images", acc)
-        save_weights(model, target, metadata={"name": "vgg16slim_cifar10", "recipe": SLIM_VGG_CIFAR_RECIPE,
-                                              "clean_accuracy_1000": acc})
-    return model.eval()
+    return artifacts.fresh(f"vgg16slim_{dataset}", progress=progress).eval()  # type: ignore[return-value]
 
 
-def _cifar_vgg16_weights() -> Path | None:
-    """The zoo ``vgg16_cifar10`` weight file if one of the weight folders has it (no download)."""
-    from advviz._paths import find_weights
-    from advviz.models import get_weights_spec
+def _cifar_vgg16_weights() -> str | None:
+    """``"vgg16_cifar10"`` if a weight folder has the zoo's CIFAR-10 VGG-16 weights (no download)."""
+    from advviz import artifacts
 
-    filename = get_weights_spec("vgg16_cifar10").filename
-    return find_weights(filename)
+    return "vgg16_cifar10" if artifacts.status("vgg16_cifar10")["present"] else None
+
+
+def content_artifact(dataset: str, *, prefer_imagenet: bool = True) -> str:
+    """The artefact TSGAN's content network is cut from for images of ``dataset``: ImageNet VGG-16
+    (``vgg16_imagenet``) when available, else ``vgg16slim_digits`` for ``digits``/``mnist``; for
+    ``cifar10`` the zoo ``vgg16_cifar10`` when a weight folder has it, else ``vgg16slim_cifar10``.
+
+    Raises:
+        ValueError: an unknown dataset.
+    """
+    if dataset not in ("digits", "mnist", "cifar10"):
+        raise ValueError(f"no content network for dataset {dataset!r}")
+    if prefer_imagenet:
+        name = _imagenet_vgg16()
+        if name is not None:
+            return name
+    if dataset in ("digits", "mnist"):
+        return "vgg16slim_digits"
+    return _cifar_vgg16_weights() or "vgg16slim_cifar10"
 
 
 def content_network(dataset: str, *, prefer_imagenet: bool = True, device: str | torch.device = "cpu",
                     progress: bool = False) -> ContentNetwork:
     """The content network ``N_feature`` (VGG-16 up to ``relu3_3``) for images of ``dataset``.
 
-    ImageNet VGG-16 (torchvision) when its weights are available (grayscale repeated to RGB,
-    ImageNet normalisation); else an advviz-trained VGG-16: the slim one on digits for
-    ``digits``/``mnist`` (trained on first use, cached); for ``cifar10`` the zoo ``vgg16_cifar10``
-    weights when a weight folder has them, else a slim VGG-16 trained on 5,000 CIFAR-10 images
-    (:data:`SLIM_VGG_CIFAR_RECIPE`, trained on first use, cached). ``.name`` says which.
+    Cut from the artefact :func:`content_artifact` picks: ImageNet VGG-16 (torchvision; grayscale
+    repeated to RGB, ImageNet normalisation) when its weights are available; else an advviz-trained
+    VGG-16: the slim one on digits for ``digits``/``mnist``; for ``cifar10`` the zoo
+    ``vgg16_cifar10`` weights when a weight folder has them, else a slim VGG-16 trained on 5,000
+    CIFAR-10 images. ``.name`` says which, ``.artifact``/``.record`` name the file. The network is
+    the shared artefact on ``device`` (:func:`advviz.artifacts.get`), frozen.
 
     Raises:
         ValueError: an unknown dataset.
     """
-    if prefer_imagenet:
-        tv = _imagenet_vgg16()
-        if tv is not None:
-            feats = tv.features[:16]  # ... conv3_3, relu3_3
+    from advviz import artifacts
 
-            def prep(x: torch.Tensor) -> torch.Tensor:
-                if x.shape[1] == 1:
-                    x = x.expand(-1, 3, -1, -1)
-                return (x - _IMAGENET_MEAN.to(x)) / _IMAGENET_STD.to(x)
+    name = content_artifact(dataset, prefer_imagenet=prefer_imagenet)
+    module, rec = artifacts.get(name, device=device, progress=progress)
+    return content_from(name, module, record=rec)
 
-            return ContentNetwork(feats, name="ImageNet VGG-16 (torchvision) relu3_3", prepare=prep).to(device)
-    if dataset in ("digits", "mnist"):
-        slim = _slim_vgg16_digits(progress=progress)
-        names = list(dict(slim.features.named_children()))
-        feats = nn.Sequential(slim.normalize, *list(slim.features)[:names.index("relu3_3") + 1])
-        return ContentNetwork(feats, name="advviz slim VGG-16 (digits-trained, SLIM_VGG_RECIPE) relu3_3 "
-                              "[ImageNet VGG-16 not available]", prepare=SlimVGG16.pad).to(device)
-    if dataset == "cifar10":
-        from advviz import models
 
-        path = _cifar_vgg16_weights()
-        if path is not None:
-            vgg = models.load("vgg16", weights=path)
-            names = list(dict(vgg.features.named_children()))
-            feats = nn.Sequential(vgg.normalize, *list(vgg.features)[:names.index("relu3_3") + 1])
-            return ContentNetwork(feats, name=f"advviz zoo vgg16_cifar10 ({path.name}) relu3_3 "
-                                  "[ImageNet VGG-16 not available]", prepare=_identity).to(device)
-        slim = _slim_vgg16("cifar10", progress=progress)
-        names = list(dict(slim.features.named_children()))
-        feats = nn.Sequential(slim.normalize, *list(slim.features)[:names.index("relu3_3") + 1])
-        return ContentNetwork(feats, name="advviz slim VGG-16 (CIFAR-10-trained, SLIM_VGG_CIFAR_RECIPE) relu3_3 "
+def content_from(artifact: str, module: nn.Module, *, record: Any = None) -> ContentNetwork:
+    """The :class:`ContentNetwork` (up to ``relu3_3``) of ``module``, artefact ``artifact`` (one
+    :func:`content_artifact` names); ``module`` is not changed (its layers are shared)."""
+    if artifact == "vgg16_imagenet":
+        feats = module.features[:16]  # ... conv3_3, relu3_3
+
+        def prep(x: torch.Tensor) -> torch.Tensor:
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            return (x - _IMAGENET_MEAN.to(x)) / _IMAGENET_STD.to(x)
+
+        return ContentNetwork(feats, name="ImageNet VGG-16 (torchvision) relu3_3", prepare=prep, artifact=artifact,
+                              record=record)
+    names = list(dict(module.features.named_children()))
+    feats = nn.Sequential(module.normalize, *list(module.features)[:names.index("relu3_3") + 1])
+    if artifact == "vgg16slim_digits":
+        return ContentNetwork(feats, name="advviz slim VGG-16 (digits-trained, vgg16slim_digits) relu3_3 "
+                              "[ImageNet VGG-16 not available]", prepare=SlimVGG16.pad, artifact=artifact, record=record)
+    if artifact == "vgg16_cifar10":
+        return ContentNetwork(feats, name="advviz zoo vgg16_cifar10 relu3_3 [ImageNet VGG-16 not available]",
+                              prepare=_identity, artifact=artifact, record=record)
+    if artifact == "vgg16slim_cifar10":
+        return ContentNetwork(feats, name="advviz slim VGG-16 (CIFAR-10-trained, vgg16slim_cifar10) relu3_3 "
                               "[ImageNet VGG-16 and zoo vgg16_cifar10 weights not available]",
-                              prepare=_identity).to(device)
-    raise ValueError(f"no content network for dataset {dataset!r}")
+                              prepare=_identity, artifact=artifact, record=record)
+    raise ValueError(f"no content network is cut from artefact {artifact!r}")
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

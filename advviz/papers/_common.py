@@ -2,20 +2,61 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["result", "format_rows", "timer", "PAPER_KEY"]
+__all__ = ["result", "format_rows", "format_provenance", "tracked", "timer", "PAPER_KEY"]
 
 # Row keys whose paper value is shown beside the measured one as "<key> (paper)".
 PAPER_KEY = "paper_"
 
 
-def result(paper: str, table: str, config: dict[str, Any], data: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON-ready result of one reproduction (DESIGN.md contract)."""
-    return {"paper": paper, "table": table, "config": config, "data": data, "rows": rows}
+def result(paper: str, table: str, config: dict[str, Any], data: str, rows: list[dict[str, Any]], *,
+           provenance: Iterable[str] | None = None) -> dict[str, Any]:
+    """The JSON-ready result of one reproduction (DESIGN.md contract).
+
+    ``provenance``: artefact names whose records (:func:`advviz.artifacts.provenance`) go under
+    ``"provenance"``; a ``run`` decorated with :func:`tracked` adds every other artefact it used.
+    """
+    out = {"paper": paper, "table": table, "config": config, "data": data, "rows": rows}
+    if provenance is not None:
+        from advviz import artifacts
+
+        out["provenance"] = artifacts.provenance(provenance)
+    return out
+
+
+def tracked(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Decorate a paper's ``run``: its result gets ``"provenance"``, the records
+    (:meth:`advviz.artifacts.Record.to_dict`: name, sha256, recipe, recipe_hash, upstream, training)
+    of every artefact asked for while it ran (:func:`advviz.artifacts.track`) and on disk, after
+    the ones the result names itself."""
+
+    @functools.wraps(run)
+    def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        from advviz import artifacts
+
+        with artifacts.track() as used:
+            res = run(*args, **kwargs)
+        have = list(res.get("provenance", []))
+        named = {p["name"] for p in have}
+        res["provenance"] = have + artifacts.provenance([u for u in used if u not in named], on_disk_only=True)
+        return res
+
+    return wrapper
+
+
+def format_provenance(res: dict[str, Any]) -> str:
+    """The lines that end a printed result: one per artefact used (name, sha256 prefix, recipe hash)."""
+    from advviz import artifacts
+
+    entries = res.get("provenance") or []
+    if not entries:
+        return "artefacts: none"
+    return "artefacts:\n" + "\n".join("  " + line for line in artifacts.provenance_lines(entries))
 
 
 def _fmt(v: Any) -> str:

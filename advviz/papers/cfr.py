@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from advviz.papers._common import format_rows, result, timer
+from advviz.papers._common import format_rows, result, timer, tracked
 
 __all__ = ["run", "format", "PAPER_TABLE1", "TABLES"]
 
@@ -301,6 +301,7 @@ def table2(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str,
     return result("cfr", "2", config, DATA, rows)
 
 
+@tracked
 def run(*, table: str | None = None, quick: bool = False, n: int | None = None, seed: int = 0,
         device: str | torch.device | None = None) -> dict[str, Any]:
     """Run one of the paper's experiments (default Table I) and return the JSON-ready result.

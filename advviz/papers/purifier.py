@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from advviz.papers._common import format_rows, result, timer
+from advviz.papers._common import format_rows, result, timer, tracked
 
 __all__ = ["ATTACK_EPS", "PAPER", "PAPER_COLUMNS", "TABLES", "format", "run"]
 
@@ -79,6 +79,7 @@ ATTACK_EPS = {
 FRACTIONS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+@tracked
 def run(*, table: str | None = None, quick: bool = False, n: int | None = None, seed: int = 0,
         device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the Tables 2-5 analogue and return the JSON-ready result.

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from advviz.papers._common import format_rows, result, timer
+from advviz.papers._common import format_rows, result, timer, tracked
 
 __all__ = ["PAPER_TABLE1", "PAPER_TABLE2", "TABLES", "attack_configs", "format", "run"]
 
@@ -137,6 +137,7 @@ def _compute(*, n: int, quick: bool, seed: int, device: torch.device, attacks: t
     return out, verdicts, config
 
 
+@tracked
 def run(*, table: str | None = None, quick: bool = False, n: int | None = None, seed: int = 0,
         device: str | torch.device | None = None, attacks: tuple[str, ...] | None = None,
         p1: float = 0.10, p2: float = 0.20, fig5_clients: int = 10_000, fig5_adversarial: int = 1_000,

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from advviz.papers._common import format_rows, result, timer
+from advviz.papers._common import format_rows, result, timer, tracked
 
 __all__ = ["DISTILL", "TABLES", "format", "run"]
 
@@ -76,6 +76,7 @@ def _student(images: torch.Tensor, labels: torch.Tensor, dev: torch.device, prog
     return student.eval()
 
 
+@tracked
 def run(*, table: str | None = None, quick: bool = False, n: int | None = None, seed: int = 0,
         device: str | torch.device | None = None, progress: bool = False,
         quick_pgd_at: bool | None = None) -> dict[str, Any]:
