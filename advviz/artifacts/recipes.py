@@ -243,7 +243,7 @@ class DistillRecipe(Recipe):
 DEFENSIVE_QUICK = DistillRecipe()
 
 @dataclass(frozen=True)
-class AdvFitRecipe(Recipe):
+class AdvFitRecipe(FitRecipe):
     """Adversarial fine-tuning of an upstream classifier with :func:`advviz.train.adversarial_fit`.
 
     Attributes:
@@ -256,28 +256,18 @@ class AdvFitRecipe(Recipe):
             measured on up to 1,000 images of that dataset's test split (``data.sample``, seed 0).
     """
 
+    batch_size: int = 128
+    data: str = "cifar10:train"
     attack: str = "pgd"
     eps: float = 8 / 255
     alpha: float | None = None
     steps: int | None = None
     clean_weight: float = 0.0
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 128
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    schedule: str | None = None
-    seed: int = 0
-    images: int | None = None
-    augment: str | None = None
-    data: str = "cifar10:train"
 
     def fit_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`advviz.train.adversarial_fit` (the others are the builder's)."""
-        return {"attack": self.attack, "eps": self.eps, "alpha": self.alpha, "steps": self.steps,
-                "clean_weight": self.clean_weight, "epochs": self.epochs, "lr": self.lr,
-                "batch_size": self.batch_size, "optimizer": self.optimizer, "weight_decay": self.weight_decay,
-                "schedule": self.schedule, "seed": self.seed}
+        return {**super().fit_kwargs(), "attack": self.attack, "eps": self.eps, "alpha": self.alpha,
+                "steps": self.steps, "clean_weight": self.clean_weight}
 
 
 #: The CFR paper's protected models, made for CIFAR-10 by fine-tuning the published ResNet-20

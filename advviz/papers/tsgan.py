@@ -263,16 +263,21 @@ def _interrupted(name: str, results: Any) -> None:
             raise interrupted(name)
 
 
+def _build_start(ctx: Any) -> tuple[str, Any, dict[str, Any], Any]:
+    """``(name, recipe, this run's inputs, a fresh generator on the build device)`` for a generator builder."""
+    name = ctx.spec.name
+    inp = _BUILD_INPUTS.get(name)
+    if inp is None:
+        raise RuntimeError(f"{name} is made by `advviz reproduce tsgan` (it needs that run's training images)")
+    return name, ctx.recipe, inp, ctx.spec.make().to(ctx.device)
+
+
 def _build_tsgan(ctx: Any) -> Any:
     """Builder of the TSGAN stage artefacts (inputs from :data:`_BUILD_INPUTS`)."""
     from advviz.artifacts import Built
     from advviz.generative import tsgan as T
 
-    name, r = ctx.spec.name, ctx.recipe
-    inp = _BUILD_INPUTS.get(name)
-    if inp is None:
-        raise RuntimeError(f"{name} is made by `advviz reproduce tsgan` (it needs that run's training images)")
-    gan = ctx.spec.make().to(ctx.device)
+    name, r, inp, gan = _build_start(ctx)
     ckpt = ctx.checkpoint.with_name(ctx.checkpoint.name + ".safetensors")
     if r.stage == "normal":
         _interrupted(name, gan.fit_normal(inp["x"], device=ctx.device, seed=r.seed, progress=ctx.progress,
@@ -299,11 +304,7 @@ def _build_advgan(ctx: Any) -> Any:
     """Builder of the AdvGAN artefacts (inputs from :data:`_BUILD_INPUTS`)."""
     from advviz.artifacts import Built
 
-    name, r = ctx.spec.name, ctx.recipe
-    inp = _BUILD_INPUTS.get(name)
-    if inp is None:
-        raise RuntimeError(f"{name} is made by `advviz reproduce tsgan` (it needs that run's training images)")
-    gan = ctx.spec.make().to(ctx.device)
+    name, r, inp, gan = _build_start(ctx)
     target = ctx.upstream(r.target_model) if r.target_model in ctx.spec.upstream else inp["target_model"]
     _interrupted(name, gan.fit(inp["x"], inp["y"], target, device=ctx.device, seed=r.seed, progress=ctx.progress,
                                checkpoint=ctx.checkpoint.with_name(ctx.checkpoint.name + ".safetensors")))
