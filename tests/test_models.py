@@ -156,3 +156,13 @@ def test_save_weights_half_round_trip(tmp_path) -> None:
     for (k, a), b in zip(net.state_dict().items(), back.state_dict().values()):
         assert b.dtype == a.dtype, k
         assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), k
+
+
+def test_the_zoo_does_not_import_the_training_code():
+    """Issue 14, point 4: recipes live with the artefacts; ``advviz.models`` imports nothing from ``advviz.train``."""
+    import subprocess
+    import sys
+
+    code = "import sys, advviz.models as m; m.create('lenet5'); print('advviz.train' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
