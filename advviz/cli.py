@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--plot", default=None, help="write the security curve as an interactive HTML page (plotly)")
     v.add_argument("--resume", default=None, help="JSON-lines file of per-sample results to append to and resume from")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.add_argument("--no-steps-check", action="store_true",
+                   help="skip the steps check (iterative attacks rerun with k and 2k steps on 16 points; more "
+                        "steps doing worse raises the non-monotonic flag)")
     v.add_argument("--nproc", type=int, default=None,
                    help="run on N processes through torchrun (one per GPU; gloo on a CPU); the per-sample results "
                         "are those of one process")
@@ -166,7 +169,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     result = robust_accuracy(evaluated, dataset, attacks=attacks, eps=eps, norm=args.norm, n=args.n,
                              batch_size=args.batch_size, device=device, progress=not args.no_progress,
                              resume=args.resume, seed=args.seed, version=args.version, attack_model=attacked,
-                             batch_invariant=args.batch_invariant, meta=meta)
+                             batch_invariant=args.batch_invariant, meta=meta, steps_check=not args.no_steps_check)
     if not distributed.is_main():  # rank 0 reports and writes for all
         return 0 if result.complete else 130
     _out(result.format())

@@ -476,3 +476,61 @@ def test_every_attack_accepts_a_defended_model(name):
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(2, 3, 8, 8, generator=g), torch.randint(0, 3, (2,), generator=g)
     assert_contract(spec, model, x, y, _kwargs(spec, seed=0))
+
+
+# --------------------------------------------------------------------------------------------- steps check
+
+class MoreStepsWorse(nn.Module):
+    """More steps does worse, by hand: the margin ``z_1 - z_0`` grows with the mean change ``t`` of
+    the image (gradient +100 everywhere) but a gradient-free drop makes class 0 win again beyond
+    ``t = 0.4 eps``. PGD without random start, ``alpha = eps/8``: 2 steps end at ``t = eps/4``
+    (wrong class, broken); 4 steps at ``t = eps/2`` (right class again)."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps, self.num_classes = eps, 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.flatten(1).mean(1) - 0.5
+        margin = 100 * (t - 0.2 * self.eps) - 1e3 * (t > 0.4 * self.eps).float()
+        return torch.stack([torch.zeros_like(margin), margin], 1)
+
+
+class GreyImages(torch.utils.data.Dataset):
+    name, split = "grey", "test"
+
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, i: int):
+        noise = torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(i)).clamp(-1, 1)
+        return 0.5 + 1e-3 * noise, 0
+
+
+def test_steps_check_flags_more_steps_doing_worse():
+    eps = 0.1
+    pgd2 = ("pgd", {"steps": 2, "alpha": "eps/8", "random_start": False})
+    res = E.robust_accuracy(MoreStepsWorse(eps), GreyImages(), attacks=[pgd2], eps=[eps], progress=False)
+    assert res.accuracy("pgd", eps) == 0.0  # the evaluation itself (2 steps) breaks every point
+    assert res.config["steps_check"] == {"pgd": {"param": "steps", "steps": 2, "more": 4}}
+    steps = [f for f in res.flags if f.startswith("non-monotonic: more steps")]
+    assert len(steps) == 1 and "0.000 at steps=2 -> 1.000 at steps=4" in steps[0], res.flags
+    assert f"on {FL.STEPS_POINTS} points" in steps[0]  # the first 16 of the 20 points
+    checked = [s for s in res.samples.values() if "steps" in s["checks"]]
+    assert len(checked) == FL.STEPS_POINTS
+    assert all(s["checks"]["steps"][E.eps_key(eps)]["pgd"] == [False, True] for s in checked)
+    off = E.robust_accuracy(MoreStepsWorse(eps), GreyImages(), attacks=[pgd2], eps=[eps], progress=False,
+                            steps_check=False)
+    assert off.config["steps_check"] is None and not any(f.startswith("non-monotonic") for f in off.flags)
+
+
+@pytest.mark.slow
+def test_steps_check_healthy_lenet_no_flag(lenet_digits, digits_test):
+    res = E.robust_accuracy(lenet_digits, digits_test, attacks=["pgd", ("apgd_ce", {"n_iter": 20}), "fgsm"],
+                            eps=[0.05, 0.1, 0.2], n=24, seed=0, progress=False)
+    assert set(res.config["steps_check"]) == {"pgd", "apgd_ce"}  # FGSM has no steps
+    assert res.config["steps_check"]["pgd"] == {"param": "steps", "steps": 20, "more": 40}
+    assert res.config["steps_check"]["apgd_ce"] == {"param": "n_iter", "steps": 20, "more": 40}
+    checked = [s["checks"]["steps"] for s in res.samples.values() if "steps" in s["checks"]]
+    assert checked and all(set(c) == {E.eps_key(e) for e in res.eps} for c in checked)
+    assert res.flags == []
