@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--eps", default="8/255", help="comma-separated budgets, e.g. 2/255,4/255,8/255 (default 8/255)")
     v.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
     v.add_argument("--attacks", default="autoattack",
-                   help="autoattack, or comma-separated attack names (e.g. pgd,apgd_ce); default autoattack")
+                   help="autoattack, or comma-separated attack names with optional parameters after a colon, "
+                        "separated by ';' (e.g. pgd:steps=40;alpha=eps/8,apgd_ce:n_iter=50); default autoattack")
     v.add_argument("--version", choices=("standard", "fast"), default="standard", help="AutoAttack version")
     v.add_argument("--n", "--num-images", dest="n", type=int, default=None,
                    help="number of images, a seeded random subset (default: all); under torchrun spell it "
@@ -151,12 +152,12 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import torch
 
     from advviz import data, distributed, models
-    from advviz.evaluate import parse_eps, robust_accuracy, threat_models, weights_provenance
+    from advviz.evaluate import parse_attacks, parse_eps, robust_accuracy, threat_models, weights_provenance
 
     if args.nproc is not None and not distributed.active() and "WORLD_SIZE" not in os.environ:
         return _relaunch_with_torchrun(args.nproc, argv)
     eps = [parse_eps(e) for e in args.eps.split(",") if e.strip()]
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    attacks = parse_attacks(args.attacks)
     many = distributed.init(args.device)
     device = torch.device(args.device) if args.device else (distributed.local_device() if many else None)
     model = models.load(args.model, device=device)

@@ -534,3 +534,58 @@ def test_steps_check_healthy_lenet_no_flag(lenet_digits, digits_test):
     checked = [s["checks"]["steps"] for s in res.samples.values() if "steps" in s["checks"]]
     assert checked and all(set(c) == {E.eps_key(e) for e in res.eps} for c in checked)
     assert res.flags == []
+
+
+# --------------------------------------------------------------------------------------------- attack parameters
+
+def test_parse_attacks_types_values_from_the_signature():
+    assert E.parse_attacks("pgd,fgsm") == ["pgd", "fgsm"]
+    assert E.parse_attacks("pgd:steps=40;alpha=2/255;random_start=false, apgd_ce:n_iter=50,fgsm") == [
+        ("pgd", {"steps": 40, "alpha": pytest.approx(2 / 255), "random_start": False}),
+        ("apgd_ce", {"n_iter": 50}), "fgsm"]
+    # key=value after a comma belongs to the attack before it; eps-relative values stay strings
+    assert E.parse_attacks("pgd:steps=10,alpha=eps/8,square:n_queries=100;p_init=0.5") == [
+        ("pgd", {"steps": 10, "alpha": "eps/8"}), ("square", {"n_queries": 100, "p_init": 0.5})]
+    assert E.parse_attacks("apgd_ce:rho=0.7") == [("apgd_ce", {"rho": 0.7})]  # typed from its default
+    assert isinstance(E.parse_attacks("pgd:steps=7")[0][1]["steps"], int)
+    assert E.parse_attacks("pgd:precision=bf16") == [("pgd", {"precision": "bf16"})]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("pgd:stepz=4", r"pgd has no parameter 'stepz'; valid: alpha, steps, random_start, precision"),
+    ("pgd:steps=four", "steps must be an integer"),
+    ("pgd:alpha=2", r"did you mean alpha=2/255"),
+    ("pgd:eps=0.1", "set by --eps"),
+    ("pgd:seed=1", "set by --seed"),
+    ("pgd:targeted=true", "does not apply"),
+    ("pgd:random_start=maybe", "true or false"),
+    ("pgd:precision=fp8", "one of fp32, bf16"),
+    ("pgd:steps", "not key=value"),
+    ("pgd:steps=1;steps=2", "given twice"),
+    ("steps=3,pgd", "before any attack name"),
+    ("autoattack:n_iter=5", "--version"),
+    ("pgd:steps=0", "steps must be >= 1"),
+])
+def test_parse_attacks_refuses_with_a_message(text, match):
+    with pytest.raises(ValueError, match=match):
+        E.parse_attacks(text)
+    with pytest.raises(KeyError, match="available"):
+        E.parse_attacks("pgdd:steps=3")
+
+
+def test_cli_evaluate_attack_parameters_recorded(tmp_path, lenet_digits, digits_test, capsys):
+    from advviz.cli import main
+
+    out = tmp_path / "out.json"
+    rc = main(["evaluate", "lenet5_digits", "--data", "digits", "--eps", "0.1",
+               "--attacks", "pgd:steps=3;alpha=eps/2,apgd_ce:n_iter=4", "--n", "6", "--json", str(out),
+               "--no-progress", "--no-steps-check"])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["config"]["attacks"] == [{"name": "pgd", "params": {"steps": 3, "alpha": "eps/2"}},
+                                        {"name": "apgd_ce", "params": {"n_iter": 4}}]
+    assert doc["config"]["steps_check"] is None
+    capsys.readouterr()
+    assert main(["evaluate", "lenet5_digits", "--data", "digits", "--eps", "0.1", "--attacks", "pgd:stepz=3",
+                 "--n", "4", "--no-progress"]) == 2
+    assert "valid: alpha, steps" in capsys.readouterr().err

@@ -42,7 +42,8 @@ from torch.utils.data import Dataset
 from advviz.evaluate import flags as F
 from advviz.evaluate.autoattack import VERSIONS, autoattack
 
-__all__ = ["Result", "robust_accuracy", "eps_key", "parse_eps", "DEFAULT_PARAMS", "ResumeMismatchError"]
+__all__ = ["Result", "robust_accuracy", "eps_key", "parse_eps", "parse_attacks", "DEFAULT_PARAMS",
+           "ResumeMismatchError"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,114 @@ def parse_eps(text: str | float) -> float:
         return float(s)
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"cannot read the budget {text!r}: write a number like 0.03 or a fraction like 8/255") from None
+
+
+# set by robust_accuracy itself (or meaningless for robust accuracy): never attack parameters on the CLI
+_RUNNER_KEYS = {"eps": "--eps", "norm": "--norm", "seed": "--seed", "targeted": None, "mask": None}
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _typed_value(attack: str, key: str, text: str, spec: Any, default: Any) -> Any:
+    """``text`` as the type of ``attack``'s parameter ``key`` (its ParamSpec, else its default's type)."""
+    kind = spec.kind if spec is not None else (
+        "bool" if isinstance(default, bool) else "int" if isinstance(default, int)
+        else "str" if isinstance(default, str) else "float")
+    t = text.strip()
+    where = f"{attack}:{key}={text}"
+    if kind == "bool":
+        if t.lower() in _TRUE:
+            return True
+        if t.lower() in _FALSE:
+            return False
+        raise ValueError(f"{where}: {key} is true or false")
+    if kind == "choice" or kind == "str":
+        if spec is not None and t not in spec.choices:
+            raise ValueError(f"{where}: {key} must be one of {', '.join(map(str, spec.choices))}")
+        return t
+    if kind == "int":
+        try:
+            value: Any = int(t)
+        except ValueError:
+            raise ValueError(f"{where}: {key} must be an integer") from None
+    elif t.startswith(("eps/", "eps*")):  # relative to each budget, resolved per eps (_params_for)
+        try:
+            float(t[4:])
+        except ValueError:
+            raise ValueError(f"{where}: write eps/4 or eps*0.5 for a value relative to each budget") from None
+        return t
+    else:
+        try:
+            value = parse_eps(t)
+        except ValueError:
+            raise ValueError(f"{where}: {key} must be a number (0.01, 2/255, or eps/4 relative to each budget)") from None
+    if spec is not None:
+        if spec.low is not None and value < spec.low:
+            raise ValueError(f"{where}: {key} must be >= {spec.low}")
+        if spec.per255 and value > 1:
+            raise ValueError(f"{where}: {key} is on the [0, 1] pixel scale; did you mean {key}={t}/255?")
+    return value
+
+
+def parse_attacks(text: str) -> list[str | tuple[str, dict[str, Any]]]:
+    """Read ``--attacks``: names with optional parameters, typed from each attack's signature.
+
+    ``"pgd:steps=40;alpha=eps/8,apgd_ce:n_iter=50,fgsm"``: attacks are separated by commas; an
+    attack's parameters follow a colon, separated by semicolons (or commas: a ``key=value`` item
+    after a comma belongs to the attack before it, so ``pgd:steps=40,alpha=2/255`` works too).
+    Values are typed from the attack's :class:`~advviz._registry.ParamSpec` (else from its
+    default): integers, numbers or fractions (``2/255``; ``eps/4`` is relative to each budget),
+    ``true``/``false``, choices. Unknown keys are refused with the list of valid ones; ``eps``,
+    ``norm`` and ``seed`` are set by their own options, ``targeted`` and ``mask`` do not apply.
+
+    Returns:
+        ``[name | (name, {key: value})]`` for :func:`robust_accuracy`.
+    """
+    import inspect
+
+    from advviz import attacks as A
+
+    out: list[tuple[str, dict[str, Any]]] = []
+    for token in (t.strip() for t in str(text).split(",")):
+        if not token:
+            continue
+        head, sep, rest = token.partition(":")
+        if not sep and "=" in head:  # "alpha=2/255" after a comma: the previous attack's parameter
+            if not out:
+                raise ValueError(f"--attacks {text!r}: {token!r} comes before any attack name (write pgd:{token})")
+            name, items = out[-1][0], [token]
+        else:
+            name, items = head.strip(), [i for i in rest.split(";") if i.strip()]
+            if sep and not items:
+                raise ValueError(f"--attacks {text!r}: nothing after {name}: (write {name}:key=value)")
+            if name == "autoattack":
+                if items:
+                    raise ValueError("autoattack takes no parameters here: choose its --version (standard or fast), "
+                                     "or list its attacks with their parameters (apgd_ce:n_iter=50,apgd_t,...)")
+            else:
+                A.get(name)  # unknown names raise here, listing the registered ones
+            out.append((name, {}))
+        if not items:
+            continue
+        spec = A.get(name)
+        sig = inspect.signature(spec.fn).parameters
+        specs = {p.name: p for p in spec.params}
+        valid = [k for k, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in _RUNNER_KEYS]
+        for item in items:
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq or not key:
+                raise ValueError(f"--attacks {text!r}: {item!r} is not key=value (e.g. {name}:{valid[0]}=...)"
+                                 if valid else f"--attacks {text!r}: {name} takes no parameters")
+            if key in _RUNNER_KEYS:
+                opt = _RUNNER_KEYS[key]
+                raise ValueError(f"{name}:{key} is set by {opt}, not per attack" if opt else
+                                 f"{name}:{key} does not apply to robust accuracy (untargeted, whole image)")
+            if key not in valid:
+                raise ValueError(f"{name} has no parameter {key!r}; valid: {', '.join(valid)}")
+            if key in out[-1][1]:
+                raise ValueError(f"{name}:{key} is given twice")
+            out[-1][1][key] = _typed_value(name, key, value, specs.get(key), sig[key].default)
+    return [n if not p else (n, p) for n, p in out]
 
 
 def _params_for(name: str, params: Mapping[str, Any], eps: float) -> dict[str, Any]:
