@@ -196,8 +196,9 @@ def cfr_attack(
                      mask=mask.detach().to(x.dtype), success=success.detach(), steps=used)
 
 
-def _normalized(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, T: float,
-                beta: float, steps: int, step: float, early_stop: bool, eta_sgd: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _normalized(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                mask: torch.Tensor, *, T: float, beta: float, steps: int, step: float, early_stop: bool,
+                eta_sgd: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Default and ``"sgd"`` modes; returns the applied perturbation ``delta * M^`` and the steps used."""
     peak = mask.flatten(1).amax(1).view(-1, 1, 1, 1)
     m_hat = torch.where(peak > 0, mask / peak.clamp_min(1e-30), torch.zeros_like(mask))
@@ -239,8 +240,8 @@ def _normalized(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
         return delta * m_hat, used
 
 
-def _literal(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, T: float, beta: float,
-             steps: int, eta: float, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _literal(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *,
+             T: float, beta: float, steps: int, eta: float, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 1 as printed; returns the applied perturbation ``delta * M~`` and the steps used."""
     gen = generator(seed, x.device)
     delta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1)

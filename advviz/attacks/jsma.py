@@ -29,7 +29,8 @@ _PARAMS = (
 )
 
 
-def _grads(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _grads(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+           target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of the target logit and of the sum of the other logits w.r.t. ``x`` (flattened)."""
     with torch.enable_grad():
         xi = x.detach().requires_grad_(True)

@@ -48,8 +48,8 @@ def _apply(x: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
     return flat.view(m, c, h, w)
 
 
-def _fitness(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, cand: torch.Tensor, cls: torch.Tensor, targeted: bool,
-             batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _fitness(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, cand: torch.Tensor, cls: torch.Tensor,
+             targeted: bool, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Fitness to *minimise* (true-class probability, or minus the target's) and predictions.
 
     Args:

@@ -55,8 +55,8 @@ def _class_grads(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     return logits[0].detach(), sel.detach(), g
 
 
-def _deepfool_step(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, label: int, classes: torch.Tensor, steps: int,
-                   overshoot: float) -> torch.Tensor:
+def _deepfool_step(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, label: int, classes: torch.Tensor,
+                   steps: int, overshoot: float) -> torch.Tensor:
     """Minimal L2 perturbation ``r`` (DeepFool, Moosavi-Dezfooli et al. 2016) moving ``x`` off ``label``.
 
     ``classes`` holds ``label`` first, then the other candidate classes. Returns

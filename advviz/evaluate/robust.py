@@ -111,7 +111,8 @@ def _typed_value(attack: str, key: str, text: str, spec: Any, default: Any) -> A
         try:
             value = parse_eps(t)
         except ValueError:
-            raise ValueError(f"{where}: {key} must be a number (0.01, 2/255, or eps/4 relative to each budget)") from None
+            raise ValueError(f"{where}: {key} must be a number (0.01, 2/255, or eps/4 relative to each "
+                             "budget)") from None
     if spec is not None:
         if spec.low is not None and value < spec.low:
             raise ValueError(f"{where}: {key} must be >= {spec.low}")
