@@ -385,6 +385,9 @@ def test_bench_autoattack_format():
            "pgd20_seconds": 1.0, "flags": []}
     text = bench.format([row])
     assert "0.5/255" in text and "2.00x" in text and "apgd_ce 7/10" in text
+    same = {**row, "torchattacks_paper_robust": 0.3, "torchattacks_paper_seconds": 35.0, "speedup_paper": 3.5}
+    text = bench.format([same])
+    assert "ratio (same work)" in text and "3.50x" in text and "35.0" in text and "10 iterations" in text
 
 
 # --------------------------------------------------------------------------------------------- with the AutoAttack attacks
@@ -452,6 +455,8 @@ def test_bench_autoattack_runs_side_by_side():
     (row,) = rows
     assert row["n"] == 4 and 0 <= row["advviz_robust"] <= 1 and 0 <= row["torchattacks_robust"] <= 1
     assert row["speedup"] == pytest.approx(row["torchattacks_seconds"] / row["advviz_seconds"])
+    assert row["speedup_paper"] == pytest.approx(row["torchattacks_paper_seconds"] / row["advviz_seconds"])
+    assert 0 <= row["torchattacks_paper_robust"] <= 1
     assert [a["attack"] for a in row["config"]["attacks"]] == ["apgd_ce", "apgd_t", "fab", "square"]
     assert "advviz AA" in bench.format(rows)
 
