@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--eps", default="8/255", help="comma-separated budgets, e.g. 2/255,4/255,8/255 (default 8/255)")
     v.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
     v.add_argument("--attacks", default="autoattack",
-                   help="autoattack, or comma-separated attack names (e.g. pgd,apgd_ce); default autoattack")
+                   help="autoattack, or comma-separated attack names with optional parameters after a colon, "
+                        "separated by ';' (e.g. pgd:steps=40;alpha=eps/8,apgd_ce:n_iter=50); default autoattack")
     v.add_argument("--version", choices=("standard", "fast"), default="standard", help="AutoAttack version")
     v.add_argument("--n", "--num-images", dest="n", type=int, default=None,
                    help="number of images, a seeded random subset (default: all); under torchrun spell it "
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--plot", default=None, help="write the security curve as an interactive HTML page (plotly)")
     v.add_argument("--resume", default=None, help="JSON-lines file of per-sample results to append to and resume from")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.add_argument("--no-steps-check", action="store_true",
+                   help="skip the steps check (iterative attacks rerun with k and 2k steps on 16 points; more "
+                        "steps doing worse raises the non-monotonic flag)")
     v.add_argument("--nproc", type=int, default=None,
                    help="run on N processes through torchrun (one per GPU; gloo on a CPU); the per-sample results "
                         "are those of one process")
@@ -159,12 +163,12 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import torch
 
     from advviz import data, distributed, models
-    from advviz.evaluate import parse_eps, robust_accuracy, threat_models, weights_provenance
+    from advviz.evaluate import parse_attacks, parse_eps, robust_accuracy, threat_models, weights_provenance
 
     if args.nproc is not None and not distributed.active() and "WORLD_SIZE" not in os.environ:
         return _relaunch_with_torchrun(args.nproc, argv)
     eps = [parse_eps(e) for e in args.eps.split(",") if e.strip()]
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    attacks = parse_attacks(args.attacks)
     many = distributed.init(args.device)
     device = torch.device(args.device) if args.device else (distributed.local_device() if many else None)
     model = models.load(args.model, device=device)
@@ -177,7 +181,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     result = robust_accuracy(evaluated, dataset, attacks=attacks, eps=eps, norm=args.norm, n=args.n,
                              batch_size=args.batch_size, device=device, progress=not args.no_progress,
                              resume=args.resume, seed=args.seed, version=args.version, attack_model=attacked,
-                             batch_invariant=args.batch_invariant, meta=meta)
+                             batch_invariant=args.batch_invariant, meta=meta, steps_check=not args.no_steps_check)
     if not distributed.is_main():  # rank 0 reports and writes for all
         return 0 if result.complete else 130
     _out(result.format())

@@ -1,7 +1,7 @@
-"""The input contract every gradient attack shares, enforced in one place
-(``advviz.attacks.gradient.attack_forward``): tuple/dict model outputs are refused with a fix,
-float64 and float16 inputs are attacked and returned in their dtype inside the budget, and a
-model that outputs probabilities makes the attack warn once per call."""
+"""The input contract every registered attack shares (``advviz.attacks.list_attacks()``), enforced
+in one place (``advviz.attacks.gradient.attack_forward``): tuple/dict model outputs are refused
+with a fix, float64 and float16 inputs are attacked and returned in their dtype inside the budget,
+and a model that outputs probabilities makes the attack warn once per call."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from torch import nn
 
 from advviz import attacks
 from tests.helpers import TinyConvNet
+from tests.test_attacks_invariants import assert_within_budget
 
-NAMES = ["fgsm", "pgd", "apgd_ce", "apgd_t", "fab", "square", "cw_l2", "deepfool"]
+NAMES = attacks.list_attacks()
 QUICK = {name: dict(attacks.get(name).quick) for name in NAMES}
 
 
@@ -61,9 +62,7 @@ def test_float64_and_float16_inputs_come_back_in_their_dtype_within_budget(name,
     out = spec.fn(model, x, y, **QUICK[name])
     assert out.dtype == dtype and out.shape == x.shape and not out.requires_grad
     assert float(out.min()) >= 0 and float(out.max()) <= 1
-    if spec.budget == "eps":
-        eps = QUICK[name].get("eps", spec.defaults()["eps"])
-        assert float((out.double() - x.double()).abs().max()) <= eps
+    assert_within_budget(spec, x, out, QUICK[name])
     if name in ("fgsm", "deepfool"):  # deterministic: the same images as on the float32 copy
         ref = spec.fn(model, x.float(), y, **QUICK[name])
         tol = 1e-6 if dtype == torch.float64 else 1e-3

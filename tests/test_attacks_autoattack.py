@@ -202,3 +202,42 @@ def test_untargeted_attacks_refuse_targeted_true(name) -> None:
         attacks.get(name).fn(TinyConvNet(num_classes=4).eval(), x, torch.tensor([0]), targeted=True)
     attacks.get(name).fn(TinyConvNet(num_classes=4).eval(), x, torch.tensor([0]), targeted=False,
                          **attacks.get(name).quick)
+
+
+class OneUnbreakable(torch.nn.Module):
+    """A random linear classifier, except that a bright image (mean > 0.8) gets +1000 on class 0
+    with no gradient: that point can never be fooled at a small budget. Counts the rows of every
+    forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_classes, self.rows = 3, []
+        self.register_buffer("w", 10 * torch.randn(3, 3 * 8 * 8, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(x.shape[0])
+        bright = (x.detach().flatten(1).mean(1) > 0.8).float()
+        return (x.flatten(1) - 0.5) @ self.w.t() + 1e3 * torch.stack([bright, 0 * bright, 0 * bright], 1)
+
+
+def test_apgd_stops_computing_a_point_once_it_is_fooled() -> None:
+    name = "apgd_ce"
+    from advviz.attacks._fast import fast_models
+
+    model = OneUnbreakable()
+    g = torch.Generator().manual_seed(0)
+    # white (mean stays above 0.8 within eps) and dark images (their means stay below 0.8)
+    x = torch.cat([torch.ones(1, 3, 8, 8), 0.6 * torch.rand(7, 3, 8, 8, generator=g)])
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    n_iter = 20
+    with fast_models(False):  # count the rows the attack sends to the model itself
+        model.rows.clear()
+        out = attacks.get(name)(model, x, y, eps=0.1, n_iter=n_iter, seed=0)
+    rows = model.rows[2:]  # after the clean pass and the random start: one pass per iteration
+    with torch.no_grad():
+        fooled = model(out).argmax(1) != y
+    assert not fooled[0] and int(fooled.sum()) >= 4  # the white image is unbreakable, most others fall
+    assert len(rows) == n_iter  # the run went on for the points left
+    assert rows == sorted(rows, reverse=True) and rows[-1] >= int((~fooled).sum())
+    assert sum(rows) < n_iter * x.shape[0] / 2  # measured 45 of 160 rows

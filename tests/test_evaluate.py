@@ -385,6 +385,9 @@ def test_bench_autoattack_format():
            "pgd20_seconds": 1.0, "flags": []}
     text = bench.format([row])
     assert "0.5/255" in text and "2.00x" in text and "apgd_ce 7/10" in text
+    same = {**row, "torchattacks_paper_robust": 0.3, "torchattacks_paper_seconds": 35.0, "speedup_paper": 3.5}
+    text = bench.format([same])
+    assert "ratio (same work)" in text and "3.50x" in text and "35.0" in text and "10 iterations" in text
 
 
 # --------------------------------------------------------------------------------------------- with the AutoAttack attacks
@@ -452,6 +455,8 @@ def test_bench_autoattack_runs_side_by_side():
     (row,) = rows
     assert row["n"] == 4 and 0 <= row["advviz_robust"] <= 1 and 0 <= row["torchattacks_robust"] <= 1
     assert row["speedup"] == pytest.approx(row["torchattacks_seconds"] / row["advviz_seconds"])
+    assert row["speedup_paper"] == pytest.approx(row["torchattacks_paper_seconds"] / row["advviz_seconds"])
+    assert 0 <= row["torchattacks_paper_robust"] <= 1
     assert [a["attack"] for a in row["config"]["attacks"]] == ["apgd_ce", "apgd_t", "fab", "square"]
     assert "advviz AA" in bench.format(rows)
 
@@ -476,3 +481,116 @@ def test_every_attack_accepts_a_defended_model(name):
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(2, 3, 8, 8, generator=g), torch.randint(0, 3, (2,), generator=g)
     assert_contract(spec, model, x, y, _kwargs(spec, seed=0))
+
+
+# --------------------------------------------------------------------------------------------- steps check
+
+class MoreStepsWorse(nn.Module):
+    """More steps does worse, by hand: the margin ``z_1 - z_0`` grows with the mean change ``t`` of
+    the image (gradient +100 everywhere) but a gradient-free drop makes class 0 win again beyond
+    ``t = 0.4 eps``. PGD without random start, ``alpha = eps/8``: 2 steps end at ``t = eps/4``
+    (wrong class, broken); 4 steps at ``t = eps/2`` (right class again)."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps, self.num_classes = eps, 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.flatten(1).mean(1) - 0.5
+        margin = 100 * (t - 0.2 * self.eps) - 1e3 * (t > 0.4 * self.eps).float()
+        return torch.stack([torch.zeros_like(margin), margin], 1)
+
+
+class GreyImages(torch.utils.data.Dataset):
+    name, split = "grey", "test"
+
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, i: int):
+        noise = torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(i)).clamp(-1, 1)
+        return 0.5 + 1e-3 * noise, 0
+
+
+def test_steps_check_flags_more_steps_doing_worse():
+    eps = 0.1
+    pgd2 = ("pgd", {"steps": 2, "alpha": "eps/8", "random_start": False})
+    res = E.robust_accuracy(MoreStepsWorse(eps), GreyImages(), attacks=[pgd2], eps=[eps], progress=False)
+    assert res.accuracy("pgd", eps) == 0.0  # the evaluation itself (2 steps) breaks every point
+    assert res.config["steps_check"] == {"pgd": {"param": "steps", "steps": 2, "more": 4}}
+    steps = [f for f in res.flags if f.startswith("non-monotonic: more steps")]
+    assert len(steps) == 1 and "0.000 at steps=2 -> 1.000 at steps=4" in steps[0], res.flags
+    assert f"on {FL.STEPS_POINTS} points" in steps[0]  # the first 16 of the 20 points
+    checked = [s for s in res.samples.values() if "steps" in s["checks"]]
+    assert len(checked) == FL.STEPS_POINTS
+    assert all(s["checks"]["steps"][E.eps_key(eps)]["pgd"] == [False, True] for s in checked)
+    off = E.robust_accuracy(MoreStepsWorse(eps), GreyImages(), attacks=[pgd2], eps=[eps], progress=False,
+                            steps_check=False)
+    assert off.config["steps_check"] is None and not any(f.startswith("non-monotonic") for f in off.flags)
+
+
+@pytest.mark.slow
+def test_steps_check_healthy_lenet_no_flag(lenet_digits, digits_test):
+    res = E.robust_accuracy(lenet_digits, digits_test, attacks=["pgd", ("apgd_ce", {"n_iter": 20}), "fgsm"],
+                            eps=[0.05, 0.1, 0.2], n=24, seed=0, progress=False)
+    assert set(res.config["steps_check"]) == {"pgd", "apgd_ce"}  # FGSM has no steps
+    assert res.config["steps_check"]["pgd"] == {"param": "steps", "steps": 20, "more": 40}
+    assert res.config["steps_check"]["apgd_ce"] == {"param": "n_iter", "steps": 20, "more": 40}
+    checked = [s["checks"]["steps"] for s in res.samples.values() if "steps" in s["checks"]]
+    assert checked and all(set(c) == {E.eps_key(e) for e in res.eps} for c in checked)
+    assert res.flags == []
+
+
+# --------------------------------------------------------------------------------------------- attack parameters
+
+def test_parse_attacks_types_values_from_the_signature():
+    assert E.parse_attacks("pgd,fgsm") == ["pgd", "fgsm"]
+    assert E.parse_attacks("pgd:steps=40;alpha=2/255;random_start=false, apgd_ce:n_iter=50,fgsm") == [
+        ("pgd", {"steps": 40, "alpha": pytest.approx(2 / 255), "random_start": False}),
+        ("apgd_ce", {"n_iter": 50}), "fgsm"]
+    # key=value after a comma belongs to the attack before it; eps-relative values stay strings
+    assert E.parse_attacks("pgd:steps=10,alpha=eps/8,square:n_queries=100;p_init=0.5") == [
+        ("pgd", {"steps": 10, "alpha": "eps/8"}), ("square", {"n_queries": 100, "p_init": 0.5})]
+    assert E.parse_attacks("apgd_ce:rho=0.7") == [("apgd_ce", {"rho": 0.7})]  # typed from its default
+    assert isinstance(E.parse_attacks("pgd:steps=7")[0][1]["steps"], int)
+    assert E.parse_attacks("pgd:precision=bf16") == [("pgd", {"precision": "bf16"})]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("pgd:stepz=4", r"pgd has no parameter 'stepz'; valid: alpha, steps, random_start, precision"),
+    ("pgd:steps=four", "steps must be an integer"),
+    ("pgd:alpha=2", r"did you mean alpha=2/255"),
+    ("pgd:eps=0.1", "set by --eps"),
+    ("pgd:seed=1", "set by --seed"),
+    ("pgd:targeted=true", "does not apply"),
+    ("pgd:random_start=maybe", "true or false"),
+    ("pgd:precision=fp8", "one of fp32, bf16"),
+    ("pgd:steps", "not key=value"),
+    ("pgd:steps=1;steps=2", "given twice"),
+    ("steps=3,pgd", "before any attack name"),
+    ("autoattack:n_iter=5", "--version"),
+    ("pgd:steps=0", "steps must be >= 1"),
+])
+def test_parse_attacks_refuses_with_a_message(text, match):
+    with pytest.raises(ValueError, match=match):
+        E.parse_attacks(text)
+    with pytest.raises(KeyError, match="available"):
+        E.parse_attacks("pgdd:steps=3")
+
+
+def test_cli_evaluate_attack_parameters_recorded(tmp_path, lenet_digits, digits_test, capsys):
+    from advviz.cli import main
+
+    out = tmp_path / "out.json"
+    rc = main(["evaluate", "lenet5_digits", "--data", "digits", "--eps", "0.1",
+               "--attacks", "pgd:steps=3;alpha=eps/2,apgd_ce:n_iter=4", "--n", "6", "--json", str(out),
+               "--no-progress", "--no-steps-check"])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["config"]["attacks"] == [{"name": "pgd", "params": {"steps": 3, "alpha": "eps/2"}},
+                                        {"name": "apgd_ce", "params": {"n_iter": 4}}]
+    assert doc["config"]["steps_check"] is None
+    capsys.readouterr()
+    assert main(["evaluate", "lenet5_digits", "--data", "digits", "--eps", "0.1", "--attacks", "pgd:stepz=3",
+                 "--n", "4", "--no-progress"]) == 2
+    assert "valid: alpha, steps" in capsys.readouterr().err

@@ -187,21 +187,31 @@ def _step_direction(g: torch.Tensor, norm: str) -> torch.Tensor:
     return g.sign() if norm == "linf" else g / batch_norm(g).clamp_min(1e-12)
 
 
-def _apgd_run(net: Net, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
-              success_fn: Callable[[torch.Tensor], torch.Tensor], *, eps: float, norm: str, n_iter: int,
-              rho: float, momentum: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _apgd_run(net: Net, x: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+              success_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, eps: float, norm: str,
+              n_iter: int, rho: float, momentum: float, gen: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One APGD run (Croce & Hein 2020, Algorithm 1) on the batch ``x``.
 
-    Returns ``(x_out, fooled (B,) bool, best loss (B,))``: ``x_out`` is, per sample, the first
-    iterate where ``success_fn`` held (if any), else the highest-loss iterate ``x_max``.
+    ``loss_fn(logits, rows)`` and ``success_fn(logits, rows)`` take the logits of the rows
+    ``rows`` (indices into ``x``) and return per-row values. A point leaves the batch at its
+    first success: every quantity of the algorithm is per point, so the points still running
+    follow the same iterates as in the whole batch (up to the float rounding of another batch
+    size), and the work left is proportional to the points not fooled yet.
+
+    Returns ``(x_out, fooled (B,) bool, loss (B,))``: ``x_out`` is, per sample, the first
+    iterate where ``success_fn`` held (if any), else the highest-loss iterate ``x_max``; ``loss``
+    is the highest loss reached (up to the success, for the fooled points).
     """
     b = x.shape[0]
     checkpoints = set(apgd_checkpoints(n_iter)[1:])
+    rows = torch.arange(b, device=x.device)
     x_k = _random_start(x, eps, norm, gen)
-    g, logits = input_grad(net, x_k, loss_fn)
-    loss_k = loss_fn(logits)
-    fooled = success_fn(logits)
-    x_adv = torch.where(_bview(fooled, x), x_k, x)
+    g, logits = input_grad(net, x_k, lambda z: loss_fn(z, rows))
+    loss_k = loss_fn(logits, rows)
+    fooled = success_fn(logits, rows)
+    x_out, f_out = x_k.clone(), loss_k.clone()
+    xs = x
     x_max, g_max, f_max = x_k.clone(), g.clone(), loss_k.clone()
     eta = torch.full((b,), 2.0 * eps, device=x.device, dtype=x.dtype)
     x_prev = x_k
@@ -210,27 +220,39 @@ def _apgd_run(net: Net, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch
     last_w, f_max_last = 0, f_max.clone()
     reduced_last = torch.zeros(b, dtype=torch.bool, device=x.device)
     recorder = current_recorder()  # None unless advviz.attacks.record() is following this attack
-    for k in range(n_iter):
-        e = _bview(eta, x)
-        z = _project(x_k + e * _step_direction(g, norm), x, eps, norm)
+    shown = x_k.clone() if recorder is not None else None
+    done = fooled.clone()  # the rows (of the running batch) to drop: fooled
+    for k in range(n_iter + 1):
+        if bool(done.any()):
+            keep = ~done
+            rows, xs, x_k, x_prev, g, loss_k = rows[keep], xs[keep], x_k[keep], x_prev[keep], g[keep], loss_k[keep]
+            x_max, g_max, f_max, eta, n_up = x_max[keep], g_max[keep], f_max[keep], eta[keep], n_up[keep]
+            f_max_last, reduced_last = f_max_last[keep], reduced_last[keep]
+        if rows.numel() == 0 or k == n_iter:
+            break
+        e = _bview(eta, xs)
+        z = _project(x_k + e * _step_direction(g, norm), xs, eps, norm)
         if k == 0:
             x_new = z  # x^(1) = P(x^(0) + eta * d(grad)): no momentum on the first step
         else:
-            x_new = _project(x_k + momentum * (z - x_k) + (1 - momentum) * (x_k - x_prev), x, eps, norm)
+            x_new = _project(x_k + momentum * (z - x_k) + (1 - momentum) * (x_k - x_prev), xs, eps, norm)
         x_prev, x_k = x_k, x_new
-        if recorder is not None:
-            recorder(x_k)
-        g, logits = input_grad(net, x_k, loss_fn)
-        loss_new = loss_fn(logits)
-        succ = success_fn(logits) & ~fooled
-        x_adv = torch.where(_bview(succ, x), x_k, x_adv)
-        fooled |= succ
+        if shown is not None:
+            shown[rows] = x_k
+            recorder(shown)
+        g, logits = input_grad(net, x_k, lambda z, r=rows: loss_fn(z, r))
+        loss_new = loss_fn(logits, rows)
+        done = success_fn(logits, rows)
         n_up += (loss_new > loss_k).float()
         loss_k = loss_new
         better = loss_new > f_max
-        x_max = torch.where(_bview(better, x), x_k, x_max)
-        g_max = torch.where(_bview(better, x), g, g_max)
+        x_max = torch.where(_bview(better, xs), x_k, x_max)
+        g_max = torch.where(_bview(better, xs), g, g_max)
         f_max = torch.where(better, loss_new, f_max)
+        if bool(done.any()):
+            x_out[rows[done]] = x_k[done]
+            f_out[rows[done]] = f_max[done]
+            fooled[rows[done]] = True
         if k + 1 in checkpoints:
             w = k + 1
             cond1 = n_up < rho * (w - last_w)
@@ -238,15 +260,15 @@ def _apgd_run(net: Net, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch
             halve = cond1 | cond2
             eta = torch.where(halve, eta / 2, eta)
             # restart from x_max (with its gradient and no momentum) where the step was halved
-            x_k = torch.where(_bview(halve, x), x_max, x_k)
-            x_prev = torch.where(_bview(halve, x), x_max, x_prev)
-            g = torch.where(_bview(halve, x), g_max, g)
+            x_k = torch.where(_bview(halve, xs), x_max, x_k)
+            x_prev = torch.where(_bview(halve, xs), x_max, x_prev)
+            g = torch.where(_bview(halve, xs), g_max, g)
             loss_k = torch.where(halve, f_max, loss_k)
             reduced_last, f_max_last, last_w = halve, f_max.clone(), w
             n_up.zero_()
-        if bool(fooled.all()):
-            break
-    return torch.where(_bview(fooled, x), x_adv, x_max), fooled, f_max
+    x_out[rows] = x_max
+    f_out[rows] = f_max
+    return x_out, fooled, f_out
 
 
 def _clean_logits(net: Net, x: torch.Tensor) -> torch.Tensor:
@@ -289,18 +311,19 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str, eps:
                 if idx.numel() == 0:
                     break
                 xi, yi = xc[idx], y[idx]
+                # (logits of the rows r of this batch) -> per-row loss / success
                 if loss == "ce":
                     sign = -1.0 if targeted else 1.0
-                    loss_fn = lambda z, yi=yi, s=sign: s * F.cross_entropy(z, yi, reduction="none")  # noqa: E731
+                    loss_fn = lambda z, r, yi=yi, s=sign: s * F.cross_entropy(z, yi[r], reduction="none")  # noqa: E731
                 elif loss == "dlr":
-                    loss_fn = lambda z, yi=yi: dlr_loss(z, yi)  # noqa: E731
+                    loss_fn = lambda z, r, yi=yi: dlr_loss(z, yi[r])  # noqa: E731
                 else:
                     ti = target[idx]
-                    loss_fn = lambda z, yi=yi, ti=ti: dlr_loss_targeted(z, yi, ti)  # noqa: E731
+                    loss_fn = lambda z, r, yi=yi, ti=ti: dlr_loss_targeted(z, yi[r], ti[r])  # noqa: E731
                 if targeted:
-                    success_fn = lambda z, yi=yi: z.argmax(dim=1) == yi  # noqa: E731
+                    success_fn = lambda z, r, yi=yi: z.argmax(dim=1) == yi[r]  # noqa: E731
                 else:
-                    success_fn = lambda z, yi=yi: z.argmax(dim=1) != yi  # noqa: E731
+                    success_fn = lambda z, r, yi=yi: z.argmax(dim=1) != yi[r]  # noqa: E731
                 x_i, fooled, f_i = _apgd_run(net, xi, loss_fn, success_fn, eps=eps, norm=norm, n_iter=n_iter,
                                              rho=rho, momentum=momentum, gen=gen)
                 # fooled images take their adversarial; the others keep their highest-loss point

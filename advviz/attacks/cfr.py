@@ -52,6 +52,7 @@ issue's closing note and ``advviz reproduce cfr --table 1``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -60,7 +61,16 @@ from torch import nn
 
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
-from advviz.attacks._core import batch_norm, check_images, check_labels, generator, model_guard
+from advviz.attacks._core import (
+    batch_norm,
+    check_images,
+    check_labels,
+    generator,
+    model_dtype,
+    to_input_dtype,
+    working_copy,
+)
+from advviz.attacks.gradient import attack_forward
 from advviz.attacks.trajectory import current_recorder
 
 __all__ = ["cfr", "cfr_attack", "CFRResult"]
@@ -162,29 +172,33 @@ def cfr_attack(
         raise ValueError(f"steps must be >= 1, got {steps}")
     if mode not in ("normalized", "paper", "sgd"):
         raise ValueError(f"mode must be 'normalized', 'sgd' or 'paper', got {mode!r}")
-    if cam is None:
-        cam = gradcam(model, x, target=y, layer=layer)
-    elif cam.shape != (x.shape[0], 1, *x.shape[2:]):
+    if cam is not None and cam.shape != (x.shape[0], 1, *x.shape[2:]):
         raise ValueError(f"cam must have shape {(x.shape[0], 1, *x.shape[2:])}, got {tuple(cam.shape)}")
-    cam = cam.to(device=x.device, dtype=x.dtype)
-    mask = cfr_mask(cam, tau)
-    x0 = x.detach()
-    with model_guard(model):
+    x0 = working_copy(x)
+    with attack_forward(model, x0) as net:
+        if cam is None:
+            with torch.no_grad():
+                net(x0[:1])  # tuple/dict outputs are refused here, before Grad-CAM runs the model
+            dtype = model_dtype(model)
+            cam = gradcam(model, x0 if dtype is None else x0.to(dtype), target=y, layer=layer)
+        cam = cam.to(device=x.device, dtype=x0.dtype)
+        mask = cfr_mask(cam, tau)
         if mode == "paper":
-            delta, used = _literal(model, x0, y, mask, T=T, beta=beta, steps=steps, eta=eta, seed=seed)
+            delta, used = _literal(net, x0, y, mask, T=T, beta=beta, steps=steps, eta=eta, seed=seed)
         else:
-            delta, used = _normalized(model, x0, y, mask, T=T, beta=beta, steps=steps, step=step,
+            delta, used = _normalized(net, x0, y, mask, T=T, beta=beta, steps=steps, step=step,
                                       early_stop=early_stop, eta_sgd=eta if mode == "sgd" else None)
         x_adv = (x0 + delta).clamp(0.0, 1.0)
         with torch.no_grad():
-            success = model(x_adv).argmax(1) != y
-    x_adv = x_adv.detach()
-    return CFRResult(x_adv=x_adv, delta=(x_adv - x0).detach(), cam=cam.detach(), mask=mask.detach(),
-                     success=success.detach(), steps=used)
+            success = net(x_adv).argmax(1) != y
+    x_adv = to_input_dtype(x_adv, x)
+    return CFRResult(x_adv=x_adv, delta=(x_adv - x.detach()).detach(), cam=cam.detach().to(x.dtype),
+                     mask=mask.detach().to(x.dtype), success=success.detach(), steps=used)
 
 
-def _normalized(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, T: float,
-                beta: float, steps: int, step: float, early_stop: bool, eta_sgd: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _normalized(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                mask: torch.Tensor, *, T: float, beta: float, steps: int, step: float, early_stop: bool,
+                eta_sgd: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Default and ``"sgd"`` modes; returns the applied perturbation ``delta * M^`` and the steps used."""
     peak = mask.flatten(1).amax(1).view(-1, 1, 1, 1)
     m_hat = torch.where(peak > 0, mask / peak.clamp_min(1e-30), torch.zeros_like(mask))
@@ -226,8 +240,8 @@ def _normalized(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.
         return delta * m_hat, used
 
 
-def _literal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, T: float, beta: float,
-             steps: int, eta: float, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _literal(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *,
+             T: float, beta: float, steps: int, eta: float, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 1 as printed; returns the applied perturbation ``delta * M~`` and the steps used."""
     gen = generator(seed, x.device)
     delta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1)

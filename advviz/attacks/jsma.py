@@ -7,12 +7,15 @@ features).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from advviz._registry import ParamSpec, check_params
 from advviz.attacks._api import register_attack
-from advviz.attacks._core import check_images, check_labels, model_guard
+from advviz.attacks._core import check_images, check_labels, to_input_dtype, working_copy
+from advviz.attacks.gradient import attack_forward
 
 __all__ = ["jsma"]
 
@@ -26,7 +29,8 @@ _PARAMS = (
 )
 
 
-def _grads(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _grads(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+           target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of the target logit and of the sum of the other logits w.r.t. ``x`` (flattened)."""
     with torch.enable_grad():
         xi = x.detach().requires_grad_(True)
@@ -135,9 +139,10 @@ def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, theta: float = 1
     check_images(x)
     if theta == 0:
         raise ValueError("theta must be non-zero (the change applied to each selected feature)")
-    with model_guard(model):
+    xc = working_copy(x)
+    with attack_forward(model, xc) as net:
         with torch.no_grad():
-            logits0 = model(x)
+            logits0 = net(xc)
         y = check_labels(y, x, logits0.shape[1])
         n = x[0].numel()
         increase = theta > 0
@@ -147,7 +152,7 @@ def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, theta: float = 1
             runner = logits0.detach().clone()
             runner.scatter_(1, y.view(-1, 1), float("-inf"))
             target = runner.argmax(1)
-        xa = x.detach().clone().flatten(1)
+        xa = xc.flatten(1)
         domain = (xa < 1.0) if increase else (xa > 0.0)
         max_pairs = int(gamma * n) // 2
         pred = logits0.argmax(1)
@@ -156,7 +161,7 @@ def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, theta: float = 1
             idx = active.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            g_t, g_o, logits = _grads(model, xa[idx].view(-1, *x.shape[1:]), target[idx])
+            g_t, g_o, logits = _grads(net, xa[idx].view(-1, *x.shape[1:]), target[idx])
             pred = logits.argmax(1)
             done = (pred == target[idx]) if targeted else (pred != y[idx])
             active[idx[done]] = False
@@ -173,4 +178,4 @@ def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, theta: float = 1
             for f in (p, q):
                 xa[idx, f] = (xa[idx, f] + theta).clamp(0.0, 1.0)
                 domain[idx, f] = False
-    return xa.view_as(x).to(dtype=x.dtype).detach()
+    return to_input_dtype(xa.view_as(x), x)

@@ -7,13 +7,16 @@ child selection).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from advviz._registry import ParamSpec, check_params
 from advviz.attacks._api import register_attack
-from advviz.attacks._core import check_images, check_labels, generator, model_guard
+from advviz.attacks._core import check_images, check_labels, generator, to_input_dtype, working_copy
+from advviz.attacks.gradient import attack_forward
 
 __all__ = ["one_pixel"]
 
@@ -45,8 +48,8 @@ def _apply(x: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
     return flat.view(m, c, h, w)
 
 
-def _fitness(model: nn.Module, x: torch.Tensor, cand: torch.Tensor, cls: torch.Tensor, targeted: bool,
-             batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _fitness(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, cand: torch.Tensor, cls: torch.Tensor,
+             targeted: bool, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Fitness to *minimise* (true-class probability, or minus the target's) and predictions.
 
     Args:
@@ -131,10 +134,10 @@ def one_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, pixels: int
     b, c, h, w = x.shape
     dev = x.device
     gen = generator(seed, dev)
-    xc = x.detach()
-    with model_guard(model):
+    xc = working_copy(x)
+    with attack_forward(model, xc) as net:
         with torch.no_grad():
-            logits0 = model(xc)
+            logits0 = net(xc)
         y = check_labels(y, x, logits0.shape[1])
         pred0 = logits0.argmax(1)
         fooled0 = (pred0 == y) if targeted else (pred0 != y)
@@ -162,7 +165,7 @@ def one_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, pixels: int
 
         fit = torch.empty(0, device=dev)
         if active.numel():
-            fit, pred = _fitness(model, xc[active], pop[active], y[active], targeted, batch_size)
+            fit, pred = _fitness(net, xc[active], pop[active], y[active], targeted, batch_size)
             keep = record(pop[active], pred)
             active, fit = active[keep], fit[keep]
         for _ in range(max_iter):
@@ -173,7 +176,7 @@ def one_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, pixels: int
             bi = torch.arange(active.numel(), device=dev).view(-1, 1)
             child = cur[bi, r[..., 0]] + f * (cur[bi, r[..., 1]] - cur[bi, r[..., 2]])
             child = torch.max(torch.min(child, hi), lo)
-            c_fit, c_pred = _fitness(model, xc[active], child, y[active], targeted, batch_size)
+            c_fit, c_pred = _fitness(net, xc[active], child, y[active], targeted, batch_size)
             keep = record(child, c_pred)
             better = c_fit <= fit
             pop[active] = torch.where(better.view(*better.shape, 1, 1), child, cur)
@@ -185,4 +188,4 @@ def one_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, pixels: int
         todo = (~fooled0).nonzero().flatten()
         if todo.numel():
             out[todo] = _apply(xc[todo], best[todo])
-    return out.detach()
+    return to_input_dtype(out, x)

@@ -22,7 +22,8 @@ from torch import nn
 
 from advviz._registry import ParamSpec, check_params
 from advviz.attacks._api import register_attack
-from advviz.attacks._core import check_images, check_labels, generator, model_guard
+from advviz.attacks._core import check_images, check_labels, generator, to_input_dtype, working_copy
+from advviz.attacks.gradient import attack_forward
 
 __all__ = ["adversarial_patch", "disc_mask", "lavan"]
 
@@ -144,15 +145,15 @@ def adversarial_patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, are
     dev = x.device
     gen = generator(seed, dev)
     mask = disc_mask(area * h * w, max_side=min(h, w)).to(dev)
-    xc = x.detach()
-    with model_guard(model):
+    xc = working_copy(x)
+    with attack_forward(model, xc) as net:
         with torch.no_grad():
-            num_classes = model(xc[:1]).shape[1]
+            num_classes = net(xc[:1]).shape[1]
         y = check_labels(y, x, num_classes)
         if mask.numel() == 0:
-            return xc.clone()
+            return to_input_dtype(xc, x)
         d = mask.shape[0]
-        patch = torch.rand(1, c, d, d, generator=gen, device=dev, dtype=x.dtype).requires_grad_(True)
+        patch = torch.rand(1, c, d, d, generator=gen, device=dev, dtype=xc.dtype).requires_grad_(True)
         opt = torch.optim.Adam([patch], lr=lr)
         max_rad = math.radians(max_rotation)
         mb = min(batch_size, b)
@@ -162,7 +163,7 @@ def adversarial_patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, are
             angles = (torch.rand(mb, generator=gen, device=gen.device).to(dev) * 2 - 1) * max_rad
             with torch.enable_grad():
                 content = _rotate(patch.expand(mb, c, d, d), angles)
-                logits = model(_paste(xc[idx], content, mask, rows, cols))
+                logits = net(_paste(xc[idx], content, mask, rows, cols))
                 loss = _ce_objective(logits, y[idx], targeted).mean()
                 (g,) = torch.autograd.grad(loss, patch)
             patch.grad = g
@@ -172,7 +173,7 @@ def adversarial_patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, are
         rows, cols = _random_corners(b, h, w, d, d, gen, dev)
         with torch.no_grad():
             out = _paste(xc, patch.detach().expand(b, c, d, d), mask, rows, cols)
-    return out.detach().clamp(0.0, 1.0)
+    return to_input_dtype(out.clamp(0.0, 1.0), x)
 
 
 _LAVAN_PARAMS = (
@@ -236,13 +237,13 @@ def lavan(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, area: float = 0
     s = min(math.isqrt(int(area * h * w)), h, w)
     while s * s > area * h * w:  # guards float rounding of area * H * W
         s -= 1
-    xc = x.detach()
-    with model_guard(model):
+    xc = working_copy(x)
+    with attack_forward(model, xc) as net:
         with torch.no_grad():
-            num_classes = model(xc[:1]).shape[1]
+            num_classes = net(xc[:1]).shape[1]
         y = check_labels(y, x, num_classes)
         if s <= 0:
-            return xc.clone()
+            return to_input_dtype(xc, x)
         mask = torch.ones(s, s, dtype=torch.bool, device=dev)
         if location == "random":
             rows, cols = _random_corners(b, h, w, s, s, gen, dev)
@@ -251,13 +252,13 @@ def lavan(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, area: float = 0
             c0 = 0 if location.endswith("left") else w - s
             rows = torch.full((b,), r0, dtype=torch.long, device=dev)
             cols = torch.full((b,), c0, dtype=torch.long, device=dev)
-        noise = torch.rand(b, c, s, s, generator=gen, device=dev, dtype=x.dtype)
+        noise = torch.rand(b, c, s, s, generator=gen, device=dev, dtype=xc.dtype)
         sign = -1.0 if targeted else 1.0  # descend sign * margin
         active = torch.arange(b, device=dev)
         for it in range(steps + 1):
             with torch.enable_grad():
                 nz = noise[active].requires_grad_(True)
-                logits = model(_paste(xc[active], nz, mask, rows[active], cols[active]))
+                logits = net(_paste(xc[active], nz, mask, rows[active], cols[active]))
                 (g,) = torch.autograd.grad((sign * _margin(logits, y[active])).sum(), nz)
             pred = logits.detach().argmax(1)
             fooled = (pred == y[active]) if targeted else (pred != y[active])
@@ -270,4 +271,4 @@ def lavan(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, area: float = 0
             noise[active] = (noise[active] - alpha * g.sign()).clamp(0.0, 1.0)
         with torch.no_grad():
             out = _paste(xc, noise, mask, rows, cols)
-    return out.detach().clamp(0.0, 1.0)
+    return to_input_dtype(out.clamp(0.0, 1.0), x)

@@ -6,6 +6,8 @@ image-agnostic perturbation ``v`` with ``||v||_p <= xi`` that fools most images 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -16,8 +18,10 @@ from advviz.attacks._core import (
     check_images,
     check_labels,
     generator,
-    model_guard,
+    to_input_dtype,
+    working_copy,
 )
+from advviz.attacks.gradient import attack_forward
 
 __all__ = ["universal", "universal_perturbation"]
 
@@ -38,7 +42,7 @@ _PARAMS = (
 )
 
 
-def _class_grads(model: nn.Module, x: torch.Tensor,
+def _class_grads(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                  classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """At one image ``(1, C, H, W)``: all logits ``(K,)``, and the logits ``(m,)`` and input
     gradients ``(m, C, H, W)`` of ``classes`` ``(m,)`` (one batched forward/backward)."""
@@ -51,8 +55,8 @@ def _class_grads(model: nn.Module, x: torch.Tensor,
     return logits[0].detach(), sel.detach(), g
 
 
-def _deepfool_step(model: nn.Module, x: torch.Tensor, label: int, classes: torch.Tensor, steps: int,
-                   overshoot: float) -> torch.Tensor:
+def _deepfool_step(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, label: int, classes: torch.Tensor,
+                   steps: int, overshoot: float) -> torch.Tensor:
     """Minimal L2 perturbation ``r`` (DeepFool, Moosavi-Dezfooli et al. 2016) moving ``x`` off ``label``.
 
     ``classes`` holds ``label`` first, then the other candidate classes. Returns
@@ -113,7 +117,8 @@ def universal_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
 
     Returns:
         ``v`` of shape ``(1, C, H, W)`` (broadcasts over the batch), detached, within the ball;
-        apply as ``(x + v).clamp(0, 1)``.
+        apply as ``(x + v).clamp(0, 1)``. Its dtype is ``x``'s, except for float16/bfloat16
+        ``x``, which are attacked in float32 (``v`` is then float32).
     """
     check_params(_PARAMS, {"norm": norm, "delta": delta, "max_passes": max_passes,
                            "overshoot": overshoot, "df_steps": df_steps, "candidates": candidates,
@@ -121,11 +126,11 @@ def universal_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
     check_images(x)
     eps = check_budget("eps", eps, scale_255=(norm == "linf"))  # an L2 radius may exceed 1
     gen = generator(seed, "cpu")
-    xc = x.detach()
-    v = torch.zeros(1, *x.shape[1:], dtype=x.dtype, device=x.device)
-    with model_guard(model):
+    xc = working_copy(x)
+    v = torch.zeros(1, *x.shape[1:], dtype=xc.dtype, device=x.device)
+    with attack_forward(model, xc) as net:
         with torch.no_grad():
-            logits0 = model(xc)
+            logits0 = net(xc)
         y = check_labels(y, x, logits0.shape[1])
         k = min(candidates, logits0.shape[1])
         order_cls = logits0.argsort(1, descending=True)
@@ -134,7 +139,7 @@ def universal_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
 
         def fooling() -> torch.Tensor:
             with torch.no_grad():
-                return model((xc + v).clamp(0.0, 1.0)).argmax(1) != y
+                return net((xc + v).clamp(0.0, 1.0)).argmax(1) != y
 
         for _ in range(max_passes):
             if float(fooling().float().mean()) >= 1 - delta:
@@ -142,11 +147,11 @@ def universal_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
             for i in torch.randperm(x.shape[0], generator=gen).tolist():
                 xi = (xc[i:i + 1] + v).clamp(0.0, 1.0)
                 with torch.no_grad():
-                    if int(model(xi).argmax(1)) != int(y[i]):
+                    if int(net(xi).argmax(1)) != int(y[i]):
                         continue
                 others = order_cls[i][order_cls[i] != y[i]][:k - 1]
                 classes = torch.cat([y[i:i + 1], others])
-                dv = _deepfool_step(model, xi, int(y[i]), classes, df_steps, overshoot)
+                dv = _deepfool_step(net, xi, int(y[i]), classes, df_steps, overshoot)
                 v = _project(v + dv, eps, norm)
     return v.detach()
 
@@ -182,4 +187,5 @@ def universal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float 
     """
     v = universal_perturbation(model, x, y, eps=eps, norm=norm, delta=delta, max_passes=max_passes,
                                overshoot=overshoot, df_steps=df_steps, candidates=candidates, seed=seed)
-    return (x.detach() + v).clamp(0.0, 1.0).to(x.dtype)
+    # half-precision inputs: v is float32; rounding x + v back to x's dtype stays inside the ball
+    return to_input_dtype((working_copy(x) + v).clamp(0.0, 1.0), x, eps=float(eps), norm=norm)

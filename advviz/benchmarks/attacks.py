@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -115,20 +114,11 @@ def run(*, n: int | None = None, quick: bool = False, device: str = "cpu", seed:
         advviz_asr, torchattacks_asr, advviz_l2, torchattacks_l2, advviz_linf, torchattacks_linf``.
     """
     ta = _import_torchattacks()
-    from advviz import data, models
+    from advviz.benchmarks._setup import resnet20_sample
 
     n = n if n is not None else (64 if quick else 256)
     repeats = repeats if repeats is not None else (2 if quick else 3)
-    old_threads = torch.get_num_threads()
-    if threads is None and os.environ.get("ADVVIZ_BENCH_THREADS"):
-        threads = int(os.environ["ADVVIZ_BENCH_THREADS"])
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
-        dev = torch.device(device)
-        model = models.load("resnet20_cifar10", device=dev)
-        x, y = data.sample(data.load("cifar10", "test"), n, seed=seed, model=model, device=dev)
-        x, y = x.to(dev), y.to(dev)
+    with resnet20_sample(n=n, device=device, seed=seed, threads=threads) as (model, x, y, dev):
         rows = []
         for case in _cases(ta, model, seed):
             if only is not None and case["attack"] not in only:
@@ -166,8 +156,6 @@ def run(*, n: int | None = None, quick: bool = False, device: str = "cpu", seed:
             log.info("%s: %.1f vs %.1f images/s", case["attack"], row["advviz_ips"], row["torchattacks_ips"])
             rows.append(row)
         return rows
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def format(rows: list[dict[str, Any]]) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from advviz.benchmarks._setup import resnet20_sample
 from advviz.benchmarks.attacks import _import_torchattacks
 
 __all__ = ["format", "run"]
@@ -70,13 +71,13 @@ def run(*, n: int | None = None, quick: bool = False, device: str = "cpu", seed:
         advviz_s, torchattacks_s, advviz_linf``.
     """
     ta = _import_torchattacks()
-    from advviz import data, models
-
     n = n if n is not None else (32 if quick else 100)
-    model = models.load("resnet20_cifar10", device=device)
-    x, y = data.sample(data.load("cifar10", "test"), n, seed=seed, model=model)
-    x, y = x.to(device), y.to(device)
+    with resnet20_sample(n=n, device=device, seed=seed) as (model, x, y, _dev):
+        return _run(ta, model, x, y, n=n, quick=quick, seed=seed, only=only)
 
+
+def _run(ta: Any, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, n: int, quick: bool, seed: int,
+         only: list[str] | None) -> list[dict[str, Any]]:
     def robust(x_adv: torch.Tensor) -> float:
         with torch.no_grad():
             return float((model(x_adv).argmax(1) == y).float().mean())

@@ -41,6 +41,8 @@ class PurifierSpec:
         description: one line for listings and tooltips.
         differentiable: whether gradients flow through ``fn`` (JPEG's rounding does not).
         quick: parameter overrides for a fast run (tests, widget previews).
+        channels: the channel counts ``C`` it accepts; any other input is refused with a
+            ``ValueError`` naming them (a CIFAR-10-trained network takes only ``(B, 3, H, W)``).
     """
 
     name: str
@@ -50,6 +52,7 @@ class PurifierSpec:
     description: str = ""
     differentiable: bool = False
     quick: Mapping[str, object] = field(default_factory=dict)
+    channels: tuple[int, ...] = (1, 3)
 
     def defaults(self) -> dict[str, object]:
         """``{param: default}`` for every parameter."""
@@ -65,13 +68,16 @@ PURIFIERS: Registry[PurifierSpec] = Registry("purifier")
 
 def register_purifier(name: str, *, params: Sequence[ParamSpec], paper: str = "", description: str = "",
                       differentiable: bool = False,
-                      quick: Mapping[str, object] | None = None) -> Callable[[PurifierFn], PurifierFn]:
-    """Decorator registering a purifier function under ``name`` (duplicates raise ``ValueError``)."""
+                      quick: Mapping[str, object] | None = None,
+                      channels: Sequence[int] = (1, 3)) -> Callable[[PurifierFn], PurifierFn]:
+    """Decorator registering a purifier function under ``name`` (duplicates raise ``ValueError``);
+    ``channels`` lists the channel counts it accepts (see :class:`PurifierSpec`)."""
 
     def deco(fn: PurifierFn) -> PurifierFn:
         PURIFIERS.add(name, PurifierSpec(name=name, fn=fn, params=tuple(params), paper=paper,
                                          description=description or (fn.__doc__ or "").strip().split("\n")[0],
-                                         differentiable=differentiable, quick=dict(quick or {})))
+                                         differentiable=differentiable, quick=dict(quick or {}),
+                                         channels=tuple(int(c) for c in channels)))
         return fn
 
     return deco

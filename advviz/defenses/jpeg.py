@@ -25,7 +25,8 @@ def _check(x: torch.Tensor) -> None:
         hint = " (add a batch dimension with x.unsqueeze(0))" if x.ndim == 3 else ""
         raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}{hint}")
     if x.shape[1] not in (1, 3):
-        raise ValueError(f"JPEG needs 1 (grayscale) or 3 (RGB) channels, got {x.shape[1]}")
+        raise ValueError(f"JPEG needs 1 (grayscale) or 3 (RGB) channels, (B, 1, H, W) or (B, 3, H, W) images; "
+                         f"got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"x must be a float tensor in [0, 1], got dtype {x.dtype}")
     x = x.detach()

@@ -527,9 +527,11 @@ def require_cifar_shape(x: torch.Tensor, name: str) -> None:
     """Refuse input a CIFAR-10-trained purifier cannot take (not ``(B, 3, H, W)``), saying what to use."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"the {name} purifier was trained on CIFAR-10 colour images and needs a (B, 3, H, W) "
-                         f"batch, got {shape}; pick a CIFAR-10 model, or the 'jpeg' purifier, which takes any "
-                         f"channel count")
+        hint = (" (add a batch dimension with x.unsqueeze(0))"
+                if isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[0] == 3 else "")
+        raise ValueError(f"the {name} purifier was trained on CIFAR-10 colour images (32x32) and needs a "
+                         f"(B, 3, H, W) batch, got {shape}{hint}; pick a CIFAR-10 model, or the 'jpeg' "
+                         f"purifier, which takes grayscale and colour images")
 
 
 def cgan(x: torch.Tensor, *, attack: str = "fgsm", config: str = "full") -> torch.Tensor:
@@ -566,10 +568,10 @@ _PARAMS = [ParamSpec("attack", "fgsm", kind="choice", choices=("fgsm", "pgd"),
 def _register() -> None:
     from advviz.defenses import register_purifier
 
-    register_purifier("cgan", params=_PARAMS, differentiable=True, quick={"config": "quick"},
+    register_purifier("cgan", params=_PARAMS, differentiable=True, quick={"config": "quick"}, channels=(3,),
                       paper="Purifier paper (001): pix2pix + VGG-19 perceptual loss (lambda1=100, lambda2=1)",
                       description="cGAN purifier: pix2pix U-Net trained with cGAN + L1 + VGG-19 perceptual loss")(cgan)
-    register_purifier("pix2pix", params=_PARAMS, differentiable=True, quick={"config": "quick"},
+    register_purifier("pix2pix", params=_PARAMS, differentiable=True, quick={"config": "quick"}, channels=(3,),
                       paper="Isola et al., CVPR 2017 (pix2pix): cGAN + L1 (lambda=100)",
                       description="plain pix2pix purifier (cGAN + L1), the purifier paper's baseline")(pix2pix)
 

@@ -397,10 +397,10 @@ def _register() -> None:
     from advviz.defenses.pix2pix import CONFIG_PARAM
 
     params = [CONFIG_PARAM]
-    register_purifier("uddn", params=params, differentiable=True, quick={"config": "quick"},
+    register_purifier("uddn", params=params, differentiable=True, quick={"config": "quick"}, channels=(3,),
                       paper="UDDN paper (004), Sec. 3: U-Net denoiser, x_hat = x* - dx (eq. 4), logit-guided loss (eq. 5)",
                       description="UDDN: U-Net residual denoiser guided by the classifier's logits")(uddn)
-    register_purifier("dae", params=params, differentiable=True, quick={"config": "quick"},
+    register_purifier("dae", params=params, differentiable=True, quick={"config": "quick"}, channels=(3,),
                       paper="UDDN paper (004), Sec. 3.2: DAE baseline (UDDN without lateral connections, pixel loss)",
                       description="DAE: the UDDN network without lateral connections, pixel-level L1 loss")(dae)
 

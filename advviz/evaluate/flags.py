@@ -18,6 +18,11 @@ A healthy model evaluated properly gets none. The thresholds are choices, record
 * ``non-monotonic``: robust accuracy of one attack rises with a larger budget by more than one
   sample: the attack is not converging. (:func:`monotonic_flag` takes any grid where accuracy
   must not rise, e.g. ``{attack: {steps: accuracy}}`` with ``what="steps"``.)
+  :func:`advviz.evaluate.robust_accuracy` also runs every iterative attack (one with a
+  ``steps``/``n_iter`` parameter) with ``k`` and ``2k`` steps, same seeds, on the first
+  :data:`STEPS_POINTS` correctly classified points of the selection at every budget, and raises
+  this flag when ``2k`` steps leave more than one of those points more robust than ``k`` steps
+  (the same random start then only differs by the extra steps, so this is no sampling noise).
 * ``black-box-beats-white-box``: Square (gradient-free) breaks more than 10% (and at least 2)
   of the points the gradient attacks left robust: their gradients are not informative.
 * ``budget``: an attack returned points outside its budget (those points are not counted).
@@ -34,6 +39,7 @@ __all__ = [
     "GRAD_SHARE",
     "LARGE_EPS",
     "LARGE_EPS_POINTS",
+    "STEPS_POINTS",
     "blackbox_flag",
     "budget_flag",
     "collect",
@@ -49,6 +55,7 @@ __all__ = [
 GRAD_SHARE = 0.10
 LARGE_EPS = 0.5
 LARGE_EPS_POINTS = 16
+STEPS_POINTS = 16
 LARGE_EPS_SHARE = 0.10
 BLACKBOX_SHARE = 0.10
 PROB_ATOL = 1e-4
@@ -139,6 +146,11 @@ def monotonic_flag(accuracy: Mapping[str, Mapping[float, float]], n: int, *, wha
                 bad.append(f"{attack} {by_eps[lo]:.3f} at {what}={lo:.5g} -> {by_eps[hi]:.3f} at {what}={hi:.5g}")
     if not bad:
         return None
+    if what == "steps":
+        return ("non-monotonic: more steps did worse (" + "; ".join(bad) + "), so the attack's iterates do not "
+                "converge (misleading gradients, or a step size too large for the last iterate to stay "
+                "adversarial); use an attack that keeps its best iterate (apgd_ce) or autoattack, and look for "
+                "gradient masking")
     return (f"non-monotonic: a larger {what} did worse (" + "; ".join(bad) + "), so the attack is not "
             "converging; use more steps or restarts, or a stronger attack (autoattack)")
 

@@ -43,7 +43,8 @@ from advviz._modules import module_device
 from advviz.evaluate import flags as F
 from advviz.evaluate.autoattack import VERSIONS, autoattack
 
-__all__ = ["Result", "robust_accuracy", "eps_key", "parse_eps", "DEFAULT_PARAMS", "ResumeMismatchError"]
+__all__ = ["Result", "robust_accuracy", "eps_key", "parse_eps", "parse_attacks", "DEFAULT_PARAMS",
+           "ResumeMismatchError"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,115 @@ def parse_eps(text: str | float) -> float:
         return float(s)
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"cannot read the budget {text!r}: write a number like 0.03 or a fraction like 8/255") from None
+
+
+# set by robust_accuracy itself (or meaningless for robust accuracy): never attack parameters on the CLI
+_RUNNER_KEYS = {"eps": "--eps", "norm": "--norm", "seed": "--seed", "targeted": None, "mask": None}
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _typed_value(attack: str, key: str, text: str, spec: Any, default: Any) -> Any:
+    """``text`` as the type of ``attack``'s parameter ``key`` (its ParamSpec, else its default's type)."""
+    kind = spec.kind if spec is not None else (
+        "bool" if isinstance(default, bool) else "int" if isinstance(default, int)
+        else "str" if isinstance(default, str) else "float")
+    t = text.strip()
+    where = f"{attack}:{key}={text}"
+    if kind == "bool":
+        if t.lower() in _TRUE:
+            return True
+        if t.lower() in _FALSE:
+            return False
+        raise ValueError(f"{where}: {key} is true or false")
+    if kind == "choice" or kind == "str":
+        if spec is not None and t not in spec.choices:
+            raise ValueError(f"{where}: {key} must be one of {', '.join(map(str, spec.choices))}")
+        return t
+    if kind == "int":
+        try:
+            value: Any = int(t)
+        except ValueError:
+            raise ValueError(f"{where}: {key} must be an integer") from None
+    elif t.startswith(("eps/", "eps*")):  # relative to each budget, resolved per eps (_params_for)
+        try:
+            float(t[4:])
+        except ValueError:
+            raise ValueError(f"{where}: write eps/4 or eps*0.5 for a value relative to each budget") from None
+        return t
+    else:
+        try:
+            value = parse_eps(t)
+        except ValueError:
+            raise ValueError(f"{where}: {key} must be a number (0.01, 2/255, or eps/4 relative to each "
+                             "budget)") from None
+    if spec is not None:
+        if spec.low is not None and value < spec.low:
+            raise ValueError(f"{where}: {key} must be >= {spec.low}")
+        if spec.per255 and value > 1:
+            raise ValueError(f"{where}: {key} is on the [0, 1] pixel scale; did you mean {key}={t}/255?")
+    return value
+
+
+def parse_attacks(text: str) -> list[str | tuple[str, dict[str, Any]]]:
+    """Read ``--attacks``: names with optional parameters, typed from each attack's signature.
+
+    ``"pgd:steps=40;alpha=eps/8,apgd_ce:n_iter=50,fgsm"``: attacks are separated by commas; an
+    attack's parameters follow a colon, separated by semicolons (or commas: a ``key=value`` item
+    after a comma belongs to the attack before it, so ``pgd:steps=40,alpha=2/255`` works too).
+    Values are typed from the attack's :class:`~advviz._registry.ParamSpec` (else from its
+    default): integers, numbers or fractions (``2/255``; ``eps/4`` is relative to each budget),
+    ``true``/``false``, choices. Unknown keys are refused with the list of valid ones; ``eps``,
+    ``norm`` and ``seed`` are set by their own options, ``targeted`` and ``mask`` do not apply.
+
+    Returns:
+        ``[name | (name, {key: value})]`` for :func:`robust_accuracy`.
+    """
+    import inspect
+
+    from advviz import attacks as A
+
+    out: list[tuple[str, dict[str, Any]]] = []
+    for token in (t.strip() for t in str(text).split(",")):
+        if not token:
+            continue
+        head, sep, rest = token.partition(":")
+        if not sep and "=" in head:  # "alpha=2/255" after a comma: the previous attack's parameter
+            if not out:
+                raise ValueError(f"--attacks {text!r}: {token!r} comes before any attack name (write pgd:{token})")
+            name, items = out[-1][0], [token]
+        else:
+            name, items = head.strip(), [i for i in rest.split(";") if i.strip()]
+            if sep and not items:
+                raise ValueError(f"--attacks {text!r}: nothing after {name}: (write {name}:key=value)")
+            if name == "autoattack":
+                if items:
+                    raise ValueError("autoattack takes no parameters here: choose its --version (standard or fast), "
+                                     "or list its attacks with their parameters (apgd_ce:n_iter=50,apgd_t,...)")
+            else:
+                A.get(name)  # unknown names raise here, listing the registered ones
+            out.append((name, {}))
+        if not items:
+            continue
+        spec = A.get(name)
+        sig = inspect.signature(spec.fn).parameters
+        specs = {p.name: p for p in spec.params}
+        valid = [k for k, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in _RUNNER_KEYS]
+        for item in items:
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq or not key:
+                raise ValueError(f"--attacks {text!r}: {item!r} is not key=value (e.g. {name}:{valid[0]}=...)"
+                                 if valid else f"--attacks {text!r}: {name} takes no parameters")
+            if key in _RUNNER_KEYS:
+                opt = _RUNNER_KEYS[key]
+                raise ValueError(f"{name}:{key} is set by {opt}, not per attack" if opt else
+                                 f"{name}:{key} does not apply to robust accuracy (untargeted, whole image)")
+            if key not in valid:
+                raise ValueError(f"{name} has no parameter {key!r}; valid: {', '.join(valid)}")
+            if key in out[-1][1]:
+                raise ValueError(f"{name}:{key} is given twice")
+            out[-1][1][key] = _typed_value(name, key, value, specs.get(key), sig[key].default)
+    return [n if not p else (n, p) for n, p in out]
 
 
 def _params_for(name: str, params: Mapping[str, Any], eps: float) -> dict[str, Any]:
@@ -230,7 +340,7 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
                     device: str | torch.device | None = None, progress: bool = True,
                     resume: str | os.PathLike[str] | None = None, seed: int = 0, version: str = "standard",
                     attack_model: nn.Module | None = None, batch_invariant: bool = False,
-                    meta: Mapping[str, Any] | None = None) -> Result:
+                    meta: Mapping[str, Any] | None = None, steps_check: bool = True) -> Result:
     """Robust accuracy per budget and attack over a dataset (the security curve), resumable.
 
     Args:
@@ -254,6 +364,11 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
             for an oblivious evaluation, a BPDA/EOT wrapper for an adaptive one.
         batch_invariant: attack each point alone (per-point results independent of batching).
         meta: extra configuration recorded with the results (model name, data, threat model).
+        steps_check: run every iterative attack (``steps``/``n_iter``) again with ``k`` and ``2k``
+            steps on the first :data:`~advviz.evaluate.flags.STEPS_POINTS` correctly classified
+            points at each budget, same seeds, and flag ``non-monotonic`` when more steps leave
+            more than one more of them robust (:mod:`advviz.evaluate.flags`). Costs about
+            ``3k`` steps on 16 points per attack and budget.
 
     Returns:
         A :class:`Result`; ``complete=False`` if interrupted by Ctrl-C.
@@ -299,6 +414,7 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
         "data": {"name": getattr(data, "name", type(data).__name__), "split": getattr(data, "split", ""),
                  "size": total},
         "selection": "all, in order" if n is None else "torch.randperm(size, seed)[:n]",
+        "steps_check": _steps_plan(plan) if steps_check else None,
         **({"meta": dict(meta)} if meta else {}),
     }
     from advviz import distributed
@@ -331,6 +447,7 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
             recs = _evaluate_batch(model, amodel, x, y, todo, positions=[start + j for j, i in enumerate(chunk.tolist())
                                                                      if int(i) not in samples],
                                    plan=plan, grid=grid, norm=nrm, seed=int(seed), version=version,
+                                   steps_plan=config["steps_check"],
                                    batch_size=batch_size, batch_invariant=batch_invariant, budget_flags=budget_flags)
             if part is not None:
                 with open(part, "a") as fh:
@@ -360,9 +477,9 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
 def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *,
                     positions: list[int], plan: list[tuple[str, dict[str, Any]]], grid: list[float], norm: str,
                     seed: int, version: str, batch_size: int, batch_invariant: bool,
-                    budget_flags: set[str]) -> dict[int, dict[str, Any]]:
+                    budget_flags: set[str], steps_plan: Mapping[str, Any] | None = None) -> dict[int, dict[str, Any]]:
     """Per-sample records of one batch (the clean checks, then every eps and attack)."""
-    from advviz.evaluate.autoattack import _predict
+    from advviz.evaluate.autoattack import _predict, run_attack
 
     logits = _predict(model, x, batch_size)
     correct = logits.argmax(1) == y
@@ -376,6 +493,8 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
     if few.numel():
         big[few] = F.large_eps_robust(amodel, model, x[few], y[few], seed=seed)
     ids = idx.tolist()
+    check = torch.tensor([j for j, p in enumerate(positions) if p < F.STEPS_POINTS and bool(correct[j])],
+                         dtype=torch.long, device=x.device) if steps_plan else torch.zeros(0, dtype=torch.long)
     recs: dict[int, dict[str, Any]] = {}
     for j, i in enumerate(ids):
         c = bool(correct[j])
@@ -397,6 +516,17 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
                                  attack_model=amodel, checks=False)
             budget_flags.update(f for f in rep.flags if f.startswith("budget"))
             per_attack[name] = [s is None for s in rep.per_sample]
+            if check.numel() and name in (steps_plan or {}):  # the steps check: k and 2k steps, same seeds
+                key, few_steps = steps_plan[name]["param"], steps_plan[name]["steps"]
+                robust_at = []
+                for n_steps in (few_steps, 2 * few_steps):
+                    fooled, _, _, _ = run_attack(name, _params_for(name, {**params, key: n_steps}, e), amodel, model,
+                                                 x[check], y[check], eps=e, norm=norm, seed=seed,
+                                                 indices=idx[check.cpu()], batch_size=batch_size,
+                                                 batch_invariant=batch_invariant)
+                    robust_at.append((~fooled).tolist())
+                for j, r_k, r_2k in zip(check.tolist(), *robust_at, strict=True):
+                    recs[ids[j]]["checks"].setdefault("steps", {}).setdefault(k, {})[name] = [r_k, r_2k]
         for j, i in enumerate(ids):
             rb = {a: v[j] for a, v in per_attack.items()}
             rb["all"] = all(rb.values())
@@ -405,6 +535,47 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
         if not r["breaker"]:
             del r["breaker"]
     return recs
+
+
+def _steps_plan(plan: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The attacks the steps check reruns: ``{name: {"param": "steps"|"n_iter"|..., "steps": k, "more": 2k}}``
+    for every planned attack (not the ``autoattack`` entry) with an iteration-count parameter."""
+    import inspect
+
+    from advviz import attacks as A
+    from advviz.evaluate.autoattack import _ALIASES
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, params in plan:
+        if name == "autoattack":
+            continue
+        sig = inspect.signature(A.get(name).fn).parameters
+        key = next((k for k in _ALIASES["steps"] if k in sig), None)
+        if key is None:
+            continue
+        k = int(params.get(key, sig[key].default))
+        if k >= 1:
+            out[name] = {"param": key, "steps": k, "more": 2 * k}
+    return out
+
+
+def _steps_flag(result: Result) -> str | None:
+    """The ``non-monotonic`` flag of the steps check: per attack and budget, the share of the
+    checked points (the same ones for every attack and budget) robust after ``k`` and ``2k`` steps."""
+    plan = result.config.get("steps_check") or {}
+    checked = [r["checks"]["steps"] for r in result.samples.values() if r.get("checks", {}).get("steps")]
+    if not plan or not checked:
+        return None
+    grid: dict[str, dict[float, float]] = {}
+    for e in result.eps:
+        k = eps_key(e)
+        for name, p in plan.items():
+            pairs = [c[k][name] for c in checked if name in c.get(k, {})]
+            if pairs:
+                grid[f"{name} (eps={e:.5g})"] = {p["steps"]: sum(a for a, _ in pairs) / len(pairs),
+                                                 p["more"]: sum(b for _, b in pairs) / len(pairs)}
+    flag = F.monotonic_flag(grid, len(checked), what="steps")
+    return None if flag is None else f"{flag} (steps check on {len(checked)} points)"
 
 
 def _flags(result: Result, budget_flags: set[str]) -> list[str]:
@@ -420,6 +591,7 @@ def _flags(result: Result, budget_flags: set[str]) -> list[str]:
     if len(result.eps) > 1 and result.n:
         names = result.attacks + (["all"] if len(result.attacks) > 1 else [])
         found.append(F.monotonic_flag({a: {e: result.accuracy(a, e) for e in result.eps} for a in names}, result.n))
+    found.append(_steps_flag(result))
     if any(a == "autoattack" for a in result.attacks):
         version = next(a.get("version") for a in result.config["attacks"] if a["name"] == "autoattack")
         if any(name == "square" for name, _ in VERSIONS.get(version, ())):
