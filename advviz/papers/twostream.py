@@ -168,10 +168,6 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
     Args:
         table: one of :data:`TABLES` (default ``"all"``).
         quick: short attack searches and ``n = 16`` (about 1-2 minutes on a 2-core CPU).
-
-    Returns:
-        The result dict (``rows`` as the paper's tables) with ``"tradeoff"``: :func:`sweep` over
-        :data:`GRID` on the same images (``{"grid", "target", "attacks", "rows", "met"}``).
         n: number of test images (default 16 quick / 500 full).
         seed: image draw, attack and simulation seed.
         device: default CUDA when available.
@@ -179,6 +175,10 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
             is type III.
         p1, p2: Algorithm 1's thresholds (paper 0.10, 0.20).
         fig5_clients, fig5_adversarial, fig5_rounds: Algorithm 2's simulation (paper 10,000 / 1,000).
+
+    Returns:
+        The result dict (``rows`` as the paper's tables) with ``"tradeoff"``: :func:`sweep` over
+        :data:`GRID` on the same images (``{"grid", "target", "attacks", "rows", "met"}``).
     """
     from advviz.defenses import twostream as ts
     from advviz.train import default_device
