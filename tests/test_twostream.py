@@ -546,3 +546,25 @@ def test_type_iii_beats_type_ii_and_the_tradeoff_sweep_agrees_with_table_2():
     front = paper.best_settings(trade)
     assert front and all(r in trade["rows"] for r in front)
     assert "Trade-off" in paper.format(res)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("ADVVIZ_DATA"), reason="CIFAR-10 not available (set ADVVIZ_DATA)")
+def test_tradeoff_on_a_fresh_draw_matches_the_detector():
+    if not _highres_available():
+        pytest.skip("highres_resnet8_cifar10 not available")
+    from advviz import data
+    from advviz.papers import twostream as paper
+
+    grid = {"k_high": (1, 5), "k_low": (2,), "p1": (0.1,), "p2": (0.2, 0.9)}
+    trade = paper.tradeoff(n=16, seed=0, grid=grid, device="cpu")
+    assert len(trade["rows"]) == 4 and trade["attacks"] == ["II:fgsm", "II:bim"]
+    assert trade["config"]["n"] == 16 and trade["target"] == paper.TARGET
+    x, y = data.sample(data.load("cifar10", "test"), 16, seed=0)
+    det = ts.default_pair(device="cpu")
+    verdict = det(x)
+    own = next(r for r in trade["rows"] if (r["k_high"], r["p2"]) == (5, 0.2))
+    assert own["clean_reject"] == float(verdict.reject.float().mean())
+    assert own["clean_wrong"] == float((~verdict.reject & (verdict.labels != y)).float().mean())
+    strict = next(r for r in trade["rows"] if (r["k_high"], r["p2"]) == (1, 0.9))
+    assert strict["clean_reject"] >= own["clean_reject"] and strict["II:fgsm_reject"] >= own["II:fgsm_reject"]
