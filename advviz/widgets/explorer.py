@@ -30,6 +30,10 @@ __all__ = ["Explorer", "fast_mode", "needs_first_use_training", "TrainingNotice"
 #: takes over (layer divergence), training, security curves (robustness).
 TAB_TITLES = ("CFR", "Attack lab", "Purifiers", "Features", "Takeover", "Train", "Robustness")
 
+#: Each tab title as wide as its text (ipywidgets gives every tab the same width, which cuts the
+#: longer titles short when seven tabs share 600 pixels in a 1024-pixel JupyterLab).
+TAB_CSS = "<style>.advviz-explorer .widget-tab .lm-TabBar-tab { flex: 0 1 auto !important; }</style>"
+
 #: About how long first-use training takes on a 2-core CPU (seconds), for the progress bar.
 #: lenet5_digits: 8.9 s measured in JupyterLab (NOTES.md, "The explorer in a real browser").
 EXPECTED_SECONDS = {"lenet5_digits": 10.0, "highres_resnet8_cifar10": 330.0}
@@ -201,6 +205,7 @@ class Explorer(W.VBox):
         self._on_model(self.state)
         super().__init__(children=[
             W.HBox([self.title, self.model_choice], layout=W.Layout(flex_flow="row wrap")),
+            W.HTML(TAB_CSS, layout=W.Layout(display="none")),
             self.notice,
             self.picker,
             self.tabs,
