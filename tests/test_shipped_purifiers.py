@@ -97,8 +97,20 @@ def test_reproduce_purifier_table_with_the_shipped_generators(monkeypatch):
 
     monkeypatch.setattr(P, "train_pix2pix", lambda *_a, **_k: pytest.fail("a shipped generator was retrained"))
     res = purifier.run(n=64, seed=0)
-    rows = {(r["defense"], r["attack"]): r for r in res["rows"]}
+    rows = {(r["defense"], r["attack"]): r for r in res["rows"] if r["threat"] == "oblivious"}
     assert set(rows) == {(d, a) for d in ("none", "pix2pix", "cgan") for a in ("clean", "fgsm", "pgd")}
+    adaptive = {(r["defense"], r["attack"]): r for r in res["rows"] if r["threat"] == "adaptive"}
+    assert set(adaptive) == {(d, a) for d in ("pix2pix", "cgan") for a in ("fgsm", "pgd")}
+    assert len(res["rows"]) == len(rows) + len(adaptive)
+    # issue 16: attacking the (differentiable) purifier and the classifier end to end does at least as
+    # well as attacking the bare classifier (measured on these 64 images, seed 0: adaptive FGSM .016 and
+    # PGD-10 .000 for both generators, oblivious .17-.28)
+    for key, r in adaptive.items():
+        assert set(r) == set(rows[key]) - {k for k in rows[key] if k.startswith("paper_")}
+        assert r["accuracy"] <= rows[key]["accuracy"], key
+        assert r["accuracy"] <= 0.1, key
+    assert res["config"]["adaptive"]["bpda"] is False and res["config"]["adaptive"]["eot_samples"] == 1
+    assert "adaptive" in purifier.format(res)
     for r in rows.values():
         assert {"accuracy", "misclassification", "confidence", "error", "survival"} <= set(r)
         assert r["error"] == pytest.approx(1 - r["accuracy"])

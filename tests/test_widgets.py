@@ -499,6 +499,73 @@ def test_train_panel_reports_shape_mismatch(expect_widget_errors):
 
 
 # ---------------------------------------------------------------------------------------------
+# Robustness tab
+# ---------------------------------------------------------------------------------------------
+
+def test_robustness_view_curves_match_a_direct_evaluation_and_a_point_loads_its_image(lenet_state, digits_test):
+    from advviz import attacks
+    from advviz.defenses import defended
+    from advviz.widgets import ImagePicker
+    from advviz.widgets.robustness import RobustnessView
+
+    picker = ImagePicker(lenet_state, dataset="digits")
+    view = RobustnessView(lenet_state, picker=picker, background=False, n=16, steps=3)
+    assert view.eps.value == "0.05, 0.1, 0.2, 0.3" and view.purifier.value == "jpeg"
+    assert "cgan" not in view.purifier.options  # a CIFAR-10 colour purifier does not take the digits
+    view.eps.value = "0.3, 0.1"
+    view.threat.value = "adaptive"
+    view.run()
+    assert view.result["complete"] and view.result["n_done"] == 16 and view.status.value.startswith("done")
+    # the same draw, attacked directly: the curves are exactly these accuracies
+    idx = torch.randperm(len(digits_test), generator=torch.Generator().manual_seed(0))[:16]
+    assert view.result["indices"] == idx.tolist()
+    x = torch.stack([digits_test[int(i)][0] for i in idx])
+    y = torch.tensor([int(digits_test[int(i)][1]) for i in idx])
+    model = lenet_state.model
+    jp = defended(model, "jpeg")
+    curves = view.curves()
+    for e in (0.1, 0.3):
+        xa = attacks.pgd(model, x, y, eps=e, alpha=e / 4, steps=3, seed=0)
+        assert dict(curves["model"])[e] == float((model(xa).argmax(1) == y).float().mean())
+        xd = attacks.pgd(jp, x, y, eps=e, alpha=e / 4, steps=3, seed=0)  # BPDA through JPEG
+        assert dict(curves["defended"])[e] == float((jp(xd).argmax(1) == y).float().mean())
+    assert curves["model"][0] == (0.0, float((model(x).argmax(1) == y).float().mean()))
+    assert dict(curves["model"])[0.3] < curves["model"][0][1]
+    assert view.chart.value.lstrip().startswith("<svg") or "<svg" in view.chart.value
+    # a point of the curve lists the images it counts as broken; choosing one makes it the current image
+    view.point.value = ("model", 0.3)
+    broken = view.broken_images("model", 0.3)
+    assert len(view.broken.options) == len(broken) == round((1 - dict(curves["model"])[0.3]) * 16) > 0
+    target = broken[0][0]
+    view.broken.value = target
+    assert picker.index.value == target and picker.klass.value == -1
+    assert torch.equal(lenet_state.x, digits_test[target][0].float())
+    # a model change drops the curves
+    lenet_state.set_model(model, name="lenet5_digits")
+    assert view.result is None and view.point.options == () and "Run" in view.status.value
+
+
+def test_robustness_view_stops_in_the_background_and_runs_again(lenet_state):
+    from advviz.widgets.robustness import RobustnessView
+
+    view = RobustnessView(lenet_state, background=True, n=64, steps=5)
+    view.eps.value = "0.1, 0.2, 0.3"
+    view.run_button.click()
+    assert view.running and not view.stop_button.disabled
+    view.stop_button.click()
+    assert view.wait(60)
+    assert view.status.value.startswith("stopped") and view.progress.value < 1.0
+    assert view.result is None or (not view.result["complete"] and view.result["n_done"] < 64)
+    assert not view.run_button.disabled and view.stop_button.disabled
+    view.n.value = 8
+    view.run(wait=True)
+    assert view.result["complete"] and view.result["n_done"] == 8 and view.progress.value == 1.0
+    with pytest.raises(ValueError, match="255"):
+        view.eps.value = "8"
+        view.run()
+
+
+# ---------------------------------------------------------------------------------------------
 # Explorer, notebook, launcher
 # ---------------------------------------------------------------------------------------------
 
@@ -506,7 +573,7 @@ def test_explorer_shares_one_image_and_model(lenet_digits):
     from advviz.widgets import Explorer
 
     ex = Explorer("lenet5_digits", dataset="digits", background=False, quick=True)
-    assert ex.state.model_name == "lenet5_digits" and len(ex.tabs.children) == 6
+    assert ex.state.model_name == "lenet5_digits" and len(ex.tabs.children) == 7
     cam0, orig0 = ex.cfr.overlay.value, ex.attack_lab.original.value
     ex.picker.index.value = 4
     assert ex.cfr.overlay.value != cam0 and ex.attack_lab.original.value != orig0

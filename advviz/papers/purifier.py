@@ -21,18 +21,30 @@ row is the "ground truth" accuracy):
 
 The result's ``analysis`` holds ResNet-20's accuracy on ``x + a * delta`` for fractions ``a`` of
 each attack's perturbation (:func:`advviz.metrics.accuracy_along`): how much of the attack a
-purifier must remove before accuracy returns. On 32x32 CIFAR-10 a tenth of the FGSM
+purifier must remove before accuracy returns.
+
+**Threat models** (issue 16; Athalye et al., ICML 2018; Tramer et al., NeurIPS 2020). Every row
+carries ``threat``: the paper's rows are ``"oblivious"`` (the attack is made on the bare
+ResNet-20 and the purifier is then applied: the attacker does not know the defense). For each
+purifier and each attack an ``"adaptive"`` row is added: the same attack (FGSM, PGD-10, eps
+8/255, same seed) made on the composition ``defended(resnet20, purifier)``
+(:func:`advviz.defenses.defended`), differentiating through the generator end to end (both
+generators are differentiable, so no BPDA; neither is random, so no EOT: ``eot_samples = 1``),
+and scored on the same composition. ``survival`` of an adaptive row compares the purified image
+with the *adaptive* perturbation. The ``none`` rows (no defense) are white-box on the bare model
+and carry ``"oblivious"``: there is nothing to adapt to. On 32x32 CIFAR-10 a tenth of the FGSM
 perturbation already costs most of the accuracy (measured: .808 clean, .248 at a = 0.1), so
 purifiers trained only on pixels and VGG-19 features, which keep about a quarter of it, stop far
 short of clean accuracy. (UDDN, trained on ResNet-20's own logits, keeps .04 of it: measured.)
 
 Purifiers for the ``fgsm`` rows were trained on FGSM pairs, for the ``pgd`` rows on PGD-10
-pairs, for the ``clean`` rows the FGSM ones (``advviz.defenses.pix2pix.RECIPES``; ``quick``
+pairs, for the ``clean`` rows the FGSM ones (``advviz.artifacts.recipes.pix2pix_recipe``; ``quick``
 uses the small recipe). The perceptual network used is recorded in ``config``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
@@ -40,7 +52,7 @@ import torch
 
 from advviz.papers._common import format_rows, result, timer, tracked
 
-__all__ = ["ATTACK_EPS", "PAPER", "PAPER_COLUMNS", "TABLES", "format", "run"]
+__all__ = ["ADAPTIVE", "ATTACK_EPS", "PAPER", "PAPER_COLUMNS", "TABLES", "format", "run"]
 
 TABLES = ("2-5",)
 
@@ -75,8 +87,33 @@ ATTACK_EPS = {
 }
 
 
+# How the adaptive rows attack (recorded in ``config["adaptive"]``).
+ADAPTIVE = {
+    "what": "the same attack (eps, steps, seed) made on defended(resnet20_cifar10, purifier) end to end and scored "
+            "on it (Athalye et al. 2018; Tramer et al. 2020)",
+    "bpda": False, "bpda_reason": "the generators are differentiable (U-Nets); gradients pass through them as they are",
+    "eot_samples": 1, "eot_reason": "the generators are deterministic in eval mode (no dropout at inference)",
+}
+
 # Fractions of each attack's perturbation for the ``analysis`` curve.
 FRACTIONS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def _row(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, xa: torch.Tensor, xp: torch.Tensor, *,
+         defense: str, attack: str, threat: str, seconds: float) -> dict[str, Any]:
+    """One table row: the classifier on the purified images ``xp`` of the attacked ``xa`` of ``x``."""
+    from advviz import metrics
+
+    acc = metrics.accuracy(model, xp, y)
+    row = {"defense": defense, "attack": attack, "threat": threat, "accuracy": acc,
+           "misclassification": metrics.prediction_change(model, x, xp), "error": 1 - acc,
+           "confidence": metrics.confidence(model, xp),
+           "survival": None if attack == "clean" else metrics.perturbation_survival(x, xa, xp),
+           "seconds": seconds}
+    if threat == "oblivious":
+        for k, v in PAPER.get((defense, attack), {}).items():
+            row[f"paper_{k}"] = v
+    return row
 
 
 @tracked
@@ -86,12 +123,13 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
 
     Args:
         table: ``"2-5"`` (the only one; default).
-        quick: the small training recipe (``RECIPES["quick"]``) and ``n = 128``.
+        quick: the small training recipe (``pix2pix_recipe(kind, attack, "quick")``) and ``n = 128``.
         n: test images (default 1000; quick 128).
         seed: image sampling and PGD seed.
         device: default CPU (the purifiers are trained there on first use).
     """
     from advviz import attacks, data, metrics, models
+    from advviz.defenses import defended
 
     table = table or "2-5"
     if table not in TABLES:
@@ -120,15 +158,20 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
                     records[f"{defense}_{train_attack}"] = {k: v for k, v in rec.items()
                                                                  if k not in ("history", "artifact")}
                     xp = P.purify(gen, xa)
-            acc = metrics.accuracy(model, xp, y)
-            row = {"defense": defense, "attack": attack, "accuracy": acc,
-                   "misclassification": metrics.prediction_change(model, x, xp), "error": 1 - acc,
-                   "confidence": metrics.confidence(model, xp),
-                   "survival": None if attack == "clean" else metrics.perturbation_survival(x, xa, xp),
-                   "seconds": t["seconds"]}
-            for k, v in PAPER.get((defense, attack), {}).items():
-                row[f"paper_{k}"] = v
-            rows.append(row)
+            rows.append(_row(model, x, y, xa, xp, defense=defense, attack=attack, threat="oblivious",
+                             seconds=t["seconds"]))
+            if defense != "none" and attack != "clean":
+                # the adaptive row: the same attack made on the composition itself (module docstring)
+                composed = defended(model, functools.partial(P.purify, gen), bpda=ADAPTIVE["bpda"],
+                                    eot_samples=ADAPTIVE["eot_samples"]).eval()
+                with timer() as t:
+                    if attack == "fgsm":
+                        xa_ad = attacks.fgsm(composed, x, y, eps=eps)
+                    else:
+                        xa_ad = attacks.pgd(composed, x, y, eps=eps, alpha=2 / 255, steps=10, seed=seed)
+                    xp_ad = P.purify(gen, xa_ad)
+                rows.append(_row(model, x, y, xa_ad, xp_ad, defense=defense, attack=attack, threat="adaptive",
+                                 seconds=t["seconds"]))
     cfg = {"model": "resnet20_cifar10",
            "paper_models": ("ImageNet; paper_mobilenetv2_*: MobileNetV2 under FGSM (Tables 2-4); "
                             "paper_inception_v3_accuracy / paper_resnet101_accuracy: PGD-10 (Table 5)"),
@@ -136,7 +179,7 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
            "quick": quick,
            "targets": "none: the paper's numbers are for orientation (other data and classifiers); there is no "
                       "accuracy target such as a share of clean accuracy for the cGAN",
-           "recipe": {name: rec["recipe"] for name, rec in records.items()}, "purifiers": records}
+           "recipe": {name: rec["recipe"] for name, rec in records.items()}, "purifiers": records, "adaptive": ADAPTIVE}
     res = result("purifier", table, cfg, f"CIFAR-10 test split (JPEG copy), {n} random images", rows)
     res["analysis"] = {"accuracy_along": {attack: metrics.accuracy_along(model, x, adv[attack], y, FRACTIONS)
                                           for attack in ("fgsm", "pgd")}}
@@ -145,7 +188,7 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
 
 def format(res: dict[str, Any]) -> str:
     """The result as a text table, paper values beside measured ones."""
-    text = format_rows(res, columns=["defense", "attack", "accuracy", "misclassification", "confidence", "survival",
+    text = format_rows(res, columns=["defense", "attack", "threat", "accuracy", "misclassification", "confidence", "survival",
                                      "seconds", *(f"paper_{c}" for c in PAPER_COLUMNS)],
                        title="Purifier paper, Tables 2-5 (measured: CIFAR-10 ResNet-20, eps 8/255; paper: ImageNet, "
                              "each value under its classifier's name)")

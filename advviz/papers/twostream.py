@@ -9,6 +9,16 @@
 * ``fig5``: Algorithm 2's blacklist simulation fed with the per-image verdicts of Table 2;
 * ``all`` (default): all three from one set of attacks (rows carry ``table``).
 
+Attacks of *type III* (advviz's adaptive attack, beside the paper's types I and II; no paper
+value): :func:`advviz.defenses.twostream.attack_type_iii` differentiates through both streams and
+aims at a wrong label both accept (``joint_pgd``, the type II BIM's budget and steps).
+
+Every result also carries ``"tradeoff"`` (issue 15, point 17): :func:`sweep` of Algorithm 1's
+settings (``k_high``, ``k_low``, ``p1``, ``p2``) over the same images' stream probabilities, each
+row with the clean reject / accepted-wrong rates and each attack's accepted-wrong rate, and
+whether it meets :data:`TARGET`. :func:`tradeoff` measures the same on a fresh draw of images
+with the type II FGSM and BIM only.
+
 The pair: ``highres_resnet8_cifar10`` (advviz-trained, 64x64 = 2x bilinear upsampling; the
 paper: Inception-v3 at 299x299 on ImageNet) and ``resnet32_cifar10`` (32x32, the paper's low
 stream). Images: a seeded random draw from the CIFAR-10 test split (JPEG re-encoding), not
@@ -32,7 +42,8 @@ import torch
 
 from advviz.papers._common import format_rows, result, timer, tracked
 
-__all__ = ["PAPER_TABLE1", "PAPER_TABLE2", "TABLES", "attack_configs", "format", "run"]
+__all__ = ["GRID", "PAPER_TABLE1", "PAPER_TABLE2", "TABLES", "TARGET", "attack_configs", "format", "run", "sweep",
+           "tradeoff", "best_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +69,13 @@ PAPER_TABLE2 = {
 }
 FIG5_POINTS = (1, 3, 5, 10, 20)
 
+# Issue 15, point 17: what a useful detector would reach on CIFAR-10 (the paper's ImageNet figures are
+# 0.1% clean accepted-wrong at 13.3% reject, 0.4-0.6% type II accepted-wrong)
+TARGET = {"clean_wrong_max": 0.05, "clean_reject_max": 0.30, "type_ii_wrong_max": 0.10}
+# Algorithm 1's settings swept by the trade-off (the paper's: k_high 5, k_low 2, p1 0.10, p2 0.20)
+GRID = {"k_high": (1, 2, 3, 4, 5), "k_low": (1, 2), "p1": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+        "p2": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)}
+
 
 def attack_configs(quick: bool) -> dict[str, dict[str, dict[str, Any]]]:
     """Attack settings per type (the paper gives none; common defaults, shortened with ``quick``)."""
@@ -78,6 +96,8 @@ def attack_configs(quick: bool) -> dict[str, dict[str, dict[str, Any]]]:
             "cw_l2": {"c": 1.0, "kappa": 0.0, "steps": 30 if quick else 100, "binary_steps": 2 if quick else 5,
                       "lr": 0.01},
         },
+        # advviz's adaptive attack on both streams and the agreement rule (the type II BIM's budget)
+        "III": {"joint_pgd": {"eps": 8 / 255, "alpha": 1 / 255, "steps": 10}},
     }
 
 
@@ -92,7 +112,7 @@ def _verdicts(det: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Ten
     l_hit = p_low.argmax(1) == y
     res = compare(p_high, p_low, mapping, p1=det.p1, p2=det.p2, k_high=det.k_high, k_low=det.k_low)
     return {"h_hit": h_hit.cpu(), "l_hit": l_hit.cpu(), "reject": res.reject.cpu(),
-            "right": (~res.reject & (res.labels == y)).cpu()}
+            "right": (~res.reject & (res.labels == y)).cpu(), "p_high": p_high.cpu(), "p_low": p_low.cpu(), "y": y.cpu()}
 
 
 def _compute(*, n: int, quick: bool, seed: int, device: torch.device, attacks: tuple[str, ...] | None,
@@ -110,7 +130,7 @@ def _compute(*, n: int, quick: bool, seed: int, device: torch.device, attacks: t
     x_fit, y_fit = x_fit.to(device), y_fit.to(device)
     cfgs = attack_configs(quick)
     runs: list[tuple[str, str, Any]] = [("none", "none", None)]
-    for kind, names in (("I", ts.TYPE_I), ("II", ts.TYPE_II)):
+    for kind, names in (("I", ts.TYPE_I), ("II", ts.TYPE_II), ("III", ts.TYPE_III)):
         runs += [(kind, a, cfgs[kind][a]) for a in names if attacks is None or a in attacks]
     out: list[dict[str, Any]] = []
     verdicts: dict[str, dict[str, torch.Tensor]] = {}
@@ -121,8 +141,10 @@ def _compute(*, n: int, quick: bool, seed: int, device: torch.device, attacks: t
             elif kind == "I":
                 fit = (x_fit, y_fit) if name == "universal" else None
                 xa = ts.attack_type_i(det, name, x, y, seed=seed, fit=fit, **cfg)
-            else:
+            elif kind == "II":
                 xa = ts.attack_type_ii(det, name, x, y, seed=seed, **cfg)
+            else:
+                xa = ts.attack_type_iii(det, x, y, seed=seed, **cfg)
         v = _verdicts(det, xa, y)
         verdicts[f"{kind}:{name}"] = v
         out.append({"type": kind, "attack": name, "v": v, "seconds": t["seconds"]})
@@ -150,9 +172,14 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
         n: number of test images (default 16 quick / 500 full).
         seed: image draw, attack and simulation seed.
         device: default CUDA when available.
-        attacks: restrict to these attack names (both types), e.g. ``("fgsm",)``.
+        attacks: restrict to these attack names (all types), e.g. ``("fgsm",)``; ``"joint_pgd"``
+            is type III.
         p1, p2: Algorithm 1's thresholds (paper 0.10, 0.20).
         fig5_clients, fig5_adversarial, fig5_rounds: Algorithm 2's simulation (paper 10,000 / 1,000).
+
+    Returns:
+        The result dict (``rows`` as the paper's tables) with ``"tradeoff"``: :func:`sweep` over
+        :data:`GRID` on the same images (``{"grid", "target", "attacks", "rows", "met"}``).
     """
     from advviz.defenses import twostream as ts
     from advviz.train import default_device
@@ -201,7 +228,99 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
         config["fig5"] = {"n_clients": fig5_clients, "n_adversarial": fig5_adversarial, "rounds": fig5_rounds,
                           "cc_max": 15, "threshold": 3, "release": 0,
                           "pools": "per-image Algorithm 1 verdicts of the Table 2 images (clean for normal clients)"}
-    return result("twostream", table, config, DATA, rows)
+    res = result("twostream", table, config, DATA, rows)
+    probs = {f"{r['type']}:{r['attack']}": (r["v"]["p_high"], r["v"]["p_low"]) for r in runs}
+    res["tradeoff"] = sweep(runs[0]["v"]["y"], probs, mapping=ts.identity_mapping(10))
+    return res
+
+
+def sweep(y: torch.Tensor, probs: dict[str, tuple[torch.Tensor, torch.Tensor]], *, mapping: torch.Tensor,
+          grid: dict[str, tuple[float, ...]] | None = None, target: dict[str, float] | None = None) -> dict[str, Any]:
+    """Algorithm 1 over a grid of its settings, on stream probabilities computed once.
+
+    Args:
+        y: ``(B,)`` true common labels.
+        probs: ``{"none:none": (p_high, p_low), "<type>:<attack>": ..., ...}``: each set's
+            ``(B, K_high)`` and ``(B, K_low)`` softmax probabilities (``"none:none"``, the clean
+            images, is required).
+        mapping: ``(K_high,)`` common label per high class.
+        grid: ``{"k_high", "k_low", "p1", "p2"}`` value lists (default :data:`GRID`).
+        target: :data:`TARGET`'s keys (default :data:`TARGET`).
+
+    Returns:
+        ``{"grid", "target", "attacks", "rows", "met"}``: one row per setting with
+        ``k_high, k_low, p1, p2``, ``clean_reject``, ``clean_wrong`` (accepted with a wrong label),
+        ``<type>:<attack>_wrong`` and ``_reject`` per attacked set, ``type_ii_wrong`` (the largest
+        over the type II sets) and ``meets_target``; ``met`` lists the rows that meet it.
+    """
+    from advviz.defenses.twostream import compare
+
+    grid = dict(GRID if grid is None else grid)
+    target = dict(TARGET if target is None else target)
+    if "none:none" not in probs:
+        raise ValueError("sweep needs the clean images' probabilities under 'none:none'")
+    y = y.cpu()
+    rows: list[dict[str, Any]] = []
+    for k_high in grid["k_high"]:
+        for k_low in grid["k_low"]:
+            for p1 in grid["p1"]:
+                for p2 in grid["p2"]:
+                    row: dict[str, Any] = {"k_high": k_high, "k_low": k_low, "p1": p1, "p2": p2}
+                    for name, (ph, pl) in probs.items():
+                        r = compare(ph, pl, mapping, p1=p1, p2=p2, k_high=k_high, k_low=k_low)
+                        key = "clean" if name == "none:none" else name
+                        row[f"{key}_reject"] = float(r.reject.float().mean())
+                        row[f"{key}_wrong"] = float((~r.reject & (r.labels != y)).float().mean())
+                    ii = [v for k, v in row.items() if k.startswith("II:") and k.endswith("_wrong")]
+                    row["type_ii_wrong"] = max(ii) if ii else None
+                    row["meets_target"] = (row["clean_wrong"] <= target["clean_wrong_max"]
+                                           and row["clean_reject"] <= target["clean_reject_max"]
+                                           and (row["type_ii_wrong"] is None
+                                                or row["type_ii_wrong"] <= target["type_ii_wrong_max"]))
+                    rows.append(row)
+    return {"grid": {k: list(v) for k, v in grid.items()}, "target": target,
+            "attacks": [k for k in probs if k != "none:none"], "rows": rows,
+            "met": [r for r in rows if r["meets_target"]]}
+
+
+def tradeoff(*, n: int = 256, seed: int = 0, device: str | torch.device | None = None,
+             grid: dict[str, tuple[float, ...]] | None = None) -> dict[str, Any]:
+    """Issue 15, point 17: the detector's trade-off over its settings, with the shipped default pair.
+
+    On ``n`` CIFAR-10 test images (seeded draw, not filtered) the clean images and their type II
+    FGSM and BIM images (:func:`attack_configs`, the same budgets as Table 2) go through both
+    streams once; :func:`sweep` then applies Algorithm 1 for every setting of ``grid``.
+
+    Returns:
+        :func:`sweep`'s dict plus ``"config"`` (``n``, ``seed``, the streams, the attacks).
+    """
+    from advviz import data
+    from advviz.defenses import twostream as ts
+    from advviz.train import default_device
+
+    dev = torch.device(device) if device is not None else default_device()
+    det = ts.default_pair(device=dev)
+    x, y = data.sample(data.load("cifar10", "test"), n, seed=seed)
+    x, y = x.to(dev), y.to(dev)
+    cfgs = attack_configs(quick=True)["II"]
+    sets = {"none:none": x}
+    for name in ("fgsm", "bim"):
+        sets[f"II:{name}"] = ts.attack_type_ii(det, name, x, y, seed=seed, **cfgs[name])
+    probs = {k: tuple(p.cpu() for p in det.probabilities(v)) for k, v in sets.items()}
+    out = sweep(y, probs, mapping=ts.identity_mapping(10), grid=grid)
+    out["config"] = {"n": n, "seed": seed, "data": DATA, "high": "highres_resnet8_cifar10 (64x64)",
+                     "low": "resnet32_cifar10 (32x32)", "attacks": {"II": {k: cfgs[k] for k in ("fgsm", "bim")}}}
+    return out
+
+
+def best_settings(trade: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Pareto front of a :func:`sweep` result: the rows no other row beats on all of clean
+    reject, clean accepted-wrong and type II accepted-wrong (sorted by clean reject)."""
+    keys = ("clean_reject", "clean_wrong", "type_ii_wrong")
+    rows = [r for r in trade["rows"] if r.get("type_ii_wrong") is not None]
+    front = [r for r in rows if not any(all(o[k] <= r[k] for k in keys) and any(o[k] < r[k] for k in keys)
+                                        for o in rows)]
+    return sorted(front, key=lambda r: (r["clean_reject"], r["clean_wrong"]))
 
 
 def format(res: dict[str, Any]) -> str:
@@ -214,6 +333,26 @@ def format(res: dict[str, Any]) -> str:
         rows = [{k: v for k, v in r.items() if k != "table"} for r in res["rows"] if r["table"] == t]
         if rows:
             parts.append(format_rows({**res, "rows": rows}, title=titles[t]))
+    trade = res.get("tradeoff")
+    if trade and trade["rows"]:
+        cfg_k = (res["config"]["k_high"], res["config"]["k_low"], res["config"]["p1"], res["config"]["p2"])
+        paper_row = next((r for r in trade["rows"] if (r["k_high"], r["k_low"], r["p1"], r["p2"]) == cfg_k), None)
+        t = trade["target"]
+        lines = [f"Trade-off over k_high x k_low x p1 x p2 ({len(trade['rows'])} settings; JSON key 'tradeoff'): "
+                 f"target clean wrong <= {t['clean_wrong_max']:.2f}, clean reject <= {t['clean_reject_max']:.2f}, "
+                 f"type II wrong <= {t['type_ii_wrong_max']:.2f}: met by {len(trade['met'])} setting(s)"]
+        if paper_row is not None:
+            lines.append(f"  setting {cfg_k}: clean reject {paper_row['clean_reject']:.3f}, clean wrong "
+                         f"{paper_row['clean_wrong']:.3f}" + ("" if paper_row["type_ii_wrong"] is None else
+                                                              f", type II wrong {paper_row['type_ii_wrong']:.3f}"))
+        ok = [r for r in trade["rows"] if r["clean_reject"] <= t["clean_reject_max"]]
+        if ok:
+            b = min(ok, key=lambda r: (r["clean_wrong"], r["type_ii_wrong"] or 0.0))
+            lines.append(f"  lowest clean wrong with clean reject <= {t['clean_reject_max']:.2f}: "
+                         f"k_high={b['k_high']} k_low={b['k_low']} p1={b['p1']} p2={b['p2']}: clean wrong "
+                         f"{b['clean_wrong']:.3f}, reject {b['clean_reject']:.3f}"
+                         + ("" if b["type_ii_wrong"] is None else f", type II wrong {b['type_ii_wrong']:.3f}"))
+        parts.append("\n".join(lines))
     cfg = res["config"]
     parts.append(f"config: n={cfg['n']} seed={cfg['seed']} quick={cfg['quick']} p1={cfg['p1']} p2={cfg['p2']}; "
                  f"high={cfg['high']}; low={cfg['low']}")

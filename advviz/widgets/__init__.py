@@ -9,6 +9,9 @@
 * :class:`TrainPanel` — (re)train a zoo model in a background thread with a live plot.
 * :class:`TakeoverView` — where an attack takes over: feature divergence per layer, Grad-CAM
   of the true and the adversarial class.
+* :class:`RobustnessView` — security curves of the model and of the model behind a purifier
+  (oblivious or adaptive), computed in the background with Stop; a point's broken images load
+  into the picker.
 * :class:`Explorer` — all of them around one shared :class:`ExplorerState`.
 
 Errors raised in any callback are shown inside the component (:class:`ErrorArea`).
@@ -24,6 +27,7 @@ from advviz.widgets.features import FeatureMapView
 from advviz.widgets.generator import GeneratorView
 from advviz.widgets.picker import ImagePicker
 from advviz.widgets.purifier_lab import PurifierLab
+from advviz.widgets.robustness import RobustnessView
 from advviz.widgets.takeover import TakeoverView
 from advviz.widgets.train_panel import TrainPanel
 from advviz.widgets.twostream import TwoStreamState, TwoStreamView
@@ -40,6 +44,7 @@ __all__ = [
     "Prediction",
     "PurifierLab",
     "REPORTED",
+    "RobustnessView",
     "TakeoverView",
     "TrainPanel",
     "TwoStreamState",

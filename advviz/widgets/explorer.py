@@ -20,14 +20,19 @@ from advviz.widgets.cfr import CFRView
 from advviz.widgets.features import FeatureMapView
 from advviz.widgets.picker import ImagePicker
 from advviz.widgets.purifier_lab import PurifierLab
+from advviz.widgets.robustness import RobustnessView
 from advviz.widgets.takeover import TakeoverView
 from advviz.widgets.train_panel import TrainPanel
 
 __all__ = ["Explorer", "fast_mode", "needs_first_use_training", "TrainingNotice", "load_model"]
 
 #: The tabs, in order: CFR / Grad-CAM, the attack lab, purifiers, feature maps, where the attack
-#: takes over (layer divergence), training.
-TAB_TITLES = ("CFR", "Attack lab", "Purifiers", "Features", "Takeover", "Train")
+#: takes over (layer divergence), training, security curves (robustness).
+TAB_TITLES = ("CFR", "Attack lab", "Purifiers", "Features", "Takeover", "Train", "Robustness")
+
+#: Each tab title as wide as its text (ipywidgets gives every tab the same width, which cuts the
+#: longer titles short when seven tabs share 600 pixels in a 1024-pixel JupyterLab).
+TAB_CSS = "<style>.advviz-explorer .widget-tab .lm-TabBar-tab { flex: 0 1 auto !important; }</style>"
 
 #: About how long first-use training takes on a 2-core CPU (seconds), for the progress bar.
 #: lenet5_digits: 8.9 s measured in JupyterLab (NOTES.md, "The explorer in a real browser").
@@ -141,7 +146,8 @@ def load_model(name: str, *, device: str | torch.device | None = None, notice: T
 
 class Explorer(W.VBox):
     """A header with the model chooser, the image picker, and tabs: CFR, attacks (with the attack's
-    trajectory), purifiers, feature maps, where the attack takes over (layer divergence), training.
+    trajectory), purifiers, feature maps, where the attack takes over (layer divergence), training,
+    and the security curves of the model and the defended model (robustness).
 
     Offline with no data it uses the digits and LeNet-5 (trained on first use, about 9 s, with
     a message and a progress bar); with CIFAR-10 and the ResNet-20 weights available
@@ -180,6 +186,7 @@ class Explorer(W.VBox):
         self.features = FeatureMapView(self.state)
         self.train_panel = TrainPanel(self.state)
         self.takeover = TakeoverView(self.state)
+        self.robustness = RobustnessView(self.state, picker=self.picker, background=background)
         self._choices = available_models()
         self._quiet = False
         self.model_choice = W.Dropdown(options=self._choices, value=model if model in self._choices else None,
@@ -189,13 +196,14 @@ class Explorer(W.VBox):
         self.title = W.HTML()
         self.state.observe(self._on_model, "model")
         self.tabs = W.Tab(children=[self.cfr, self.attack_lab, self.purifier_lab, self.features, self.takeover,
-                                    self.train_panel])
+                                    self.train_panel, self.robustness])
         # short titles: six tabs share 600 pixels in a 1024-pixel JupyterLab with its file browser open
         for i, name in enumerate(TAB_TITLES):
             self.tabs.set_title(i, name)
         self._on_model(self.state)
         super().__init__(children=[
             W.HBox([self.title, self.model_choice], layout=W.Layout(flex_flow="row wrap")),
+            W.HTML(TAB_CSS, layout=W.Layout(display="none")),
             self.notice,
             self.picker,
             self.tabs,

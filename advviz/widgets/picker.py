@@ -180,6 +180,19 @@ class ImagePicker(W.VBox):
             x = data.load_image(x, size=(h, w), channels=c)
         self.state.set_image(x, int(y), source=f"{self.dataset.value}/{self.split.value} #{i}{note}")
 
+    def select_index(self, index: int) -> None:
+        """Make image ``index`` of the current dataset and split the current image (the class filter
+        goes back to "all", so the index slider shows the dataset index)."""
+        if not 0 <= int(index) < len(self.data):
+            raise IndexError(f"index {index} is outside {self.dataset.value}/{self.split.value} (0..{len(self.data) - 1})")
+        self._leave_upload()
+        self._busy = True
+        try:
+            self.klass.value = -1
+        finally:
+            self._busy = False
+        self._filter(int(index))
+
     # ------------------------------------------------------------------------------- callbacks
     @guarded
     def _on_dataset(self, change: dict[str, Any]) -> None:
