@@ -6,7 +6,9 @@
   (:data:`advviz.defenses.pix2pix.PERCEPTUAL_RECIPE` ``"full"``);
 * ``fgsm`` / ``pgd``: the pix2pix and cGAN generators trained on that attack's pairs
   (:data:`advviz.defenses.pix2pix.RECIPES` ``"full"``);
-* ``uddn`` / ``dae``: the denoisers of :data:`advviz.defenses.uddn.RECIPES` ``"full"``.
+* ``uddn`` / ``dae``: the denoisers of :data:`advviz.defenses.uddn.RECIPES` ``"full"``;
+* ``gnr``: that recipe's GNR noise generator (:func:`advviz.defenses.uddn.load_gnr`), which
+  notebook 05 uses instead of training one.
 
 Each network is trained with its recipe (or taken from the user cache when already trained
 there: ``ADVVIZ_CACHE``), then written as float16 safetensors with the same name and metadata
@@ -26,7 +28,7 @@ __all__ = ["main", "ship"]
 
 log = logging.getLogger(__name__)
 
-WHAT = ("perceptual", "fgsm", "pgd", "uddn", "dae")
+WHAT = ("perceptual", "fgsm", "pgd", "uddn", "dae", "gnr")
 
 
 def ship(src: Path, out_dir: Path, model: nn.Module) -> Path:
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
         if kind in args.what:
             net, rec = uddn.load_denoiser(kind, config="full", device=args.device, progress=True)
             out(Path(rec["weights"]), net)
+    if "gnr" in args.what:
+        gen, rec = uddn.load_gnr(config="full", device=args.device, progress=True)
+        out(Path(rec["weights"]), gen)
     return written
 
 
