@@ -24,7 +24,8 @@ REPORTS = [
 def test_summarise_sums_the_phases_of_each_notebook_and_ignores_other_tests():
     s = nd.summarise(REPORTS)
     assert list(s) == ["notebooks/01_a.ipynb", "notebooks/02_b.ipynb", "notebooks/03_c.ipynb"]
-    assert s["notebooks/01_a.ipynb"] == {"seconds": 18.5, "cells": 2, "failed": False}
+    assert s["notebooks/01_a.ipynb"] == {"seconds": 18.5, "cells": 2, "failed": False,
+                                         "per_cell": {"Cell 0": 12.0, "Cell 1": 6.5}}
     assert s["notebooks/03_c.ipynb"]["failed"] is True
 
 
@@ -34,7 +35,7 @@ def test_budget_picks_the_slow_notebooks_and_zero_turns_it_off():
     assert nd.over_budget(s, 250) == ["notebooks/03_c.ipynb"]
     assert nd.over_budget(s, 0) == []
     table = nd.format_table(s, 180)
-    assert "01_a.ipynb     2     18.5  ok" in table
+    assert "01_a.ipynb     2     18.5" in table and table.splitlines()[1].endswith("  ok")
     assert "OVER BUDGET" in table.splitlines()[2] and "failed" in table.splitlines()[3]
 
 
@@ -63,6 +64,31 @@ def test_plugin_writes_the_json_and_fails_the_session_over_budget(tmp_path, monk
     plugin.pytest_terminal_summary(SimpleNamespace(section=lambda *a, **k: None,
                                                    write_line=lambda s, **k: lines.append(s)))
     assert any("FAILED budget: notebooks/02_b.ipynb took 200 s" in s for s in lines)
+
+
+def test_kernel_cpu_reads_the_kernel_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; t = time.process_time()\n"
+                             "while time.process_time() - t < 0.5: pass\ntime.sleep(30)"])
+    try:
+        item = SimpleNamespace(parent=SimpleNamespace(kernel=SimpleNamespace(
+            km=SimpleNamespace(provisioner=SimpleNamespace(process=proc)))))
+        cpu = None
+        for _ in range(100):
+            cpu = nd.kernel_cpu(item)
+            if cpu is None or cpu >= 0.5:
+                break
+            __import__("time").sleep(0.1)
+        if not os.path.exists(f"/proc/{proc.pid}/stat"):
+            pytest.skip("no /proc on this system")
+        assert cpu is not None and 0.5 <= cpu < 5
+    finally:
+        proc.kill()
+        proc.wait()
+    assert nd.kernel_cpu(SimpleNamespace(parent=None)) is None
 
 
 def test_no_notebooks_no_file(tmp_path):
