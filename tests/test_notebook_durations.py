@@ -39,6 +39,13 @@ def test_budget_picks_the_slow_notebooks_and_zero_turns_it_off():
     assert "OVER BUDGET" in table.splitlines()[2] and "failed" in table.splitlines()[3]
 
 
+def test_budget_charges_the_kernel_cpu_time_when_known():
+    s = {"busy.ipynb": {"seconds": 400.0, "kernel_cpu_seconds": 90.0, "cells": 1, "failed": False},
+         "slow.ipynb": {"seconds": 200.0, "kernel_cpu_seconds": 190.0, "cells": 1, "failed": False},
+         "unknown.ipynb": {"seconds": 200.0, "cells": 1, "failed": False}}
+    assert nd.over_budget(s, 180) == ["slow.ipynb", "unknown.ipynb"]
+
+
 def test_budget_from_the_environment(monkeypatch):
     monkeypatch.delenv(nd.BUDGET_VAR, raising=False)
     assert nd.default_budget() == 180
@@ -63,7 +70,7 @@ def test_plugin_writes_the_json_and_fails_the_session_over_budget(tmp_path, monk
     lines = []
     plugin.pytest_terminal_summary(SimpleNamespace(section=lambda *a, **k: None,
                                                    write_line=lambda s, **k: lines.append(s)))
-    assert any("FAILED budget: notebooks/02_b.ipynb took 200 s" in s for s in lines)
+    assert any("FAILED budget: notebooks/02_b.ipynb took 200 s (kernel CPU None s)" in s for s in lines)
 
 
 def test_kernel_cpu_reads_the_kernel_process(tmp_path):
