@@ -141,7 +141,10 @@ def widgets_js() -> int:
                 return code
         for tgz in Path(tmp).glob("*.tgz"):
             with tarfile.open(tgz) as tar:
-                tar.extractall(Path(tmp) / tgz.stem, filter="data")
+                if hasattr(tarfile, "data_filter"):   # Python 3.11.4+: refuse links and paths outside
+                    tar.extractall(Path(tmp) / tgz.stem, filter="data")
+                else:
+                    tar.extractall(Path(tmp) / tgz.stem)
         for name, pin in pins.items():
             src = next(Path(tmp).glob(f"*/package/{pin['file']}"), None)
             if src is None:
