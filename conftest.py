@@ -4,6 +4,8 @@
   ``../shared/{data,weights}`` beside the repository when unset; ``ADVVIZ_CACHE`` points at a
   per-session temporary folder (set ``ADVVIZ_TEST_CACHE`` to reuse one between runs).
 * ``--device``: CPU by default; ``pytest --device cuda`` opts in to the GPU.
+* Each notebook's duration is recorded (``tests/notebook_durations.py``): a table at the end of the
+  session, ``test-output/notebook-durations.json``, and a failure when one exceeds its budget.
 
 Notebook kernels are subprocesses: they inherit these variables because they are set in
 ``os.environ`` before any kernel starts.
@@ -22,6 +24,12 @@ SHARED = ROOT.parent / "shared"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", help="device for device-parametrised tests (cpu or cuda)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.notebook_durations import NotebookDurations
+
+    config.pluginmanager.register(NotebookDurations(ROOT), "advviz-notebook-durations")
 
 
 def _set_environment() -> None:

@@ -15,6 +15,10 @@ it, and reinstall only when ``pyproject.toml`` changes. Needs nothing but Python
   ``ADVVIZ_FAST=1`` (results cached in ``build/jupyter_cache``; ``--force`` runs them all again,
   ``--no-exec`` renders them as stored), API reference; extra arguments go to sphinx-build
   (``-W --keep-going`` fails on warnings, as CI does)
+  ``--exec-only NAME[,NAME]`` executes only those notebooks (CI: ``00_explorer``, so that its page
+  shows the explorer's widgets); ``--widgets-js`` first fetches the widgets' HTML manager (below)
+* ``python3 run.py widgets-js``  fetch the ipywidgets HTML manager pinned in ``docs/widgets-js.json``
+  into ``docs/_static/widgets/`` with npm, so that the site draws widgets offline
 * ``python3 run.py gpu-check``  the prepared check for a CUDA machine (tests on CUDA, benchmarks,
   torchrun on every GPU; one JSON of figures, under 8 minutes)
 
@@ -107,6 +111,50 @@ def call(cmd: list[str], **kwargs: object) -> int:
     return code
 
 
+def widgets_js() -> int:
+    """Fetch the ipywidgets HTML manager pinned in docs/widgets-js.json into docs/_static/widgets/ (npm).
+
+    The documentation site then draws the explorer's saved widgets from local files (offline too,
+    and in the browser check ``tests/e2e/test_docs_widgets.py``); without them it uses jsDelivr.
+    """
+    import json
+    import shutil
+    import tarfile
+    import tempfile
+
+    pins = {k: v for k, v in json.loads((ROOT / "docs" / "widgets-js.json").read_text()).items()
+            if not k.startswith("_")}
+    out = ROOT / "docs" / "_static" / "widgets"
+    if all((out / Path(v["file"]).name).is_file() for v in pins.values()):
+        _log(f"ipywidgets HTML manager already in {out}")
+        return 0
+    npm = shutil.which("npm")
+    if npm is None:
+        _log("npm not found: install Node.js (apt-get install -y npm) or let the site load the files from jsDelivr")
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, pin in pins.items():
+            code = call([npm, "pack", "--silent", f"{name}@{pin['version']}"], cwd=tmp, stdout=subprocess.DEVNULL)
+            if code:
+                _log(f"npm pack {name}@{pin['version']} failed ({code})")
+                return code
+        for tgz in Path(tmp).glob("*.tgz"):
+            with tarfile.open(tgz) as tar:
+                if hasattr(tarfile, "data_filter"):   # Python 3.11.4+: refuse links and paths outside
+                    tar.extractall(Path(tmp) / tgz.stem, filter="data")
+                else:
+                    tar.extractall(Path(tmp) / tgz.stem)
+        for name, pin in pins.items():
+            src = next(Path(tmp).glob(f"*/package/{pin['file']}"), None)
+            if src is None:
+                _log(f"{pin['file']} not found in {name}@{pin['version']}")
+                return 1
+            shutil.copyfile(src, out / src.name)
+    _log(f"ipywidgets HTML manager written to {out}")
+    return 0
+
+
 def docs(args: list[str]) -> int:
     """Build the documentation site into ``site/`` with sphinx-build (see the module docstring)."""
     mode = os.environ.get("ADVVIZ_DOCS_EXECUTE", "cache")
@@ -114,8 +162,20 @@ def docs(args: list[str]) -> int:
         mode = "off"
     if "--force" in args:
         mode = "force"
-    args = [a for a in args if a not in ("--no-exec", "--force")]
-    env = {**os.environ, "ADVVIZ_DOCS_EXECUTE": mode, "ADVVIZ_FAST": os.environ.get("ADVVIZ_FAST", "1"),
+    extra: dict[str, str] = {}
+    if "--exec-only" in args:      # --exec-only NAME[,NAME]: execute those notebooks, render the others as stored
+        i = args.index("--exec-only")
+        if i + 1 >= len(args):
+            _log("--exec-only needs notebook names, e.g. --exec-only 00_explorer")
+            return 2
+        extra["ADVVIZ_DOCS_EXECUTE_ONLY"] = args[i + 1]
+        args = args[:i] + args[i + 2:]
+        if mode == "off":
+            mode = "cache"
+    if "--widgets-js" in args and widgets_js() != 0:
+        return 1
+    args = [a for a in args if a not in ("--no-exec", "--force", "--widgets-js")]
+    env = {**os.environ, **extra, "ADVVIZ_DOCS_EXECUTE": mode, "ADVVIZ_FAST": os.environ.get("ADVVIZ_FAST", "1"),
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     shared = ROOT.parent / "shared"     # the same defaults as the tests (conftest.py)
     for var, sub in (("ADVVIZ_DATA", "data"), ("ADVVIZ_WEIGHTS", "weights")):
@@ -142,9 +202,11 @@ def main(argv: list[str]) -> int:
         return call([str(PY), "-m", "advviz.cli", *rest], cwd=ROOT)
     if cmd == "docs":
         return docs(rest)
+    if cmd == "widgets-js":
+        return widgets_js()
     if cmd == "gpu-check":
         return call([str(PY), "-m", "advviz.benchmarks.gpu_check", *rest], cwd=ROOT)
-    sys.stderr.write(f"unknown command {cmd!r}; use explore, demo, test, docs, gpu-check or advviz ARGS\n")
+    sys.stderr.write(f"unknown command {cmd!r}; use explore, demo, test, docs, widgets-js, gpu-check or advviz ARGS\n")
     return 2
 
 

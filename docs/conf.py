@@ -11,6 +11,17 @@ Environment (set by ``run.py docs``):
   unchanged notebooks; ``force``
   executes every notebook again.
 * ``ADVVIZ_DOCS_CELL_TIMEOUT``: seconds one cell may run (default 1800).
+* ``ADVVIZ_DOCS_EXECUTE_ONLY``: notebook names (``00_explorer,01_cfr_patch_attack``) to execute;
+  the others render as stored. CI executes the explorer only, so that its page carries the
+  widgets' state (``python3 run.py docs --exec-only 00_explorer``).
+* ``ADVVIZ_DOCS_NOTEBOOKS_ONLY=1``: build the landing page and the walkthroughs without the API
+  reference (seconds instead of minutes; the browser check of the widgets uses it).
+
+Widgets: MyST-NB embeds the state the executed widgets saved and loads the ipywidgets 8 HTML
+manager (RequireJS + ``@jupyter-widgets/html-manager``'s ``embed-amd.js``) to draw them. When
+``docs/_static/widgets/`` holds local copies (``python3 run.py widgets-js`` fetches them
+with npm), the site loads those and works offline; otherwise it loads them from jsDelivr.
+The versions are pinned in ``widgets-js.json``.
 """
 
 from __future__ import annotations
@@ -58,6 +69,13 @@ if nb_execution_mode not in ("off", "cache", "force", "auto", "inline"):
 # executed notebooks are cached in build/jupyter_cache (git-ignored); MyST-NB also writes the
 # notebooks' outputs beside the output folder, in ../jupyter_execute (git-ignored)
 nb_execution_cache_path = str(ROOT / "build" / "jupyter_cache")
+_exec_only = [n.strip() for n in os.environ.get("ADVVIZ_DOCS_EXECUTE_ONLY", "").split(",") if n.strip()]
+if _exec_only:
+    _unknown = [n for n in _exec_only if not (NOTEBOOKS / f"{n}.ipynb").exists()]
+    if _unknown:
+        raise ValueError(f"ADVVIZ_DOCS_EXECUTE_ONLY names no notebook: {_unknown}; choose among "
+                         f"{sorted(p.stem for p in NOTEBOOKS.glob('*.ipynb'))}")
+    nb_execution_excludepatterns = [f"notebooks/{p.name}" for p in NOTEBOOKS.glob("*.ipynb") if p.stem not in _exec_only]
 nb_execution_timeout = int(os.environ.get("ADVVIZ_DOCS_CELL_TIMEOUT", "1800"))
 nb_execution_raise_on_error = True        # a notebook that fails fails the build
 nb_execution_show_tb = True
@@ -96,7 +114,8 @@ normalisation is inside each model; budgets are on the ``[0, 1]`` scale.
 if not (DOCS / "api.rst").exists() or (DOCS / "api.rst").read_text() != _API:
     (DOCS / "api.rst").write_text(_API)
 
-autosummary_generate = True
+NOTEBOOKS_ONLY = os.environ.get("ADVVIZ_DOCS_NOTEBOOKS_ONLY", "") not in ("", "0")
+autosummary_generate = not NOTEBOOKS_ONLY
 autosummary_imported_members = False
 # ignore-module-all: a package documents what it defines; what it re-exports is documented once,
 # in the submodule that defines it (a package's __all__ can name a function after a submodule).
@@ -110,6 +129,8 @@ napoleon_use_rtype = False
 # --- pages and warnings
 master_doc = root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "notebooks/.ipynb_checkpoints", "**/.ipynb_checkpoints"]
+if NOTEBOOKS_ONLY:
+    exclude_patterns += ["api.rst", "_autosummary", "developers.md"]
 # The notebooks are rendered, not checked: their outputs (execution warnings, widget state,
 # lexers of tracebacks) must not fail a -W build, whose purpose is the API reference.
 suppress_warnings = ["mystnb", "mystnb.unknown_mime_type", "myst.header", "misc.highlighting_failure"]
@@ -117,3 +138,19 @@ suppress_warnings = ["mystnb", "mystnb.unknown_mime_type", "myst.header", "misc.
 html_theme = "furo"
 html_title = f"advviz {release}"
 html_static_path: list[str] = []
+
+# --- ipywidgets: the HTML manager that draws the saved widget state (pinned in widgets-js.json)
+import json  # noqa: E402
+
+WIDGETS_JS = {k: v for k, v in json.loads((DOCS / "widgets-js.json").read_text()).items() if not k.startswith("_")}
+_CDN = "https://cdn.jsdelivr.net/npm/"
+_LOCAL_JS = DOCS / "_static" / "widgets"
+if all((_LOCAL_JS / Path(v["file"]).name).is_file() for v in WIDGETS_JS.values()):
+    html_static_path = ["_static"]
+    nb_ipywidgets_js = {f"widgets/{Path(v['file']).name}": {} for v in WIDGETS_JS.values()}
+else:
+    nb_ipywidgets_js = {f"{_CDN}{name}@{v['version']}/{v['file']}": {"crossorigin": "anonymous"}
+                        for name, v in WIDGETS_JS.items()}
+for _key, _attrs in nb_ipywidgets_js.items():
+    if _key.endswith("embed-amd.js"):
+        _attrs["data-jupyter-widgets-cdn"] = _CDN   # where custom (non-core) widget modules would come from

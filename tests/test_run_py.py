@@ -129,3 +129,28 @@ def test_docs_builds_site_with_the_chosen_execution(monkeypatch: pytest.MonkeyPa
     assert str(ROOT) in env["PYTHONPATH"].split(os.pathsep)
     shared = ROOT.parent / "shared" / "data"
     assert env.get("ADVVIZ_DATA") == (str(shared) if shared.is_dir() else None)
+
+
+def test_docs_exec_only_executes_the_named_notebooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _run_module()
+    seen = {}
+    monkeypatch.setattr(run, "call", lambda cmd, **kw: seen.update(cmd=cmd, **kw) or 0)
+    monkeypatch.delenv("ADVVIZ_DOCS_EXECUTE", raising=False)
+    assert run.docs(["--exec-only", "00_explorer", "-W"]) == 0
+    assert seen["env"]["ADVVIZ_DOCS_EXECUTE_ONLY"] == "00_explorer" and seen["env"]["ADVVIZ_DOCS_EXECUTE"] == "cache"
+    assert seen["cmd"][-1] == "-W" and "00_explorer" not in seen["cmd"]
+    assert run.docs(["--no-exec", "--exec-only", "00_explorer"]) == 0   # executing one notebook wins over --no-exec
+    assert seen["env"]["ADVVIZ_DOCS_EXECUTE"] == "cache"
+    assert run.docs(["--exec-only"]) == 2
+
+
+def test_widgets_js_pins_are_the_ipywidgets_8_html_manager() -> None:
+    import json
+
+    import ipywidgets
+
+    pins = json.loads((ROOT / "docs" / "widgets-js.json").read_text())
+    assert ipywidgets.__version__.startswith("8.")        # html-manager 1.x draws ipywidgets 8 state
+    assert pins["@jupyter-widgets/html-manager"]["version"].startswith("1.")
+    assert pins["@jupyter-widgets/html-manager"]["file"] == "dist/embed-amd.js"
+    assert pins["requirejs"]["file"] == "require.js"

@@ -12,6 +12,7 @@ import importlib
 import time
 
 import pytest
+import torch
 
 from advviz import attacks, data, defenses, metrics
 from tests.conftest import requires_cifar, requires_resnet
@@ -137,3 +138,27 @@ def test_reproduce_purifier_table_with_the_shipped_generators(monkeypatch):
         rows["cgan", "pgd"]
     assert res["config"]["attack_eps"]["value"] == res["config"]["eps"] == 8 / 255
     assert "0.3" in res["config"]["attack_eps"]["paper"] and res["config"]["attack_eps"]["reason"]
+
+
+def test_shipped_gnr_generator_loads_without_training_and_makes_bounded_noise(monkeypatch):
+    """The GNR generator behind notebook 05's default run (``uddn.load_gnr``), shipped float16.
+
+    Measured (256 samples, seed 0): noise in [-7.97, 8.00]/255, mean |noise| 0.45 eps (real FGSM
+    noise: 0.98 eps); ResNet-20 keeps .762 accuracy on 256 JPEG CIFAR-10 test images plus this
+    noise (clean .816, plus random sign noise of 8/255 .617).
+    """
+    from advviz import artifacts
+
+    G = importlib.import_module("advviz.defenses.gnr")
+    monkeypatch.setattr(G, "train_gnr", lambda *_a, **_k: pytest.fail("the shipped GNR generator was retrained"))
+    monkeypatch.setenv("ADVVIZ_NO_TRAIN", "1")
+    gen, rec = U.load_gnr(config="full")
+    assert "advviz/weights" in rec["weights"] and not gen.training and rec["artifact"].source == "shipped"
+    assert not any(p.requires_grad for p in gen.parameters())
+    assert rec["history"] and rec["history"][-1]["step"] == artifacts.get_spec("gnr_cifar10").recipe.steps
+    # the shipped UDDN and DAE name this artefact (its recipe) as their upstream GNR
+    assert rec["recipe_hash"] == artifacts.record("dae_resnet20_cifar10").upstream[1].recipe_hash
+    noise = G.sample_noise(gen, 64, seed=0)
+    assert noise.shape == (64, 3, 32, 32) and float(noise.abs().max()) <= 8 / 255 + 1e-6
+    assert 0.3 < float(noise.abs().mean()) / (8 / 255) < 0.7
+    assert torch.equal(noise, G.sample_noise(gen, 64, seed=0))

@@ -603,9 +603,20 @@ def test_notebook_file_matches_its_definition():
     assert path.name == "00_explorer.ipynb" and path.parent.name == "notebooks"
     on_disk = nbformat.read(str(path), as_version=4)
     built = build_notebook()
-    assert [(c.cell_type, c.source) for c in on_disk.cells] == [(c.cell_type, c.source) for c in built.cells]
+    def cells(nb):
+        return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
+
+    assert cells(on_disk) == cells(built)
     checked = [c for c in on_disk.cells if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
     assert len(checked) == 1 and "".join(o.get("text", "") for o in checked[0].outputs) == EXPECTED_SUMMARY
+    # the check and its heading are hidden on the documentation site; nothing a student reads is
+    assert checked[0].metadata["tags"] == ["remove-cell"]
+    hidden = [c for c in on_disk.cells if "remove-cell" in c.metadata.get("tags", [])]
+    assert len(hidden) == 2 and all("NBVAL" not in c.source for c in on_disk.cells if c not in hidden)
+    # the guided tour: at least three tasks, each with a collapsible answer that has been filled in
+    tour = "\n".join(c.source for c in on_disk.cells if c.cell_type == "markdown")
+    assert tour.count("### Task ") >= 3 and tour.count("<details><summary>Answer</summary>") == tour.count("### Task ")
+    assert "TOUR_ANSWER" not in tour
 
 
 def test_launcher_writes_a_user_copy_outside_a_checkout(monkeypatch, tmp_path):

@@ -57,6 +57,7 @@ __all__ = [
     "dae",
     "dae_network",
     "load_denoiser",
+    "load_gnr",
     "pairs_from",
     "training_pairs",
     "pixel_loss",
@@ -332,6 +333,30 @@ def artifact_name(kind: str, config: str) -> str:
     if kind not in GUIDANCE or config not in ("full", "quick", "paper"):
         raise ValueError(f"kind must be uddn|dae|pgd and config full|quick|paper, got {kind!r}, {config!r}")
     return f"{kind}_resnet20_cifar10" + ("" if config == "full" else f"_{config}")
+
+
+def load_gnr(*, config: str = "full", device: str | torch.device = "cpu",
+             progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """The GNR noise generator behind the denoisers' pairs (shared: eval mode, frozen) and its record.
+
+    Artefact ``gnr_cifar10`` (``"full"``: shipped, float16; the WGAN-GP of eq. 3, 300 steps on the
+    FGSM 8/255 noise of 10,000 CIFAR-10 train images attacked on ResNet-20), ``gnr_cifar10_quick``
+    or ``gnr_cifar10_paper`` (:class:`advviz.artifacts.recipes.GNRRecipe`), resolved by
+    :func:`advviz.artifacts.get`.
+
+    Returns:
+        ``(generator, record)``: a :class:`advviz.defenses.gnr.NoiseGenerator` making
+        ``(B, 3, 32, 32)`` noise in ``[-8/255, 8/255]``, and ``name``, ``recipe``, ``weights``,
+        ``history`` (``step``, ``critic``, ``gen``, ``wasserstein``, ``seconds``), ``artifact``.
+    """
+    from advviz import artifacts
+
+    if config not in ("full", "quick", "paper"):
+        raise ValueError(f"config must be full, quick or paper, got {config!r}")
+    gen, rec = artifacts.get("gnr_cifar10" + ("" if config == "full" else f"_{config}"), device=device,
+                             progress=progress)
+    return gen, {"name": rec.name, "weights": rec.path, "recipe": rec.recipe, "recipe_hash": rec.recipe_hash,
+                 "sha256": rec.sha256, "history": rec.training.get("history", []), "artifact": rec}
 
 
 def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | torch.device = "cpu",

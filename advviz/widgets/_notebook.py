@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["CELLS", "build_notebook", "write_notebook"]
+__all__ = ["CELLS", "REMOVED_ON_SITE", "build_notebook", "write_notebook"]
 
 # (kind, source) pairs
 CELLS: list[tuple[str, str]] = [
@@ -33,7 +33,97 @@ from advviz.widgets import Explorer, fast_mode
 explorer = Explorer()  # CIFAR-10 + ResNet-20 when available, else digits + LeNet-5
 explorer"""),
     ("markdown", """\
-## The components one by one
+## A guided tour: four tasks
+
+Work in the explorer above; each task says what to do, what to look for, and has an answer to
+compare with (click it open). The answers were measured on CIFAR-10 with ResNet-20 (the first line
+of the explorer says which setting you have; on the offline digits with LeNet-5 the numbers
+differ but the pattern is the same).
+
+### Task 1: where does the network look? (image picker, CFR tab)
+
+1. In the picker, choose a class (e.g. *cat*) and press **random** a few times.
+2. In the **CFR** tab, drag **τ** slowly from 0 to 0.9.
+
+*Look for:* the red part of the Grad-CAM overlay (the contributing feature region, CFR), and the
+line under the mask, "τ = …: N% of the pixels are in the CFR". Is the region on the object or on
+the background? At which τ does the mask keep about a quarter of the image?
+
+<details><summary>Answer</summary>
+
+Measured on the first four CIFAR-10 test images with ResNet-20: at τ = 0 the mask keeps 95% of the
+pixels (89–100%), at τ = 0.2 (the CFR attack's default) 40% (36–43%), at τ = 0.5 15% (12–18%), at
+τ = 0.8 4% (2–8%). A quarter of the image is kept near τ = 0.35. The region is a smooth blob rather
+than an outline of the object: ResNet-20's last convolution sees an 8×8 grid, which Grad-CAM
+upsamples to 32×32. Whether it sits on the object or on the background varies from image to image:
+Grad-CAM shows what the network uses for its decision, which need not be the object.
+</details>
+
+### Task 2: attack the image and look at the perturbation (Attack lab)
+
+1. Open the **Attack lab**, choose `fgsm` and press **Run**.
+2. Do the same with `pgd` (ten FGSM-like steps) and with `deepfool` (the smallest step across the
+   nearest decision boundary).
+
+*Look for:* the prediction line (before → after, with confidence), the amplified perturbation and
+its heatmap, and the ℓ0 / ℓ2 / ℓ∞ / SSIM rows. Which attack changes every pixel? Which one makes
+the smallest change that still fools the network, and what does it cost in time?
+
+<details><summary>Answer</summary>
+
+On the same four images (ε = 8/255, the attacks' defaults), all three attacks fooled ResNet-20 on
+all four. FGSM changes nearly every element (ℓ0 3,048 of 3,072 on average: only pixels already at 0
+or 1 stay) by exactly ε = 8/255: ℓ∞ 0.031, ℓ2 1.72, SSIM 0.906; the amplified perturbation is a
+speckle over the whole image. PGD-10 stays inside the same ε-box but needs less: ℓ2 1.25, SSIM
+0.947. DeepFool is not bounded by ε: it steps to the nearest decision boundary and just across
+it, with ℓ2 0.023 (75 times smaller than FGSM's) and ℓ∞ 0.0031 (0.8/255), SSIM 1.000: invisible
+even amplified, and it costs several forward and backward passes per step where FGSM needs one
+(compare the time rows).
+</details>
+
+### Task 3: can a purifier undo the attack? (Purifiers tab)
+
+1. After an `fgsm` run, open **Purifiers**, set **input** to *adversarial*, choose `uddn` and press
+   **Apply**.
+2. Try `jpeg`, `cgan` and `dae` on the same image, then switch **input** to *clean*.
+
+*Look for:* whether the prediction goes back to the true class, and the table in the tab that
+gives each purifier's measured accuracy on clean and on attacked images. Which purifier would you
+put in front of a classifier, and which one harms clean images?
+
+<details><summary>Answer</summary>
+
+The tab's table (ResNet-20 on 256 CIFAR-10 test images, seed 0; FGSM 8/255) answers it: without a
+purifier accuracy falls from 0.816 to 0.059. **UDDN** brings it back to 0.664 and keeps clean images
+at 0.824: the one to deploy. The cGAN (trained on FGSM) gets 0.336, pix2pix 0.246. The **DAE**
+gets 0.203 under FGSM and only 0.195 on *clean* images (against 0.816 without it): it ruins the
+images it should leave alone (notebook 05 discusses why). One image is not a rate: a purifier with 0.664 accuracy still fails on one image
+in three, so try several images before you judge. JPEG has no row in the table: compare it with
+UDDN on your images.
+</details>
+
+### Task 4: train a model of your own (Train tab)
+
+1. Open **Train**, choose dataset *digits* and model *lenet5*, keep the defaults (2 epochs on 1,000
+   images) and press **Start**; then train again with 10 epochs.
+2. When training ends the header's model is the one you trained: run `fgsm` on it in the
+   **Attack lab**.
+
+*Look for:* the loss curve falling and the accuracy rising epoch by epoch; how much the extra
+epochs buy; whether your model is any harder to fool than the one it replaced.
+
+<details><summary>Answer</summary>
+
+Measured with LeNet-5 on the digits (held-out accuracy after each epoch, the tab's defaults
+otherwise): 2 epochs gave 0.877 then 0.908; 10 epochs climbed 0.872, 0.911, 0.922, 0.961, 0.961,
+0.975, 0.975, 0.975, 0.981, 0.972, so the extra epochs buy about six points, most of them by epoch
+6, and the last one already dips (more epochs are not always better). A better-trained model is
+not a more robust one: FGSM at the explorer's digits budget (ε = 0.3) fooled the explorer's own LeNet-5 (`lenet5_digits`) on
+39 of the first 40 digits test images and the 2-epoch model on all 40. Robustness has to be
+trained for (adversarial training: `advviz.train.adversarial_fit`).
+</details>"""),
+    ("markdown", """\
+## Driving the explorer from code
 
 Every tab is also a component of its own (`advviz.widgets.ImagePicker`, `CFRView`,
 `FeatureMapView`, `AttackLab`, `PurifierLab`, `TrainPanel`) that takes an `ExplorerState`;
@@ -43,15 +133,19 @@ component is displayed once only: showing it again would make a second, linked c
     ("code", """\
 st = explorer.state
 explorer.cfr.tau.value = 0.5          # the mask in the explorer above follows
+print(f"tau = 0.5 keeps {explorer.cfr.mask_fraction:.0%} of the pixels in the CFR")
 explorer.attack_lab.attack.value = "fgsm" if "fgsm" in explorer.attack_lab.attack.options else explorer.attack_lab.attack.value
 explorer.attack_lab.run(wait=True)    # the same as pressing Run: see the "Attack lab" tab above
 r = explorer.attack_lab.last_result
-print(st.source, "->", r and f"{r['attack']}: {st.class_name(r['before'])} -> {st.class_name(r['after'])}")"""),
+if r:
+    print(f"{r['attack']}: {st.class_name(r['before'])} -> {st.class_name(r['after'])}, "
+          f"l2 {r['l2']:.3f}, linf {r['linf'] * 255:.1f}/255, {r['seconds']:.2f} s")"""),
     ("markdown", """\
-## A seeded summary (checked by CI)
+## For maintainers: a seeded check
 
-The same steps on a fixed configuration — digits test image 0, LeNet-5 — printed with rounding
-that does not depend on the machine."""),
+Hidden on the documentation site. The same steps on a fixed configuration (digits test image 0,
+LeNet-5), printed with rounding that does not depend on the machine; the tests compare this
+output with the stored one."""),
     ("code", """\
 # NBVAL_CHECK_OUTPUT
 import torch
@@ -88,6 +182,11 @@ purified (1, 1, 28, 28) in [0, 1]: True
 """
 
 
+#: Cells the documentation site leaves out (MyST-NB's ``remove-cell`` tag): those whose source
+#: starts with one of these (the maintainers' check and its heading). The tests still run them.
+REMOVED_ON_SITE = ("## For maintainers", "# NBVAL_CHECK_OUTPUT")
+
+
 def build_notebook():  # noqa: ANN201 - nbformat.NotebookNode
     """The explorer notebook as an ``nbformat`` v4 node, without outputs."""
     import nbformat
@@ -98,6 +197,8 @@ def build_notebook():  # noqa: ANN201 - nbformat.NotebookNode
     for i, (kind, src) in enumerate(CELLS):
         cell = nbformat.v4.new_markdown_cell(src) if kind == "markdown" else nbformat.v4.new_code_cell(src)
         cell["id"] = f"advviz-explorer-{i:02d}"
+        if src.startswith(REMOVED_ON_SITE):
+            cell.metadata["tags"] = ["remove-cell"]
         if kind == "code" and src.startswith("# NBVAL_CHECK_OUTPUT"):
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=EXPECTED_SUMMARY)]
             cell.execution_count = 1  # nbval refuses reference outputs of a cell that never ran
