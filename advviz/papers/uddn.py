@@ -225,7 +225,8 @@ def _health(rows: list[dict[str, Any]], records: dict[str, dict[str, Any]]) -> d
     for name, acc in clean.items():
         rec = records.get(name, {})
         art = rec.get("artifact")
-        final = art.training.get("final", {}) if art is not None else rec.get("final", {}) or {}
+        training = art.training if art is not None else rec.get("training") or {}
+        final = training.get("final") or {}
         out[name] = {"clean_accuracy": acc, "share_of_undefended": acc / clean["none"] if clean.get("none") else None,
                      "final_loss": final.get("loss") if isinstance(final, dict) else None}
     return out
