@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import requires_cifar, requires_resnet
+from tests.helpers import uddn_run_with_stand_ins
 
 SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -116,22 +117,7 @@ def test_reproduce_purifier_carries_provenance():
 @requires_cifar
 @requires_resnet
 def test_reproduce_uddn_carries_provenance(monkeypatch):
-    from advviz import models
-    from advviz.defenses import distillation as D
-    from advviz.defenses import uddn as U
-    from advviz.papers import protected
-    from advviz.papers import uddn as P
-
-    torch.manual_seed(0)
-    nets = {k: (U.UDDN(3, 4) if k != "dae" else U.dae_network(3, 4)).eval() for k in ("uddn", "dae", "pgd")}
-    monkeypatch.setattr(U, "load_denoiser", lambda kind, **_k: (nets[kind], {"name": kind, "guidance": kind}))
-    stand_in = models.create("resnet20").eval()
-    monkeypatch.setattr(protected, "resnet20", lambda *_a, **_k: (stand_in, {"name": "pgd_at stand-in"}))
-    monkeypatch.setattr(D, "load_defensive_student", lambda *_a, **_k: (stand_in, {"name": "dd stand-in"}))
-    x = torch.rand(4, 3, 32, 32)
-    monkeypatch.setattr(U, "training_pairs", lambda *_a, **_k: (x, x, torch.zeros(4, dtype=torch.long), {}))
-    monkeypatch.setattr(P, "_student", lambda *_a, **_k: stand_in)
-    res = P.run(quick=True, n=4, device="cpu")
+    res = uddn_run_with_stand_ins(monkeypatch)
     _check(res, "resnet20_cifar10", "resnet32_cifar10")
 
 

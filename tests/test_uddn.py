@@ -13,7 +13,7 @@ from torch import nn
 
 from advviz import defenses
 
-from tests.helpers import replace_artifact, stub_artifacts
+from tests.helpers import replace_artifact, stub_artifacts, uddn_run_with_stand_ins
 
 U = importlib.import_module("advviz.defenses.uddn")
 G = importlib.import_module("advviz.defenses.gnr")
@@ -383,20 +383,9 @@ def test_gnr_training_pairs_are_repeatable(monkeypatch, tmp_path):
 def test_uddn_reproduction_rows_name_the_papers_baselines(one_thread, monkeypatch):
     """The paper's "PGD" row is the pixel-guided denoiser and "distillation" Papernot's defence, with
     the paper's values; advviz's own variants (pgd_at, adv_distillation) carry none (issue 15, 1-2)."""
-    from advviz import models
-    from advviz.papers import protected
     from advviz.papers import uddn as P
 
-    torch.manual_seed(0)
-    nets = {k: (U.UDDN(3, 4) if k != "dae" else U.dae_network(3, 4)).eval() for k in ("uddn", "dae", "pgd")}
-    monkeypatch.setattr(U, "load_denoiser", lambda kind, **_k: (nets[kind], {"name": kind, "guidance": kind}))
-    stand_in = models.create("resnet20").eval()
-    monkeypatch.setattr(protected, "resnet20", lambda *_a, **_k: (stand_in, {"name": "pgd_at stand-in"}))
-    monkeypatch.setattr(D, "load_defensive_student", lambda *_a, **_k: (stand_in, {"name": "dd stand-in"}))
-    x = torch.rand(4, 3, 32, 32)
-    monkeypatch.setattr(U, "training_pairs", lambda *_a, **_k: (x, x, torch.zeros(4, dtype=torch.long), {}))
-    monkeypatch.setattr(P, "_student", lambda *_a, **_k: stand_in)
-    res = P.run(quick=True, n=4, device="cpu")
+    res = uddn_run_with_stand_ins(monkeypatch)
     rows = {(r["defense"], r["test_set"]): r for r in res["rows"] if r["threat"] == "oblivious"}
     assert {d for d, _ in rows} == {"none", "dae", "pgd", "uddn", "pgd_at", "jpeg", "distillation",
                                     "adv_distillation", "uddn_distillation"}

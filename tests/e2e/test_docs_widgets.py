@@ -26,13 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e._browser import CHROMIUM, CHROMIUM_ARGS, OUT, ROOT
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
-OUT = ROOT / "test-output" / "e2e"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
 STATE = 'script[type="application/vnd.jupyter.widget-state+json"]'
 # what the HTML manager drew: tab titles, images (and how many are broken), widget error views
 DRAWN = """() => ({
