@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from advviz.defenses import twostream as ts
+from advviz.papers import twostream as paper
 
 # ---------------------------------------------------------------------------------------------
 # Algorithm 1 on hand-made probability vectors
@@ -202,15 +203,15 @@ def test_universal_type_i_is_fitted_on_other_images():
         y_fit, y = det.high(det.high_input(x_fit)).argmax(1), det.high(det.high_input(x1)).argmax(1)
     cfg = {"eps": 0.1, "max_passes": 1, "df_steps": 3}
     v = universal_perturbation(det.high, det.high_input(x_fit), y_fit, seed=0, **cfg)
-    a1 = ts.attack_type_i(det, "universal", x1, y, fit=(x_fit, y_fit), **cfg)
-    a2 = ts.attack_type_i(det, "universal", x2, y, fit=(x_fit, y_fit), **cfg)
+    a1 = paper.attack_type_i(det, "universal", x1, y, fit=(x_fit, y_fit), **cfg)
+    a2 = paper.attack_type_i(det, "universal", x2, y, fit=(x_fit, y_fit), **cfg)
     assert v.abs().max() > 0
     assert torch.allclose(a1, (det.high_input(x1) + v).clamp(0, 1))
     assert torch.allclose(a2, (det.high_input(x2) + v).clamp(0, 1))
-    on_itself = ts.attack_type_i(det, "universal", x1, y, **cfg)   # the old behaviour: fitted on x1
+    on_itself = paper.attack_type_i(det, "universal", x1, y, **cfg)   # the old behaviour: fitted on x1
     assert not torch.allclose(on_itself, a1)
     with pytest.raises(ValueError, match="universal"):
-        ts.attack_type_i(det, "fgsm", x1, y, fit=(x_fit, y_fit), eps=0.1)
+        paper.attack_type_i(det, "fgsm", x1, y, fit=(x_fit, y_fit), eps=0.1)
 
 
 def test_fig4_adds_the_upscaled_low_resolution_perturbation():
@@ -225,7 +226,7 @@ def test_fig4_adds_the_upscaled_low_resolution_perturbation():
         seen["model"] = model
         return (xl + delta_low).clamp(0, 1)
 
-    out = ts.fig4_attack(low, x, torch.zeros(2, dtype=torch.long), attack, low_size=8)
+    out = paper.fig4_attack(low, x, torch.zeros(2, dtype=torch.long), attack, low_size=8)
     assert seen["shape"] == (2, 3, 8, 8) and seen["model"] is low
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     x_low = ts.resize(x, 8)
@@ -240,12 +241,12 @@ def test_fig4_adds_the_upscaled_low_resolution_perturbation():
 
 def test_fig4_clips_to_unit_range_and_is_identity_at_low_size():
     x = torch.ones(1, 3, 16, 16) * 0.98
-    out = ts.fig4_attack(_Lin(8), x, torch.zeros(1, dtype=torch.long), lambda m, a, b: (a - 0.5).clamp(0, 1) * 0 + 1.0,
+    out = paper.fig4_attack(_Lin(8), x, torch.zeros(1, dtype=torch.long), lambda m, a, b: (a - 0.5).clamp(0, 1) * 0 + 1.0,
                          low_size=8)
     assert out.max() <= 1.0 and torch.allclose(out, torch.ones_like(out))
     x8 = torch.rand(1, 3, 8, 8)
     adv = torch.rand(1, 3, 8, 8)
-    assert torch.allclose(ts.fig4_attack(_Lin(8), x8, torch.zeros(1, dtype=torch.long), lambda m, a, b: adv,
+    assert torch.allclose(paper.fig4_attack(_Lin(8), x8, torch.zeros(1, dtype=torch.long), lambda m, a, b: adv,
                                          low_size=8), adv, atol=1e-6)
 
 
@@ -313,7 +314,7 @@ def _run_sequence(fakes: list[int], **kw) -> list[tuple[int, bool, bool]]:
     cc, bl = torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.bool)
     out = []
     for f in fakes:
-        cc, bl, ans = ts.blacklist_step(cc, bl, torch.tensor([bool(f)]), **kw)
+        cc, bl, ans = paper.blacklist_step(cc, bl, torch.tensor([bool(f)]), **kw)
         out.append((int(cc), bool(bl), bool(ans)))
     return out
 
@@ -347,25 +348,25 @@ def test_blacklist_vectorised_over_clients_matches_per_client():
     fakes = torch.rand(12, 50, generator=g) < 0.45
     cc, bl = torch.zeros(50, dtype=torch.long), torch.zeros(50, dtype=torch.bool)
     for t in range(12):
-        cc, bl, _ = ts.blacklist_step(cc, bl, fakes[t])
+        cc, bl, _ = paper.blacklist_step(cc, bl, fakes[t])
     for c in [0, 7, 31, 49]:
         last = _run_sequence(fakes[:, c].int().tolist())[-1]
         assert (int(cc[c]), bool(bl[c])) == last[:2]
 
 
 def test_simulation_end_points():
-    res = ts.simulate_blacklist(torch.zeros(10, dtype=torch.bool), torch.ones(10, dtype=torch.bool),
+    res = paper.simulate_blacklist(torch.zeros(10, dtype=torch.bool), torch.ones(10, dtype=torch.bool),
                                 n_clients=500, n_adversarial=100, rounds=5, seed=0)
     assert res.adversarial.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]           # always rejected: listed at image 3
     assert res.normal.tolist() == [0.0] * 5 and res.normal_ever == 0
-    half = ts.simulate_blacklist(torch.tensor([False, True]), torch.tensor([True, True, True, False]),
+    half = paper.simulate_blacklist(torch.tensor([False, True]), torch.tensor([True, True, True, False]),
                                  n_clients=2000, n_adversarial=1000, rounds=30, seed=1)
-    again = ts.simulate_blacklist(torch.tensor([False, True]), torch.tensor([True, True, True, False]),
+    again = paper.simulate_blacklist(torch.tensor([False, True]), torch.tensor([True, True, True, False]),
                                   n_clients=2000, n_adversarial=1000, rounds=30, seed=1)
     assert (half.adversarial == again.adversarial).all()                    # seeded
     assert half.adversarial[-1] > 0.9 and half.normal[-1] < half.adversarial[-1]
     with pytest.raises(ValueError):
-        ts.simulate_blacklist(torch.zeros(2, dtype=torch.bool), torch.ones(2, dtype=torch.bool),
+        paper.simulate_blacklist(torch.zeros(2, dtype=torch.bool), torch.ones(2, dtype=torch.bool),
                               n_clients=10, n_adversarial=11)
 
 
@@ -375,10 +376,10 @@ def test_plot_blacklist_returns_figure():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    res = ts.simulate_blacklist(torch.zeros(4, dtype=torch.bool), torch.ones(4, dtype=torch.bool),
+    res = paper.simulate_blacklist(torch.zeros(4, dtype=torch.bool), torch.ones(4, dtype=torch.bool),
                                 n_clients=100, n_adversarial=10, rounds=4)
     fig, ax = plt.subplots()
-    assert ts.plot_blacklist({"x": res}, ax=ax) is fig
+    assert paper.plot_blacklist({"x": res}, ax=ax) is fig
     assert len(ax.lines) == 2
     plt.close("all")
 
@@ -394,15 +395,15 @@ def test_type_iii_keeps_the_attack_contract():
     x = torch.rand(5, 3, 8, 8)
     x0 = x.clone()
     y = torch.arange(5)
-    xa = ts.attack_type_iii(det, x, y, eps=4 / 255, alpha=1 / 255, steps=6)
+    xa = paper.attack_type_iii(det, x, y, eps=4 / 255, alpha=1 / 255, steps=6)
     assert torch.equal(x, x0) and xa.shape == x.shape and xa.dtype == x.dtype and not xa.requires_grad
     assert float((xa - x).abs().max()) <= 4 / 255 + 1e-6 and float(xa.min()) >= 0 and float(xa.max()) <= 1
     assert high.training and not low.training and low.fc.weight.requires_grad and high.fc.weight.grad is None
     # float64 in, float64 out; zero steps return x
-    assert ts.attack_type_iii(det, x.double(), y, steps=2).dtype == torch.float64
-    assert torch.equal(ts.attack_type_iii(det, x, y, steps=0), x)
+    assert paper.attack_type_iii(det, x.double(), y, steps=2).dtype == torch.float64
+    assert torch.equal(paper.attack_type_iii(det, x, y, steps=0), x)
     with pytest.raises(ValueError, match="255"):
-        ts.attack_type_iii(det, x, y, eps=8)
+        paper.attack_type_iii(det, x, y, eps=8)
 
 
 def test_type_iii_step_follows_its_loss_and_keeps_accepted_wrong_images():
@@ -418,7 +419,7 @@ def test_type_iii_step_follows_its_loss_and_keeps_accepted_wrong_images():
     y = label.clone()
     y[0] = (label[0] + 1) % 10  # image 0 is already accepted with a wrong label
     eps = 2 / 255
-    xa = ts.attack_type_iii(det, x, y, eps=eps, alpha=eps, steps=1)
+    xa = paper.attack_type_iii(det, x, y, eps=eps, alpha=eps, steps=1)
     assert torch.equal(xa[0], x[0])
     xi = x[1:].clone().requires_grad_(True)
     lh = high(det.high_input(xi)).log_softmax(1)

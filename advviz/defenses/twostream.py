@@ -4,7 +4,8 @@ A high-resolution network (the paper: Inception-v3 on 299x299 ImageNet images) a
 low-resolution network (ResNet-32 on 32x32 CIFAR-10 images) classify the same image; their
 labels are brought to a common label set with a *mapping table* (ImageNet -> CIFAR-10, "other"
 for the rest) and compared by **Algorithm 1**; an image the two streams disagree on is rejected
-as adversarial. **Algorithm 2** blacklists clients that keep sending rejected images.
+as adversarial. (**Algorithm 2**, which blacklists clients that keep sending rejected images, is
+:mod:`advviz.papers.twostream_blacklist`.)
 
 Algorithm 1 (:func:`compare`), as implemented: take the top-5 ``(Y_high^i, P_high^i)`` of the
 high network and the top-2 ``(Y_low^j, P_low^j)`` of the low network (softmax probabilities);
@@ -46,12 +47,10 @@ maps to the low stream's label is a strong agreement): a low stream fooled into 
 stream ranks in its top-5 with ``P >= p1`` is accepted with the wrong label. ``k_high`` can be
 lowered to compensate.
 
-Attacks (Table 1): *type I* attacks target the high-resolution network on the upsampled image
-(:func:`attack_type_i`); *type II* attacks target the low-resolution network, on a
-high-resolution image through the Fig. 4 pipeline (:func:`fig4_attack`: downscale, attack the
-low network, upscale the difference, add it). The *type III* attack (:func:`attack_type_iii`,
-advviz's adaptive attack; the paper has none) differentiates through both streams and Algorithm
-1's agreement rule at once.
+The paper's attacks on the detector (Table 1: types I and II, Fig. 4, and advviz's adaptive type
+III) live in :mod:`advviz.papers.twostream_attacks`, and Algorithm 2 (blacklisting clients) in
+:mod:`advviz.papers.twostream_blacklist`: the detector stays a defense, the experiments on it are
+the paper's.
 """
 
 from __future__ import annotations
@@ -59,40 +58,33 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import Inception3
 
+from advviz import artifacts, models
 from advviz._modules import model_guard
+from advviz._weights import CheckpointError, load_state_file
+from advviz.models import Normalize
 
 __all__ = [
-    "TYPE_I",
-    "TYPE_II",
-    "TYPE_III",
-    "BlacklistResult",
+    "OTHER",
+    "CIFAR10_CLASSES",
     "TwoStream",
     "TwoStreamResult",
-    "attack_type_i",
-    "attack_type_ii",
-    "attack_type_iii",
-    "blacklist_curves",
-    "blacklist_step",
     "compare",
     "default_pair",
-    "fig4_attack",
     "identity_mapping",
     "imagenet_cifar10_mapping",
     "imagenet_high",
     "mapping_table",
-    "plot_blacklist",
     "resize",
-    "simulate_blacklist",
 ]
 
 log = logging.getLogger(__name__)
@@ -300,8 +292,6 @@ def default_pair(*, dataset: str = "cifar10", p1: float = 0.10, p2: float = 0.20
     any machine): ``highres_resnet8_digits`` (64x64, trained by advviz on first use, about a
     minute on a CPU) and ``lenet5_digits`` (28x28).
     """
-    from advviz import models
-
     pairs = {"cifar10": ("highres_resnet8_cifar10", "resnet32_cifar10"),
              "digits": ("highres_resnet8_digits", "lenet5_digits")}
     if dataset not in pairs:
@@ -317,12 +307,10 @@ class _ImageNetWrapper(nn.Module):
 
     def __init__(self, net: nn.Module, size: int) -> None:
         super().__init__()
-        from advviz.models import Normalize
-
         if getattr(net, "transform_input", False):
             raise ValueError("build torchvision's inception_v3 with transform_input=False: the wrapper "
                              "normalises the input itself")
-        if isinstance(net, _inception_class()):
+        if isinstance(net, Inception3):
             # the Google Inception-v3 weights expect (x - 0.5) / 0.5, not ImageNet's mean/std
             self.normalize = Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
         else:
@@ -336,14 +324,9 @@ class _ImageNetWrapper(nn.Module):
         return out.logits if hasattr(out, "logits") else out
 
 
-def _inception_class() -> type:
-    from torchvision.models import Inception3
-
-    return Inception3
-
-
-_IMAGENET_ARCHS = {"inception_v3": ("Inception_V3_Weights", 299), "resnet50": ("ResNet50_Weights", 224),
-                   "vgg16": ("VGG16_Weights", 224), "resnet152": ("ResNet152_Weights", 224)}
+#: the high-resolution streams of the paper: torchvision architecture -> input side (their weights
+#: are the store's artefacts ``<arch>_imagenet``, :mod:`advviz.zoo.hub`)
+_IMAGENET_ARCHS = {"inception_v3": 299, "resnet50": 224, "vgg16": 224, "resnet152": 224}
 
 
 def imagenet_high(arch: str = "inception_v3", *, weights: str | os.PathLike[str] | None = None,
@@ -353,8 +336,9 @@ def imagenet_high(arch: str = "inception_v3", *, weights: str | os.PathLike[str]
     Args:
         arch: ``"inception_v3"`` (the paper's), ``"resnet50"``, ``"resnet152"`` or ``"vgg16"``.
         weights: a local state-dict file (``.pth`` read with ``weights_only=True``, or
-            ``.safetensors``). Without it, torchvision's ``IMAGENET1K_V1`` weights are used from
-            torch's hub cache, downloaded when allowed (not under ``$ADVVIZ_OFFLINE``).
+            ``.safetensors``). Without it, torchvision's ``IMAGENET1K_V1`` weights, the artefact
+            ``<arch>_imagenet`` of the store (a weight folder, advviz's cache or torch's hub
+            cache; downloaded when allowed, not under ``$ADVVIZ_OFFLINE``).
 
     Returns:
         an eval-mode module taking ``(B, 3, S, S)`` in [0, 1] and returning 1000 logits; use it
@@ -368,401 +352,25 @@ def imagenet_high(arch: str = "inception_v3", *, weights: str | os.PathLike[str]
         advviz.models.CheckpointError: no weights available (offline, no file): the message says
             where to put them.
     """
-    import torchvision
-
-    from advviz._paths import offline
-    from advviz.models import CheckpointError, load_state_file
-
     if arch not in _IMAGENET_ARCHS:
         raise KeyError(f"unknown ImageNet architecture {arch!r}; choose one of {', '.join(_IMAGENET_ARCHS)}")
-    enum_name, size = _IMAGENET_ARCHS[arch]
-    builder = getattr(torchvision.models, arch)
-    # Inception-v3: transform_input stays off whichever way the weights come (torchvision turns it
-    # on only for its own weight enum); _ImageNetWrapper feeds (x - 0.5) / 0.5, what they expect.
-    extra = {"aux_logits": True, "init_weights": False, "transform_input": False} if arch == "inception_v3" else {}
+    size = _IMAGENET_ARCHS[arch]
+    name = f"{arch}_imagenet"
     if weights is not None:
-        net = builder(weights=None, **extra)
-        state = load_state_file(weights)
+        # Inception-v3: transform_input stays off whichever way the weights come (torchvision turns it
+        # on only for its own weight enum); _ImageNetWrapper feeds (x - 0.5) / 0.5, what they expect.
+        net = artifacts.get_spec(name).make()
         try:
-            net.load_state_dict(state, strict=True)
+            net.load_state_dict(load_state_file(weights), strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{weights} does not fit torchvision's {arch}: {exc}") from exc
     else:
-        wenum = getattr(torchvision.models, enum_name).IMAGENET1K_V1
-        hub_file = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(wenum.url))
-        if offline() and not os.path.isfile(hub_file):
-            raise CheckpointError(
-                f"torchvision's ImageNet weights for {arch} are not in {hub_file} and downloads are disabled "
-                f"(ADVVIZ_OFFLINE); pass weights=PATH to a state-dict file, or use the offline default pair "
-                f"(advviz.defenses.twostream.default_pair())")
         try:
-            net = builder(weights=wenum, **extra)
-        except Exception as exc:  # URLError, HTTPError, hash mismatch ...
-            raise CheckpointError(f"could not get torchvision's ImageNet weights for {arch} ({type(exc).__name__}: "
-                                  f"{exc}); with no network pass weights=PATH to a state-dict file") from exc
+            net = artifacts.fresh(name)
+        except artifacts.ArtifactError as exc:
+            raise CheckpointError(f"{exc}; or pass weights=PATH to a state-dict file, or use the offline default "
+                                  "pair (advviz.defenses.twostream.default_pair())") from exc
     model = _ImageNetWrapper(net, size).eval()
     if device is not None:
         model.to(device)
     return model
-
-
-# ---------------------------------------------------------------------------------------------
-# type I / type II attacks (Table 1), Fig. 4
-# ---------------------------------------------------------------------------------------------
-
-TYPE_I = ("fgsm", "bim", "mifgsm", "deepfool", "universal")
-TYPE_II = ("fgsm", "bim", "one_pixel", "three_pixel", "cw_l2")
-TYPE_III = ("joint_pgd",)
-
-
-def _run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Mapping[str, Any],
-                seed: int, batch: int) -> torch.Tensor:
-    import inspect
-
-    from advviz import attacks
-
-    kw = dict(cfg)
-    if name == "three_pixel":
-        name, kw = "one_pixel", {**kw, "pixels": 3}
-    spec = attacks.get(name)
-    if "seed" in inspect.signature(spec.fn).parameters:
-        kw.setdefault("seed", seed)
-    if name == "universal":  # one perturbation for the whole set, not per batch
-        return spec.fn(model, x, y, **kw)
-    return torch.cat([spec.fn(model, x[s:s + batch], y[s:s + batch], **kw) for s in range(0, x.shape[0], batch)])
-
-
-def attack_type_i(ts: TwoStream, name: str, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
-                  batch: int = 128, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  **cfg: Any) -> torch.Tensor:
-    """Type I attack: attack the high stream on ``x`` upsampled to its input size.
-
-    Args:
-        ts: the detector.
-        name: an attack of :data:`TYPE_I` (any registered attack works).
-        x: ``(B, C, H, W)`` images in [0, 1] (e.g. 32x32 CIFAR-10; upsampled first, as the paper
-            resizes CIFAR-10 to 299x299 before a type I attack).
-        y: ``(B,)`` labels in the *high stream's* label space.
-        seed: attack seed.
-        fit: ``universal`` only: ``(x_fit, y_fit)``, other images (same layout as ``x``, ``y``)
-            on which the universal perturbation is computed before it is added to ``x``, as
-            Moosavi-Dezfooli et al. fit it on training images and evaluate it on unseen ones.
-            ``None``: fitted on ``x`` itself (the registered attack's behaviour).
-        **cfg: the attack's keyword options.
-
-    Returns:
-        the adversarial image at the high stream's resolution, ``(B, C, *ts.high_size)`` in [0, 1].
-
-    Raises:
-        ValueError: ``fit`` given for another attack than ``universal``.
-    """
-    if fit is not None:
-        if name != "universal":
-            raise ValueError(f"fit=(x_fit, y_fit) is for the universal perturbation only, not {name!r}")
-        from advviz.attacks import universal_perturbation
-
-        kw = dict(cfg)
-        kw.setdefault("seed", seed)
-        v = universal_perturbation(ts.high, ts.high_input(fit[0]), fit[1].to(x.device), **kw)
-        return (ts.high_input(x) + v).clamp(0.0, 1.0).detach()
-    return _run_attack(name, ts.high, ts.high_input(x), y, cfg, seed, batch)
-
-
-def fig4_attack(low: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                attack: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor], *,
-                low_size: int | tuple[int, int] = 32) -> torch.Tensor:
-    """Fig. 4: a type II attack on a high-resolution image.
-
-    ``x_low = resize(x, low_size)`` (area); ``x_low_adv = attack(low, x_low, y)``;
-    ``d = x_low_adv - x_low``; ``x_adv = clip(x + upsample(d, x's size), 0, 1)`` (bilinear).
-    When ``x`` is already at ``low_size`` this is the attack itself.
-
-    Args:
-        low: the low-resolution network.
-        x: ``(B, C, H, W)`` images in [0, 1].
-        y: ``(B,)`` labels of the low network.
-        attack: ``(model, x, y) -> x_adv``.
-        low_size: the low network's input size.
-
-    Returns:
-        ``(B, C, H, W)`` in [0, 1].
-    """
-    x_low = resize(x, low_size)
-    d = attack(low, x_low, y) - x_low
-    if tuple(d.shape[-2:]) != tuple(x.shape[-2:]):
-        d = F.interpolate(d, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
-    return (x + d).clamp(0.0, 1.0).detach()
-
-
-def attack_type_ii(ts: TwoStream, name: str, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
-                   batch: int = 128, **cfg: Any) -> torch.Tensor:
-    """Type II attack: attack the low stream through :func:`fig4_attack` at ``x``'s resolution.
-
-    ``name`` is one of :data:`TYPE_II` (``three_pixel`` is ``one_pixel`` with 3 pixels); ``y``
-    are the low stream's labels. Returns ``(B, C, H, W)`` at ``x``'s size, in [0, 1].
-    """
-    return fig4_attack(ts.low, x, y, lambda m, xl, yl: _run_attack(name, m, xl, yl, cfg, seed, batch),
-                       low_size=ts.low_size)
-
-
-def _common_log_probs(logits: torch.Tensor, mapping: torch.Tensor, n_common: int) -> torch.Tensor:
-    """``(B, n_common)``: per common label ``c``, the largest log-softmax over the stream's classes mapped
-    to ``c`` (``-inf`` where none is): the entry Algorithm 1 would pair for ``c``."""
-    logp = logits.float().log_softmax(1)
-    out = logp.new_full((logp.shape[0], n_common), float("-inf"))
-    for c in range(n_common):
-        cols = (mapping == c).nonzero().flatten()
-        if len(cols):
-            out[:, c] = logp[:, cols].max(1).values
-    return out
-
-
-def attack_type_iii(ts: TwoStream, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
-                    alpha: float = 1 / 255, steps: int = 10, seed: int | None = 0, random_start: bool = False,
-                    batch: int = 128) -> torch.Tensor:
-    """Type III (adaptive) attack: L-inf PGD through both streams and Algorithm 1's agreement rule.
-
-    Type I attacks fool only the high stream, type II only the low one, so the streams disagree and
-    Algorithm 1 rejects; an attacker who knows the detector attacks both at once and makes them
-    *agree on a wrong label* (Athalye et al. 2018; Tramer et al. 2020: attack the whole defense).
-    With ``log P_s(c)`` the stream's log-softmax of common label ``c`` (the largest over the
-    stream's classes that map to ``c``, the entry Algorithm 1 pairs), each step
-
-    1. picks the target ``t = argmax_{c != y} [log P_high(c) + log P_low(c)]``: the wrong label the
-       two streams jointly rank highest at the current iterate (re-chosen every step);
-    2. descends ``L(x') = -log P_high(t | up(x')) - log P_low(t | down(x'))``, i.e. ascends
-       ``log(P_high(t) * P_low(t))``, the log of Algorithm 1's score of the pair ``(t, t)``:
-       ``x' <- clip_{x, eps}(x' - alpha * sign(grad L))``. The gradient passes through the
-       resizing of each stream (:meth:`TwoStream.high_input` / :meth:`~TwoStream.low_input`,
-       bilinear and area interpolation are differentiable).
-
-    Raising both probabilities of ``t`` satisfies the thresholds ``P_high >= p1``,
-    ``P_low >= p2`` and, once ``t`` leads both top lists, makes ``(t, t)`` the pair of largest
-    product, so Algorithm 1 answers ``t``. The rule itself (top-k, thresholds, argmax) is
-    piecewise constant, so it is not differentiated: it is checked at the start and after every
-    step, and each image keeps the first iterate Algorithm 1 accepts with a wrong label (the last
-    iterate if none), so success is judged by the detector itself, not by the surrogate loss.
-
-    Args:
-        ts: the detector.
-        x: ``(B, C, H, W)`` images in ``[0, 1]`` (not modified); the budget is on this resolution
-            (as the type II attacks', :func:`fig4_attack`).
-        y: ``(B,)`` true labels in the common label space.
-        eps: L-inf budget on the ``[0, 1]`` scale (default 8/255, the type II budget).
-        alpha: step size (default 1/255, the type II BIM's).
-        steps: iterations (default 10, the type II BIM's).
-        seed: seeds the random start.
-        random_start: start from a uniform point of the eps ball (default ``False``, as BIM).
-        batch: images per batch.
-
-    Returns:
-        ``(B, C, H, W)`` adversarial images in ``[0, 1]`` within ``eps`` of ``x``, ``x``'s dtype
-        and device.
-    """
-    from advviz.attacks._core import (check_budget, check_labels, generator, model_dtype, model_guard,
-                                      project_linf, to_input_dtype, working_copy)
-
-    eps = check_budget("eps", eps)
-    alpha = check_budget("alpha", alpha)
-    if int(steps) != steps or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    y = check_labels(y, x)
-    dev = x.device
-    high_map = ts.mapping.to(dev)
-    low_map = (torch.arange(_n_out(ts.low, x[:1].to(model_dtype(ts.low) or torch.float32), ts.low_input), device=dev)
-               if ts.low_mapping is None
-               else ts.low_mapping.to(dev))
-    n_common = int(max(int(high_map.max()), int(low_map.max()))) + 1
-    gen = generator(seed, dev)
-    # the streams' own dtype (float32 unless a stream is float64); half precision is computed in float32
-    dt_high, dt_low = model_dtype(ts.high) or torch.float32, model_dtype(ts.low) or torch.float32
-    work = torch.float64 if torch.float64 in (dt_high, dt_low) else torch.float32
-    out = []
-    with model_guard(ts.high), model_guard(ts.low):
-        for s in range(0, x.shape[0], batch):
-            xb, yb = working_copy(x[s:s + batch]).to(work), y[s:s + batch]
-            xa = xb.clone()
-            if random_start:
-                xa = (xa + (torch.rand(xa.shape, generator=gen, device=dev, dtype=xa.dtype) * 2 - 1) * eps).clamp(0, 1)
-            best = xa.clone()
-            done = _accepted_wrong(ts, xa, yb, dt_high, dt_low)  # already accepted with a wrong label: keep it
-            for _ in range(int(steps) if not bool(done.all()) else 0):
-                with torch.enable_grad():
-                    xi = xa.detach().requires_grad_(True)
-                    lh = _common_log_probs(ts.high(ts.high_input(xi).to(dt_high)), high_map, n_common)
-                    ll = _common_log_probs(ts.low(ts.low_input(xi).to(dt_low)), low_map, n_common)
-                    joint = (lh + ll).detach().clone()
-                    joint[torch.arange(len(yb), device=dev), yb] = float("-inf")
-                    t = joint.argmax(1)
-                    rows = torch.arange(len(yb), device=dev)
-                    loss = -(lh[rows, t] + ll[rows, t]).sum()
-                    (g,) = torch.autograd.grad(loss, xi)
-                xa = project_linf(xa - alpha * g.sign(), xb, eps).clamp(0.0, 1.0).detach()
-                ok = _accepted_wrong(ts, xa, yb, dt_high, dt_low)
-                newly = ok & ~done
-                best[newly] = xa[newly]
-                done |= ok
-                if bool(done.all()):
-                    break
-            best[~done] = xa[~done]
-            out.append(best)
-    return to_input_dtype(torch.cat(out) if out else working_copy(x), x, eps=eps)
-
-
-def _accepted_wrong(ts: TwoStream, x: torch.Tensor, y: torch.Tensor, dt_high: torch.dtype,
-                    dt_low: torch.dtype) -> torch.Tensor:
-    """``(B,)`` bool: Algorithm 1 accepts ``x`` with a label other than ``y``."""
-    with torch.no_grad():
-        p_high = ts.high(ts.high_input(x).to(dt_high)).float().softmax(1)
-        p_low = ts.low(ts.low_input(x).to(dt_low)).float().softmax(1)
-    res = compare(p_high, p_low, ts.mapping.to(x.device), None if ts.low_mapping is None else ts.low_mapping.to(x.device),
-                  p1=ts.p1, p2=ts.p2, k_high=ts.k_high, k_low=ts.k_low)
-    return ~res.reject & (res.labels != y)
-
-
-def _n_out(model: nn.Module, x1: torch.Tensor, prep: Callable[[torch.Tensor], torch.Tensor]) -> int:
-    with torch.no_grad():
-        with model_guard(model, freeze=False):
-            return int(model(prep(x1)).shape[1])
-
-
-# ---------------------------------------------------------------------------------------------
-# Algorithm 2: blacklisting
-# ---------------------------------------------------------------------------------------------
-
-def blacklist_step(cc: torch.Tensor, blacklisted: torch.Tensor, fake: torch.Tensor, *, cc_max: int = 15,
-                   threshold: int = 3, release: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One image from each client through Algorithm 2, vectorised over clients.
-
-    Per client (``IP``) with confidence counter ``CC`` and blacklist flag:
-
-    1. ``CC += 1`` if the image was rejected (``Img^RoF = 0``, ``fake``), else ``CC -= 1``;
-       ``CC`` is clamped to ``[0, cc_max]`` (the paper: ``CC[IP] in [0, 15]``).
-    2. A blacklisted client is removed from the blacklist when ``CC == release`` (0) and then
-       answered with the detector's label; otherwise it gets no answer.
-    3. A client not on the blacklist is added when ``CC >= threshold`` (3) and gets no answer;
-       otherwise it is answered.
-
-    The printed pseudo-code is garbled in two places, read as follows: "``CC[IP] <- Y_n``" on
-    blacklisting is taken to be the answer being withheld (the counter is not overwritten with a
-    label); the missing ``else Cls_n <- Y_n`` branches are the answers of steps 2-3. Blacklisted
-    clients keep sending (and being scored), which is how the counter can return to 0.
-
-    Args:
-        cc: ``(N,)`` int counters. blacklisted: ``(N,)`` bool. fake: ``(N,)`` bool, True = rejected.
-
-    Returns:
-        ``(cc, blacklisted, answered)``, new tensors.
-    """
-    cc = (cc + torch.where(fake, 1, -1)).clamp(0, cc_max)
-    release_now = blacklisted & (cc <= release)
-    add_now = ~blacklisted & (cc >= threshold)
-    new_bl = (blacklisted & ~release_now) | add_now
-    answered = ~new_bl
-    return cc, new_bl, answered
-
-
-@dataclass
-class BlacklistResult:
-    """Fig. 5 data: fraction of each client type blacklisted after each image sent.
-
-    Attributes:
-        images_sent: ``(R,)`` 1..R. normal: ``(R,)`` fraction of normal clients blacklisted.
-        adversarial: ``(R,)`` fraction of adversarial clients blacklisted.
-        normal_ever: number of normal clients blacklisted at least once. config: the settings.
-    """
-
-    images_sent: np.ndarray
-    normal: np.ndarray
-    adversarial: np.ndarray
-    normal_ever: int
-    adversarial_answered_wrong: int
-    config: dict[str, Any]
-
-
-def simulate_blacklist(normal_reject: torch.Tensor, adversarial_reject: torch.Tensor, *, n_clients: int = 10_000,
-                       n_adversarial: int = 1_000, rounds: int = 20, cc_max: int = 15, threshold: int = 3,
-                       release: int = 0, seed: int = 0, adversarial_correct: torch.Tensor | None = None) -> BlacklistResult:
-    """Algorithm 2 on a simulated network (Fig. 5), vectorised over clients.
-
-    Every round each client sends one image: a normal client one drawn at random (with
-    replacement, seeded) from the clean images, an adversarial client one from the adversarial
-    images; the image's detection outcome is its precomputed Algorithm 1 verdict.
-
-    Args:
-        normal_reject: ``(M,)`` bool, Algorithm 1 rejected clean image m.
-        adversarial_reject: ``(M',)`` bool for the adversarial images.
-        n_clients: all clients (paper 10,000). n_adversarial: adversarial ones (paper 1,000).
-        rounds: images sent per client. cc_max, threshold, release: Algorithm 2's constants (15, 3, 0).
-        seed: seed of the draws.
-        adversarial_correct: optional ``(M',)`` bool, the accepted adversarial image got the true
-            label; counts answers that were wrong (``adversarial_answered_wrong``).
-    """
-    if not 0 <= n_adversarial <= n_clients:
-        raise ValueError(f"n_adversarial must be in [0, n_clients]; got {n_adversarial} of {n_clients}")
-    if len(normal_reject) == 0 or len(adversarial_reject) == 0:
-        raise ValueError("normal_reject and adversarial_reject need at least one image each")
-    if not 0 <= release < threshold <= cc_max:
-        raise ValueError(f"need 0 <= release < threshold <= cc_max; got {release}, {threshold}, {cc_max}")
-    gen = torch.Generator().manual_seed(seed)
-    nr = torch.as_tensor(normal_reject, dtype=torch.bool).cpu()
-    ar = torch.as_tensor(adversarial_reject, dtype=torch.bool).cpu()
-    n_norm = n_clients - n_adversarial
-    cc = torch.zeros(n_clients, dtype=torch.long)
-    bl = torch.zeros(n_clients, dtype=torch.bool)
-    ever = torch.zeros(n_clients, dtype=torch.bool)
-    frac_n, frac_a = [], []
-    wrong = 0
-    for _ in range(rounds):
-        i_n = torch.randint(len(nr), (n_norm,), generator=gen)
-        i_a = torch.randint(len(ar), (n_adversarial,), generator=gen)
-        fake = torch.cat([nr[i_n], ar[i_a]])
-        cc, bl, answered = blacklist_step(cc, bl, fake, cc_max=cc_max, threshold=threshold, release=release)
-        ever |= bl
-        if adversarial_correct is not None:
-            ok = torch.as_tensor(adversarial_correct, dtype=torch.bool).cpu()[i_a]
-            wrong += int((answered[n_norm:] & ~ar[i_a] & ~ok).sum())
-        frac_n.append(float(bl[:n_norm].float().mean()) if n_norm else 0.0)
-        frac_a.append(float(bl[n_norm:].float().mean()) if n_adversarial else 0.0)
-    cfg = {"n_clients": n_clients, "n_adversarial": n_adversarial, "rounds": rounds, "cc_max": cc_max,
-           "threshold": threshold, "release": release, "seed": seed,
-           "normal_reject_rate": float(nr.float().mean()), "adversarial_reject_rate": float(ar.float().mean())}
-    return BlacklistResult(images_sent=np.arange(1, rounds + 1), normal=np.array(frac_n), adversarial=np.array(frac_a),
-                           normal_ever=int(ever[:n_norm].sum()), adversarial_answered_wrong=wrong, config=cfg)
-
-
-def blacklist_curves(normal_reject: torch.Tensor, adversarial_reject: Mapping[str, torch.Tensor],
-                     **kwargs: Any) -> dict[str, BlacklistResult]:
-    """One :func:`simulate_blacklist` per attack (Fig. 5's polylines): ``{attack: result}``."""
-    return {name: simulate_blacklist(normal_reject, rej, **kwargs) for name, rej in adversarial_reject.items()}
-
-
-def plot_blacklist(curves: BlacklistResult | Mapping[str, BlacklistResult], ax: Any = None) -> Any:
-    """Fig. 5: fraction of clients blacklisted against images sent; returns the figure.
-
-    Args:
-        curves: one result or ``{attack: result}``; the normal clients' curve is drawn once
-            (from the first result).
-        ax: optional matplotlib axes.
-    """
-    import matplotlib.pyplot as plt
-
-    if isinstance(curves, BlacklistResult):
-        curves = {"adversarial": curves}
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-    else:
-        fig = ax.figure
-    first = None
-    for name, res in curves.items():
-        first = first or res
-        ax.plot(res.images_sent, res.adversarial, marker=".", label=f"{name} clients")
-    if first is not None:
-        ax.plot(first.images_sent, first.normal, color="k", linestyle="--", label="normal clients")
-    ax.set_xlabel("images sent per client")
-    ax.set_ylabel("fraction blacklisted")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Algorithm 2: blacklisting (Fig. 5)")
-    return fig

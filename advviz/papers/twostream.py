@@ -40,9 +40,32 @@ from typing import Any
 
 import torch
 
+from advviz import data
+from advviz.defenses import twostream as ts
+from advviz.defenses.twostream import compare
+from advviz.papers import twostream_attacks as A
+from advviz.papers import twostream_blacklist as B
 from advviz.papers._common import format_rows, result, timer, tracked
+from advviz.papers.twostream_attacks import (
+    TYPE_I,
+    TYPE_II,
+    TYPE_III,
+    attack_type_i,
+    attack_type_ii,
+    attack_type_iii,
+    fig4_attack,
+)
+from advviz.papers.twostream_blacklist import (
+    BlacklistResult,
+    blacklist_curves,
+    blacklist_step,
+    plot_blacklist,
+    simulate_blacklist,
+)
+from advviz.train import default_device
 
-__all__ = ["GRID", "PAPER_TABLE1", "PAPER_TABLE2", "TABLES", "TARGET", "attack_configs", "format", "run", "sweep",
+__all__ = ["TYPE_I", "TYPE_II", "TYPE_III", "attack_type_i", "attack_type_ii", "attack_type_iii", "fig4_attack",
+           "BlacklistResult", "blacklist_curves", "blacklist_step", "plot_blacklist", "simulate_blacklist", "GRID", "PAPER_TABLE1", "PAPER_TABLE2", "TABLES", "TARGET", "attack_configs", "format", "run", "sweep",
            "tradeoff", "best_settings"]
 
 log = logging.getLogger(__name__)
@@ -104,7 +127,6 @@ def attack_configs(quick: bool) -> dict[str, dict[str, dict[str, Any]]]:
 def _verdicts(det: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per image: H-Net top-5 hit, L-Net top-1 hit, Algorithm 1's reject and right flags."""
     p_high, p_low = det.probabilities(x)
-    from advviz.defenses.twostream import compare
 
     mapping = det.mapping.to(p_high.device)
     top5 = mapping[p_high.topk(5, dim=1).indices]
@@ -117,9 +139,6 @@ def _verdicts(det: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Ten
 
 def _compute(*, n: int, quick: bool, seed: int, device: torch.device, attacks: tuple[str, ...] | None,
              p1: float, p2: float) -> tuple[list[dict[str, Any]], dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
-    from advviz import data
-    from advviz.defenses import twostream as ts
-
     det = ts.default_pair(p1=p1, p2=p2, device=device)
     x, y = data.sample(data.load("cifar10", "test"), n, seed=seed)
     x, y = x.to(device), y.to(device)
@@ -130,7 +149,7 @@ def _compute(*, n: int, quick: bool, seed: int, device: torch.device, attacks: t
     x_fit, y_fit = x_fit.to(device), y_fit.to(device)
     cfgs = attack_configs(quick)
     runs: list[tuple[str, str, Any]] = [("none", "none", None)]
-    for kind, names in (("I", ts.TYPE_I), ("II", ts.TYPE_II), ("III", ts.TYPE_III)):
+    for kind, names in (("I", A.TYPE_I), ("II", A.TYPE_II), ("III", A.TYPE_III)):
         runs += [(kind, a, cfgs[kind][a]) for a in names if attacks is None or a in attacks]
     out: list[dict[str, Any]] = []
     verdicts: dict[str, dict[str, torch.Tensor]] = {}
@@ -140,11 +159,11 @@ def _compute(*, n: int, quick: bool, seed: int, device: torch.device, attacks: t
                 xa = x
             elif kind == "I":
                 fit = (x_fit, y_fit) if name == "universal" else None
-                xa = ts.attack_type_i(det, name, x, y, seed=seed, fit=fit, **cfg)
+                xa = A.attack_type_i(det, name, x, y, seed=seed, fit=fit, **cfg)
             elif kind == "II":
-                xa = ts.attack_type_ii(det, name, x, y, seed=seed, **cfg)
+                xa = A.attack_type_ii(det, name, x, y, seed=seed, **cfg)
             else:
-                xa = ts.attack_type_iii(det, x, y, seed=seed, **cfg)
+                xa = A.attack_type_iii(det, x, y, seed=seed, **cfg)
         v = _verdicts(det, xa, y)
         verdicts[f"{kind}:{name}"] = v
         out.append({"type": kind, "attack": name, "v": v, "seconds": t["seconds"]})
@@ -181,9 +200,6 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
         The result dict (``rows`` as the paper's tables) with ``"tradeoff"``: :func:`sweep` over
         :data:`GRID` on the same images (``{"grid", "target", "attacks", "rows", "met"}``).
     """
-    from advviz.defenses import twostream as ts
-    from advviz.train import default_device
-
     table = table or "all"
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r} for the two-stream paper; choose one of {', '.join(TABLES)}")
@@ -215,7 +231,7 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
     if table in ("all", "fig5"):
         normal = verdicts["none:none"]["reject"]
         for r in runs[1:]:
-            res = ts.simulate_blacklist(normal, r["v"]["reject"], n_clients=fig5_clients,
+            res = B.simulate_blacklist(normal, r["v"]["reject"], n_clients=fig5_clients,
                                         n_adversarial=fig5_adversarial, rounds=fig5_rounds, seed=seed,
                                         adversarial_correct=r["v"]["right"])
             row = {"table": "fig5", "type": r["type"], "attack": r["attack"]}
@@ -253,8 +269,6 @@ def sweep(y: torch.Tensor, probs: dict[str, tuple[torch.Tensor, torch.Tensor]], 
         ``<type>:<attack>_wrong`` and ``_reject`` per attacked set, ``type_ii_wrong`` (the largest
         over the type II sets) and ``meets_target``; ``met`` lists the rows that meet it.
     """
-    from advviz.defenses.twostream import compare
-
     grid = dict(GRID if grid is None else grid)
     target = dict(TARGET if target is None else target)
     if "none:none" not in probs:
@@ -294,10 +308,6 @@ def tradeoff(*, n: int = 256, seed: int = 0, device: str | torch.device | None =
     Returns:
         :func:`sweep`'s dict plus ``"config"`` (``n``, ``seed``, the streams, the attacks).
     """
-    from advviz import data
-    from advviz.defenses import twostream as ts
-    from advviz.train import default_device
-
     dev = torch.device(device) if device is not None else default_device()
     det = ts.default_pair(device=dev)
     x, y = data.sample(data.load("cifar10", "test"), n, seed=seed)
@@ -305,7 +315,7 @@ def tradeoff(*, n: int = 256, seed: int = 0, device: str | torch.device | None =
     cfgs = attack_configs(quick=True)["II"]
     sets = {"none:none": x}
     for name in ("fgsm", "bim"):
-        sets[f"II:{name}"] = ts.attack_type_ii(det, name, x, y, seed=seed, **cfgs[name])
+        sets[f"II:{name}"] = A.attack_type_ii(det, name, x, y, seed=seed, **cfgs[name])
     probs = {k: tuple(p.cpu() for p in det.probabilities(v)) for k, v in sets.items()}
     out = sweep(y, probs, mapping=ts.identity_mapping(10), grid=grid)
     out["config"] = {"n": n, "seed": seed, "data": DATA, "high": "highres_resnet8_cifar10 (64x64)",

@@ -20,12 +20,14 @@ import ipywidgets as W
 import torch
 
 from advviz.defenses import twostream as ts
+from advviz.papers import twostream as paper
+from advviz.papers.twostream import attack_configs
 from advviz.widgets import _render as R
 from advviz.widgets._errors import ErrorArea, guarded
 
 __all__ = ["ATTACK_CHOICES", "TwoStreamState", "TwoStreamView"]
 
-ATTACK_CHOICES = ["none"] + [f"I: {a}" for a in ts.TYPE_I] + [f"II: {a}" for a in ts.TYPE_II]
+ATTACK_CHOICES = ["none"] + [f"I: {a}" for a in paper.TYPE_I] + [f"II: {a}" for a in paper.TYPE_II]
 _IMG = {"width": "170px", "height": "170px", "object_fit": "contain"}
 
 
@@ -48,8 +50,6 @@ class TwoStreamState:
 
     def __init__(self, detector: ts.TwoStream, x: torch.Tensor, y: torch.Tensor, classes: Sequence[str], *,
                  configs: dict[str, dict[str, dict[str, Any]]] | None = None, seed: int = 0) -> None:
-        from advviz.papers.twostream import attack_configs
-
         self.detector = detector
         self.x, self.y = x, y
         self.classes = list(classes)
@@ -65,10 +65,10 @@ class TwoStreamState:
             if kind == "none":
                 self._adv[choice] = self.x
             elif kind == "I":
-                self._adv[choice] = ts.attack_type_i(self.detector, name, self.x, self.y, seed=self.seed,
+                self._adv[choice] = paper.attack_type_i(self.detector, name, self.x, self.y, seed=self.seed,
                                                      **self.configs["I"][name])
             else:
-                self._adv[choice] = ts.attack_type_ii(self.detector, name, self.x, self.y, seed=self.seed,
+                self._adv[choice] = paper.attack_type_ii(self.detector, name, self.x, self.y, seed=self.seed,
                                                       **self.configs["II"][name])
         return self._adv[choice]
 
@@ -133,7 +133,7 @@ class TwoStreamView(W.VBox):
         self.tabs.set_title(0, "two-stream detector")
         self.tabs.set_title(1, "blacklist (Algorithm 2)")
         self.last_result: ts.TwoStreamResult | None = None
-        self.last_curves: dict[str, ts.BlacklistResult] = {}
+        self.last_curves: dict[str, paper.BlacklistResult] = {}
         super().__init__([self.errors, self.tabs])
         self.refresh()
 
@@ -175,7 +175,7 @@ class TwoStreamView(W.VBox):
     def _on_simulate(self, _button: Any = None) -> None:
         self.simulate()
 
-    def simulate(self) -> dict[str, ts.BlacklistResult]:
+    def simulate(self) -> dict[str, paper.BlacklistResult]:
         """Run Algorithm 2 for each selected attack with the current settings; draw Fig. 5."""
         from matplotlib.figure import Figure
 
@@ -185,10 +185,10 @@ class TwoStreamView(W.VBox):
         kw = {"n_clients": int(self.clients.value), "n_adversarial": int(self.adversarial.value),
               "rounds": int(self.rounds.value), "threshold": int(self.threshold.value),
               "release": int(self.release.value), "cc_max": int(self.cc_max.value), "seed": st.seed}
-        curves = {c: ts.simulate_blacklist(normal, st.verdict(c, self.p1.value, self.p2.value).reject, **kw)
+        curves = {c: paper.simulate_blacklist(normal, st.verdict(c, self.p1.value, self.p2.value).reject, **kw)
                   for c in self.sim_attacks.value}
         fig = Figure(figsize=(6, 3.5), dpi=80, layout="constrained")
-        ts.plot_blacklist(curves, ax=fig.subplots())
+        paper.plot_blacklist(curves, ax=fig.subplots())
         self.plot.value = R._fig_png(fig)
         self.last_curves = curves
         self.sim_summary.value = "<br>".join(
