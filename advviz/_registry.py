@@ -1,4 +1,4 @@
-"""Registries of named callables with parameter specs (attacks, purifiers).
+"""Registries of named things: attacks, purifiers, architectures, artefacts (one mechanism for all).
 
 A registry maps a string name to a spec that carries the callable and a description of its
 keyword parameters (:class:`ParamSpec`: name, default, range, help). The widgets build their
@@ -66,6 +66,7 @@ class ParamSpec:
 
 
 S = TypeVar("S")
+_MISSING: Any = object()
 
 
 @dataclass
@@ -79,18 +80,30 @@ class Registry(Generic[S]):
     kind: str
     _items: dict[str, S] = field(default_factory=dict)
 
-    def add(self, name: str, spec: S) -> S:
-        """Register ``spec`` under ``name``; raises ``ValueError`` on a duplicate."""
-        if name in self._items:
+    def add(self, name: str, spec: S, *, replace: bool = False) -> S:
+        """Register ``spec`` under ``name``; raises ``ValueError`` on a duplicate unless ``replace``."""
+        if name in self._items and not replace:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._items[name] = spec
         return spec
 
-    def get(self, name: str) -> S:
-        """The spec named ``name``; ``KeyError`` listing the available names otherwise."""
+    def remove(self, name: str) -> S:
+        """Unregister ``name`` and return its spec (``KeyError`` when absent)."""
+        spec = self.get(name)
+        del self._items[name]
+        return spec
+
+    def values(self) -> list[S]:
+        """The registered specs, in name order."""
+        return [self._items[n] for n in self.names()]
+
+    def get(self, name: str, default: Any = _MISSING) -> S:
+        """The spec named ``name``; ``default`` when given, else ``KeyError`` listing the available names."""
         try:
             return self._items[name]
         except KeyError:
+            if default is not _MISSING:
+                return default
             raise KeyError(f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._items))}") from None
 
     def names(self) -> list[str]:
@@ -99,6 +112,15 @@ class Registry(Generic[S]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+    def __getitem__(self, name: str) -> S:
+        return self.get(name)
+
+    def __setitem__(self, name: str, spec: S) -> None:  # replace in place (tests swap an entry this way)
+        self._items[name] = spec
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     t.add_argument("--schedule", choices=("none", "cosine"), default="none")
     t.add_argument("--augment", action="store_true", help="random crop + flip (CIFAR-style)")
-    t.add_argument("--out", required=True, help="output weights (.safetensors); a checkpoint pair is kept beside it")
+    t.add_argument("--out", required=True,
+                   help="output weights (.safetensors), written when training completes (never half-written); a "
+                        "checkpoint pair <out>.ckpt.* is kept beside it and resumed by a rerun with the same settings")
+    t.add_argument("--fresh", action="store_true",
+                   help="start from epoch 0 even if a checkpoint of another run exists beside --out (it is replaced)")
     t.add_argument("--device", default=None)
     t.add_argument("--seed", type=int, default=0)
 
@@ -162,8 +166,8 @@ def _relaunch_with_torchrun(nproc: int, argv: Sequence[str]) -> int:
 def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import torch
 
-    from advviz import data, distributed, models
-    from advviz.evaluate import parse_attacks, parse_eps, robust_accuracy, threat_models, weights_provenance
+    from advviz import artifacts, data, distributed, models
+    from advviz.evaluate import parse_attacks, parse_eps, robust_accuracy, threat_models
 
     if args.nproc is not None and not distributed.active() and "WORLD_SIZE" not in os.environ:
         return _relaunch_with_torchrun(args.nproc, argv)
@@ -171,23 +175,28 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     attacks = parse_attacks(args.attacks)
     many = distributed.init(args.device)
     device = torch.device(args.device) if args.device else (distributed.local_device() if many else None)
-    model = models.load(args.model, device=device)
-    dataset_name = args.data or models.get_weights_spec(args.model).dataset
-    dataset = data.load(dataset_name, args.split)
-    if args.eot != 1 and (args.defense is None or args.threat != "adaptive"):
-        raise ValueError("--eot applies to an adaptive attack on a --defense")
-    attacked, evaluated, threat = threat_models(model, args.defense, threat=args.threat, eot_samples=args.eot)
-    meta = {"model": args.model, "data": dataset_name, "split": args.split, **threat}
-    result = robust_accuracy(evaluated, dataset, attacks=attacks, eps=eps, norm=args.norm, n=args.n,
-                             batch_size=args.batch_size, device=device, progress=not args.no_progress,
-                             resume=args.resume, seed=args.seed, version=args.version, attack_model=attacked,
-                             batch_invariant=args.batch_invariant, meta=meta, steps_check=not args.no_steps_check)
+    # every network the evaluation obtains (the model, a defense's networks, loaded on first use)
+    with artifacts.track() as used:
+        model = models.load(args.model, device=device)
+        dataset_name = args.data or models.get_weights_spec(args.model).dataset
+        dataset = data.load(dataset_name, args.split)
+        if args.eot != 1 and (args.defense is None or args.threat != "adaptive"):
+            raise ValueError("--eot applies to an adaptive attack on a --defense")
+        attacked, evaluated, threat = threat_models(model, args.defense, threat=args.threat, eot_samples=args.eot)
+        meta = {"model": args.model, "data": dataset_name, "split": args.split, **threat}
+        result = robust_accuracy(evaluated, dataset, attacks=attacks, eps=eps, norm=args.norm, n=args.n,
+                                 batch_size=args.batch_size, device=device, progress=not args.no_progress,
+                                 resume=args.resume, seed=args.seed, version=args.version, attack_model=attacked,
+                                 batch_invariant=args.batch_invariant, meta=meta,
+                                 steps_check=not args.no_steps_check)
     if not distributed.is_main():  # rank 0 reports and writes for all
         return 0 if result.complete else 130
     _out(result.format())
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(result.to_json(provenance=[weights_provenance(args.model)]), fh, indent=1)
+            # the records of the files actually loaded (model and defense), read from the store
+            provenance = artifacts.provenance(used, on_disk_only=True)
+            json.dump(result.to_json(provenance=provenance), fh, indent=1)
     if args.plot:
         title = f"{args.model}{' + ' + args.defense + ' (' + args.threat + ')' if args.defense else ''} on " \
                 f"{result.n} {dataset_name} images: security curve"
@@ -254,13 +263,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 with open(args.json, "w") as fh:
                     json.dump(rows, fh, indent=1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         failed = True
-        _out("interrupted", err=True)
+        _out(f"interrupted{': ' + str(exc) if str(exc) else ''}", err=True)
         return 130
     except (ValueError, KeyError, FileNotFoundError, ModuleNotFoundError) as exc:
         failed = True
-        _out(f"advviz: error: {exc}", err=True)
+        _out(f"advviz: error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", err=True)
+        return 2
+    except FloatingPointError as exc:  # training diverged (e.g. a learning rate far too large)
+        failed = True
+        _out(f"advviz: error: training diverged: {exc}", err=True)
         return 2
     except BaseException:
         failed = True

@@ -43,6 +43,7 @@ __all__ = [
     "sample",
     "load_image",
     "DatasetNotFoundError",
+    "cifar_augment",
 ]
 
 log = logging.getLogger(__name__)
@@ -531,3 +532,18 @@ def _convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
         return x.expand(3, -1, -1).clone()
     weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
     return (x * weights).sum(0, keepdim=True)
+
+
+def cifar_augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop (4-pixel zero padding) and horizontal flip, batched: ``(B, C, H, W)`` -> same."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    gen_dev = generator.device if generator is not None else x.device
+    dx = torch.randint(0, 9, (b,), generator=generator, device=gen_dev).to(x.device)
+    dy = torch.randint(0, 9, (b,), generator=generator, device=gen_dev).to(x.device)
+    flip = torch.rand(b, generator=generator, device=gen_dev).to(x.device) < 0.5
+    rows = (dy.view(b, 1) + torch.arange(h, device=x.device).view(1, h))  # (B, H)
+    cols = (dx.view(b, 1) + torch.arange(w, device=x.device).view(1, w))  # (B, W)
+    cols = torch.where(flip.view(b, 1), cols.flip(1), cols)
+    out = padded[torch.arange(b, device=x.device).view(b, 1, 1), :, rows.view(b, h, 1), cols.view(b, 1, w)]
+    return out.permute(0, 3, 1, 2).contiguous()

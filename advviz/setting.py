@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from advviz import data, models
+
 __all__ = ["Setting", "choose", "DIGITS_EPS", "CIFAR_EPS"]
 
 CIFAR_EPS = 8 / 255
@@ -95,8 +97,6 @@ def choose(model: str = "resnet20_cifar10", *, also: tuple[str, ...] = (), fallb
     Returns:
         The :class:`Setting`; its :attr:`~Setting.banner` is meant to be printed first.
     """
-    from advviz import data, models
-
     missing = "the offline default was asked for (prefer_paper=False)."
     if prefer_paper:
         try:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from advviz import data, models, train
+from advviz.artifacts.recipes import LENET5_DIGITS
 
 
 def _tiny_digits(n: int = 256):
@@ -19,12 +20,12 @@ def test_lenet5_digits_recipe_accuracy_and_time():
     torch.manual_seed(0)
     model = models.create("lenet5")
     t0 = time.perf_counter()
-    result = train.fit(model, data.load("digits", "train"), device="cpu", progress=False, **train.RECIPES["lenet5_digits"])
+    result = train.fit(model, data.load("digits", "train"), device="cpu", progress=False, **LENET5_DIGITS.fit_kwargs())
     seconds = time.perf_counter() - t0
     acc = train.evaluate(model, data.load("digits", "test"))
     assert acc >= 0.95, acc  # 0.992 measured
     assert seconds < 60, seconds  # ~13 s measured on the 2-core CI machine
-    assert len(result.history) == train.RECIPES["lenet5_digits"]["epochs"] and not result.interrupted
+    assert len(result.history) == LENET5_DIGITS.epochs and not result.interrupted
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert not model.training
 
@@ -128,8 +129,8 @@ def test_evaluate_accepts_tensors_and_restores_mode():
 
 def test_cifar_augment_shapes_and_determinism():
     x = torch.rand(8, 3, 32, 32)
-    a = train.cifar_augment(x, torch.Generator().manual_seed(0))
-    b = train.cifar_augment(x, torch.Generator().manual_seed(0))
+    a = data.cifar_augment(x, torch.Generator().manual_seed(0))
+    b = data.cifar_augment(x, torch.Generator().manual_seed(0))
     assert a.shape == x.shape and torch.equal(a, b)
     # each output is a crop of the zero-padded (possibly flipped) input
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))

@@ -13,7 +13,8 @@ from torch import nn
 
 from advviz import train
 from advviz._modules import model_guard, module_device
-
+from advviz.generative import wgan
+from advviz.train.checkpoints import load_checkpoint
 
 # ---------------------------------------------------------------------------------------------
 # a tiny WGAN-GP through the engine: two optimisers, n_critic critic steps per generator step
@@ -38,7 +39,7 @@ def _run(gan: nn.ModuleDict, *, epochs: int, checkpoint=None, callbacks=(), seen
         z = torch.randn(batch.shape[0], 2, generator=state.generator)
         with torch.no_grad():
             fake = gan["gen"](z)
-        gp = train.gradient_penalty(critic, batch, fake, generator=state.generator)
+        gp = wgan.gradient_penalty(critic, batch, fake, generator=state.generator)
         c_loss = critic(fake).mean() - critic(batch).mean() + 10 * gp
         opt_c.zero_grad(set_to_none=True)
         c_loss.backward()
@@ -187,7 +188,7 @@ def test_old_single_optimizer_checkpoints_still_resume(tmp_path):
                                                    "format": "advviz-fit-1"}))
     m2, opt2 = nn.Linear(3, 2), None
     opt2 = torch.optim.Adam(m2.parameters(), lr=1e-3)
-    epoch, hist = train._load_checkpoint(tmp_path / "old", m2, [opt2], torch.device("cpu"))
+    epoch, hist = load_checkpoint(tmp_path / "old", m2, [opt2], torch.device("cpu"))
     assert epoch == 1 and hist == [{"epoch": 1, "loss": 0.5}]
     assert torch.equal(m2.weight, m.weight)
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], st["state"][0]["exp_avg"])
@@ -201,13 +202,13 @@ def test_one_gradient_penalty_exact_on_a_hand_set_critic():
     from advviz.defenses import gnr
     from advviz.generative import tsgan
 
-    assert gnr.gradient_penalty is train.gradient_penalty and tsgan.gradient_penalty is train.gradient_penalty
+    assert gnr.gradient_penalty is wgan.gradient_penalty and tsgan.gradient_penalty is wgan.gradient_penalty
     # D(x) = <w, x> with w = (3, 4) (norm 5) plus a quadratic part on a second sample:
     # D(x) = sum(a * x^2): grad = 2 a x_bar
     w = torch.tensor([3.0, 4.0])
     lin = lambda v: (v * w).sum(1)  # noqa: E731
     real, fake = torch.tensor([[1.0, 2.0], [0.0, 1.0]]), torch.tensor([[0.0, 0.0], [4.0, 1.0]])
-    assert train.gradient_penalty(lin, real, fake, t=torch.tensor([0.3, 0.9])).item() == pytest.approx(16.0)
+    assert wgan.gradient_penalty(lin, real, fake, t=torch.tensor([0.3, 0.9])).item() == pytest.approx(16.0)
     a = torch.tensor([1.0, 0.5])
     quad = lambda v: (a * v ** 2).sum(1)  # noqa: E731
     t = torch.tensor([0.5, 0.25])
@@ -215,7 +216,7 @@ def test_one_gradient_penalty_exact_on_a_hand_set_critic():
     norms = (2 * a * x_bar).norm(dim=1)  # [sqrt(1 + 1), sqrt(36 + 1)]
     expected = ((math.sqrt(2) - 1) ** 2 + (math.sqrt(37) - 1) ** 2) / 2
     assert norms.tolist() == pytest.approx([math.sqrt(2), math.sqrt(37)])
-    assert train.gradient_penalty(quad, real, fake, t=t).item() == pytest.approx(expected, rel=1e-6)
+    assert wgan.gradient_penalty(quad, real, fake, t=t).item() == pytest.approx(expected, rel=1e-6)
     # TSGAN's critic loss passes its interpolation weights through (its keyword is eps)
     loss, parts = tsgan.critic_loss(lin, real, fake, gp_weight=10.0, eps=torch.tensor([0.3, 0.9]))
     assert parts["gp"] == pytest.approx(16.0)

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from advviz import defenses
-
 from tests.helpers import replace_artifact, stub_artifacts, uddn_run_with_stand_ins
 
 U = importlib.import_module("advviz.defenses.uddn")
@@ -291,7 +290,8 @@ def test_defensive_distillation_trains_at_t_on_clean_data_and_scale_head():
 
 def test_pgd_denoiser_is_the_uddn_network_trained_with_the_pixel_loss(monkeypatch, tmp_path):
     """The paper's "PGD" (ref. [27], Liao et al.): the UDDN network (laterals, x - dx) with the pixel loss."""
-    from advviz.artifacts import catalog, recipes
+    from advviz.artifacts import recipes
+    from advviz.zoo import defenses as catalog
 
     monkeypatch.setenv("ADVVIZ_CACHE", str(tmp_path))
     monkeypatch.setenv("ADVVIZ_WEIGHTS", str(tmp_path / "none"))
@@ -342,7 +342,8 @@ def test_gnr_training_pairs_are_repeatable(monkeypatch, tmp_path):
     generator weights and the same pairs (it was unseeded: the pairs differed); the UDDN, DAE and
     pixel-guided denoiser all take their pairs from one GNR artefact."""
     from advviz import artifacts, data
-    from advviz.artifacts import catalog, recipes
+    from advviz.artifacts import recipes
+    from advviz.zoo import defenses as catalog
 
     for kind in ("uddn", "dae", "pgd"):
         assert "gnr_cifar10_quick" in artifacts.get_spec(f"{kind}_resnet20_cifar10_quick").upstream

@@ -18,6 +18,18 @@ silently: it is retrained (logged as a warning), or, under ``$ADVVIZ_OFFLINE`` w
 the training summary) is written into the file's safetensors metadata when the artefact is made,
 and read back from there on every load, never rebuilt from today's code.
 
+**Seal.** Every file the store writes carries, beside its record, a seal: the sha256 of the record
+and of the file's tensors together (:func:`seal`). A file whose record was edited or whose tensors
+were replaced no longer matches its seal and is refused with a message that names it; a file of an
+artefact trained by advviz without a seal (made by an older advviz) is not used.
+
+**Providers.** The store knows no entry itself. Entries are registered by providers: modules
+named in :data:`PROVIDERS` (``advviz.zoo``, the catalogue, and :mod:`advviz.models` for the zoo's
+pretrained weights) and imported the first time a name is looked up, through the store's one
+declared hook (:func:`load_providers`; :func:`add_provider` adds one). A spec may name its builder
+by a string that a provider registers with :func:`register_builder`, so that an entry declared in
+a low layer (a pretrained model in :mod:`advviz.models`) is trained by code of a higher one.
+
 **Memoising** happens here only and is thread-safe: one eval-mode, frozen module per artefact,
 identity and device. Callers must not change a module :func:`get` returns (no ``.to()``, no
 ``.train()``); they ask :func:`get` for another device instead, or :func:`fresh` for a copy of
@@ -29,10 +41,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 import os
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,7 +56,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from advviz.models import CheckpointError
+from advviz._paths import cache_dir, offline, weights_dirs
+from advviz._registry import Registry
+from advviz._weights import CheckpointError, load_state_file, read_metadata, save_state, sha256_file, tensors_sha256
 
 __all__ = [
     "ArtifactError",
@@ -64,7 +80,14 @@ __all__ = [
     "track",
     "write",
     "META_KEY",
+    "SEAL_KEY",
     "ADDED",
+    "PROVIDERS",
+    "add_provider",
+    "load_providers",
+    "register_builder",
+    "seal",
+    "sha256_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,6 +97,12 @@ ADDED: dict[str, bool] = {"added": True}
 
 #: safetensors metadata key holding the JSON :class:`Record` (without ``sha256``/``path``/``source``).
 META_KEY = "advviz.record"
+
+#: safetensors metadata key holding the file's seal (:func:`seal`).
+SEAL_KEY = "advviz.seal"
+
+#: the modules that register the store's entries, imported on first look-up (:func:`load_providers`).
+PROVIDERS: list[str] = ["advviz.models", "advviz.zoo"]
 
 
 class ArtifactError(CheckpointError):
@@ -201,12 +230,23 @@ class BuildContext:
         device: where to train.
         progress: show progress bars.
         checkpoint: a folder for per-epoch checkpoints (resumed after an interruption).
+        inputs: in-memory inputs of this build, passed to :func:`get` / :func:`resolve` by the
+            caller (e.g. the training images of a generator); their identity must be in the recipe.
     """
 
     spec: ArtifactSpec
     device: torch.device
     progress: bool
     checkpoint: Path
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+    def input(self, key: str) -> Any:
+        """The build input ``key``; a clear error when the caller did not pass it."""
+        try:
+            return self.inputs[key]
+        except KeyError:
+            raise ArtifactError(f"{self.spec.name} is built from in-memory inputs ({key!r} missing): "
+                                f"{self.spec.description or 'see its provider'}") from None
 
     @property
     def recipe(self) -> Any:
@@ -231,13 +271,18 @@ class ArtifactSpec:
         kind: ``"classifier"``, ``"purifier"``, ``"generator"``, ``"feature network"`` ... (listings).
         dataset: what it was trained on.
         recipe: the typed training recipe (``None``: downloaded or made by the user).
-        build: ``(BuildContext) -> Built``: trains it with ``recipe`` (``None``: not trainable here).
+        build: ``(BuildContext) -> Built``: trains it with ``recipe`` (``None``: not trainable here),
+            or the name of a builder a provider registers (:func:`register_builder`).
         upstream: names of the artefacts it is made from (their identities enter this one's).
         url: download address (``None``: not downloadable).
-        sha256: the published file's sha256 (checked after download and on load).
+        sha256: the published file's sha256 (checked after download and on load), or the start of it
+            that a publisher gives (torchvision's file names carry 8 hex digits).
         description: one line for listings; for user-made weights, how to make them.
         loads: ``(module, path) -> None`` reading a file into ``make()``'s module (default: a
-            strict state-dict load through :func:`advviz.models.load_state_file`).
+            strict state-dict load through :func:`advviz._weights.load_state_file`).
+        arch: for a classifier of :mod:`advviz.models`: its architecture's name (``None`` otherwise).
+        arch_kwargs: the architecture's keyword arguments.
+        input_size: ``(C, H, W)`` the network takes (``None``: the architecture's own).
     """
 
     name: str
@@ -252,10 +297,14 @@ class ArtifactSpec:
     sha256: str | None = None
     description: str = ""
     loads: Callable[[nn.Module, Path], None] | None = None
+    arch: str | None = None
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    input_size: tuple[int, int, int] | None = None
 
 
-_SPECS: dict[str, ArtifactSpec] = {}
-_CATALOG_LOADED = False
+_SPECS: Registry[ArtifactSpec] = Registry("artefact")
+_BUILDERS: Registry[Callable[[BuildContext], Built]] = Registry("artefact builder")
+_PROVIDERS_LOADED: set[str] = set()
 _LOCK = threading.RLock()
 _NAME_LOCKS: dict[str, threading.RLock] = {}
 # keyed by name, identity, the folders searched (a changed $ADVVIZ_WEIGHTS / $ADVVIZ_CACHE looks again)
@@ -264,11 +313,11 @@ _MEMO: dict[tuple[str, str, str, str], tuple[nn.Module, Record]] = {}
 _RESOLVED: dict[tuple[str, str, str], tuple[Path, Record]] = {}
 
 
-def _where() -> str:
-    from advviz._paths import weights_dirs
-
-    return os.pathsep.join(map(str, weights_dirs()))
 _TRACKERS: list[list[str]] = []
+
+
+def _where() -> str:
+    return os.pathsep.join(map(str, weights_dirs()))
 
 
 def _note(name: str) -> None:
@@ -300,37 +349,71 @@ def register(spec: ArtifactSpec, *, replace: bool = False) -> ArtifactSpec:
     """Register ``spec`` (a second spec of the same name raises, unless ``replace``: then it takes
     the old one's place and the old one's memoised modules are dropped)."""
     with _LOCK:
-        if spec.name in _SPECS and not replace:
-            raise ValueError(f"artefact {spec.name!r} is already registered")
-        if replace and spec.name in _SPECS:
-            forget(spec.name)
         if (spec.recipe is None) != (spec.build is None):
             raise ValueError(f"artefact {spec.name!r}: a recipe and a builder go together")
-        _SPECS[spec.name] = spec
+        if replace and spec.name in _SPECS:
+            forget(spec.name)
+        _SPECS.add(spec.name, spec, replace=replace)
     return spec
 
 
-def _catalog() -> None:
-    global _CATALOG_LOADED
-    if not _CATALOG_LOADED:
-        _CATALOG_LOADED = True
-        from advviz.artifacts import catalog  # noqa: F401  (registers the entries)
+def register_builder(name: str, build: Callable[[BuildContext], Built]) -> Callable[[BuildContext], Built]:
+    """Register a builder that specs name by ``name`` (``ArtifactSpec(build=name)``); duplicates raise."""
+    with _LOCK:
+        _BUILDERS.add(name, build)
+    return build
+
+
+def add_provider(module: str) -> None:
+    """Add a module that registers entries (imported now if providers were loaded already)."""
+    with _LOCK:
+        if module not in PROVIDERS:
+            PROVIDERS.append(module)
+    load_providers()
+
+
+def load_providers() -> None:
+    """Import every module of :data:`PROVIDERS` once: the store's one declared hook for its entries.
+
+    A provider being imported (its entries may look each other up) is not imported again; one
+    whose import failed is tried again on the next look-up.
+    """
+    for module in list(PROVIDERS):
+        with _LOCK:
+            if module in _PROVIDERS_LOADED:
+                continue
+            _PROVIDERS_LOADED.add(module)
+        try:
+            importlib.import_module(module)
+        except BaseException:
+            with _LOCK:
+                _PROVIDERS_LOADED.discard(module)
+            raise
 
 
 def get_spec(name: str) -> ArtifactSpec:
     """The :class:`ArtifactSpec` registered as ``name``."""
-    _catalog()
+    if name not in _SPECS:
+        load_providers()
     try:
-        return _SPECS[name]
+        return _SPECS.get(name)
     except KeyError:
         raise KeyError(f"no artefact named {name!r}; `advviz artifacts list` shows them: "
-                       f"{', '.join(sorted(_SPECS))}") from None
+                       f"{', '.join(_SPECS.names())}") from None
 
 
 def list_artifacts() -> list[str]:
     """Names of every registered artefact, sorted."""
-    _catalog()
-    return sorted(_SPECS)
+    load_providers()
+    return _SPECS.names()
+
+
+def _builder(spec: ArtifactSpec) -> Callable[[BuildContext], Built]:
+    if isinstance(spec.build, str):
+        load_providers()
+        return _BUILDERS.get(spec.build)
+    assert spec.build is not None
+    return spec.build
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,26 +437,33 @@ def identity(name: str) -> str:
     return "user"
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def seal(record_json: str, tensors: str) -> str:
+    """The seal of a file: sha256 over its record (the JSON string in its metadata) and its tensors
+    (:func:`advviz._weights.tensors_sha256`). Editing either breaks it."""
+    return hashlib.sha256(json.dumps({"record": record_json, "tensors": tensors}).encode()).hexdigest()
 
 
 def _read_meta(path: Path) -> dict[str, str]:
-    if path.suffix != ".safetensors":
-        return {}
     try:
-        from safetensors import safe_open
+        return read_metadata(path)
+    except CheckpointError as exc:
+        raise ArtifactError(f"{exc}; or run `advviz artifacts build` for it") from exc
 
-        with safe_open(str(path), "pt") as fh:
-            return dict(fh.metadata() or {})
-    except Exception as exc:  # noqa: BLE001 - a corrupt file is reported by the caller
-        raise ArtifactError(f"cannot read {path} ({type(exc).__name__}: {exc}); the file is corrupt: delete it "
-                            "and run `advviz artifacts build` for it") from exc
+
+def _check_seal(spec: ArtifactSpec, path: Path, meta: Mapping[str, str]) -> bool:
+    """``True`` when the file's seal matches its record and tensors; ``False`` when it has none.
+
+    Raises:
+        ArtifactError: the seal does not match (the record or the tensors were changed).
+    """
+    if SEAL_KEY not in meta:
+        return False
+    got = seal(meta[META_KEY], tensors_sha256(load_state_file(path)))
+    if got != meta[SEAL_KEY]:
+        raise ArtifactError(f"{path} was changed after advviz wrote it: its record or its weights no longer match "
+                            f"its seal, so it is not used. Delete it and run `advviz artifacts build {spec.name}` "
+                            "(or restore the original file)")
+    return True
 
 
 def _file_record(spec: ArtifactSpec, path: Path, source: str) -> Record | None:
@@ -381,11 +471,12 @@ def _file_record(spec: ArtifactSpec, path: Path, source: str) -> Record | None:
     want = identity(spec.name)
     digest = sha256_file(path)
     if spec.recipe is None:
-        if spec.sha256 and digest != spec.sha256:
+        if spec.sha256 and not digest.startswith(spec.sha256):
             raise ArtifactError(f"{path} is corrupt (sha256 {digest[:12]}… differs from the published "
                                 f"{spec.sha256[:12]}…); delete it and download it again")
         meta = _read_meta(path)
         if META_KEY in meta:
+            _check_seal(spec, path, meta)
             rec = Record.from_dict(json.loads(meta[META_KEY]))
             return dataclasses.replace(rec, sha256=digest, source=source, path=str(path), identity=want)
         return Record(name=spec.name, sha256=digest, identity=want, source=source, path=str(path),
@@ -399,6 +490,10 @@ def _file_record(spec: ArtifactSpec, path: Path, source: str) -> Record | None:
     if rec.identity != want:
         log.warning("not using %s: made with recipe %s (identity %s), today's %s is recipe %s (identity %s)",
                     path, rec.recipe_hash, rec.identity, spec.name, spec.recipe.hash(), want)
+        return None
+    if not _check_seal(spec, path, meta):
+        log.warning("not using %s: it carries no seal (made by an older advviz); artefact %s is made again",
+                    path, spec.name)
         return None
     return dataclasses.replace(rec, sha256=digest, source=source, path=str(path))
 
@@ -418,8 +513,6 @@ def write(name: str, module: nn.Module, path: str | os.PathLike[str], *, trainin
     Returns:
         The record as read back (``sha256`` of the written file).
     """
-    from advviz.models import save_weights
-
     spec = get_spec(name)
     if upstream is None:
         upstream = tuple(resolve(u)[1] for u in spec.upstream)
@@ -428,8 +521,11 @@ def write(name: str, module: nn.Module, path: str | os.PathLike[str], *, trainin
                  recipe_hash=spec.recipe.hash() if spec.recipe is not None else None,
                  upstream=tuple(dataclasses.replace(u, path="") for u in upstream),
                  training=json.loads(json.dumps(dict(training or {}), default=str)))
-    meta = {k: v for k, v in rec.to_dict().items() if k not in ("sha256", "source", "path")}
-    path = save_weights(module, path, metadata={META_KEY: json.dumps(meta), "name": name}, half=half)
+    meta = json.dumps({k: v for k, v in rec.to_dict().items() if k not in ("sha256", "source", "path")})
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    path = save_state(state, path, metadata={META_KEY: meta, SEAL_KEY: seal(meta, tensors_sha256(state)), "name": name})
     return dataclasses.replace(rec, sha256=sha256_file(path), path=str(path))
 
 
@@ -454,8 +550,6 @@ def status(name: str) -> dict[str, Any]:
         ``"weights folder"``, ``"shipped"``, ``"cache"``, ``"download"``, ``"train"`` or
         ``"unavailable"``; ``stale`` lists files found with another identity.
     """
-    from advviz._paths import cache_dir, offline, weights_dirs
-
     spec = get_spec(name)
     stale: list[str] = []
     for folder, source in _folders(weights_dirs(), cache_dir()):
@@ -475,6 +569,8 @@ def status(name: str) -> dict[str, Any]:
 
 
 def _folders(dirs: list[Path], cache: Path) -> list[tuple[Path, str]]:
+    """The folders searched, in order, with their source names: the weight folders (which end with
+    the shipped files and advviz's cache), then torch's hub cache (torchvision's own downloads)."""
     shipped = Path(__file__).resolve().parents[1] / "weights"
     out = []
     for d in dirs:
@@ -484,23 +580,24 @@ def _folders(dirs: list[Path], cache: Path) -> list[tuple[Path, str]]:
             out.append((d, "shipped"))
         else:
             out.append((d, "weights folder"))
+    out.append((Path(torch.hub.get_dir()) / "checkpoints", "torch hub cache"))
     return out
 
 
-def resolve(name: str, *, device: str | torch.device | None = None, progress: bool = False) -> tuple[Path, Record]:
+def resolve(name: str, *, device: str | torch.device | None = None, progress: bool = False,
+            inputs: Mapping[str, Any] | None = None) -> tuple[Path, Record]:
     """The file of artefact ``name`` and its record, downloading or training it when needed.
 
     Args:
         name: a registered artefact (:func:`list_artifacts`).
         device: where to train when it must be trained (default: CUDA when available, else CPU).
         progress: show progress bars while downloading or training.
+        inputs: in-memory build inputs (:attr:`BuildContext.inputs`), used only when it is trained now.
 
     Raises:
         ArtifactError: not found and neither downloadable nor trainable here; or stale with
             training forbidden (``$ADVVIZ_NO_TRAIN``); or corrupt.
     """
-    from advviz._paths import cache_dir, offline, weights_dirs
-
     _note(name)
     spec = get_spec(name)
     key = (name, identity(name), _where())
@@ -544,8 +641,8 @@ def resolve(name: str, *, device: str | torch.device | None = None, progress: bo
         log.info("training %s on first use (recipe %s, %s); cached at %s", name, spec.recipe.hash(),  # type: ignore[union-attr]
                  spec.recipe, target)
         ctx = BuildContext(spec=spec, device=dev, progress=progress,
-                           checkpoint=cache_dir() / "checkpoints" / f"{name}-{identity(name)}")
-        built = spec.build(ctx)
+                           checkpoint=cache_dir() / "checkpoints" / f"{name}-{identity(name)}", inputs=dict(inputs or {}))
+        built = _builder(spec)(ctx)
         rec = write(name, built.module, target, training=built.training, upstream=upstream)
         rec = dataclasses.replace(rec, source="trained now")
         _RESOLVED[key] = (target, rec)
@@ -553,8 +650,6 @@ def resolve(name: str, *, device: str | torch.device | None = None, progress: bo
 
 
 def _download(url: str, target: Path, sha256: str | None) -> None:
-    import urllib.request
-
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".part")
     log.info("downloading %s -> %s", url, target)
@@ -568,15 +663,13 @@ def _download(url: str, target: Path, sha256: str | None) -> None:
                             f"{target.name} into a folder and set ADVVIZ_WEIGHTS to it") from exc
     if sha256 is not None:
         got = sha256_file(tmp)
-        if got != sha256:
+        if not got.startswith(sha256):
             tmp.unlink(missing_ok=True)
             raise ArtifactError(f"downloaded {url} has sha256 {got}, expected {sha256}; not using it")
     os.replace(tmp, target)
 
 
 def _load_into(spec: ArtifactSpec, path: Path) -> nn.Module:
-    from advviz.models import load_state_file
-
     module = spec.make()
     if spec.loads is not None:
         spec.loads(module, path)
@@ -588,14 +681,16 @@ def _load_into(spec: ArtifactSpec, path: Path) -> nn.Module:
     return module.eval()
 
 
-def fresh(name: str, *, device: str | torch.device | None = None, progress: bool = False) -> nn.Module:
+def fresh(name: str, *, device: str | torch.device | None = None, progress: bool = False,
+          inputs: Mapping[str, Any] | None = None) -> nn.Module:
     """A private copy of artefact ``name`` (eval mode, trainable parameters) the caller may change."""
-    path, _ = resolve(name, device=device, progress=progress)
+    path, _ = resolve(name, device=device, progress=progress, inputs=inputs)
     module = _load_into(get_spec(name), path)
     return module.to(device) if device is not None else module
 
 
-def get(name: str, *, device: str | torch.device | None = None, progress: bool = False) -> tuple[nn.Module, Record]:
+def get(name: str, *, device: str | torch.device | None = None, progress: bool = False,
+        inputs: Mapping[str, Any] | None = None) -> tuple[nn.Module, Record]:
     """Artefact ``name`` as a shared, eval-mode, frozen module on ``device``, with its record.
 
     The one path to every network advviz downloads or trains (module docstring). Memoised per
@@ -606,6 +701,7 @@ def get(name: str, *, device: str | torch.device | None = None, progress: bool =
         name: a registered artefact (:func:`list_artifacts`).
         device: where the module lives (default CPU); training, when needed, runs there too.
         progress: show progress bars while downloading or training.
+        inputs: in-memory build inputs, used only when it must be trained now (:func:`resolve`).
 
     Returns:
         ``(module, record)``.
@@ -622,7 +718,7 @@ def get(name: str, *, device: str | torch.device | None = None, progress: bool =
             module = copy.deepcopy(_MEMO[cpu_key][0]).to(dev)
             rec = _MEMO[cpu_key][1]
         else:
-            path, rec = resolve(name, device=device, progress=progress)
+            path, rec = resolve(name, device=device, progress=progress, inputs=inputs)
             module = _load_into(get_spec(name), path).to(dev)
         for p in module.parameters():
             p.requires_grad_(False)

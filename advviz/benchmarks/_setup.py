@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import torch
 
+from advviz import data, models
+
 __all__ = ["resnet20_sample"]
 
 
@@ -27,8 +29,6 @@ def resnet20_sample(*, n: int, device: str | torch.device = "cpu", seed: int = 0
     Yields:
         ``(model, x (n, 3, 32, 32) in [0, 1], y (n,), device)``.
     """
-    from advviz import data, models
-
     old = torch.get_num_threads()
     if threads is None and os.environ.get("ADVVIZ_BENCH_THREADS"):
         threads = int(os.environ["ADVVIZ_BENCH_THREADS"])

@@ -29,6 +29,9 @@ from typing import Any
 
 import torch
 
+from advviz import attacks as A
+from advviz.benchmarks._setup import resnet20_sample
+
 __all__ = ["format", "run"]
 
 log = logging.getLogger(__name__)
@@ -45,8 +48,6 @@ def _import_torchattacks() -> Any:
 
 
 def _cases(ta: Any, model: torch.nn.Module, seed: int) -> list[dict[str, Any]]:
-    from advviz import attacks as A
-
     def seeded(attack: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         def call(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             torch.manual_seed(seed)  # torchattacks draws its random start from the global generator
@@ -114,7 +115,6 @@ def run(*, n: int | None = None, quick: bool = False, device: str = "cpu", seed:
         advviz_asr, torchattacks_asr, advviz_l2, torchattacks_l2, advviz_linf, torchattacks_linf``.
     """
     ta = _import_torchattacks()
-    from advviz.benchmarks._setup import resnet20_sample
 
     n = n if n is not None else (64 if quick else 256)
     repeats = repeats if repeats is not None else (2 if quick else 3)

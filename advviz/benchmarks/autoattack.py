@@ -42,8 +42,10 @@ from typing import Any
 
 import torch
 
+from advviz.attacks import pgd
 from advviz.benchmarks._setup import resnet20_sample
 from advviz.benchmarks.attacks import _import_torchattacks
+from advviz.evaluate import autoattack
 
 __all__ = ["format", "run"]
 
@@ -84,8 +86,6 @@ def run(*, n: int | None = None, quick: bool = False, device: str = "cpu", seed:
         torchattacks_paper_seconds, speedup_paper, pgd20_robust, pgd20_seconds, flags``.
     """
     ta = _import_torchattacks()
-    from advviz.attacks import pgd
-    from advviz.evaluate import autoattack
 
     n = n if n is not None else (16 if quick else 100)
     budgets = tuple(eps) if eps is not None else ((0.5 / 255,) if quick else (0.25 / 255, 0.5 / 255))

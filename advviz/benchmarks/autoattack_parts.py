@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from advviz import attacks as A
 from advviz.benchmarks._setup import resnet20_sample
 from advviz.benchmarks.attacks import _import_torchattacks
 
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 
 def _cases(ta: Any, model: torch.nn.Module, eps: float, seed: int, scale: int) -> list[dict[str, Any]]:
-    from advviz import attacks as A
-
     it, nq = 100 // scale, 5000 // scale
     return [
         {"attack": "APGD-CE", "params": f"n_iter={it}",

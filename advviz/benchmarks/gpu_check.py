@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from advviz.cli import BENCHES
+
 __all__ = ["steps", "run_step", "main"]
 
 PY = sys.executable
@@ -39,8 +41,6 @@ PY = sys.executable
 
 def steps(n_gpus: int, work: Path, *, n_eval: int = 512) -> list[dict[str, Any]]:
     """The check's steps: ``{"name", "cmd", "timeout", "json"?}`` (``json``: a file the step writes)."""
-    from advviz.cli import BENCHES
-
     evaluate = ["-m", "advviz", "evaluate", "resnet20_cifar10", "--data", "cifar10", "--attacks", "pgd",
                 "--eps", "1/255", "--num-images", str(n_eval)]
     out: list[dict[str, Any]] = [

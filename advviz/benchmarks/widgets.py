@@ -24,6 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from advviz import data, models
+from advviz.models import Normalize
+from advviz.widgets import AttackLab, CFRView, ExplorerState
+from advviz.widgets._state import default_pairing
+
 __all__ = ["run", "format", "ResNet18At224"]
 
 TARGET_MS = {"32x32": 50.0, "28x28": 50.0, "224x224": 150.0}
@@ -44,8 +49,6 @@ class ResNet18At224(nn.Module):
         super().__init__()
         from torchvision.models import resnet18
 
-        from advviz.models import Normalize
-
         torch.manual_seed(seed)
         self.normalize = Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
         self.net = resnet18(weights=None)
@@ -62,9 +65,6 @@ def _quantiles(times: list[float]) -> dict[str, float]:
 
 
 def _image_and_model(device: str) -> tuple[torch.Tensor, int, nn.Module, str, str]:
-    from advviz import data, models
-    from advviz.widgets._state import default_pairing
-
     ds, name = default_pairing()
     model = models.load(name, device=device)
     dset = data.load(ds, "test")
@@ -74,8 +74,6 @@ def _image_and_model(device: str) -> tuple[torch.Tensor, int, nn.Module, str, st
 
 def tau_steps(state: Any, steps: int) -> list[float]:
     """Per-step seconds of moving a fresh CFRView's τ slider across ``steps`` values."""
-    from advviz.widgets import CFRView
-
     view = CFRView(state)
     values = [round(0.05 + 0.9 * i / max(steps - 1, 1), 4) for i in range(steps)]
     if abs(values[0] - view.tau.value) < 1e-9:
@@ -99,9 +97,6 @@ def run(n: int | None = None, quick: bool = False, device: str = "cpu", seed: in
         device: where the models run.
         seed: seed of the random ResNet-18.
     """
-    from advviz import data
-    from advviz.widgets import AttackLab, ExplorerState
-
     steps = n or (20 if quick else 40)
     x, y, model, name, ds = _image_and_model(device)
     rows: list[dict[str, Any]] = []

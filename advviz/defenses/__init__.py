@@ -93,10 +93,10 @@ def get(name: str) -> PurifierSpec:
     return PURIFIERS.get(name)
 
 
-from advviz.defenses.jpeg import jpeg  # noqa: E402  (registers itself)
-from advviz.defenses.defended import Defended, defended  # noqa: E402
 # The learned purifiers register themselves on import. Their modules are imported as modules
 # (not their functions) so that advviz.defenses.pix2pix / .uddn stay the modules; the
 # functions are reached through get("pix2pix"), get("cgan"), get("uddn"), get("dae").
 from advviz.defenses import pix2pix as _pix2pix_module  # noqa: E402, F401
 from advviz.defenses import uddn as _uddn_module  # noqa: E402, F401
+from advviz.defenses.defended import Defended, defended  # noqa: E402
+from advviz.defenses.jpeg import jpeg  # noqa: E402  (registers itself)

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from advviz.defenses import PurifierSpec, get
+
 __all__ = ["Defended", "defended"]
 
 
@@ -121,8 +123,6 @@ def defended(model: nn.Module, purifier: str | Callable[..., torch.Tensor], *,
     Returns:
         A :class:`Defended` module in the model's training mode (attacks put it in eval mode).
     """
-    from advviz.defenses import PurifierSpec, get
-
     spec: PurifierSpec | None = None
     if isinstance(purifier, str):
         spec = get(purifier)

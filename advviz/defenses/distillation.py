@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz import artifacts, train
+from advviz._modules import model_guard
 from advviz.artifacts import recipes as _recipes
 
 __all__ = ["DEFENSIVE_RECIPES", "defensive_distillation", "defensive_student_loss", "defensive_teacher_loss",
@@ -83,8 +85,6 @@ def student_loss(teacher: nn.Module, *, T: float = 10.0, lam: float = 1.0):
 
 def train_teacher(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **fit_kw: Any) -> Any:
     """Train the teacher in place on (denoised) images with one-hot labels (cross-entropy), via ``fit``."""
-    from advviz import train
-
     return train.fit(model, (images, labels), **fit_kw)
 
 
@@ -95,9 +95,6 @@ def train_student(student: nn.Module, teacher: nn.Module, images: torch.Tensor, 
     ``labels`` only feed the history's accuracy column. The teacher is frozen and in eval
     mode during training; its mode and ``requires_grad`` flags are restored afterwards.
     """
-    from advviz import train
-    from advviz._modules import model_guard
-
     with model_guard(teacher):
         dev = fit_kw.get("device")
         if dev is not None:
@@ -170,9 +167,6 @@ def defensive_distillation(teacher: nn.Module, student: nn.Module, images: torch
     Returns:
         the teacher's and the student's :class:`advviz.train.FitResult`.
     """
-    from advviz import train
-    from advviz._modules import model_guard
-
     res_t = train.fit(teacher, (images, labels), loss=defensive_teacher_loss(T), **fit_kw)
     with model_guard(teacher):
         dev = fit_kw.get("device")
@@ -203,8 +197,6 @@ def load_defensive_student(config: str = "quick", *, device: str | torch.device 
     :data:`advviz.artifacts.recipes.DEFENSIVE_QUICK`): trained on first use (the record's
     ``seconds`` says how long it took) and cached.
     """
-    from advviz import artifacts
-
     if config not in DEFENSIVE_RECIPES:
         raise ValueError(f"config must be one of {', '.join(DEFENSIVE_RECIPES)}, got {config!r}")
     student, rec = artifacts.get(f"resnet20_cifar10_defensive_distillation_{config}", device=device, progress=progress)

@@ -29,8 +29,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from advviz import train
 from advviz._modules import model_guard, module_device
-from advviz.train import gradient_penalty
+from advviz.generative.wgan import gradient_penalty
+from advviz.train import TrainState, default_device
 
 __all__ = [
     "NoiseCritic",
@@ -155,8 +157,6 @@ def train_gnr(gen: NoiseGenerator, critic: NoiseCritic, noise: torch.Tensor, *, 
         History: one dict per ``log_every`` steps (``step``, ``critic``, ``gen``, ``wasserstein``
         = ``E[F(real)] - E[F(fake)]``, ``seconds`` since the start).
     """
-    from advviz.train import TrainState, default_device, fit_steps
-
     dev = torch.device(device) if device is not None else default_device()
     if eps is not None:
         gen.eps = float(eps)
@@ -189,7 +189,7 @@ def train_gnr(gen: NoiseGenerator, critic: NoiseCritic, noise: torch.Tensor, *, 
     def block(k: int) -> int:
         return min(log_every, steps - k * log_every)
 
-    res = fit_steps(both, step, lambda st: range(block(st.epoch - 1)), optimizers=[opt_g, opt_c],
+    res = train.fit_steps(both, step, lambda st: range(block(st.epoch - 1)), optimizers=[opt_g, opt_c],
                     epochs=math.ceil(steps / log_every), steps_per_epoch=block, seed=seed, device=dev,
                     progress=progress, description="gnr (wgan-gp)", show=("wasserstein",))
     history, seconds = [], 0.0

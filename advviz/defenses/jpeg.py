@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from advviz._registry import ParamSpec
+from advviz.defenses import register_purifier
 
 __all__ = ["jpeg"]
 
@@ -71,8 +72,6 @@ def jpeg(x: torch.Tensor, *, quality: int = 75) -> torch.Tensor:
 
 
 def _register() -> None:
-    from advviz.defenses import register_purifier
-
     register_purifier(
         "jpeg",
         params=[ParamSpec("quality", 75, kind="int", low=1, high=100, step=1,

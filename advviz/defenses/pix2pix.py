@@ -61,13 +61,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz import artifacts, attacks, train
+from advviz._modules import model_guard, module_device
 from advviz._registry import ParamSpec
 from advviz.artifacts import recipes as _recipes
+from advviz.defenses import register_purifier
+from advviz.defenses.jpeg import _check
+from advviz.explain.features import vgg19_layers
+from advviz.train import batches, default_device
 
 __all__ = [
     "PERCEPTUAL_FILE",
     "PERCEPTUAL_RECIPE",
-    "RECIPES",
     "GANResult",
     "PatchDiscriminator",
     "PerceptualLoss",
@@ -212,44 +217,36 @@ def perceptual_network(*, dataset: str = "cifar10", quick: bool = False, device:
                        progress: bool = False) -> tuple[nn.Module, list[str], str]:
     """The VGG-19 of the perceptual loss: ``(eval-mode frozen net, layer names, description)``.
 
+    Every network comes from the artefact store (:mod:`advviz.artifacts`).
+
     ``dataset="digits"`` (the offline walkthroughs' setting, 1-channel 28x28 images): the slim
-    VGG-16 advviz trains on the digits (TSGAN's offline content network, trained on first use,
-    cached), compared at its ReLU outputs but the top one. A stand-in: no VGG-19 for digits exists here.
+    VGG-16 advviz trains on the digits (TSGAN's offline content network, artefact
+    ``vgg16slim_digits``, trained on first use, cached), compared at its ReLU outputs but the top
+    one. A stand-in: no VGG-19 for digits exists here.
 
-    ``dataset="cifar10"``, in order: torchvision's ImageNet ``vgg19`` if its weights are in torch's hub cache (no
-    download), the zoo's full-width ``vgg19_cifar10`` if in the weight folders, the slim CIFAR
-    VGG-19 of :data:`PERCEPTUAL_RECIPE` (``"full"``, shipped with advviz as
-    :data:`PERCEPTUAL_FILE`), else one trained by advviz on first use with the ``"quick"``
-    (``quick=True``) or ``"full"`` recipe, cached in ``<cache>/weights``.
+    ``dataset="cifar10"``, in order: torchvision's ImageNet VGG-19 (artefact ``vgg19_imagenet``) if
+    its file is on disk (a weight folder, advviz's cache or torch's hub cache; never downloaded
+    here), the zoo's full-width ``vgg19_cifar10`` if in the weight folders, the slim CIFAR VGG-19 of
+    :data:`PERCEPTUAL_RECIPE` (``"full"``, shipped with advviz as :data:`PERCEPTUAL_FILE`), else one
+    trained by advviz on first use with the ``"quick"`` (``quick=True``) or ``"full"`` recipe,
+    cached in ``<cache>/weights``.
     """
-    from advviz import models
-    from advviz._paths import find_weights
-    from advviz.explain.features import vgg19_layers
-
     if dataset not in ("cifar10", "digits"):
         raise ValueError(f"no perceptual network for {dataset!r}; choose 'cifar10' or 'digits'")
-    hub = Path(torch.hub.get_dir()) / "checkpoints" / "vgg19-dcbb9e9d.pth"
     if dataset == "digits":
-        from advviz.generative.tsgan import _slim_vgg16
-
-        net = _slim_vgg16("digits", progress=progress)
+        net = artifacts.fresh("vgg16slim_digits", progress=progress).eval()
         names = [f"features.{n}" for n, m in net.features.named_children() if isinstance(m, nn.ReLU)]
         desc = "advviz slim VGG-16 trained on digits (stand-in for VGG-19 on 1-channel images)"
-    elif hub.is_file():
-        import torchvision
-
-        tv = torchvision.models.vgg19()
-        tv.load_state_dict(torch.load(hub, map_location="cpu", weights_only=True))
+    elif artifacts.status("vgg19_imagenet")["present"]:
+        tv = artifacts.fresh("vgg19_imagenet")
         net: nn.Module = _ImageNetInput(tv)
         names = vgg19_layers(tv)
         desc = "torchvision vgg19 IMAGENET1K_V1"
-    elif (found := find_weights("vgg19_cifar10.safetensors")) is not None:
-        net = models.load("vgg19", weights=found)
+    elif artifacts.status("vgg19_cifar10")["present"]:
+        net = artifacts.fresh("vgg19_cifar10")
         names = vgg19_layers(net)
         desc = "advviz vgg19_cifar10 (zoo weights)"
     else:
-        from advviz import artifacts
-
         name = "vgg19_slim_cifar10_perceptual"
         if quick and not artifacts.status(name)["present"]:
             name += "_quick"
@@ -360,8 +357,6 @@ def make_pairs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: st
     """
     from tqdm.auto import tqdm
 
-    from advviz import attacks
-
     if attack not in ("fgsm", "pgd"):
         raise ValueError(f"attack must be 'fgsm' or 'pgd', got {attack!r}")
     out = []
@@ -411,8 +406,6 @@ def train_pix2pix(gen: nn.Module, disc: nn.Module, pairs: tuple[torch.Tensor, to
         :class:`GANResult`; after Ctrl-C the networks hold the weights of the last complete
         epoch and ``interrupted`` is ``True``.
     """
-    from advviz.train import batches, default_device, fit_steps
-
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     xa, xc = pairs
@@ -447,7 +440,7 @@ def train_pix2pix(gen: nn.Module, disc: nn.Module, pairs: tuple[torch.Tensor, to
         b = x.shape[0]
         return {"d": float(d_loss.detach()) * b, **{k: v * b for k, v in parts.items()}}, b
 
-    res = fit_steps(both, step, lambda st: batches((xa, xc), batch_size, shuffle=True, generator=st.generator), optimizers=[opt],
+    res = train.fit_steps(both, step, lambda st: batches((xa, xc), batch_size, shuffle=True, generator=st.generator), optimizers=[opt],
                     epochs=epochs, steps_per_epoch=math.ceil(xa.shape[0] / batch_size), seed=seed, device=dev,
                     checkpoint=checkpoint, progress=progress, description=description, show=("g_l1",))
     return GANResult(history=res.history, interrupted=res.interrupted, epochs_completed=res.epochs_completed,
@@ -484,8 +477,6 @@ def load_purifier(kind: str = "cgan", *, attack: str = "fgsm", config: str = "fu
         was trained with (read from the file), and holds the :class:`~advviz.artifacts.Record`
         under ``"artifact"``.
     """
-    from advviz import artifacts
-
     gen, rec = artifacts.get(artifact_name(kind, attack, config), device=device, progress=progress)
     perc = next((u for u in rec.upstream if "perceptual" in u.name), None)
     record = {"name": rec.name, "weights": rec.path, "recipe": rec.recipe, "recipe_hash": rec.recipe_hash,
@@ -505,10 +496,6 @@ def purify(net: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.T
     gradient either way when they are frozen. The network's mode is restored afterwards; ``x``
     is not modified.
     """
-    from advviz.defenses.jpeg import _check
-
-    from advviz._modules import model_guard, module_device
-
     _check(x.detach())
     dev = module_device(net, default=x.device)
     if dev != x.device:
@@ -566,8 +553,6 @@ _PARAMS = [ParamSpec("attack", "fgsm", kind="choice", choices=("fgsm", "pgd"),
 
 
 def _register() -> None:
-    from advviz.defenses import register_purifier
-
     register_purifier("cgan", params=_PARAMS, differentiable=True, quick={"config": "quick"}, channels=(3,),
                       paper="Purifier paper (001): pix2pix + VGG-19 perceptual loss (lambda1=100, lambda2=1)",
                       description="cGAN purifier: pix2pix U-Net trained with cGAN + L1 + VGG-19 perceptual loss")(cgan)

@@ -48,7 +48,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz import artifacts, data, train
+from advviz import attacks as A
 from advviz._modules import model_guard
+from advviz.defenses import gnr as gnr_mod
+from advviz.defenses import register_purifier
+from advviz.defenses.pix2pix import CONFIG_PARAM, make_pairs, purify, require_cifar_shape
 
 __all__ = [
     "GUIDANCE",
@@ -199,8 +204,6 @@ def train_denoiser(net: nn.Module, target: nn.Module, pairs: tuple[torch.Tensor,
         :class:`advviz.train.FitResult`; its ``accuracy`` column is the target's accuracy on the
         denoised training images.
     """
-    from advviz import train
-
     if guidance not in ("logits", "features", "pixel"):
         raise ValueError(f"guidance must be 'logits', 'features' or 'pixel', got {guidance!r}")
     xa, xc = pairs
@@ -266,9 +269,6 @@ def attacked(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: st
     Returns:
         ``(N, C, H, W)`` attacked images, each within its level of ``x`` in L-inf.
     """
-    from advviz import attacks as A
-    from advviz.defenses.pix2pix import make_pairs
-
     if attacks == "fgsm":
         return make_pairs(target, x, y, attack="fgsm", eps=eps, progress=progress)[0]
     if attacks != "paper":
@@ -297,9 +297,6 @@ def pairs_from(gnr_name: str, *, device: str | torch.device = "cpu",
     FGSM on the published ResNet-20, then the next ``gnr`` with the trained GNR's noise (seeded
     with the GNR's seed, so the same artefact always gives the same pairs).
     """
-    from advviz import artifacts, data
-    from advviz.defenses import gnr as gnr_mod
-
     key = (gnr_name, artifacts.identity(gnr_name), str(torch.device(device)))
     if key in _PAIRS:
         return _PAIRS[key]
@@ -349,8 +346,6 @@ def load_gnr(*, config: str = "full", device: str | torch.device = "cpu",
         ``(B, 3, 32, 32)`` noise in ``[-8/255, 8/255]``, and ``name``, ``recipe``, ``weights``,
         ``history`` (``step``, ``critic``, ``gen``, ``wasserstein``, ``seconds``), ``artifact``.
     """
-    from advviz import artifacts
-
     if config not in ("full", "quick", "paper"):
         raise ValueError(f"config must be full, quick or paper, got {config!r}")
     gen, rec = artifacts.get("gnr_cifar10" + ("" if config == "full" else f"_{config}"), device=device,
@@ -379,8 +374,6 @@ def load_denoiser(kind: str = "uddn", *, config: str = "full", device: str | tor
         pairs it was trained on) is read from the file, with the :class:`~advviz.artifacts.Record`
         under ``"artifact"``.
     """
-    from advviz import artifacts
-
     net, rec = artifacts.get(artifact_name(kind, config), device=device, progress=progress)
     record: dict[str, Any] = {"name": rec.name, "recipe": rec.recipe, "recipe_hash": rec.recipe_hash,
                               "sha256": rec.sha256, "guidance": GUIDANCE[kind], "network": _NETWORK[kind],
@@ -401,8 +394,6 @@ def uddn(x: torch.Tensor, *, config: str = "full") -> torch.Tensor:
     Returns:
         ``(B, 3, H, W)`` denoised images ``clip(x - dx, 0, 1)``, ``x``'s dtype and device.
     """
-    from advviz.defenses.pix2pix import purify, require_cifar_shape
-
     require_cifar_shape(x, "uddn")
     net, _ = load_denoiser("uddn", config=config, device=x.device)
     return purify(net, x)
@@ -410,17 +401,12 @@ def uddn(x: torch.Tensor, *, config: str = "full") -> torch.Tensor:
 
 def dae(x: torch.Tensor, *, config: str = "full") -> torch.Tensor:
     """DAE purifier (the UDDN paper's baseline): the network without laterals, pixel L1 loss."""
-    from advviz.defenses.pix2pix import purify, require_cifar_shape
-
     require_cifar_shape(x, "dae")
     net, _ = load_denoiser("dae", config=config, device=x.device)
     return purify(net, x)
 
 
 def _register() -> None:
-    from advviz.defenses import register_purifier
-    from advviz.defenses.pix2pix import CONFIG_PARAM
-
     params = [CONFIG_PARAM]
     register_purifier("uddn", params=params, differentiable=True, quick={"config": "quick"}, channels=(3,),
                       paper="UDDN paper (004), Sec. 3: U-Net denoiser, x_hat = x* - dx (eq. 4), logit-guided loss (eq. 5)",

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from advviz.defenses import defended
+
 __all__ = ["THREATS", "threat_models"]
 
 THREATS = ("oblivious", "adaptive")
@@ -47,8 +49,6 @@ def threat_models(model: nn.Module, purifier: str | Callable[..., torch.Tensor] 
     Returns:
         ``(attack_model, eval_model, config)``.
     """
-    from advviz.defenses import defended
-
     if purifier is None:
         return model, model, {"threat": "white-box", "defense": None}
     if threat not in THREATS:

@@ -37,8 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz import train
 from advviz._modules import model_guard, module_device
 from advviz.generative.tsgan import Critic
+from advviz.models import load_state_file
+from advviz.train import TrainState, batches, epoch_callback, read_checkpoint
 
 __all__ = [
     "ADVGAN_CONFIGS",
@@ -177,8 +180,6 @@ class AdvGAN(nn.Module):
         Raises:
             ValueError: the checkpoint was written for another configuration or target.
         """
-        from advviz.train import TrainState, batches, epoch_callback, fit_steps, read_checkpoint
-
         cfg = self.config
         epochs = cfg.epochs if epochs is None else epochs
         found = read_checkpoint(checkpoint) if checkpoint is not None else None
@@ -224,7 +225,7 @@ class AdvGAN(nn.Module):
         t_call = time.perf_counter()
         desc = f"AdvGAN ({'target ' + str(self.target) if self.target is not None else 'untargeted'})"
         with model_guard(target_model):
-            res = fit_steps(self, step, lambda st: batches((x, y), bs, shuffle=True, generator=st.generator),
+            res = train.fit_steps(self, step, lambda st: batches((x, y), bs, shuffle=True, generator=st.generator),
                             optimizers=[opt_g, opt_d], epochs=epochs, steps_per_epoch=-(-n // bs), seed=seed,
                             device=dev, checkpoint=checkpoint, run="advgan",
                             extra=lambda: {"config": asdict(cfg), "target": self.target,
@@ -254,8 +255,6 @@ class AdvGAN(nn.Module):
     def load(cls, path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> AdvGAN:
         """Read a model written by :meth:`save`."""
         from safetensors import safe_open
-
-        from advviz.models import load_state_file
 
         with safe_open(str(path), framework="pt") as fh:
             meta: dict[str, Any] = fh.metadata()

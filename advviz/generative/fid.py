@@ -12,13 +12,13 @@ different feature networks are not comparable with each other or with the paper'
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz import artifacts
 from advviz._modules import module_device
 
 __all__ = ["FeatureNetwork", "feature_statistics", "fid", "fid_network", "frechet_distance", "inception_features",
@@ -88,21 +88,12 @@ def penultimate(model: nn.Module, name: str) -> FeatureNetwork:
     return FeatureNetwork(_Pen(), f"{name} penultimate features (not Inception)")
 
 
-_INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
-
-
 def _inception() -> FeatureNetwork | None:
-    import torchvision
-
-    from advviz._paths import weights_dirs
-
-    hub = Path(torch.hub.get_dir()) / "checkpoints" / _INCEPTION_FILE
-    path = next((c for c in [d / _INCEPTION_FILE for d in weights_dirs()] + [hub] if c.is_file()), None)
-    if path is None:
+    """Inception-v3's features if the store has its weights on disk (artefact ``inception_v3_imagenet``:
+    a weight folder, advviz's cache or torch's hub cache; never downloaded here), else ``None``."""
+    if not artifacts.status("inception_v3_imagenet")["present"]:
         return None
-    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return inception_features(net)
+    return inception_features(artifacts.fresh("inception_v3_imagenet"))
 
 
 def inception_features(net: nn.Module) -> FeatureNetwork:

@@ -60,7 +60,6 @@ import copy
 import json
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -70,8 +69,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz import artifacts, train
 from advviz._modules import model_guard, module_device
-from advviz.train import gradient_penalty
+from advviz.generative.wgan import gradient_penalty
+from advviz.models import load_state_file
+from advviz.models.slim_vgg import SlimVGG16
+from advviz.train import TrainState, epoch_callback, read_checkpoint
 
 __all__ = [
     "CONFIGS",
@@ -312,47 +315,6 @@ def total_loss(*, critic: Callable[[torch.Tensor], torch.Tensor], target_model: 
 # content network
 # ---------------------------------------------------------------------------------------------
 
-class SlimVGG16(nn.Module):
-    """VGG-16 (configuration D: 13 convs with BatchNorm and ReLU, in 5 blocks) at a quarter width.
-
-    Widths 16, 32, 64, 128, 128; layer names as the zoo's VGG (``features.relu3_3`` is the TSGAN
-    content layer). For ``(B, in_channels, 32, 32)`` in [0, 1]; ``forward`` pads 28x28 input to
-    32x32 (2 pixels of 0 on each side). The classifier is global average pooling and one linear
-    layer. The content network of the offline fallback for grayscale 28x28 data and, with
-    ``in_channels=3``, for CIFAR-10.
-    """
-
-    WIDTHS = ((16, 16), (32, 32), (64, 64, 64), (128, 128, 128), (128, 128, 128))
-
-    def __init__(self, *, in_channels: int = 1, num_classes: int = 10, mean: float = 0.5, std: float = 0.5) -> None:
-        super().__init__()
-        from advviz.models import Normalize
-
-        self.normalize = Normalize((mean,) * in_channels, (std,) * in_channels)
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        c = in_channels
-        for b, widths in enumerate(self.WIDTHS, start=1):
-            for i, w in enumerate(widths, start=1):
-                layers[f"conv{b}_{i}"] = nn.Conv2d(c, w, 3, padding=1, bias=False)
-                layers[f"bn{b}_{i}"] = nn.BatchNorm2d(w)
-                layers[f"relu{b}_{i}"] = nn.ReLU()
-                c = w
-            if b < 5:
-                layers[f"pool{b}"] = nn.MaxPool2d(2)
-        self.features = nn.Sequential(layers)
-        self.classifier = nn.Linear(c, num_classes)
-
-    @staticmethod
-    def pad(x: torch.Tensor) -> torch.Tensor:
-        """28x28 -> 32x32 (zero padding); other sizes unchanged."""
-        return F.pad(x, (2, 2, 2, 2)) if x.shape[-1] == 28 else x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for ``(B, C, 28|32, 28|32)`` images in [0, 1]."""
-        f = self.features(self.normalize(self.pad(x)))
-        return self.classifier(f.mean(dim=(2, 3)))
-
-
 class ContentNetwork(nn.Module):
     """``N_feature``: images ``(B, C, H, W)`` in [0, 1] -> VGG-16 ``relu3_3`` activations.
 
@@ -384,42 +346,22 @@ class ContentNetwork(nn.Module):
 
 _IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-_TV_VGG16_FILE = "vgg16-397923af.pth"
-
-
 def _imagenet_vgg16() -> str | None:
-    """The artefact name of torchvision's ImageNet VGG-16 if its weight file is on disk or
-    downloadable now (it is downloaded then), else ``None``."""
-    from advviz import artifacts
-    from advviz._paths import cache_dir
-    from advviz.artifacts.catalog_papers import IMAGENET_VGG16
-
-    hub = Path(torch.hub.get_dir()) / "checkpoints" / _TV_VGG16_FILE
-    link = cache_dir() / "weights" / _TV_VGG16_FILE
-    if hub.is_file() and not artifacts.status(IMAGENET_VGG16)["present"]:  # torchvision's own copy
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.unlink(missing_ok=True)
-        link.symlink_to(hub)
+    """``"vgg16_imagenet"`` (torchvision's ImageNet VGG-16) if the store can have its file now (in a
+    weight folder, advviz's cache or torch's hub cache, or downloaded now), else ``None``."""
     try:
-        artifacts.resolve(IMAGENET_VGG16)
+        artifacts.resolve("vgg16_imagenet")
     except artifacts.ArtifactError as exc:
         log.info("ImageNet VGG-16 not available (%s); falling back to an advviz-trained VGG-16", exc)
         return None
-    return IMAGENET_VGG16
+    return "vgg16_imagenet"
 
 
-def _slim_vgg16_digits(*, progress: bool = False) -> SlimVGG16:
-    """A private copy of the digits-trained slim VGG-16 (artefact ``vgg16slim_digits``)."""
-    return _slim_vgg16("digits", progress=progress)
-
-
-def _slim_vgg16(dataset: str, *, progress: bool = False) -> SlimVGG16:
+def slim_vgg16(dataset: str, *, progress: bool = False) -> SlimVGG16:
     """A private, eval-mode copy of the slim VGG-16 advviz trains on ``dataset`` (``"digits"`` or
     ``"cifar10"``): the artefacts ``vgg16slim_<dataset>`` (recipes
     :data:`advviz.artifacts.recipes.SLIM_VGG_DIGITS` / :data:`~advviz.artifacts.recipes.SLIM_VGG_CIFAR10`),
     trained on first use and cached."""
-    from advviz import artifacts
-
     if dataset not in ("digits", "cifar10"):
         raise ValueError(f"no slim VGG-16 recipe for dataset {dataset!r}")
     return artifacts.fresh(f"vgg16slim_{dataset}", progress=progress).eval()  # type: ignore[return-value]
@@ -427,8 +369,6 @@ def _slim_vgg16(dataset: str, *, progress: bool = False) -> SlimVGG16:
 
 def _cifar_vgg16_weights() -> str | None:
     """``"vgg16_cifar10"`` if a weight folder has the zoo's CIFAR-10 VGG-16 weights (no download)."""
-    from advviz import artifacts
-
     return "vgg16_cifar10" if artifacts.status("vgg16_cifar10")["present"] else None
 
 
@@ -465,8 +405,6 @@ def content_network(dataset: str, *, prefer_imagenet: bool = True, device: str |
     Raises:
         ValueError: an unknown dataset.
     """
-    from advviz import artifacts
-
     name = content_artifact(dataset, prefer_imagenet=prefer_imagenet)
     module, rec = artifacts.get(name, device=device, progress=progress)
     return content_from(name, module, record=rec)
@@ -701,8 +639,6 @@ class TSGAN(nn.Module):
         format) holds every stage, so that a fresh model resumes with :meth:`_maybe_resume`."""
         import time
 
-        from advviz.train import TrainState, epoch_callback, fit_steps
-
         cfg = self.config
         if data.dim() != 4 or tuple(data.shape[1:]) != self.image_shape:
             raise ValueError(f"data must be (N, {', '.join(map(str, self.image_shape))}); got {tuple(data.shape)}")
@@ -756,7 +692,7 @@ class TSGAN(nn.Module):
 
         t_call = time.perf_counter()
         label = "TSGAN stage 1 (WGAN-GP)" if target is None else f"TSGAN stage 2, target {target}"
-        res = fit_steps(self, step, real_batches, optimizers=[opt_g, opt_d], epochs=epochs, steps_per_epoch=steps,
+        res = train.fit_steps(self, step, real_batches, optimizers=[opt_g, opt_d], epochs=epochs, steps_per_epoch=steps,
                         seed=seed, device=dev, checkpoint=checkpoint, run=f"tsgan:{key}", extra=self._extra,
                         start_epoch=start, history=hist, callbacks=epoch_callback(callback), progress=progress,
                         description=label, show=("wasserstein",), leave=False, train_mode=train_mode, end_epoch=done)
@@ -788,8 +724,6 @@ class TSGAN(nn.Module):
         """Read a model written by :meth:`save` (safetensors; no pickles)."""
         from safetensors import safe_open
 
-        from advviz.models import load_state_file
-
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata()
         cfg_d = json.loads(meta["config"])
@@ -812,8 +746,6 @@ class TSGAN(nn.Module):
 
     def _maybe_resume(self, checkpoint: str | os.PathLike[str] | None) -> None:
         """Load every stage from a training checkpoint (the engine's format) into a fresh model."""
-        from advviz.train import read_checkpoint
-
         if checkpoint is None or self.epochs_done:
             return
         found = read_checkpoint(checkpoint)

@@ -4,20 +4,19 @@
 * ``load(name, weights=None)``: an eval-mode model with weights: ``name`` is a pretrained entry
   (``list_models(pretrained=True)``, e.g. ``"resnet20_cifar10"``) or an architecture with
   ``weights`` a file path (``.safetensors`` or a PyTorch checkpoint) or a pretrained name.
-* Weight files are resolved by :mod:`advviz.artifacts` (the one path for every network):
-  ``$ADVVIZ_WEIGHTS``, the weights advviz ships, the user cache, then a download with a sha256
-  check (unless ``$ADVVIZ_OFFLINE``). Weights advviz trains itself (``*_digits``, the high
-  stream) are trained on first use with their typed recipe (:mod:`advviz.artifacts.recipes`)
-  and cached with their provenance record.
+* Pretrained entries are entries of the artefact store (:mod:`advviz.artifacts`, the one path
+  for every network): :func:`register_weights` declares one there, and :func:`load` obtains it
+  there: ``$ADVVIZ_WEIGHTS``, the weights advviz ships, the user cache, then a download with a
+  sha256 check (unless ``$ADVVIZ_OFFLINE``). Weights advviz trains itself (``*_digits``, the high
+  stream) are trained on first use with their typed recipe (:mod:`advviz.artifacts.recipes`, by
+  the builder ``"fit"`` of :mod:`advviz.zoo`) and cached with their provenance record.
 
 Loading never unpickles arbitrary objects: PyTorch files go through
-``torch.load(..., weights_only=True)``, advviz's own through safetensors.
+``torch.load(..., weights_only=True)``, advviz's own through safetensors (:mod:`advviz._weights`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -28,16 +27,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from advviz._paths import cache_dir, offline, weights_dirs
+from advviz import artifacts
+from advviz._registry import Registry
+from advviz._weights import CheckpointError, load_state_file, save_weights
+from advviz.artifacts import recipes as R
 from advviz.models._base import Classifier, Normalize
+from advviz.models.highres import HighResResNet
 from advviz.models.lenet import LeNet5
 from advviz.models.mobilenet import CifarMobileNetV2
 from advviz.models.resnet_cifar import CifarResNet
+from advviz.models.slim_vgg import SlimVGG16
 from advviz.models.vgg_cifar import CifarVGG
 
 __all__ = [
     "Classifier",
     "Normalize",
+    "SlimVGG16",
     "WeightsSpec",
     "CheckpointError",
     "register_model",
@@ -52,17 +57,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-_WEIGHTS: dict[str, WeightsSpec] = {}
-
-
-class CheckpointError(ValueError):
-    """A weight file is missing, corrupt, or does not fit the architecture."""
+_MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 @dataclass(frozen=True)
 class WeightsSpec:
-    """A named set of weights for an architecture.
+    """A named set of weights for an architecture (declared in the artefact store by :func:`register_weights`).
 
     Attributes:
         name: registry name, e.g. ``"resnet20_cifar10"``.
@@ -75,6 +75,8 @@ class WeightsSpec:
         description: one line for listings (provenance, reported accuracy).
         input_size: ``(C, H, W)`` the model takes when it differs from the dataset's native
             image size (e.g. a network on upsampled images); ``None``: the native size.
+        recipe: the typed recipe advviz trains them with (``None``: downloaded or user-made).
+        build: the store's builder for ``recipe`` (``"fit"``: :func:`advviz.train.fit`).
     """
 
     name: str
@@ -86,41 +88,61 @@ class WeightsSpec:
     sha256: str | None = None
     description: str = ""
     input_size: tuple[int, int, int] | None = None
+    recipe: artifacts.Recipe | None = None
+    build: str | None = None
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering an architecture factory under ``name`` (duplicates raise)."""
 
     def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _MODELS or name in _WEIGHTS:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = factory
-        return factory
+        return _MODELS.add(name, factory)
 
     return deco
 
 
 def register_weights(spec: WeightsSpec) -> WeightsSpec:
-    """Register a pretrained entry (duplicates raise)."""
-    if spec.name in _WEIGHTS or spec.name in _MODELS:
-        raise ValueError(f"weights {spec.name!r} are already registered")
+    """Declare a pretrained entry in the artefact store (duplicates raise)."""
+    if spec.name in _MODELS:
+        raise ValueError(f"weights {spec.name!r} are already registered (an architecture has that name)")
     if spec.arch not in _MODELS:
         raise ValueError(f"weights {spec.name!r} refer to unknown architecture {spec.arch!r}")
-    _WEIGHTS[spec.name] = spec
+
+    def make(_s: WeightsSpec = spec) -> nn.Module:
+        return create(_s.arch, **_s.arch_kwargs)
+
+    artifacts.register(artifacts.ArtifactSpec(
+        name=spec.name, make=make, filename=spec.filename, kind="classifier", dataset=spec.dataset,
+        recipe=spec.recipe, build=spec.build if spec.recipe is not None else None, url=spec.url, sha256=spec.sha256,
+        description=spec.description, arch=spec.arch, arch_kwargs=dict(spec.arch_kwargs), input_size=spec.input_size))
     return spec
 
 
 def list_models(pretrained: bool = False) -> list[str]:
     """Names of registered architectures, or of pretrained entries with ``pretrained=True``."""
-    return sorted(_WEIGHTS if pretrained else _MODELS)
+    if not pretrained:
+        return _MODELS.names()
+    return [n for n in artifacts.list_artifacts() if artifacts.get_spec(n).arch is not None]
 
 
 def get_weights_spec(name: str) -> WeightsSpec:
-    """The :class:`WeightsSpec` registered as ``name``."""
+    """The :class:`WeightsSpec` of pretrained entry ``name`` (read from the artefact store)."""
     try:
-        return _WEIGHTS[name]
+        a = artifacts.get_spec(name)
     except KeyError:
-        raise KeyError(f"no pretrained weights named {name!r}; available: {', '.join(list_models(True))}") from None
+        a = None
+    if a is None or a.arch is None:
+        raise KeyError(f"no pretrained weights named {name!r}; available: {', '.join(list_models(True))}")
+    return WeightsSpec(name=a.name, arch=a.arch, filename=a.filename, dataset=a.dataset, arch_kwargs=dict(a.arch_kwargs),
+                       url=a.url, sha256=a.sha256, description=a.description, input_size=a.input_size,
+                       recipe=a.recipe, build=a.build if isinstance(a.build, str) else None)
+
+
+def _is_pretrained(name: str) -> bool:
+    try:
+        return artifacts.get_spec(name).arch is not None
+    except KeyError:
+        return False
 
 
 def create(name: str, **kwargs: Any) -> nn.Module:
@@ -131,14 +153,17 @@ def create(name: str, **kwargs: Any) -> nn.Module:
         **kwargs: forwarded to the architecture (e.g. ``num_classes``, ``in_channels``).
     """
     if name not in _MODELS:
-        hint = f" (did you mean advviz.models.load({name!r})?)" if name in _WEIGHTS else ""
+        hint = f" (did you mean advviz.models.load({name!r})?)" if _is_pretrained(name) else ""
         raise KeyError(f"unknown model {name!r}{hint}; available: {', '.join(list_models())}")
-    return _MODELS[name](**kwargs)
+    return _MODELS.get(name)(**kwargs)
 
 
 def load(name: str, weights: str | os.PathLike[str] | None = None, *,
          device: str | torch.device | None = None, **kwargs: Any) -> nn.Module:
     """Load a model with weights, in eval mode, taking ``[0, 1]`` input.
+
+    A pretrained entry is a private copy of the store's artefact (:func:`advviz.artifacts.fresh`):
+    the caller may train or move it.
 
     Args:
         name: a pretrained entry (``"resnet20_cifar10"``) or an architecture (``"lenet5"``).
@@ -150,104 +175,45 @@ def load(name: str, weights: str | os.PathLike[str] | None = None, *,
         KeyError: unknown name.
         CheckpointError: missing, corrupt or mismatching weights (the message says what to do).
     """
-    spec: WeightsSpec | None = None
-    path: Path | None = None
-    if name in _WEIGHTS:
+    entry: str | None = None
+    if _is_pretrained(name):
         if weights is not None:
             raise ValueError(f"{name!r} already names its weights; pass weights= only with an architecture name")
-        spec = _WEIGHTS[name]
+        entry = name
     elif name in _MODELS:
         if weights is None:
             raise ValueError(f"load({name!r}) needs weights=: a file path or one of "
-                             f"{[w for w, s in _WEIGHTS.items() if s.arch == name] or list_models(True)}; "
+                             f"{[w for w in list_models(True) if artifacts.get_spec(w).arch == name] or list_models(True)}; "
                              f"use create({name!r}) for a fresh model")
-        if str(weights) in _WEIGHTS:
-            spec = _WEIGHTS[str(weights)]
-            if spec.arch != name:
-                raise ValueError(f"weights {spec.name!r} are for {spec.arch!r}, not {name!r}")
-        else:
-            path = Path(weights)
+        if _is_pretrained(str(weights)):
+            entry = str(weights)
+            if artifacts.get_spec(entry).arch != name:
+                raise ValueError(f"weights {entry!r} are for {artifacts.get_spec(entry).arch!r}, not {name!r}")
     else:
         raise KeyError(f"unknown model {name!r}; architectures: {', '.join(list_models())}; "
                        f"pretrained: {', '.join(list_models(True))}")
-    arch = spec.arch if spec is not None else name
-    arch_kwargs = {**(spec.arch_kwargs if spec is not None else {}), **kwargs}
-    model = create(arch, **arch_kwargs)
-    if spec is not None:
-        from advviz import artifacts
-
-        path, _ = artifacts.resolve(spec.name)
-    assert path is not None
-    state = load_state_file(path, expected_sha256=spec.sha256 if spec is not None else None)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not fit architecture {arch!r}: {exc}") from exc
+    if entry is not None:
+        spec = artifacts.get_spec(entry)
+        if not kwargs or kwargs == {k: spec.arch_kwargs.get(k) for k in kwargs}:
+            model = artifacts.fresh(entry)
+        else:  # other architecture options: the entry's file into that architecture
+            path, _ = artifacts.resolve(entry)
+            model = _load_file(create(spec.arch, **{**spec.arch_kwargs, **kwargs}), path, spec.arch)
+    else:
+        model = _load_file(create(name, **kwargs), Path(weights), name)  # type: ignore[arg-type]
     model.eval()
     if device is not None:
         model.to(device)
     return model
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_state_file(path: str | os.PathLike[str], *, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.safetensors`` or a PyTorch checkpoint, safely.
-
-    PyTorch files are read with ``weights_only=True``; a ``{"state_dict": ...}`` wrapper and a
-    ``module.`` prefix (``DataParallel``) are removed.
-
-    Raises:
-        CheckpointError: missing file, sha256 mismatch, or unreadable/corrupt content.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weight file not found: {path}")
-    if expected_sha256 is not None and _sha256(path) != expected_sha256:
-        raise CheckpointError(f"{path} is corrupt (sha256 differs from the published {expected_sha256[:12]}…); "
-                              "delete it and download it again")
+def _load_file(model: nn.Module, path: Path, arch: str) -> nn.Module:
+    state = load_state_file(path)
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zips, pickles with code, garbage bytes ...
-        raise CheckpointError(f"cannot read {path} as weights ({type(exc).__name__}: {exc}); the file is corrupt "
-                              "or not a weight file; delete it and download or retrain it") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def save_weights(model: nn.Module, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None,
-                 half: bool = False) -> Path:
-    """Save ``model.state_dict()`` as safetensors (atomically), with string metadata.
-
-    ``half=True`` stores floating-point tensors as float16 (half the size, for weights that ship
-    with advviz); ``load_state_dict`` casts them back to the model's dtype.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.safetensors")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not fit architecture {arch!r}: {exc}") from exc
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +245,7 @@ register_weights(WeightsSpec(
 register_weights(WeightsSpec(
     name="lenet5_digits", arch="lenet5", filename="lenet5_digits.safetensors", dataset="digits",
     description="LeNet-5 trained by advviz on the digits train split (advviz.artifacts.recipes.LENET5_DIGITS)",
+    recipe=R.LENET5_DIGITS, build="fit",
 ))
 
 
@@ -296,8 +263,6 @@ for _depth in (11, 13, 16, 19):
 # Two-stream detector (paper 003): the high-resolution CIFAR-10 stream, trained by advviz on
 # 2x-upsampled images (advviz/models/highres.py records the recipe and the measured accuracy).
 def _highres_resnet8(**kw: Any) -> nn.Module:
-    from advviz.models.highres import HighResResNet
-
     return HighResResNet(depth=8, **kw)
 
 
@@ -307,6 +272,7 @@ register_weights(WeightsSpec(
     dataset="cifar10", input_size=(3, 64, 64),
     description=("HighResResNet-8 on 64x64 (2x bilinear) CIFAR-10, trained by advviz on first use "
                  "(advviz.artifacts.recipes.HIGHRES_CIFAR10: 1 epoch SGD on 20,000 images); 44.8% top-1, 92.4% top-5 on the JPEG CIFAR-10 test split"),
+    recipe=R.HIGHRES_CIFAR10, build="fit",
 ))
 register_weights(WeightsSpec(
     name="highres_resnet8_digits", arch="highres_resnet8", filename="highres_resnet8_digits.safetensors",
@@ -314,4 +280,5 @@ register_weights(WeightsSpec(
     input_size=(1, 64, 64),
     description=("HighResResNet-8 on 64x64 (bilinear) digits, the two-stream detector's offline high stream, "
                  "trained by advviz on first use (advviz.artifacts.recipes.HIGHRES_DIGITS)"),
+    recipe=R.HIGHRES_DIGITS, build="fit",
 ))

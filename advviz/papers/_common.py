@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from advviz import artifacts
+
 __all__ = ["result", "format_rows", "format_provenance", "tracked", "timer", "PAPER_KEY"]
 
 # Row keys whose paper value is shown beside the measured one as "<key> (paper)".
@@ -37,8 +39,6 @@ def tracked(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]
 
     @functools.wraps(run)
     def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        from advviz import artifacts
-
         with artifacts.track() as used:
             res = run(*args, **kwargs)
         have = list(res.get("provenance", []))
@@ -51,8 +51,6 @@ def tracked(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]
 
 def format_provenance(res: dict[str, Any]) -> str:
     """The lines that end a printed result: one per artefact used (name, sha256 prefix, recipe hash)."""
-    from advviz import artifacts
-
     entries = res.get("provenance") or []
     if not entries:
         return "artefacts: none"

@@ -28,7 +28,12 @@ from typing import Any
 
 import torch
 
+from advviz import attacks, data, metrics, models
+from advviz.attacks import cfr_attack
+from advviz.explain import gradcam, occlude
+from advviz.papers import protected
 from advviz.papers._common import format_rows, result, timer, tracked
+from advviz.train import default_device
 
 __all__ = ["run", "format", "PAPER_TABLE1", "TABLES"]
 
@@ -94,8 +99,6 @@ def _recorded(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _load_model(name: str, device: torch.device) -> torch.nn.Module | None:
-    from advviz import models
-
     try:
         return models.load(name, device=device)
     except models.CheckpointError as exc:
@@ -115,16 +118,12 @@ def _models(names: list[str], device: torch.device) -> tuple[dict[str, torch.nn.
 
 
 def _sample(models: list[torch.nn.Module], n: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    from advviz import data
-
     x, y = data.sample(data.load("cifar10", "test"), n, seed=seed, model=models, device=device)
     return x.to(device), y.to(device)
 
 
 def _attack(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any],
             seed: int, batch: int = 128) -> torch.Tensor:
-    from advviz import attacks
-
     spec = attacks.get(name)
     kw = dict(cfg)
     if "seed" in inspect.signature(spec.fn).parameters:
@@ -135,8 +134,6 @@ def _attack(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 def table1(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, Any]:
     """Table I on ResNet-20."""
-    from advviz import metrics
-
     model = _load_model("resnet20_cifar10", device)
     if model is None:
         raise FileNotFoundError("Table I needs resnet20_cifar10: set ADVVIZ_WEIGHTS")
@@ -160,9 +157,6 @@ def table1(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str,
 
 def fig3(*, n: int, quick: bool, seed: int, device: torch.device, tau: float = 0.2) -> dict[str, Any]:
     """Fig. 3: accuracy on clean, Adv-CFR and Adv-non-CFR images at ``tau``."""
-    from advviz import data, metrics
-    from advviz.explain import gradcam, occlude
-
     names = ["resnet20_cifar10", "resnet32_cifar10"] + ([] if quick else
                                                          ["vgg11_cifar10", "vgg13_cifar10", "vgg16_cifar10"])
     loaded, missing = _models(names, device)
@@ -194,8 +188,6 @@ def fig7(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, A
     L2 norm of its perturbations. (Choice: L2, CFR's own norm; the median, so that about half of
     the CFR images are above PGD's budget and half below.)
     """
-    from advviz import metrics
-
     names = ["resnet20_cifar10", "resnet32_cifar10"] + ([] if quick else
                                                          ["vgg11_cifar10", "vgg13_cifar10", "vgg16_cifar10"])
     loaded, missing = _models(names, device)
@@ -231,8 +223,6 @@ def fig7(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, A
 def _resnet20_with_cams(what: str, *, n: int, seed: int,
                         device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     """ResNet-20, ``n`` images it classifies correctly, and their Grad-CAM maps (true class)."""
-    from advviz.explain import gradcam
-
     model = _load_model("resnet20_cifar10", device)
     if model is None:
         raise FileNotFoundError(f"{what} needs resnet20_cifar10: set ADVVIZ_WEIGHTS")
@@ -242,9 +232,6 @@ def _resnet20_with_cams(what: str, *, n: int, seed: int,
 
 def fig9(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, Any]:
     """Fig. 9: ASR against iterations N and inverse temperature T (tau 0.2, beta 1)."""
-    from advviz import metrics
-    from advviz.attacks import cfr_attack
-
     model, x, y, cam = _resnet20_with_cams("Fig. 9", n=n, seed=seed, device=device)
     rows = []
     steps_grid = (5, 10, 20, 30)
@@ -264,9 +251,6 @@ def fig9(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, A
 
 def fig10(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, Any]:
     """Fig. 10: ASR and l0 against tau (N = 30, T = 0.1, beta = 1)."""
-    from advviz import metrics
-    from advviz.attacks import cfr_attack
-
     model, x, y, cam = _resnet20_with_cams("Fig. 10", n=n, seed=seed, device=device)
     rows = []
     for tau in ((0.0, 0.2, 0.4, 0.6, 0.8) if quick else (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)):
@@ -282,9 +266,6 @@ def fig10(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, 
 
 def table2(*, n: int, quick: bool, seed: int, device: torch.device) -> dict[str, Any]:
     """Table II: PGD, C&W and CFR against adversarially trained ResNet-20 (Fast-AT, PGD-AT)."""
-    from advviz import metrics
-    from advviz.papers import protected
-
     cfgs = _attack_configs(quick)
     rows, made = [], {}
     for kind in ("fast_at", "pgd_at"):
@@ -314,8 +295,6 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
         seed: image sampling and attack seed.
         device: default CUDA when available.
     """
-    from advviz.train import default_device
-
     table = table or "1"
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r} for the CFR paper; choose one of {', '.join(TABLES)}")

@@ -21,7 +21,9 @@ from typing import Any
 
 import torch
 
+from advviz import artifacts
 from advviz.artifacts.recipes import PROTECTED, PROTECTED_QUICK, AdvFitRecipe
+from advviz.zoo import protected_name
 
 __all__ = ["RECIPES", "QUICK", "resnet20"]
 
@@ -45,9 +47,6 @@ def resnet20(kind: str, *, quick: bool = False, device: str | torch.device = "cp
     Raises:
         ValueError: an unknown ``kind``.
     """
-    from advviz import artifacts
-    from advviz.artifacts.catalog_papers import protected_name
-
     if kind not in RECIPES:
         raise ValueError(f"unknown protection {kind!r}; choose one of {', '.join(RECIPES)}")
     model, rec = artifacts.get(protected_name(kind, quick), device=device, progress=progress)

@@ -50,6 +50,8 @@ from typing import Any
 
 import torch
 
+from advviz import attacks, data, metrics, models
+from advviz.defenses import defended
 from advviz.papers._common import format_rows, result, timer, tracked
 
 __all__ = ["ADAPTIVE", "ATTACK_EPS", "PAPER", "PAPER_COLUMNS", "TABLES", "format", "run"]
@@ -102,8 +104,6 @@ FRACTIONS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
 def _row(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, xa: torch.Tensor, xp: torch.Tensor, *,
          defense: str, attack: str, threat: str, seconds: float) -> dict[str, Any]:
     """One table row: the classifier on the purified images ``xp`` of the attacked ``xa`` of ``x``."""
-    from advviz import metrics
-
     acc = metrics.accuracy(model, xp, y)
     row = {"defense": defense, "attack": attack, "threat": threat, "accuracy": acc,
            "misclassification": metrics.prediction_change(model, x, xp), "error": 1 - acc,
@@ -128,9 +128,6 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
         seed: image sampling and PGD seed.
         device: default CPU (the purifiers are trained there on first use).
     """
-    from advviz import attacks, data, metrics, models
-    from advviz.defenses import defended
-
     table = table or "2-5"
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r} for the purifier paper; choose one of {', '.join(TABLES)}")

@@ -58,7 +58,7 @@ attacks target class 0 only (the paper's
 figures use target 0: the digit 0 and "plane"); the full mode every class.
 
 Every network is an :mod:`advviz.artifacts` entry: the target models, the content network, the
-transfer model, the robust LeNets and the protected ResNet-20s are registered in the catalog; the
+transfer model, the robust LeNets and the protected ResNet-20s are registered in the catalogue (:mod:`advviz.zoo`); the
 generators are registered on demand (:func:`tsgan_stage1`, :func:`tsgan_stage2`,
 :func:`advgan_for`) under names that say what they are made from
 (``tsgan_<config>_s<seed>_t<targets>_vs_<target model>[_nocontent]``,
@@ -77,8 +77,17 @@ from typing import Any
 
 import torch
 
+from advviz import artifacts, data, metrics
+from advviz import attacks as atk
 from advviz.artifacts import recipes as _recipes
+from advviz.generative import advgan as A
+from advviz.generative import tsgan as T
+from advviz.generative.fid import fid, fid_network
+from advviz.papers import protected
 from advviz.papers._common import format_rows, result, tracked
+from advviz.train import default_device
+from advviz.zoo import robust_lenet_name
+from advviz.zoo.generators import advgan_for, last_epoch, tsgan_stage1, tsgan_stage2
 
 __all__ = ["PAPER", "TABLES", "format", "run"]
 
@@ -152,8 +161,6 @@ def _load_data(quick: bool, dataset: str, device: torch.device, progress: bool,
                model: str = "resnet20") -> dict[str, Any]:
     """Training/test images, the target model and descriptions for one column of the paper
     (``model``: the CIFAR-10 target, one of :data:`CIFAR_MODELS`)."""
-    from advviz import artifacts, data
-
     if dataset == "cifar10":
         train_set = data.load("cifar10", "train")
         n_test = CIFAR_QUICK["test"] if quick else 2000
@@ -198,229 +205,11 @@ def _load_data(quick: bool, dataset: str, device: torch.device, progress: bool,
                      "LeNet-5 (artefact lenet5_mnist_holdout), 2,000 held-out images are attacked")}
 
 
-# ---------------------------------------------------------------------------------------------
-# the generators as artefacts (registered on demand: their names carry what they are made from)
-# ---------------------------------------------------------------------------------------------
-
-# The in-memory inputs (training images, stage-1 / hand-built networks) of the generator artefacts
-# being made: set by _generator for the duration of one artifacts.get, then removed. Not a cache:
-# trained networks live in advviz.artifacts only.
-_BUILD_INPUTS: dict[str, dict[str, Any]] = {}
-
-
-def _sha(*tensors: torch.Tensor) -> str:
-    """16 hex digits of sha256 over the tensors' float32 bytes (the identity of hand-made inputs)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _ref(module: torch.nn.Module | None, artifact: str | None) -> tuple[str | None, tuple[str, ...]]:
-    """How a recipe names an input network: ``(artefact name, (name,))`` for an artefact (its
-    identity then enters the generator's), else ``("weights sha256 <prefix>", ())``."""
-    from advviz import artifacts
-
-    if module is None:
-        return None, ()
-    if artifact is not None and artifact in artifacts.list_artifacts():
-        return artifact, (artifact,)
-    return f"weights sha256 {_sha(*module.state_dict().values())}", ()
-
-
-def _gan_summary(gan: Any) -> dict[str, Any]:
-    """A generator's training summary (its record): epochs, final losses, full history, info."""
-    hist = gan.history if isinstance(gan.history, dict) else {"train": gan.history}
-    return {"epochs": gan.epochs_done, "final": {k: _last(v) for k, v in hist.items()}, "history": gan.history,
-            "info": getattr(gan, "info", {})}
-
-
-def _restore_state(module: Any, path: Any) -> None:
-    """``ArtifactSpec.loads`` of the generators: the weights, then epochs/history/info from the record."""
-    import json
-
-    from safetensors import safe_open
-
-    from advviz.artifacts import META_KEY
-    from advviz.models import load_state_file
-
-    module.load_state_dict(load_state_file(path), strict=True)
-    with safe_open(str(path), "pt") as fh:
-        training = json.loads((fh.metadata() or {})[META_KEY]).get("training", {})
-    module.epochs_done = training.get("epochs", module.epochs_done)
-    module.history = training.get("history", module.history)
-    if hasattr(module, "info"):
-        module.info = training.get("info", {})
-
-
-def _interrupted(name: str, results: Any) -> None:
-    from advviz.artifacts.catalog import interrupted
-
-    for r in results if isinstance(results, list) else [results]:
-        if getattr(r, "interrupted", False):
-            raise interrupted(name)
-
-
-def _build_start(ctx: Any) -> tuple[str, Any, dict[str, Any], Any]:
-    """``(name, recipe, this run's inputs, a fresh generator on the build device)`` for a generator builder."""
-    name = ctx.spec.name
-    inp = _BUILD_INPUTS.get(name)
-    if inp is None:
-        raise RuntimeError(f"{name} is made by `advviz reproduce tsgan` (it needs that run's training images)")
-    return name, ctx.recipe, inp, ctx.spec.make().to(ctx.device)
-
-
-def _build_tsgan(ctx: Any) -> Any:
-    """Builder of the TSGAN stage artefacts (inputs from :data:`_BUILD_INPUTS`)."""
-    from advviz.artifacts import Built
-    from advviz.generative import tsgan as T
-
-    name, r, inp, gan = _build_start(ctx)
-    ckpt = ctx.checkpoint.with_name(ctx.checkpoint.name + ".safetensors")
-    if r.stage == "normal":
-        _interrupted(name, gan.fit_normal(inp["x"], device=ctx.device, seed=r.seed, progress=ctx.progress,
-                                          checkpoint=ckpt))
-        return Built(gan, _gan_summary(gan))
-    stage1 = ctx.upstream(r.stage1) if r.stage1 in ctx.spec.upstream else inp["stage1"]
-    gan.g_norm.load_state_dict(stage1.g_norm.state_dict())
-    gan.critic.load_state_dict(stage1.critic.state_dict())
-    gan.epochs_done["normal"] = int(stage1.epochs_done.get("normal", 0))
-    if "normal" in stage1.history:
-        gan.history["normal"] = list(stage1.history["normal"])
-    target = ctx.upstream(r.target_model) if r.target_model in ctx.spec.upstream else inp["target_model"]
-    content = None
-    if r.content is not None:
-        content = (T.content_from(r.content, ctx.upstream(r.content), record=inp.get("content_record"))
-                   if r.content in ctx.spec.upstream else inp["content"])
-    _interrupted(name, gan.fit_adversarial(inp["x"], target, list(r.targets), content=content, device=ctx.device,
-                                           seed=r.seed, progress=ctx.progress, checkpoint=ckpt))
-    gan.info["target_model"] = inp["target_label"]
-    return Built(gan, _gan_summary(gan))
-
-
-def _build_advgan(ctx: Any) -> Any:
-    """Builder of the AdvGAN artefacts (inputs from :data:`_BUILD_INPUTS`)."""
-    from advviz.artifacts import Built
-
-    name, r, inp, gan = _build_start(ctx)
-    target = ctx.upstream(r.target_model) if r.target_model in ctx.spec.upstream else inp["target_model"]
-    _interrupted(name, gan.fit(inp["x"], inp["y"], target, device=ctx.device, seed=r.seed, progress=ctx.progress,
-                               checkpoint=ctx.checkpoint.with_name(ctx.checkpoint.name + ".safetensors")))
-    return Built(gan, _gan_summary(gan))
-
-
-def _generator(name: str, recipe: Any, upstream: tuple[str, ...], make: Any, build: Any, inputs: dict[str, Any],
-               device: torch.device, progress: bool, description: str) -> tuple[Any, Any]:
-    """Register generator artefact ``name`` (replacing one made from other inputs) and get it."""
-    from advviz import artifacts
-    from advviz.artifacts import ArtifactSpec
-
-    try:
-        old = artifacts.get_spec(name)
-    except KeyError:
-        old = None
-    if old is None or old.recipe != recipe or old.upstream != upstream:
-        artifacts.register(ArtifactSpec(name=name, make=make, filename=f"{name}.safetensors", kind="generator",
-                                        dataset=recipe.data, recipe=recipe, build=build, upstream=upstream,
-                                        description=description, loads=_restore_state), replace=True)
-    _BUILD_INPUTS[name] = inputs
-    try:
-        return artifacts.get(name, device=device, progress=progress)
-    finally:
-        _BUILD_INPUTS.pop(name, None)
-
-
-def _tsgan_make(cfg: Any, shape: tuple[int, ...], targets: tuple[int, ...]) -> Any:
-    from advviz.generative import tsgan as T
-
-    def make() -> Any:
-        gan = T.TSGAN(cfg, tuple(shape))
-        for t in targets:
-            gan.init_adversarial(t)
-        return gan
-
-    return make
-
-
-def _advgan_make(acfg: Any, shape: tuple[int, ...], target: int) -> Any:
-    from advviz.generative import advgan as A
-
-    return lambda: A.AdvGAN(acfg, tuple(shape), target=target)
-
-
-def tsgan_stage1(cfg: Any, x: torch.Tensor, *, seed: int, data: str, device: torch.device,
-                 progress: bool = False) -> tuple[Any, Any]:
-    """TSGAN's stage 1 (G_norm and its critic) on images ``x``: artefact
-    ``tsgan_<config>_s<seed>_stage1``; ``(shared generator, record)``."""
-    from dataclasses import asdict
-
-    from advviz.artifacts.recipes import TSGANRecipe
-
-    shape = tuple(x.shape[1:])
-    recipe = TSGANRecipe(config=asdict(cfg), stage="normal", seed=seed, data=data, data_sha=_sha(x), image_shape=shape)
-    name = f"tsgan_{cfg.name}_s{seed}_stage1"
-    return _generator(name, recipe, (), _tsgan_make(cfg, shape, ()), _build_tsgan, {"x": x}, device, progress,
-                      "TSGAN stage 1 (the TSGAN paper's reproduction)")
-
-
-def tsgan_stage2(cfg: Any, x: torch.Tensor, targets: list[int], *, seed: int, data: str, stage1: Any,
-                 stage1_artifact: str | None, target_model: torch.nn.Module, target_artifact: str | None,
-                 target_label: str, content: Any, device: torch.device, progress: bool = False) -> tuple[Any, Any]:
-    """TSGAN's stage 2 for ``targets`` from ``stage1`` against ``target_model`` with ``content``
-    (``None``: without the content loss): artefact ``tsgan_<config>_s<seed>_t<targets>_vs_<target>[_nocontent]``,
-    upstream the stage-1, target and content artefacts; ``(shared generator, record)``."""
-    from dataclasses import asdict
-
-    from advviz.artifacts.recipes import TSGANRecipe
-    from advviz.generative import tsgan as T
-
-    s1, up1 = _ref(stage1, stage1_artifact)
-    tm, up2 = _ref(target_model, target_artifact)
-    cn, up3 = _ref(content, getattr(content, "artifact", None)) if content is not None else (None, ())
-    shape = tuple(x.shape[1:])
-    recipe = TSGANRecipe(config=asdict(cfg), stage="adversarial", targets=tuple(sorted(targets)), seed=seed, data=data,
-                         data_sha=_sha(x), image_shape=shape, target_model=tm, content=cn, stage1=s1,
-                         stage2_batchnorm=T.STAGE2_BATCHNORM)
-    label = (target_artifact if up2 else target_label.split()[0]) or "model"
-    name = (f"tsgan_{cfg.name}_s{seed}_t{'-'.join(map(str, sorted(targets)))}_vs_{label}"
-            + ("" if content is not None else "_nocontent"))
-    inputs = {"x": x, "stage1": stage1, "target_model": target_model, "content": content, "target_label": target_label,
-              "content_record": getattr(content, "record", None)}
-    return _generator(name, recipe, up1 + up2 + up3, _tsgan_make(cfg, shape, recipe.targets), _build_tsgan, inputs,
-                      device, progress, "TSGAN stage 2 (the TSGAN paper's reproduction)")
-
-
-def advgan_for(acfg: Any, x: torch.Tensor, y: torch.Tensor, target: int, *, seed: int, data: str,
-               target_model: torch.nn.Module, target_artifact: str | None, target_label: str, device: torch.device,
-               progress: bool = False) -> tuple[Any, Any]:
-    """AdvGAN for ``target`` against ``target_model``: artefact
-    ``advgan_<config>_n<images>_s<seed>_t<target>_vs_<target model>``; ``(shared generator, record)``."""
-    from dataclasses import asdict
-
-    from advviz.artifacts.recipes import AdvGANRecipe
-
-    tm, up = _ref(target_model, target_artifact)
-    shape = tuple(x.shape[1:])
-    recipe = AdvGANRecipe(config=asdict(acfg), target=target, seed=seed, data=data, data_sha=_sha(x, y.float()),
-                          image_shape=shape, target_model=tm)
-    label = (target_artifact if up else target_label.split()[0]) or "model"
-    name = f"advgan_{acfg.name}_n{len(x)}_s{seed}_t{target}_vs_{label}"
-    return _generator(name, recipe, up, _advgan_make(acfg, shape, target), _build_advgan,
-                      {"x": x, "y": y, "target_model": target_model}, device, progress,
-                      "AdvGAN (the TSGAN paper's reproduction)")
-
-
 def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
            dataset: str = "mnist", model: str = "resnet20") -> dict[str, Any]:
     """Load (or train) everything the tables of one dataset share: the target model, the content
     network and the generators, all :mod:`advviz.artifacts` (a generator is retrained when its
     target, content network, stage 1, data or recipe changed)."""
-    from advviz import artifacts
-    from advviz.generative import advgan as A
-    from advviz.generative import tsgan as T
-
     t_start = time.perf_counter()
     d = _load_data(quick, dataset, device, progress, model)
     cfg = T.CONFIGS[d["cfg_name"]]
@@ -446,10 +235,10 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
               "rule": ("AdvGAN gets TSGAN's adversarial (stage-2) budget, images x epochs: both then train "
                        "their attack for the same passes over the same images; TSGAN's stage 1 learns the image "
                        "distribution, which AdvGAN takes from its input images")}
-    final = {"tsgan": {t: _last(gan.history.get(f"adv_{t}")) for t in targets},
-             "tsgan_no_content": {t: _last(gan_nc.history.get(f"adv_{t}")) for t in targets},
-             "tsgan_stage1": _last(gan.history.get("normal")),
-             "advgan": {t: _last(advgans[t].history) for t in targets}}
+    final = {"tsgan": {t: last_epoch(gan.history.get(f"adv_{t}")) for t in targets},
+             "tsgan_no_content": {t: last_epoch(gan_nc.history.get(f"adv_{t}")) for t in targets},
+             "tsgan_stage1": last_epoch(gan.history.get("normal")),
+             "advgan": {t: last_epoch(advgans[t].history) for t in targets}}
     config = {"quick": quick, "seed": seed, "dataset": dataset, "training_budget": budget, "final_losses": final,
               "tsgan_config": cfg.__dict__ | {"betas": list(cfg.betas)},
               "advgan_config": acfg.__dict__, "targets": targets,
@@ -477,13 +266,6 @@ def matched_advgan_config(cfg: Any, acfg: Any) -> Any:
     import dataclasses
 
     return dataclasses.replace(acfg, epochs=cfg.epochs_adv)
-
-
-def _last(history: list[dict[str, float]] | None) -> dict[str, float]:
-    """The last epoch's averages of a training history, rounded (``{}`` when there is none)."""
-    if not history:
-        return {}
-    return {k: round(float(v), 4) for k, v in history[-1].items() if k != "seconds"}
 
 
 def semantic_drift(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
@@ -524,9 +306,6 @@ def _targeted_images(s: dict[str, Any], t: int, n: int) -> tuple[torch.Tensor, t
 def _asr_rows(s: dict[str, Any], n: int, seed: int, table: str, model: torch.nn.Module, model_name: str,
               attacks: tuple[str, ...], paper_key: str | None = None) -> list[dict[str, Any]]:
     """Targeted ASR of ``attacks`` (crafted on ``s["target_model"]``) measured on ``model``."""
-    from advviz import attacks as atk
-    from advviz import metrics
-
     tm = s["target_model"]
     eps = _eps(s)
     acc: dict[str, list[tuple[float, float | None, int]]] = {a: [] for a in attacks}
@@ -586,9 +365,6 @@ def table6(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
 def _robust_lenet(s: dict[str, Any], kind: str) -> tuple[torch.nn.Module, float, Any]:
     """Table 7's adversarially trained LeNet-5 ``kind`` (artefact ``lenet5_digits_<kind>_quick``,
     recipe :data:`AT_RECIPES`), its clean accuracy on the attacked images, and its record."""
-    from advviz import artifacts
-    from advviz.artifacts.catalog_papers import robust_lenet_name
-
     model, rec = artifacts.get(robust_lenet_name(kind), device=s["x_te"].device)
     return model, _accuracy(model, s), rec
 
@@ -625,7 +401,6 @@ def table7(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     against each defended model (TSGAN reuses stage 1)."""
     if not s["config"]["quick"]:
         raise ValueError("Table 7 is implemented for --quick (digits) only")
-    from advviz.artifacts.catalog_papers import robust_lenet_name
 
     rows, accs, recipes = [], {}, {}
     for kind in ("adv", "iter"):
@@ -642,8 +417,6 @@ def table8(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     """Table 8 (CIFAR-10): ASR against adversarially trained ResNet-20s ("adv": advviz's FGSM-based
     ``fast_at``, "iter": ``pgd_at``; :mod:`advviz.papers.protected`, quick recipes in quick mode);
     TSGAN's stage 2 and AdvGAN are retrained against each (TSGAN reuses stage 1)."""
-    from advviz.papers import protected
-
     quick = s["config"]["quick"]
     rows, records = [], {}
     for kind, recipe in CIFAR_DEFENSES.items():
@@ -697,8 +470,6 @@ def transfer_digits_model() -> tuple[torch.nn.Module, dict[str, Any]]:
     """The MNIST-column transfer model of Table 9 (artefact ``resnet8_digits_transfer``, recipe
     :data:`TRANSFER_DIGITS_RECIPE`): the shared, frozen module on the CPU and its record (recipe,
     digits test accuracy measured after training); trained on first use (seconds)."""
-    from advviz import artifacts
-
     model, rec = artifacts.get("resnet8_digits_transfer")
     acc = next((v for k, v in rec.training.get("metrics", {}).items() if k.startswith("clean_accuracy")), None)
     return model, {"name": "resnet8_digits (advviz-trained, independent of the target and the content network)",
@@ -717,8 +488,6 @@ def _fid_features(s: dict[str, Any]) -> Any:
     """FID features independent of the attacked model: Inception-v3 when its weights are there,
     else the penultimate features of a classifier the generators never saw (MNIST column: Table
     9's ResNet-8 trained on digits; CIFAR-10: the other published ResNet)."""
-    from advviz.generative.fid import fid_network
-
     if s.get("dataset") == "cifar10":
         other = "resnet32" if s.get("model_name", "resnet20") == "resnet20" else "resnet20"
         from advviz import models
@@ -743,9 +512,6 @@ def _quality(s: dict[str, Any], n: int, seed: int, table: str) -> dict[str, Any]
     * ``fid_g_norm``: against ``G_norm(z)`` (the paper's reference; its values stand beside it);
     * ``ssim``: each output against ``G_norm(z)`` of the same ``z`` (one pairing for all methods).
     """
-    from advviz import metrics
-    from advviz.generative.fid import fid
-
     model_name = s.get("model_name", "lenet5")
     net = _fid_features(s)
     real = s["x_te"][:n]
@@ -786,8 +552,6 @@ def table12(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
 
 
 def table13(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
-    from advviz import attacks as atk
-
     tm = s["target_model"]
     eps = _eps(s)
     t = s["targets"][0]
@@ -853,8 +617,6 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
     Raises:
         ValueError: an unknown table or dataset, or a table the dataset does not have.
     """
-    from advviz.train import default_device
-
     table = table or "6"
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r} for the TSGAN paper; choose one of {', '.join(TABLES)}")

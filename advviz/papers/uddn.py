@@ -53,6 +53,13 @@ from typing import Any
 
 import torch
 
+from advviz import attacks, data, metrics, models
+from advviz.defenses import defended
+from advviz.defenses import distillation as dist
+from advviz.defenses.distillation import load_defensive_student
+from advviz.defenses.jpeg import jpeg
+from advviz.defenses.pix2pix import purify
+from advviz.papers import protected
 from advviz.papers._common import format_rows, result, timer, tracked
 
 __all__ = ["ADAPTIVE", "DISTILL", "TABLES", "format", "run"]
@@ -88,8 +95,6 @@ PAPER_TABLE3_PGD = {"clean": 0.833, "white_box": 0.514, "black_box": 0.700}
 
 
 def _attack_set(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
-    from advviz import attacks
-
     h = x.shape[0] // 2
     a = attacks.fgsm(model, x[:h], y[:h], eps=8 / 255)
     b = attacks.pgd(model, x[h:], y[h:], eps=8 / 255, alpha=2 / 255, steps=4, random_start=False, seed=seed)
@@ -97,9 +102,6 @@ def _attack_set(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: 
 
 
 def _student(images: torch.Tensor, labels: torch.Tensor, dev: torch.device, progress: bool) -> torch.nn.Module:
-    from advviz import models
-    from advviz.defenses import distillation as dist
-
     fit_kw = {k: DISTILL[k] for k in ("epochs", "lr", "optimizer", "batch_size")}
     teacher = models.load("resnet20_cifar10", device=dev)
     dist.train_teacher(teacher, images, labels, device=dev, progress=progress, description="teacher", **fit_kw)
@@ -125,12 +127,6 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
         seed: sampling and attack seed.
         device: default CPU.
     """
-    from advviz import data, metrics, models
-    from advviz.defenses import defended
-    from advviz.defenses.jpeg import jpeg
-    from advviz.defenses.pix2pix import purify
-    from advviz.papers import protected
-
     table = table or "1-3"
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r} for the UDDN paper; choose one of {', '.join(TABLES)}")
@@ -149,7 +145,6 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
     pgd_model, pgd_rec = protected.resnet20("pgd_at", quick=quick if quick_pgd_at is None else quick_pgd_at,
                                             device=dev, progress=progress)
     # Papernot's defensive distillation (clean images at T, deployed at T = 1); cached
-    from advviz.defenses.distillation import load_defensive_student
 
     student_def, def_rec = load_defensive_student("quick", device=dev, progress=progress)
     # the distillation students on the denoiser's training pairs (attacked images)

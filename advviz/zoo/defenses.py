@@ -1,103 +1,29 @@
-"""Every registered artefact: the model zoo's weights, then the networks advviz trains itself.
-
-Imported by :mod:`advviz.artifacts` on first use. Builders import the training code lazily, so
-registering costs nothing.
-"""
+"""The defenses' networks: the perceptual network, the purifier generators, GNR, the denoisers and
+defensive distillation's student (their specs and builders)."""
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
 
-import torch
 from torch import nn
 
+from advviz import artifacts, data, models
+from advviz.artifacts import ArtifactSpec, BuildContext, Built, register
 from advviz.artifacts import recipes as R
-from advviz.artifacts._core import ArtifactSpec, BuildContext, Built, register
+from advviz.defenses import distillation as D
+from advviz.defenses import gnr
+from advviz.defenses import pix2pix as P
+from advviz.defenses import uddn as U
+from advviz.explain.features import vgg19_layers
+from advviz.zoo._common import build_fit, fit_summary, interrupted, make_seeded, seeded
 
-__all__ = ["fit_summary", "interrupted"]
+__all__: list[str] = []
 
-
-def fit_summary(result: Any, **metrics: Any) -> dict[str, Any]:
-    """The training summary recorded for a :class:`~advviz.train.FitResult`: epochs, final losses, metrics."""
-    last = result.history[-1] if result.history else {}
-    return {"epochs": result.epochs_completed, "final": {k: v for k, v in last.items() if k != "seconds"},
-            **({"metrics": metrics} if metrics else {})}
-
-
-def interrupted(name: str) -> KeyboardInterrupt:
-    """The error raised when training of ``name`` was stopped: its checkpoint resumes next time."""
-    return KeyboardInterrupt(f"training of {name} was interrupted; the checkpoint of its last complete epoch "
-                             "resumes next time")
-
-
-def _build_fit(ctx: BuildContext) -> Built:
-    """Train ``ctx.spec.make()`` with a :class:`~advviz.artifacts.recipes.FitRecipe`."""
-    from advviz import data, train
-    from advviz.models.highres import upsample
-
-    r: R.FitRecipe = ctx.recipe
-    model = ctx.spec.make()
-    ds_name, split = r.data.split(":")
-    train_set = data.load(ds_name, split)
-    if r.images is not None and r.images < len(train_set):
-        idx = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(r.seed))[:r.images]
-        train_set = train_set.subset(idx)
-    size = tuple(model.input_size[1:]) if hasattr(model, "input_size") else None
-    augment = None
-    if r.augment == "cifar":
-        augment = train.cifar_augment
-    elif r.augment == "cifar+upsample":
-        def augment(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-            return upsample(train.cifar_augment(x, gen), size)
-    elif r.augment == "upsample":
-        def augment(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:  # noqa: ARG001
-            return upsample(x, size)
-    elif r.augment is not None:
-        raise ValueError(f"unknown augmentation {r.augment!r} in {ctx.spec.name}'s recipe")
-    res = train.fit(model, train_set, augment=augment, device=ctx.device, checkpoint=ctx.checkpoint,
-                    progress=ctx.progress, description=ctx.spec.name, **r.fit_kwargs())
-    if res.interrupted:
-        raise interrupted(ctx.spec.name)
-    return Built(model, fit_summary(res))
-
-
-# ---------------------------------------------------------------------------------------------
-# the model zoo (advviz.models' pretrained entries)
-# ---------------------------------------------------------------------------------------------
-
-_ZOO_RECIPES: dict[str, R.Recipe] = {
-    "lenet5_digits": R.LENET5_DIGITS,
-    "highres_resnet8_cifar10": R.HIGHRES_CIFAR10,
-    "highres_resnet8_digits": R.HIGHRES_DIGITS,
-}
-
-
-def _zoo() -> None:
-    from advviz import models
-
-    for name in models.list_models(pretrained=True):
-        spec = models.get_weights_spec(name)
-        recipe = _ZOO_RECIPES.get(name)
-
-        def make(_s: Any = spec) -> nn.Module:
-            return models.create(_s.arch, **_s.arch_kwargs)
-
-        register(ArtifactSpec(name=name, make=make, filename=spec.filename, kind="classifier", dataset=spec.dataset,
-                              recipe=recipe, build=_build_fit if recipe is not None else None, url=spec.url,
-                              sha256=spec.sha256, description=spec.description))
-
-
-_zoo()
-
-
-# ---------------------------------------------------------------------------------------------
-# defenses: the perceptual network, the purifier generators, GNR, the denoisers, distillation
-# ---------------------------------------------------------------------------------------------
 
 def _vgg_make(recipe: R.VGGFitRecipe) -> Any:
     def make() -> nn.Module:
-        from advviz import models
-
         return models.create("vgg19", width=recipe.width)
 
     return make
@@ -105,19 +31,13 @@ def _vgg_make(recipe: R.VGGFitRecipe) -> Any:
 
 def _unet_make(ngf: int) -> Any:
     def make() -> nn.Module:
-        from advviz.defenses.pix2pix import UNetGenerator
-
-        return UNetGenerator(3, ngf=ngf)
+        return P.UNetGenerator(3, ngf=ngf)
 
     return make
 
 
 def _build_pix2pix(ctx: BuildContext) -> Built:
     """A purifier generator on attacked/clean pairs of the published ResNet-20 (:class:`~R.Pix2PixRecipe`)."""
-    from advviz import artifacts, data
-    from advviz.defenses import pix2pix as P
-    from advviz.explain.features import vgg19_layers
-
     r: R.Pix2PixRecipe = ctx.recipe
     target, _ = artifacts.get("resnet20_cifar10", device=ctx.device)
     x, y = data.sample(data.load("cifar10", "train"), r.subset, seed=r.pairs_seed)
@@ -126,8 +46,10 @@ def _build_pix2pix(ctx: BuildContext) -> Built:
     if r.kind == "cgan":
         net, _ = artifacts.get("vgg19_slim_cifar10_perceptual", device=ctx.device)
         perc = P.PerceptualLoss(net, vgg19_layers(net)[:-1])
-    gen = ctx.spec.make()
-    res = P.train_pix2pix(gen, P.PatchDiscriminator(3), pairs, perceptual=perc, epochs=r.epochs, lr=r.lr,
+    gen = make_seeded(ctx)
+    with seeded(r.seed):
+        disc = P.PatchDiscriminator(3)
+    res = P.train_pix2pix(gen, disc, pairs, perceptual=perc, epochs=r.epochs, lr=r.lr,
                           batch_size=r.batch_size, lambda_l1=r.lambda_l1, lambda_perc=r.lambda_perc, device=ctx.device,
                           seed=r.seed, checkpoint=ctx.checkpoint, progress=ctx.progress, description=ctx.spec.name)
     if res.interrupted:
@@ -138,26 +60,18 @@ def _build_pix2pix(ctx: BuildContext) -> Built:
 
 def _gnr_make(recipe: R.GNRRecipe) -> Any:
     def make() -> nn.Module:
-        from advviz.defenses.gnr import NoiseGenerator
-
-        return NoiseGenerator(3, widths=recipe.widths, convs_per_unit=recipe.convs, eps=recipe.eps)
+        return gnr.NoiseGenerator(3, widths=recipe.widths, convs_per_unit=recipe.convs, eps=recipe.eps)
 
     return make
 
 
 def _build_gnr(ctx: BuildContext) -> Built:
     """The GNR noise WGAN-GP on the FGSM noise of the recipe's real pairs (:class:`~R.GNRRecipe`)."""
-    import random
-
-    from advviz import artifacts, data
-    from advviz.defenses import gnr
-    from advviz.defenses.uddn import attacked
-
     r: R.GNRRecipe = ctx.recipe
     target, _ = artifacts.get("resnet20_cifar10", device=ctx.device)
     x, y = data.sample(data.load("cifar10", "train"), r.real + r.gnr, seed=r.pairs_seed)
     xr, yr = x[:r.real].to(ctx.device), y[:r.real].to(ctx.device)
-    xa = attacked(target, xr, yr, attacks=r.attacks, eps=r.eps, seed=r.pairs_seed, progress=ctx.progress)
+    xa = U.attacked(target, xr, yr, attacks=r.attacks, eps=r.eps, seed=r.pairs_seed, progress=ctx.progress)
     seed = r.seed if r.seed is not None else random.SystemRandom().randrange(2**31)
     gen, critic = gnr.seeded_networks(3, seed=seed, widths=r.widths, convs_per_unit=r.convs,
                                       critic_widths=r.critic_widths, eps=r.eps)
@@ -168,25 +82,20 @@ def _build_gnr(ctx: BuildContext) -> Built:
 
 def _denoiser_make(recipe: R.DenoiserRecipe) -> Any:
     def make() -> nn.Module:
-        from advviz.defenses.uddn import UDDN, dae_network
-
         if recipe.kind == "dae":
-            return dae_network(3, recipe.width, levels=getattr(recipe, "levels", 4))
-        return UDDN(3, recipe.width)
+            return U.dae_network(3, recipe.width, levels=getattr(recipe, "levels", 4))
+        return U.UDDN(3, recipe.width)
 
     return make
 
 
 def _build_denoiser(ctx: BuildContext) -> Built:
     """A UDDN-paper denoiser on its upstream GNR's pairs (:class:`~R.DenoiserRecipe`)."""
-    from advviz import artifacts
-    from advviz.defenses import uddn as U
-
     r: R.DenoiserRecipe = ctx.recipe
     gnr_name = next(u for u in ctx.spec.upstream if u.startswith("gnr_"))
     xa, xc, y, pairs = U.pairs_from(gnr_name, device=ctx.device, progress=ctx.progress)
     target, _ = artifacts.get("resnet20_cifar10", device=ctx.device)
-    net = ctx.spec.make()
+    net = make_seeded(ctx)
     res = U.train_denoiser(net, target, (xa, xc), y, guidance=U.GUIDANCE[r.kind], epochs=r.epochs, lr=r.lr,
                            batch_size=r.batch_size, device=ctx.device, seed=r.seed, checkpoint=ctx.checkpoint,
                            progress=ctx.progress, description=ctx.spec.name, schedule=r.schedule,
@@ -198,11 +107,6 @@ def _build_denoiser(ctx: BuildContext) -> Built:
 
 def _build_distilled(ctx: BuildContext) -> Built:
     """Defensive distillation's student (:class:`~R.DistillRecipe`)."""
-    import time
-
-    from advviz import data
-    from advviz.defenses import distillation as D
-
     r: R.DistillRecipe = ctx.recipe
     x, y = data.sample(data.load("cifar10", "train"), r.images, seed=r.seed)
     teacher = D.scale_head(ctx.upstream("resnet20_cifar10"), r.T).train()
@@ -217,13 +121,11 @@ def _build_distilled(ctx: BuildContext) -> Built:
 
 
 def _defenses() -> None:
-    from advviz import models
-
     for suffix, recipe in (("", R.PERCEPTUAL), ("_quick", R.PERCEPTUAL_QUICK)):
         register(ArtifactSpec(
             name=f"vgg19_slim_cifar10_perceptual{suffix}", make=_vgg_make(recipe),
             filename=f"vgg19_slim_cifar10_perceptual{suffix}.safetensors", kind="feature network", dataset="cifar10",
-            recipe=recipe, build=_build_fit,
+            recipe=recipe, build=build_fit,
             description="slim CIFAR VGG-19 (width 0.25), the cGAN's perceptual network when no ImageNet VGG-19 exists"))
     for config, suffix in (("full", ""), ("quick", "_quick"), ("paper", "_paper")):
         for kind in ("pix2pix", "cgan"):
@@ -260,5 +162,3 @@ def _defenses() -> None:
 
 
 _defenses()
-
-from advviz.artifacts import catalog_papers  # noqa: E402,F401  (the paper reproductions' entries)
