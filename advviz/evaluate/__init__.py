@@ -10,11 +10,27 @@
   accuracy not reaching 0 at a large budget, non-monotonic curves, black-box beating white-box).
 """
 
+import importlib
+import warnings
+from typing import Any
+
 from advviz.evaluate.autoattack import VERSIONS, Report, autoattack, batch_seed, sample_seed
-from advviz.evaluate.robust import Result, ResumeMismatchError, eps_key, parse_attacks, parse_eps, robust_accuracy
+from advviz.evaluate.robust import Result, ResumeMismatchError, eps_key, robust_accuracy
 from advviz.evaluate.threat import THREATS, threat_models
 from advviz.evaluate.provenance import weights_provenance
 
 __all__ = ["autoattack", "Report", "VERSIONS", "batch_seed", "sample_seed", "robust_accuracy", "Result",
-           "ResumeMismatchError", "eps_key", "parse_eps", "parse_attacks", "threat_models", "THREATS",
-           "weights_provenance"]
+           "ResumeMismatchError", "eps_key", "threat_models", "THREATS", "weights_provenance"]
+
+# Reading command-line text moved to the CLI's side (advviz._cli_parse); these names stay for a
+# while, with a DeprecationWarning. (The module is found by name at call time: evaluate does not
+# depend on the layer above it.)
+_MOVED = {"parse_eps": "advviz._cli_parse", "parse_attacks": "advviz._cli_parse"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(f"advviz.evaluate.{name} is deprecated: use {_MOVED[name]}.{name}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'advviz.evaluate' has no attribute {name!r}")
