@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["ParamSpec", "Registry", "check_params"]
+__all__ = ["ParamSpec", "Registry", "check_params", "parse_number"]
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,22 @@ def check_params(specs: Sequence[ParamSpec], values: dict[str, Any], owner: str)
             raise TypeError(f"{owner}() got an unexpected keyword {key!r}; valid: {', '.join(by_name)}")
         by_name[key].validate(val)
 
+
+
+def parse_number(text: str | float) -> float:
+    """A number written as text: ``"0.03"``, ``"1e-3"`` or a fraction ``"8/255"`` (a float-kind
+    :class:`ParamSpec`'s value, or a budget, typed on a command line or in a text box).
+
+    Raises:
+        ValueError: not a number or fraction (division by zero included).
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    s = str(text).strip()
+    try:
+        if "/" in s:
+            num, den = s.split("/", 1)
+            return float(num) / float(den)
+        return float(s)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"cannot read {text!r} as a number: write one like 0.03 or a fraction like 8/255") from None

@@ -12,8 +12,26 @@ import inspect
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from advviz import artifacts, data, distributed, models
+from advviz._cli_parse import (
+    attach_dash_values,
+    check_writable,
+    parse_attacks,
+    parse_budgets,
+    parse_device,
+    positive_int,
+)
+from advviz._modules import module_device
+from advviz.demo import run_demo, run_train
+from advviz.evaluate import robust_accuracy, threat_models
+from advviz.papers._common import format_provenance
 
 __all__ = ["main", "build_parser"]
 
@@ -86,31 +104,35 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--threat", choices=("oblivious", "adaptive"), default="adaptive",
                    help="with --defense: attack the bare model (oblivious) or the whole defense, with BPDA through "
                         "non-differentiable purifiers (adaptive, default)")
-    v.add_argument("--eot", type=int, default=1, help="adaptive: average logits over this many purifier draws (EOT)")
+    v.add_argument("--eot", type=positive_int, default=1,
+                   help="adaptive: average logits over this many purifier draws (EOT)")
     v.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
     v.add_argument("--split", default="test")
-    v.add_argument("--eps", default="8/255", help="comma-separated budgets, e.g. 2/255,4/255,8/255 (default 8/255)")
+    v.add_argument("--eps", default="8/255", help="comma-separated budgets on the [0, 1] scale, each >= 0, e.g. "
+                                                   "2/255,4/255,8/255 (default 8/255)")
     v.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
     v.add_argument("--attacks", default="autoattack",
                    help="autoattack, or comma-separated attack names with optional parameters after a colon, "
                         "separated by ';' (e.g. pgd:steps=40;alpha=eps/8,apgd_ce:n_iter=50); default autoattack")
     v.add_argument("--version", choices=("standard", "fast"), default="standard", help="AutoAttack version")
-    v.add_argument("--n", "--num-images", dest="n", type=int, default=None,
+    v.add_argument("--n", "--num-images", dest="n", type=positive_int, default=None,
                    help="number of images, a seeded random subset (default: all); under torchrun spell it "
                         "--num-images (torchrun's own parser takes --n for one of its options)")
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--batch-size", type=int, default=128)
+    v.add_argument("--batch-size", type=positive_int, default=128, help="images per batch, at least 1 (default 128)")
     v.add_argument("--batch-invariant", action="store_true",
                    help="attack each image alone (results independent of batching; slower)")
-    v.add_argument("--device", default=None)
+    v.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: the model's, CPU)")
     v.add_argument("--json", default=None, help="write config, provenance, results, flags and per-sample results")
     v.add_argument("--plot", default=None, help="write the security curve as an interactive HTML page (plotly)")
-    v.add_argument("--resume", default=None, help="JSON-lines file of per-sample results to append to and resume from")
+    v.add_argument("--resume", default=None,
+                   help="JSON-lines file of per-sample results to append to and resume from (refused when written "
+                        "with another configuration or other weights: the sha256 of every artefact is recorded)")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.add_argument("--no-steps-check", action="store_true",
                    help="skip the steps check (iterative attacks rerun with k and 2k steps on 16 points; more "
                         "steps doing worse raises the non-monotonic flag)")
-    v.add_argument("--nproc", type=int, default=None,
+    v.add_argument("--nproc", type=positive_int, default=None,
                    help="run on N processes through torchrun (one per GPU; gloo on a CPU); the per-sample results "
                         "are those of one process")
 
@@ -144,8 +166,6 @@ def _out(text: str, *, err: bool = False) -> None:
 
 def _relaunch_with_torchrun(nproc: int, argv: Sequence[str]) -> int:
     """``advviz evaluate ... --nproc N``: the same command under ``torchrun --standalone``."""
-    import subprocess
-
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {nproc}")
     rest, skip = [], False
@@ -164,31 +184,34 @@ def _relaunch_with_torchrun(nproc: int, argv: Sequence[str]) -> int:
 
 
 def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    import torch
-
-    from advviz import artifacts, data, distributed, models
-    from advviz.evaluate import parse_attacks, parse_eps, robust_accuracy, threat_models
-
+    # every option is checked before any work (relaunch, model, data, batch)
+    eps = parse_budgets(args.eps, norm=args.norm)
+    attacks = parse_attacks(args.attacks)
+    device_asked = parse_device(args.device) if args.device else None
+    if args.eot != 1 and (args.defense is None or args.threat != "adaptive"):
+        raise ValueError("--eot applies to an adaptive attack on a --defense")
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_writable(path, option)
+    if args.resume:
+        check_writable(args.resume, "--resume", make_folders=True)
     if args.nproc is not None and not distributed.active() and "WORLD_SIZE" not in os.environ:
         return _relaunch_with_torchrun(args.nproc, argv)
-    eps = [parse_eps(e) for e in args.eps.split(",") if e.strip()]
-    attacks = parse_attacks(args.attacks)
-    many = distributed.init(args.device)
-    device = torch.device(args.device) if args.device else (distributed.local_device() if many else None)
-    # every network the evaluation obtains (the model, a defense's networks, loaded on first use)
-    with artifacts.track() as used:
+    many = distributed.init(device_asked)
+    device = device_asked if device_asked is not None else (distributed.local_device() if many else None)
+    with artifacts.track() as used:  # every artefact behind the numbers, the purifier's included
         model = models.load(args.model, device=device)
         dataset_name = args.data or models.get_weights_spec(args.model).dataset
         dataset = data.load(dataset_name, args.split)
-        if args.eot != 1 and (args.defense is None or args.threat != "adaptive"):
-            raise ValueError("--eot applies to an adaptive attack on a --defense")
         attacked, evaluated, threat = threat_models(model, args.defense, threat=args.threat, eot_samples=args.eot)
-        meta = {"model": args.model, "data": dataset_name, "split": args.split, **threat}
-        result = robust_accuracy(evaluated, dataset, attacks=attacks, eps=eps, norm=args.norm, n=args.n,
-                                 batch_size=args.batch_size, device=device, progress=not args.no_progress,
-                                 resume=args.resume, seed=args.seed, version=args.version, attack_model=attacked,
-                                 batch_invariant=args.batch_invariant, meta=meta,
-                                 steps_check=not args.no_steps_check)
+        if args.defense is not None:
+            _first_forward(evaluated, dataset, device)
+    meta = {"model": args.model, "data": dataset_name, "split": args.split, **threat,
+            "artifacts": {r.name: r.sha256 for r in artifacts.records(used, on_disk_only=True)}}
+    result = robust_accuracy(evaluated, dataset, attacks=attacks, eps=eps, norm=args.norm, n=args.n,
+                             batch_size=args.batch_size, device=device, progress=not args.no_progress,
+                             resume=args.resume, seed=args.seed, version=args.version, attack_model=attacked,
+                             batch_invariant=args.batch_invariant, meta=meta, steps_check=not args.no_steps_check)
     if not distributed.is_main():  # rank 0 reports and writes for all
         return 0 if result.complete else 130
     _out(result.format())
@@ -208,19 +231,26 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _first_forward(model: torch.nn.Module, dataset: Dataset, device: torch.device | None) -> None:
+    """One image through the defended model, so that a purifier loads the networks it uses now (the
+    artefacts it asks for are recorded in the resume file's configuration); random draws are not
+    consumed (the generators' states are restored)."""
+    x = dataset[0][0].unsqueeze(0)
+    dev = device if device is not None else module_device(model)
+    cuda = [dev] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.no_grad():
+        model(x.to(dev))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``advviz`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_dash_values(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     failed = False
     try:
         if args.command == "demo":
-            from advviz.demo import run_demo
-
             _out(run_demo(epochs=args.epochs, eps=args.eps, seed=args.seed))
         elif args.command == "train":
-            from advviz.demo import run_train
-
             text = run_train(args)
             if text:  # under torchrun only rank 0 reports
                 _out(text)
@@ -239,8 +269,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ValueError(f"reproduce {args.paper} has no --model option")
                 extra["model"] = args.model
             result = mod.run(table=args.table, quick=args.quick, n=args.n, seed=args.seed, **extra)
-            from advviz.papers._common import format_provenance
-
             _out(mod.format(result) + "\n" + format_provenance(result))
             if args.json:
                 with open(args.json, "w") as fh:
@@ -248,8 +276,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "evaluate":
             return _evaluate(args, sys.argv[1:] if argv is None else list(argv))
         elif args.command == "artifacts":
-            from advviz import artifacts
-
             if args.action == "list":
                 _out(artifacts.listing())
             elif args.action == "build":
@@ -279,8 +305,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = True
         raise
     finally:  # under torchrun: every rank leaves the process group together (after an error, at once)
-        from advviz import distributed
-
         distributed.shutdown(wait=not failed)
     return 0
 

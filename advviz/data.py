@@ -17,9 +17,12 @@ The root is the ``root`` argument, then ``$ADVVIZ_DATA``, then the user cache.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import logging
+import math
 import os
+import re
 import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,10 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from advviz._modules import model_guard, module_device
-from advviz._paths import data_root, offline
+from advviz._paths import cache_dir, data_root, offline
 
 __all__ = [
     "ImageDataset",
@@ -42,6 +46,8 @@ __all__ = [
     "holdout_split",
     "sample",
     "load_image",
+    "open_image",
+    "MAX_IMAGE_PIXELS",
     "DatasetNotFoundError",
     "cifar_augment",
 ]
@@ -54,6 +60,13 @@ CIFAR10_CLASSES = (
     "dog", "frog", "horse", "ship", "truck",
 )
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
+
+#: The largest image (width x height) :func:`load_image` and :func:`open_image` decode. Decoding
+#: costs about 3 bytes a pixel and the float tensor 12 more: a 10,000 x 10,000 PNG of a few hundred
+#: KB would need several GB. A larger JPEG is decoded at 1/2, 1/4 or 1/8 scale (Pillow's draft
+#: mode) when that brings it under the limit; any other larger image is refused with a
+#: ``ValueError`` read from its header, before decoding. Raise it here if you need to.
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -214,12 +227,13 @@ def _mnist_missing_message(root: Path, split: str, why: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def _decode_rgb32(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    """One dataset file as a ``(32, 32, 3)`` uint8 array; a bad file is named in a ``ValueError``."""
+    advice = ("; replace it with the file from a good copy of the dataset, or delete it "
+              "(its class then has one image fewer)")
+    im = open_image(path, advice=advice)
+    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     if arr.shape != (32, 32, 3):
-        raise ValueError(f"{path}: expected a 32x32 RGB image, got shape {arr.shape}")
+        raise ValueError(f"{path}: expected a 32x32 RGB image, got shape {arr.shape}{advice}")
     return arr
 
 
@@ -233,7 +247,7 @@ def _load_cifar_folder(folder: Path, split: str) -> ImageDataset:
         cfiles = sorted(p for p in (folder / cname).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
         files.extend(cfiles)
         labels.extend([ci] * len(cfiles))
-    cache = _folder_cache_path(folder, len(files))
+    cache = _folder_cache_path(folder, files)
     if cache is not None and cache.is_file():
         try:
             blob = torch.load(cache, map_location="cpu", weights_only=True)
@@ -246,29 +260,41 @@ def _load_cifar_folder(folder: Path, split: str) -> ImageDataset:
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     label_t = torch.tensor(labels, dtype=torch.int64)
     if cache is not None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            torch.save({"images": images, "labels": label_t}, tmp)
-            os.replace(tmp, cache)
-        except OSError:
-            log.debug("could not write dataset cache %s", cache)
+        _write_folder_cache(cache, images, label_t)
     return ImageDataset(images, label_t, classes, name="cifar10", split=split)
 
 
-def _folder_cache_path(folder: Path, n: int) -> Path | None:
-    """A decoded-tensor cache keyed by the folder's path, file count and modification time."""
+def _folder_cache_path(folder: Path, files: Sequence[Path]) -> Path | None:
+    """A decoded-tensor cache keyed by the folder's path and every file's name, size and mtime.
+
+    A file replaced in place (same name, new content) changes its size or modification time and
+    so the key: the folder is decoded again rather than served from a stale cache. Older caches of
+    the same folder are removed when the new one is written (:func:`_write_folder_cache`).
+    """
     try:
-        import hashlib
-
-        from advviz._paths import cache_dir
-
-        stamp = int(folder.stat().st_mtime)
-        digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
-        key = f"{digest}_{n}_{stamp}"
-        return cache_dir() / "decoded" / f"cifar10_{folder.name}_{key}.pt"
+        h = hashlib.sha256()
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        where = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+        return cache_dir() / "decoded" / f"cifar10_{folder.name}_{where}_{len(files)}_{h.hexdigest()[:16]}.pt"
     except OSError:
         return None
+
+
+def _write_folder_cache(cache: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Write ``cache`` atomically and remove the stale caches of the same folder."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        torch.save({"images": images, "labels": labels}, tmp)
+        os.replace(tmp, cache)
+        prefix = cache.name.rsplit("_", 2)[0] + "_"  # cifar10_<split>_<folder digest>_
+        for old in cache.parent.glob(prefix + "*.pt"):
+            if old != cache:
+                old.unlink(missing_ok=True)
+    except OSError:
+        log.debug("could not write dataset cache %s", cache)
 
 
 def _load_cifar10(root: Path, split: str, download: bool) -> ImageDataset:
@@ -418,12 +444,27 @@ def _gather(dataset: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 def load_image(source: Any, *, size: int | tuple[int, int] | None = None,
                channels: int | None = None) -> torch.Tensor:
-    """Load a user's image as a ``(C, H, W)`` float tensor in ``[0, 1]``.
+    """Load a user's image as a ``(C, H, W)`` float tensor in ``[0, 1]``, as an image viewer shows it.
+
+    * **Transparency** (RGBA, LA, a palette or grayscale with a transparent colour, an
+      ``(H, W, 4)`` array) is composited over a **white** background, as viewers and browsers
+      show it; the alpha channel is then dropped.
+    * **Orientation:** a JPEG's (or TIFF's) EXIF orientation is applied
+      (:func:`PIL.ImageOps.exif_transpose`), so a phone photo stands as it was taken.
+    * **Bit depth:** 16-bit grayscale is scaled by 1/65535; a 32-bit float image (mode ``F``,
+      e.g. a float TIFF) is taken as is when its values lie in ``[0, 1]`` and refused otherwise;
+      a 32-bit integer image is refused (its scale is unknown).
+    * **Size:** images above :data:`MAX_IMAGE_PIXELS` are refused from their header, before
+      decoding (a large JPEG is first tried at a reduced decoding scale).
+
+    Grayscale files (``L``, ``LA``, bilevel, 16-bit, float) give ``C = 1``; every other file gives
+    ``C = 3``.
 
     Args:
         source: a file path, ``bytes`` of an encoded image (PNG, JPEG, ...), a PIL image, a
             NumPy array (``(H, W)``, ``(H, W, C)`` with C in {1, 3, 4}, uint8 in [0, 255] or
-            float in [0, 1]) or a torch tensor (``(H, W)`` or ``(C, H, W)``, float in [0, 1]).
+            float in [0, 1]; C = 4 is RGBA) or a torch tensor (``(H, W)`` or ``(C, H, W)``,
+            float in [0, 1]).
         size: resize to ``size`` (int: square) with bilinear, antialiased resampling.
         channels: convert to 1 (grayscale, ITU-R 601 luma) or 3 (RGB) channels.
 
@@ -432,30 +473,14 @@ def load_image(source: Any, *, size: int | tuple[int, int] | None = None,
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: unreadable file, wrong number of dimensions or channels, NaN/inf, or values
-            outside ``[0, 1]`` for float input (with a hint for the 0–255 scale).
+        ValueError: unreadable, damaged or too large a file (the message names it), wrong number
+            of dimensions or channels, NaN/inf, or values outside ``[0, 1]`` for float input (with
+            a hint for the 0–255 scale).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {path}")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                x = _pil_to_tensor(im)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"cannot read {path} as an image ({exc}); use PNG, JPEG, BMP or similar") from exc
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        try:
-            with Image.open(io.BytesIO(bytes(source))) as im:
-                im.load()
-                x = _pil_to_tensor(im)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"the bytes given are not a readable image ({exc})") from exc
+    if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        x = _pil_to_tensor(open_image(source))
     elif isinstance(source, Image.Image):
-        x = _pil_to_tensor(source)
+        x = _pil_to_tensor(_checked(source, "the PIL image given", ""))
     elif isinstance(source, np.ndarray):
         x = _array_to_tensor(source)
     elif isinstance(source, torch.Tensor):
@@ -473,29 +498,112 @@ def load_image(source: Any, *, size: int | tuple[int, int] | None = None,
     return x.contiguous()
 
 
-def _pil_to_tensor(im: Any) -> torch.Tensor:
-    if im.mode not in ("L", "RGB"):
-        im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
-        if im.mode == "RGBA":
-            im = im.convert("RGB")
-    arr = np.asarray(im, dtype=np.uint8)
-    return _array_to_tensor(arr)
+def open_image(source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, name: str | None = None,
+               advice: str = "") -> Image.Image:
+    """Open and decode an encoded image file, checked: the PIL image a viewer would show.
+
+    Its size is checked from the header before decoding (:data:`MAX_IMAGE_PIXELS`; a larger JPEG
+    is decoded at a reduced scale when that fits), and its EXIF orientation is applied. The mode
+    is the file's (transparency and bit depth are handled by :func:`load_image`).
+
+    Args:
+        source: a file path or the file's bytes.
+        name: how messages name the image (default: the path, or "the bytes given").
+        advice: appended to error messages (what to do in the caller's context).
+
+    Returns:
+        The decoded PIL image (loaded; the file is closed).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: not an image, damaged or truncated, or too large; the message names it.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"image file not found: {path}")
+        what, fp = name or str(path), path
+    else:
+        what, fp = name or "the bytes given", io.BytesIO(bytes(source))
+    try:
+        with Image.open(fp) as im:
+            _checked(im, what, advice)
+            im.load()
+            out = ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, checked while opening
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(claimed[1]):,} pixels" if claimed else "more pixels than Pillow opens"
+        raise ValueError(f"cannot read {what}: {_too_large(pixels + ' claimed by its header')}{advice}") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot read {what}: not a readable image (not a PNG, JPEG, BMP, GIF, TIFF, WebP... file)"
+                         f"{advice}") from None
+    except (OSError, SyntaxError, struct.error, EOFError) as exc:
+        raise ValueError(f"cannot read {what}: not a readable image, the file is damaged or truncated ({exc})"
+                         f"{advice}") from None
+    return out
 
 
-def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
+_ORIENTATION = 0x0112  # the EXIF orientation tag
+
+
+def _too_large(pixels: str) -> str:
+    return (f"the image is too large ({pixels}), above advviz.data.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,} pixels "
+            "(decoding it would take gigabytes of memory). Shrink it first (e.g. with Pillow: "
+            "im.thumbnail((2048, 2048)); im.save(...)), or raise advviz.data.MAX_IMAGE_PIXELS if you mean it")
+
+
+def _checked(im: Image.Image, what: str, advice: str) -> Image.Image:
+    """Refuse an image above :data:`MAX_IMAGE_PIXELS` from its header (not yet decoded); a JPEG is
+    first set to decode at the smallest reduction (1/2, 1/4, 1/8) that fits (Pillow's draft)."""
+    w, h = im.size
+    if w * h <= MAX_IMAGE_PIXELS or not getattr(im, "tile", None):  # small, or already decoded
+        return im
+    if im.format == "JPEG":  # draft mode: the decoder itself reduces the size
+        for k in (2, 4, 8):
+            if math.ceil(w / k) * math.ceil(h / k) <= MAX_IMAGE_PIXELS:
+                im.draft(im.mode, (math.ceil(w / k), math.ceil(h / k)))
+                log.info("%s is %dx%d pixels: decoded at 1/%d scale (%dx%d)", what, w, h, k, *im.size)
+                return im
+    raise ValueError(f"cannot read {what}: {_too_large(f'{w}x{h} = {w * h:,} pixels')}{advice}")
+
+
+def _pil_to_tensor(im: Image.Image) -> torch.Tensor:
+    """A decoded PIL image as ``(C, H, W)`` float in ``[0, 1]``: transparency composited over white,
+    16-bit scaled, float taken as is in ``[0, 1]`` (refused outside), 32-bit integers refused."""
+    if im.getexif().get(_ORIENTATION, 1) != 1:  # (open_image has applied it already)
+        im = ImageOps.exif_transpose(im)
+    mode = im.mode
+    if mode == "F":
+        return _array_to_tensor(np.asarray(im, dtype=np.float32), what="a float (mode F) image")
+    if mode.startswith("I;16"):
+        return _array_to_tensor(np.asarray(im).astype(np.float32) / 65535.0)
+    if mode in ("I", "I;32", "I;32B", "I;32L"):
+        raise ValueError("a 32-bit integer image has no known scale: save it as an 8- or 16-bit PNG, or pass a "
+                         "NumPy array of floats in [0, 1]")
+    gray = mode in ("1", "L", "LA", "La") or (mode == "P" and im.palette is not None and im.palette.mode == "L")
+    if "A" in im.getbands() or "a" in im.getbands() or "transparency" in im.info:
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im.convert("RGBA"))
+    im = im.convert("L" if gray else "RGB")
+    return _array_to_tensor(np.asarray(im, dtype=np.uint8))
+
+
+def _array_to_tensor(arr: np.ndarray, *, what: str = "") -> torch.Tensor:
+    """``(H, W[, C])`` uint8 or float array as ``(C, H, W)`` float; ``C = 4`` is RGBA, composited over white."""
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
         raise ValueError(f"expected an image array of shape (H, W) or (H, W, C) with C in 1, 3, 4; got {arr.shape}")
-    if arr.shape[2] == 4:
-        arr = arr[:, :, :3]
     if arr.dtype == np.uint8:
         t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float().div_(255.0)
     elif np.issubdtype(arr.dtype, np.floating):
-        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)
-        _check_range(t)
+        t = torch.from_numpy(np.array(arr, dtype=np.float32, copy=True)).permute(2, 0, 1)
+        _check_range(t, what)
     else:
         raise ValueError(f"unsupported array dtype {arr.dtype}; use uint8 (0-255) or float (0-1)")
+    if t.shape[0] == 4:  # RGBA: composite over white, as image viewers show transparency
+        alpha = t[3:]
+        t = t[:3] * alpha + (1.0 - alpha)
     return t
 
 
@@ -514,13 +622,16 @@ def _tensor_to_chw(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _check_range(t: torch.Tensor) -> None:
+def _check_range(t: torch.Tensor, what: str = "") -> None:
+    """Refuse a float image with NaN/inf or values outside ``[0, 1]`` (``what`` names it)."""
     if not torch.isfinite(t).all():
-        raise ValueError("the image contains NaN or infinite values")
+        raise ValueError(f"{what or 'the image'} contains NaN or infinite values")
     lo, hi = float(t.min()), float(t.max())
     if lo < 0.0 or hi > 1.0:
         hint = " (it looks like 0-255: divide by 255)" if hi > 1.0 and hi <= 255.0 and lo >= 0 else ""
-        raise ValueError(f"float image values must lie in [0, 1]; got [{lo:.3g}, {hi:.3g}]{hint}")
+        raise ValueError(f"float image values must lie in [0, 1]; got [{lo:.3g}, {hi:.3g}] in "
+                         f"{what or 'the image'}{hint}. Rescale it to [0, 1] (e.g. divide by its maximum), or "
+                         "save it as an 8-bit PNG")
 
 
 def _convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

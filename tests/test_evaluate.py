@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz import _cli_parse as P
 from advviz import evaluate as E
 from advviz.defenses import Defended, defended
 from advviz.evaluate import flags as FL
-
 from tests.conftest import requires_cifar, requires_resnet
 
 
@@ -78,10 +78,10 @@ def test_seeds_are_deterministic_and_spread():
 
 
 def test_parse_eps():
-    assert E.parse_eps("8/255") == pytest.approx(8 / 255)
-    assert E.parse_eps(" 0.5 ") == 0.5
+    assert P.parse_eps("8/255") == pytest.approx(8 / 255)
+    assert P.parse_eps(" 0.5 ") == 0.5
     with pytest.raises(ValueError, match="8/255"):
-        E.parse_eps("eight")
+        P.parse_eps("eight")
 
 
 # --------------------------------------------------------------------------------------------- autoattack
@@ -544,16 +544,16 @@ def test_steps_check_healthy_lenet_no_flag(lenet_digits, digits_test):
 # --------------------------------------------------------------------------------------------- attack parameters
 
 def test_parse_attacks_types_values_from_the_signature():
-    assert E.parse_attacks("pgd,fgsm") == ["pgd", "fgsm"]
-    assert E.parse_attacks("pgd:steps=40;alpha=2/255;random_start=false, apgd_ce:n_iter=50,fgsm") == [
+    assert P.parse_attacks("pgd,fgsm") == ["pgd", "fgsm"]
+    assert P.parse_attacks("pgd:steps=40;alpha=2/255;random_start=false, apgd_ce:n_iter=50,fgsm") == [
         ("pgd", {"steps": 40, "alpha": pytest.approx(2 / 255), "random_start": False}),
         ("apgd_ce", {"n_iter": 50}), "fgsm"]
     # key=value after a comma belongs to the attack before it; eps-relative values stay strings
-    assert E.parse_attacks("pgd:steps=10,alpha=eps/8,square:n_queries=100;p_init=0.5") == [
+    assert P.parse_attacks("pgd:steps=10,alpha=eps/8,square:n_queries=100;p_init=0.5") == [
         ("pgd", {"steps": 10, "alpha": "eps/8"}), ("square", {"n_queries": 100, "p_init": 0.5})]
-    assert E.parse_attacks("apgd_ce:rho=0.7") == [("apgd_ce", {"rho": 0.7})]  # typed from its default
-    assert isinstance(E.parse_attacks("pgd:steps=7")[0][1]["steps"], int)
-    assert E.parse_attacks("pgd:precision=bf16") == [("pgd", {"precision": "bf16"})]
+    assert P.parse_attacks("apgd_ce:rho=0.7") == [("apgd_ce", {"rho": 0.7})]  # typed from its default
+    assert isinstance(P.parse_attacks("pgd:steps=7")[0][1]["steps"], int)
+    assert P.parse_attacks("pgd:precision=bf16") == [("pgd", {"precision": "bf16"})]
 
 
 @pytest.mark.parametrize("text, match", [
@@ -573,9 +573,9 @@ def test_parse_attacks_types_values_from_the_signature():
 ])
 def test_parse_attacks_refuses_with_a_message(text, match):
     with pytest.raises(ValueError, match=match):
-        E.parse_attacks(text)
+        P.parse_attacks(text)
     with pytest.raises(KeyError, match="available"):
-        E.parse_attacks("pgdd:steps=3")
+        P.parse_attacks("pgdd:steps=3")
 
 
 def test_cli_evaluate_attack_parameters_recorded(tmp_path, lenet_digits, digits_test, capsys):

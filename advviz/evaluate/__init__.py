@@ -11,8 +11,8 @@
 """
 
 from advviz.evaluate.autoattack import VERSIONS, Report, autoattack, batch_seed, sample_seed
-from advviz.evaluate.robust import Result, ResumeMismatchError, eps_key, parse_attacks, parse_eps, robust_accuracy
+from advviz.evaluate.robust import Result, ResumeMismatchError, eps_key, robust_accuracy
 from advviz.evaluate.threat import THREATS, threat_models
 
 __all__ = ["autoattack", "Report", "VERSIONS", "batch_seed", "sample_seed", "robust_accuracy", "Result",
-           "ResumeMismatchError", "eps_key", "parse_eps", "parse_attacks", "threat_models", "THREATS"]
+           "ResumeMismatchError", "eps_key", "threat_models", "THREATS"]

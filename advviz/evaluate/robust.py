@@ -19,7 +19,8 @@ are identical for 1, 2 or N processes. Every rank returns the whole result (gath
 ``resume=path``: each finished batch's per-sample results are appended to a JSON-lines file
 (first line: the configuration; under N processes rank ``r`` appends to ``<path>.rank<r>``, and a
 rerun with any number of processes reads the file and all its ``.rank*`` parts). A rerun with the same path skips the indices already there and
-refuses a file written with another configuration. Ctrl-C (``KeyboardInterrupt``) stops after
+refuses a file written with another configuration or for other weights (the configuration holds
+the sha256 of the model's tensors; ``advviz evaluate`` adds every artefact file's sha256). Ctrl-C (``KeyboardInterrupt``) stops after
 the last finished batch and returns the partial :class:`Result` (``complete=False``).
 """
 
@@ -39,12 +40,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from advviz._modules import module_device
+from advviz import attacks as A
+from advviz import distributed
+from advviz._modules import module_device, state_sha256
+from advviz._registry import parse_number
+from advviz.attacks._core import check_budget
 from advviz.evaluate import flags as F
 from advviz.evaluate.autoattack import VERSIONS, autoattack
 
-__all__ = ["Result", "robust_accuracy", "eps_key", "parse_eps", "parse_attacks", "DEFAULT_PARAMS",
-           "ResumeMismatchError"]
+__all__ = ["Result", "robust_accuracy", "eps_key", "DEFAULT_PARAMS", "ResumeMismatchError"]
 
 log = logging.getLogger(__name__)
 
@@ -53,135 +57,13 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"pgd": {"steps": 20, "alpha": "eps/
 
 
 class ResumeMismatchError(ValueError):
-    """A resume file was written with another configuration."""
+    """A resume file cannot be used: written with another configuration or other weights, not a
+    resume file, or damaged. The message names the file, what differs and what to do."""
 
 
 def eps_key(eps: float) -> str:
     """The string key of a budget in per-sample results and JSON (``8/255`` -> ``"0.0313725490196"``)."""
     return f"{float(eps):.12g}"
-
-
-def parse_eps(text: str | float) -> float:
-    """``"8/255"`` -> 0.0313..., ``"0.5"`` -> 0.5 (one budget)."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    s = str(text).strip()
-    try:
-        if "/" in s:
-            num, den = s.split("/", 1)
-            return float(num) / float(den)
-        return float(s)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"cannot read the budget {text!r}: write a number like 0.03 or a fraction like 8/255") from None
-
-
-# set by robust_accuracy itself (or meaningless for robust accuracy): never attack parameters on the CLI
-_RUNNER_KEYS = {"eps": "--eps", "norm": "--norm", "seed": "--seed", "targeted": None, "mask": None}
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-
-
-def _typed_value(attack: str, key: str, text: str, spec: Any, default: Any) -> Any:
-    """``text`` as the type of ``attack``'s parameter ``key`` (its ParamSpec, else its default's type)."""
-    kind = spec.kind if spec is not None else (
-        "bool" if isinstance(default, bool) else "int" if isinstance(default, int)
-        else "str" if isinstance(default, str) else "float")
-    t = text.strip()
-    where = f"{attack}:{key}={text}"
-    if kind == "bool":
-        if t.lower() in _TRUE:
-            return True
-        if t.lower() in _FALSE:
-            return False
-        raise ValueError(f"{where}: {key} is true or false")
-    if kind == "choice" or kind == "str":
-        if spec is not None and t not in spec.choices:
-            raise ValueError(f"{where}: {key} must be one of {', '.join(map(str, spec.choices))}")
-        return t
-    if kind == "int":
-        try:
-            value: Any = int(t)
-        except ValueError:
-            raise ValueError(f"{where}: {key} must be an integer") from None
-    elif t.startswith(("eps/", "eps*")):  # relative to each budget, resolved per eps (_params_for)
-        try:
-            float(t[4:])
-        except ValueError:
-            raise ValueError(f"{where}: write eps/4 or eps*0.5 for a value relative to each budget") from None
-        return t
-    else:
-        try:
-            value = parse_eps(t)
-        except ValueError:
-            raise ValueError(f"{where}: {key} must be a number (0.01, 2/255, or eps/4 relative to each "
-                             "budget)") from None
-    if spec is not None:
-        if spec.low is not None and value < spec.low:
-            raise ValueError(f"{where}: {key} must be >= {spec.low}")
-        if spec.per255 and value > 1:
-            raise ValueError(f"{where}: {key} is on the [0, 1] pixel scale; did you mean {key}={t}/255?")
-    return value
-
-
-def parse_attacks(text: str) -> list[str | tuple[str, dict[str, Any]]]:
-    """Read ``--attacks``: names with optional parameters, typed from each attack's signature.
-
-    ``"pgd:steps=40;alpha=eps/8,apgd_ce:n_iter=50,fgsm"``: attacks are separated by commas; an
-    attack's parameters follow a colon, separated by semicolons (or commas: a ``key=value`` item
-    after a comma belongs to the attack before it, so ``pgd:steps=40,alpha=2/255`` works too).
-    Values are typed from the attack's :class:`~advviz._registry.ParamSpec` (else from its
-    default): integers, numbers or fractions (``2/255``; ``eps/4`` is relative to each budget),
-    ``true``/``false``, choices. Unknown keys are refused with the list of valid ones; ``eps``,
-    ``norm`` and ``seed`` are set by their own options, ``targeted`` and ``mask`` do not apply.
-
-    Returns:
-        ``[name | (name, {key: value})]`` for :func:`robust_accuracy`.
-    """
-    import inspect
-
-    from advviz import attacks as A
-
-    out: list[tuple[str, dict[str, Any]]] = []
-    for token in (t.strip() for t in str(text).split(",")):
-        if not token:
-            continue
-        head, sep, rest = token.partition(":")
-        if not sep and "=" in head:  # "alpha=2/255" after a comma: the previous attack's parameter
-            if not out:
-                raise ValueError(f"--attacks {text!r}: {token!r} comes before any attack name (write pgd:{token})")
-            name, items = out[-1][0], [token]
-        else:
-            name, items = head.strip(), [i for i in rest.split(";") if i.strip()]
-            if sep and not items:
-                raise ValueError(f"--attacks {text!r}: nothing after {name}: (write {name}:key=value)")
-            if name == "autoattack":
-                if items:
-                    raise ValueError("autoattack takes no parameters here: choose its --version (standard or fast), "
-                                     "or list its attacks with their parameters (apgd_ce:n_iter=50,apgd_t,...)")
-            else:
-                A.get(name)  # unknown names raise here, listing the registered ones
-            out.append((name, {}))
-        if not items:
-            continue
-        spec = A.get(name)
-        sig = inspect.signature(spec.fn).parameters
-        specs = {p.name: p for p in spec.params}
-        valid = [k for k, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in _RUNNER_KEYS]
-        for item in items:
-            key, eq, value = item.partition("=")
-            key = key.strip()
-            if not eq or not key:
-                raise ValueError(f"--attacks {text!r}: {item!r} is not key=value (e.g. {name}:{valid[0]}=...)"
-                                 if valid else f"--attacks {text!r}: {name} takes no parameters")
-            if key in _RUNNER_KEYS:
-                opt = _RUNNER_KEYS[key]
-                raise ValueError(f"{name}:{key} is set by {opt}, not per attack" if opt else
-                                 f"{name}:{key} does not apply to robust accuracy (untargeted, whole image)")
-            if key not in valid:
-                raise ValueError(f"{name} has no parameter {key!r}; valid: {', '.join(valid)}")
-            if key in out[-1][1]:
-                raise ValueError(f"{name}:{key} is given twice")
-            out[-1][1][key] = _typed_value(name, key, value, specs.get(key), sig[key].default)
-    return [n if not p else (n, p) for n, p in out]
 
 
 def _params_for(name: str, params: Mapping[str, Any], eps: float) -> dict[str, Any]:
@@ -307,23 +189,73 @@ def _read_resume_parts(path: Path, config: dict[str, Any]) -> dict[int, dict[str
     return done
 
 
+def _weights_identity(model: nn.Module, attack_model: nn.Module | None) -> dict[str, str | None]:
+    """``{"model": sha256 of its tensors[, "attack_model": ...]}`` (:func:`advviz._modules.state_sha256`):
+    the identity of the weights behind the numbers, so that a resume file never mixes two models'
+    results. A network outside the modules' state (a purifier function's own network) is not in
+    it: the caller records it in ``meta`` (``advviz evaluate`` records every artefact's sha256)."""
+    ident: dict[str, str | None] = {"model": state_sha256(model) if isinstance(model, nn.Module) else None}
+    if attack_model is not None and attack_model is not model:
+        ident["attack_model"] = state_sha256(attack_model) if isinstance(attack_model, nn.Module) else None
+    return ident
+
+
+def _short(digest: Any) -> str:
+    return f"{digest[:12]}..." if isinstance(digest, str) else "none recorded"
+
+
+def _differences(head: Mapping[str, Any], want: Mapping[str, Any]) -> str:
+    """What differs between a resume file's configuration and this run's, in words."""
+    keys = sorted(k for k in set(head) | set(want) if head.get(k) != want.get(k))
+    words = []
+    if "weights" in keys:
+        old, new = head.get("weights"), want.get("weights") or {}
+        if not isinstance(old, Mapping):
+            words.append("the file records no identity of the weights (written by an older advviz), so its "
+                         "results may be another model's")
+        else:
+            words += [f"the {role.replace('_', ' ')}'s weights (sha256 of its tensors {_short(old.get(role))} in "
+                      f"the file, {_short(new.get(role))} now)" for role in sorted(set(old) | set(new))
+                      if old.get(role) != new.get(role)]
+    if "meta" in keys:
+        old_m, new_m = head.get("meta") or {}, want.get("meta") or {}
+        old_a, new_a = old_m.get("artifacts") or {}, new_m.get("artifacts") or {}
+        words += [f"artefact {name} (sha256 {_short(old_a.get(name))} in the file, {_short(new_a.get(name))} now)"
+                  for name in sorted(set(old_a) | set(new_a)) if old_a.get(name) != new_a.get(name)]
+        words += [f"{k} ({old_m.get(k)!r} in the file, {new_m.get(k)!r} now)"
+                  for k in sorted(set(old_m) | set(new_m)) if k != "artifacts" and old_m.get(k) != new_m.get(k)]
+    return ", ".join(keys) + (": " + "; ".join(words) if words else "")
+
+
 def _read_resume(path: Path, config: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The per-sample records of a resume file written with ``config``; refuses any other file."""
     done: dict[int, dict[str, Any]] = {}
     if not path.exists() or path.stat().st_size == 0:
         return done
-    with open(path) as fh:
-        lines = fh.read().splitlines()
+    what = "delete it to start over, or give another resume path"
+    if not path.is_file():
+        raise ResumeMismatchError(f"{path} is not a file: give a file path for the resume file")
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ResumeMismatchError(f"{path} is not an advviz evaluation resume file (not even text); {what}") from None
+    except OSError as exc:
+        raise ResumeMismatchError(f"cannot read the resume file {path} ({exc.strerror}); {what}") from None
     try:
         head = json.loads(lines[0])["config"]
-    except (json.JSONDecodeError, KeyError, IndexError):
+        if not isinstance(head, dict):
+            raise TypeError
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError):
         raise ResumeMismatchError(f"{path} is not an advviz evaluation resume file (no config line); "
                                   "give another --resume path or delete it") from None
     want = json.loads(json.dumps(config))
     if head != want:
-        diff = sorted(k for k in set(head) | set(want) if head.get(k) != want.get(k))
-        raise ResumeMismatchError(f"{path} was written with another configuration (differs in: {', '.join(diff)}); "
-                                  "use another resume path, or delete the file to start over")
-    for line in lines[1:]:
+        raise ResumeMismatchError(f"{path} was written with another configuration (differs in: "
+                                  f"{_differences(head, want)}); use another resume path, or delete the file to "
+                                  "start over")
+    attacks = [a["name"] for a in want["attacks"]] + ["all"]
+    budgets = [eps_key(e) for e in want["eps"]]
+    for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         try:
@@ -331,8 +263,49 @@ def _read_resume(path: Path, config: dict[str, Any]) -> dict[int, dict[str, Any]
         except json.JSONDecodeError:  # a line cut by a kill: its batch is redone
             log.warning("ignoring a truncated line in %s", path)
             continue
+        problem = _record_problem(rec, budgets, attacks)
+        if problem:
+            raise ResumeMismatchError(f"{path}, line {number}: not a per-sample record of this evaluation "
+                                      f"({problem}); the file is damaged or was edited: {what}")
         done[int(rec["index"])] = {k: v for k, v in rec.items() if k != "index"}
     return done
+
+
+def _record_problem(rec: Any, budgets: Sequence[str], attacks: Sequence[str]) -> str | None:
+    """Why ``rec`` is not a per-sample record with these budgets and attacks (``None``: it is one)."""
+    if not isinstance(rec, dict):
+        return f"a {type(rec).__name__}, not a record"
+    for key, kind in (("index", int), ("clean", bool), ("robust", dict)):
+        if key not in rec:
+            return f"no {key!r}"
+        if not isinstance(rec[key], kind) or (kind is int and isinstance(rec[key], bool)):
+            return f"{key!r} is not a {kind.__name__}"
+    for k in budgets:
+        per = rec["robust"].get(k)
+        if not isinstance(per, dict):
+            return f"no results at eps {k}"
+        if any(not isinstance(per.get(a), bool) for a in attacks):
+            return f"not one true/false per attack at eps {k}"
+    return None
+
+
+def _open_for_append(part: Path, config: dict[str, Any]) -> None:
+    """Make sure ``part`` can take this run's records before any work: write its configuration
+    line when it is new or empty, end a line cut by a kill, and refuse a path that cannot be
+    written (read-only folder or file, a file where a folder should be) with one clear message."""
+    try:
+        if not part.exists() or part.stat().st_size == 0:
+            part.parent.mkdir(parents=True, exist_ok=True)
+            with open(part, "w") as fh:
+                fh.write(json.dumps({"config": config}) + "\n")
+            return
+        with open(part, "rb+") as fh:  # opened for writing now, not after the first batch
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":  # a record cut by a kill: the next one starts on its own line
+                fh.write(b"\n")
+    except OSError as exc:
+        raise ValueError(f"cannot write the resume file {part} ({exc.strerror or exc}): choose a path in a folder "
+                         "you can write, or make this one writable") from None
 
 
 def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | tuple[str, Mapping[str, Any]]],
@@ -350,14 +323,19 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
             whole AutoAttack sequence (``version``), or ``(name, params)`` pairs. Parameters given
             as ``"eps/4"`` are relative to each budget. ``pgd`` defaults to 20 steps of ``eps/4``
             (:data:`DEFAULT_PARAMS`).
-        eps: budgets on the ``[0, 1]`` scale (numbers or strings like ``"8/255"``).
+        eps: budgets on the ``[0, 1]`` scale (numbers or strings like ``"8/255"``); each ``>= 0``, and
+            at most 1 in L-infinity (``ValueError`` otherwise, suggesting ``k/255``).
         norm: ``"Linf"`` or ``"L2"``.
         n: number of points, drawn by a permutation seeded with ``seed`` (default: all, in order).
-        batch_size: points per batch (and per resume record).
+        batch_size: points per batch (and per resume record), at least 1.
         device: where to run (default: the model's device).
         progress: show a tqdm progress bar (stderr).
         resume: JSON-lines file of per-sample results: appended to as batches finish, read back on
-            a rerun (done indices are skipped; another configuration is refused).
+            a rerun (done indices are skipped). A file written with another configuration or other
+            weights (``config["weights"]``: the sha256 of the model's and ``attack_model``'s
+            tensors), not a resume file, or holding a damaged record raises
+            :class:`ResumeMismatchError` saying what differs; a path that cannot be written raises
+            ``ValueError``; both before any work.
         seed: seeds the selection and every attack.
         version: AutoAttack version for the ``"autoattack"`` entry.
         attack_model: the model the attacks differentiate (default ``model``): the bare classifier
@@ -379,9 +357,11 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
     nrm = str(norm).lower()
     if nrm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}")
-    grid = [parse_eps(e) for e in eps]
+    grid = [check_budget("eps", parse_number(e), scale_255=nrm == "linf") for e in eps]
     if not grid:
         raise ValueError("eps is empty: give at least one budget, e.g. eps=[8/255]")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (points per batch), got {batch_size!r}")
     if isinstance(attacks, str):
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
     plan: list[tuple[str, dict[str, Any]]] = []
@@ -391,8 +371,6 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
             if version not in VERSIONS:
                 raise ValueError(f"version must be one of {sorted(VERSIONS)}, got {version!r}")
         else:
-            from advviz import attacks as A
-
             A.get(name)  # unknown names raise here, listing the registered ones
             params = {**DEFAULT_PARAMS.get(name, {}), **params}
         plan.append((name, params))
@@ -415,20 +393,17 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
                  "size": total},
         "selection": "all, in order" if n is None else "torch.randperm(size, seed)[:n]",
         "steps_check": _steps_plan(plan) if steps_check else None,
+        "weights": _weights_identity(model, attack_model),
         **({"meta": dict(meta)} if meta else {}),
     }
-    from advviz import distributed
-
     world, rank = distributed.world_size(), distributed.rank()
     dev = torch.device(device) if device is not None else module_device(model)
     path = Path(resume) if resume is not None else None
     samples = _read_resume_parts(path, config) if path is not None else {}
     mine = [start for k, start in enumerate(range(0, len(selection), batch_size)) if k % world == rank]
     part = _part_path(path, rank, world) if path is not None else None
-    if part is not None and (not part.exists() or part.stat().st_size == 0):
-        part.parent.mkdir(parents=True, exist_ok=True)
-        with open(part, "w") as fh:
-            fh.write(json.dumps({"config": config}) + "\n")
+    if part is not None:
+        _open_for_append(part, config)
     amodel = model if attack_model is None else attack_model
     budget_flags: set[str] = set()
     my_points = [int(i) for start in mine for i in selection[start:start + batch_size].tolist()]
@@ -542,7 +517,6 @@ def _steps_plan(plan: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict
     for every planned attack (not the ``autoattack`` entry) with an iteration-count parameter."""
     import inspect
 
-    from advviz import attacks as A
     from advviz.evaluate.autoattack import _ALIASES
 
     out: dict[str, dict[str, Any]] = {}

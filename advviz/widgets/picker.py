@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import io
 from typing import Any
 
 import ipywidgets as W
@@ -28,20 +27,16 @@ def read_upload(content: bytes, name: str, size: tuple[int, int, int]) -> torch.
         size: the model's ``(C, H, W)``.
 
     Raises:
-        ValueError: not an image Pillow can read; the message names the file and the formats.
+        ValueError: not an image Pillow can read, damaged, or too large (refused from its header,
+            before decoding: :func:`advviz.data.open_image`); the message names the file and the formats.
     """
-    from PIL import Image, UnidentifiedImageError
-
     from advviz import data
 
     c, h, w = size
-    try:
-        with Image.open(io.BytesIO(bytes(content))) as im:
-            im.load()
-            img = im.copy()
-    except (UnidentifiedImageError, OSError):
-        raise ValueError(f"“{name}” is not an image the explorer can read. Upload a "
-                         f"{', '.join(ACCEPTED_FORMATS[:-1])} or {ACCEPTED_FORMATS[-1]} file.") from None
+    try:  # upright (EXIF), size-checked; transparency is composited over white by load_image
+        img = data.open_image(content, name=f"“{name}”")
+    except ValueError as exc:
+        raise ValueError(f"{exc}. Upload a {', '.join(ACCEPTED_FORMATS[:-1])} or {ACCEPTED_FORMATS[-1]} file.") from None
     iw, ih = img.size
     if iw * h != ih * w:  # centre crop to the model's aspect ratio instead of squashing
         cw, ch = (iw, round(iw * h / w)) if iw * h < ih * w else (round(ih * w / h), ih)
