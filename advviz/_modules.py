@@ -1,4 +1,4 @@
-"""Small mechanisms every part of advviz shares: the model guard, the device and the identity of a module.
+"""Two small mechanisms every part of advviz shares: the model guard and the device of a module.
 
 * :func:`model_guard`: run a module in eval mode and/or with frozen parameters (and optionally
   with its BatchNorm statistics kept), restoring every submodule's ``training`` flag, every
@@ -7,8 +7,8 @@
 * :func:`module_device`: where a module's parameters (else buffers) live; CPU for a module with
   neither. The math of advviz runs on the *input's* device; this is only for code that must place
   a freshly made tensor (noise, a batch of a dataset) next to a module it was handed.
-* :func:`state_sha256`: the sha256 of a module's parameters and buffers (its weights' identity,
-  for a module that comes from no file, e.g. a user's own network).
+
+(A module's weights' identity, :func:`advviz._weights.tensors_sha256`, lives with the weight files.)
 
 This module imports nothing from advviz, so that the attacks, Grad-CAM and the training engine
 can all use it without import cycles.
@@ -17,13 +17,12 @@ can all use it without import cycles.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["model_guard", "module_device", "state_sha256"]
+__all__ = ["model_guard", "module_device"]
 
 
 @contextlib.contextmanager
@@ -70,23 +69,3 @@ def module_device(module: nn.Module, default: torch.device | str = "cpu") -> tor
     for t in module.buffers():
         return t.device
     return torch.device(default)
-
-
-def state_sha256(module: nn.Module) -> str:
-    """Hex sha256 of ``module.state_dict()``'s tensors: every entry's dtype, shape and bytes, in order.
-
-    The identity of a module's weights wherever it lives (CPU or GPU give the same digest) and
-    whatever wraps it (the entries' names do not enter: a wrapper holding the model as a submodule
-    has its identity): modules with equal parameters and buffers, and only those, share it.
-    Non-tensor entries (``extra_state``) enter through their ``repr``. Reads every tensor once
-    (about a second for VGG-16's 550 MB).
-    """
-    h = hashlib.sha256()
-    for value in module.state_dict().values():
-        if not isinstance(value, torch.Tensor):
-            h.update(f"{value!r}\n".encode())
-            continue
-        t = value.detach()
-        h.update(f"{t.dtype}\0{tuple(t.shape)}\n".encode())
-        h.update(t.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()

@@ -44,21 +44,33 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def tensors_sha256(state: Mapping[str, torch.Tensor] | nn.Module) -> str:
-    """Hex sha256 over a state dict's keys, dtypes, shapes and values, in sorted key order.
+def tensors_sha256(state: Mapping[str, torch.Tensor] | nn.Module, *, names: bool = True) -> str:
+    """Hex sha256 over a state dict's tensors (dtype, shape, bytes), in sorted key order.
+
+    The identity of weights wherever they live (CPU or GPU give the same digest) and whatever file
+    holds them. Non-tensor entries (``extra_state``) enter through their ``repr``.
 
     Args:
         state: a state dict, or a module (its ``state_dict()``).
+        names: include the entries' names. ``False`` gives the identity of the weights whatever
+            wraps them (a wrapper that holds the model as a submodule, adding nothing, has the
+            model's identity).
 
     Returns:
-        64 hex digits; equal for equal tensors whatever file or device they come from.
+        64 hex digits.
     """
     if isinstance(state, nn.Module):
         state = state.state_dict()
     h = hashlib.sha256()
     for key in sorted(state):
-        t = state[key].detach().to("cpu").contiguous()
-        h.update(json.dumps([key, str(t.dtype), list(t.shape)]).encode())
+        value = state[key]
+        if names:
+            h.update(json.dumps(key).encode())
+        if not isinstance(value, torch.Tensor):
+            h.update(f"{value!r}\n".encode())
+            continue
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"{t.dtype}\0{tuple(t.shape)}\n".encode())
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

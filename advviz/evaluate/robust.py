@@ -42,8 +42,9 @@ from torch.utils.data import Dataset
 
 from advviz import attacks as A
 from advviz import distributed
-from advviz._modules import module_device, state_sha256
+from advviz._modules import module_device
 from advviz._registry import parse_number
+from advviz._weights import tensors_sha256
 from advviz.attacks._core import check_budget
 from advviz.evaluate import flags as F
 from advviz.evaluate.autoattack import VERSIONS, autoattack
@@ -190,13 +191,13 @@ def _read_resume_parts(path: Path, config: dict[str, Any]) -> dict[int, dict[str
 
 
 def _weights_identity(model: nn.Module, attack_model: nn.Module | None) -> dict[str, str | None]:
-    """``{"model": sha256 of its tensors[, "attack_model": ...]}`` (:func:`advviz._modules.state_sha256`):
+    """``{"model": sha256 of its tensors[, "attack_model": ...]}`` (:func:`advviz._weights.tensors_sha256`, names left out):
     the identity of the weights behind the numbers, so that a resume file never mixes two models'
     results. A network outside the modules' state (a purifier function's own network) is not in
     it: the caller records it in ``meta`` (``advviz evaluate`` records every artefact's sha256)."""
-    ident: dict[str, str | None] = {"model": state_sha256(model) if isinstance(model, nn.Module) else None}
+    ident: dict[str, str | None] = {"model": tensors_sha256(model, names=False) if isinstance(model, nn.Module) else None}
     if attack_model is not None and attack_model is not model:
-        ident["attack_model"] = state_sha256(attack_model) if isinstance(attack_model, nn.Module) else None
+        ident["attack_model"] = tensors_sha256(attack_model, names=False) if isinstance(attack_model, nn.Module) else None
     return ident
 
 
