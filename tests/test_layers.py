@@ -10,7 +10,7 @@ included, and checked against :data:`LAYERS` (DEVELOPERS.md, "Layout", shows the
 5. ``defenses`` and ``generative``;
 6. ``zoo``, the catalogue of every trained or downloaded network;
 7. ``evaluate``, ``papers``, ``setting``;
-8. ``widgets``, ``benchmarks``, ``cli``, ``demo``.
+8. ``widgets``, ``benchmarks``, ``cli`` (and ``_cli_parse``), ``demo``.
 
 Also held here:
 
@@ -45,7 +45,8 @@ LAYERS: dict[str, int] = {
     "advviz.defenses": 5, "advviz.generative": 5,
     "advviz.zoo": 6,
     "advviz.evaluate": 7, "advviz.papers": 7, "advviz.setting": 7,
-    "advviz.widgets": 8, "advviz.benchmarks": 8, "advviz.cli": 8, "advviz.demo": 8, "advviz.__main__": 8,
+    "advviz.widgets": 8, "advviz.benchmarks": 8, "advviz.cli": 8, "advviz._cli_parse": 8, "advviz.demo": 8,
+    "advviz.__main__": 8,
 }
 
 #: the required dependencies' import names (pyproject's [project] dependencies): not optional
