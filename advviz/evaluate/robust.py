@@ -21,6 +21,12 @@ are identical for 1, 2 or N processes. Every rank returns the whole result (gath
 rerun with any number of processes reads the file and all its ``.rank*`` parts). A rerun with the same path skips the indices already there and
 refuses a file written with another configuration. Ctrl-C (``KeyboardInterrupt``) stops after
 the last finished batch and returns the partial :class:`Result` (``complete=False``).
+
+``on_batch=`` is called after every finished batch with a :class:`Batch` (its per-sample records,
+clean images and each attack's output), and ``should_stop=`` is polled before every batch and
+between the attacks of a batch: when it returns ``True`` the run ends as after Ctrl-C. The
+explorer's Robustness tab draws its security curves through them, so the tab and
+``advviz evaluate`` give the same per-sample results for the same settings.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +45,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from advviz import attacks as A
+from advviz import distributed
 from advviz._modules import module_device
 from advviz.evaluate import flags as F
-from advviz.evaluate.autoattack import VERSIONS, autoattack
+from advviz.evaluate.autoattack import VERSIONS, _predict, autoattack, run_attack
 
-__all__ = ["Result", "robust_accuracy", "eps_key", "parse_eps", "parse_attacks", "DEFAULT_PARAMS",
+__all__ = ["Batch", "Result", "robust_accuracy", "eps_key", "parse_eps", "parse_attacks", "DEFAULT_PARAMS",
            "ResumeMismatchError"]
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,37 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"pgd": {"steps": 20, "alpha": "eps/
 
 class ResumeMismatchError(ValueError):
     """A resume file was written with another configuration."""
+
+
+class _Stopped(Exception):
+    """``should_stop()`` returned True."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One finished batch of :func:`robust_accuracy`, as its ``on_batch`` callback receives it.
+
+    Attributes:
+        indices: the batch's dataset indices, in order (points read back from a resume file are
+            not in it: they were done before).
+        samples: their per-sample records, as in :attr:`Result.samples`.
+        x: ``(B, C, H, W)`` the clean images in ``[0, 1]``, on the run's device.
+        y: ``(B,)`` their labels.
+        x_adv: ``{eps_key(eps): {attack: (B, C, H, W)}}``: each attack's output at each budget
+            (for ``"autoattack"``, the output of the attack that broke the point). A point the
+            attack did not break, or did not run on (misclassified to begin with), keeps its
+            clean image.
+        done: points of the selection done so far by this process (resumed ones included).
+        total: points of the selection this process has to do.
+    """
+
+    indices: list[int]
+    samples: dict[int, dict[str, Any]]
+    x: torch.Tensor
+    y: torch.Tensor
+    x_adv: dict[str, dict[str, torch.Tensor]]
+    done: int
+    total: int
 
 
 def eps_key(eps: float) -> str:
@@ -340,7 +379,9 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
                     device: str | torch.device | None = None, progress: bool = True,
                     resume: str | os.PathLike[str] | None = None, seed: int = 0, version: str = "standard",
                     attack_model: nn.Module | None = None, batch_invariant: bool = False,
-                    meta: Mapping[str, Any] | None = None, steps_check: bool = True) -> Result:
+                    meta: Mapping[str, Any] | None = None, steps_check: bool = True,
+                    on_batch: Callable[[Batch], Any] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> Result:
     """Robust accuracy per budget and attack over a dataset (the security curve), resumable.
 
     Args:
@@ -369,9 +410,17 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
             points at each budget, same seeds, and flag ``non-monotonic`` when more steps leave
             more than one more of them robust (:mod:`advviz.evaluate.flags`). Costs about
             ``3k`` steps on 16 points per attack and budget.
+        on_batch: called after each finished batch (and after its resume record is written)
+            with a :class:`Batch`: per-sample records, clean images, each attack's output. Under
+            N processes each process calls its own for its own batches. An exception it raises
+            ends the run and propagates.
+        should_stop: polled before each batch and between the attacks of a batch; when it
+            returns ``True`` the run ends as after Ctrl-C: the batch in progress is dropped
+            (nothing of it is recorded or passed to ``on_batch``) and the partial result is
+            returned.
 
     Returns:
-        A :class:`Result`; ``complete=False`` if interrupted by Ctrl-C.
+        A :class:`Result`; ``complete=False`` if interrupted by Ctrl-C or ``should_stop``.
     """
     from tqdm.auto import tqdm
 
@@ -391,8 +440,6 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
             if version not in VERSIONS:
                 raise ValueError(f"version must be one of {sorted(VERSIONS)}, got {version!r}")
         else:
-            from advviz import attacks as A
-
             A.get(name)  # unknown names raise here, listing the registered ones
             params = {**DEFAULT_PARAMS.get(name, {}), **params}
         plan.append((name, params))
@@ -417,8 +464,6 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
         "steps_check": _steps_plan(plan) if steps_check else None,
         **({"meta": dict(meta)} if meta else {}),
     }
-    from advviz import distributed
-
     world, rank = distributed.world_size(), distributed.rank()
     dev = torch.device(device) if device is not None else module_device(model)
     path = Path(resume) if resume is not None else None
@@ -438,26 +483,34 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
     complete = True
     try:
         for start in mine:
+            if should_stop is not None and should_stop():
+                raise _Stopped
             chunk = selection[start:start + batch_size]
             todo = torch.tensor([int(i) for i in chunk.tolist() if int(i) not in samples], dtype=torch.long)
             if not todo.numel():
                 continue
             x, y = _gather(data, todo)
             x, y = x.to(dev), y.to(dev)
+            advs: dict[str, dict[str, torch.Tensor]] = {}
             recs = _evaluate_batch(model, amodel, x, y, todo, positions=[start + j for j, i in enumerate(chunk.tolist())
                                                                      if int(i) not in samples],
                                    plan=plan, grid=grid, norm=nrm, seed=int(seed), version=version,
                                    steps_plan=config["steps_check"],
-                                   batch_size=batch_size, batch_invariant=batch_invariant, budget_flags=budget_flags)
+                                   batch_size=batch_size, batch_invariant=batch_invariant, budget_flags=budget_flags,
+                                   adversarial=advs, should_stop=should_stop)
             if part is not None:
                 with open(part, "a") as fh:
                     fh.write("".join(json.dumps({"index": i, **r}) + "\n" for i, r in recs.items()))
             samples.update(recs)
             bar.update(len(recs))
-    except KeyboardInterrupt:
+            if on_batch is not None:
+                on_batch(Batch(indices=todo.tolist(), samples=recs, x=x, y=y, x_adv=advs,
+                               done=sum(i in samples for i in my_points), total=len(my_points)))
+    except (KeyboardInterrupt, _Stopped) as stop:
         complete = False
-        log.warning("interrupted: %d of %d points done%s", len(samples), len(selection),
-                    f"; rerun with resume={str(path)!r} to continue" if path else "")
+        log.log(logging.WARNING if isinstance(stop, KeyboardInterrupt) else logging.INFO,
+                "%s: %d of %d points done%s", "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped",
+                len(samples), len(selection), f"; rerun with resume={str(path)!r} to continue" if path else "")
     finally:
         bar.close()
     if world > 1:  # every rank gets every rank's samples, flags and completeness
@@ -477,10 +530,14 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
 def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *,
                     positions: list[int], plan: list[tuple[str, dict[str, Any]]], grid: list[float], norm: str,
                     seed: int, version: str, batch_size: int, batch_invariant: bool,
-                    budget_flags: set[str], steps_plan: Mapping[str, Any] | None = None) -> dict[int, dict[str, Any]]:
-    """Per-sample records of one batch (the clean checks, then every eps and attack)."""
-    from advviz.evaluate.autoattack import _predict, run_attack
+                    budget_flags: set[str], steps_plan: Mapping[str, Any] | None = None,
+                    adversarial: dict[str, dict[str, torch.Tensor]] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> dict[int, dict[str, Any]]:
+    """Per-sample records of one batch (the clean checks, then every eps and attack).
 
+    ``adversarial``, when given, receives each attack's output per budget (``{eps_key: {attack:
+    x_adv}}``); ``should_stop`` is polled before each attack (raises ``_Stopped``).
+    """
     logits = _predict(model, x, batch_size)
     correct = logits.argmax(1) == y
     prob = F.probability_rows(logits)
@@ -505,6 +562,8 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
         k = eps_key(e)
         per_attack: dict[str, list[bool]] = {}
         for name, params in plan:
+            if should_stop is not None and should_stop():
+                raise _Stopped
             if name == "autoattack":
                 rep = autoattack(model, x, y, eps=e, norm=norm, version=version, seed=seed, batch_size=batch_size,
                                  indices=idx, batch_invariant=batch_invariant, attack_model=amodel, checks=False)
@@ -516,6 +575,8 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
                                  attack_model=amodel, checks=False)
             budget_flags.update(f for f in rep.flags if f.startswith("budget"))
             per_attack[name] = [s is None for s in rep.per_sample]
+            if adversarial is not None:
+                adversarial.setdefault(k, {})[name] = rep.x_adv
             if check.numel() and name in (steps_plan or {}):  # the steps check: k and 2k steps, same seeds
                 key, few_steps = steps_plan[name]["param"], steps_plan[name]["steps"]
                 robust_at = []
