@@ -70,9 +70,9 @@ def test_attack_status_reads_done_after_every_run(digit_state, monkeypatch):
         lab.run_button.click()
         assert lab.wait(60)
         assert lab.status.value.startswith("done in"), lab.status.value
-        assert not lab._ticker.is_alive()
+        assert not lab.jobs.ticking
     # a tick that arrives late (the ticker had read "not done" just before the result) writes nothing
-    lab._write_progress("pgd", 0.3)
+    lab._on_tick(lab.jobs.job, 0.3)
     assert lab.status.value.startswith("done in") and lab.progress.bar_style == "success"
 
 
