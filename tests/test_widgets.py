@@ -452,6 +452,7 @@ def test_feature_maps_vgg16_preset(cifar_test, resnet20):
 # ---------------------------------------------------------------------------------------------
 
 def test_train_panel_trains_in_background_and_swaps_model(lenet_state, digits_test):
+    """Training ends with "Use this model"; the model is swapped in when it is pressed, not before."""
     from advviz.widgets import TrainPanel
 
     lenet_state.set_image(*digits_test[0])
@@ -459,11 +460,15 @@ def test_train_panel_trains_in_background_and_swaps_model(lenet_state, digits_te
     seen = []
     lenet_state.observe(lambda s: seen.append(s.model), "model")
     panel = TrainPanel(lenet_state, arch="lenet5", dataset="digits", epochs=2, train_images=256, batch_size=64)
+    assert panel.use_button.disabled
     panel.start_button.click()
     assert panel.running or panel.result is not None
     assert panel.wait(120)
     assert panel.result.epochs_completed == 2 and not panel.result.interrupted
-    assert lenet_state.model is not old and seen == [lenet_state.model]
+    assert lenet_state.model is old and seen == [] and not panel.use_button.disabled
+    assert "Use this model" in panel.status.value
+    panel.use_button.click()
+    assert lenet_state.model is not old and seen == [lenet_state.model] and panel.use_button.disabled
     assert "lenet5 trained here on digits" in lenet_state.model_name
     assert panel.progress.value == panel.progress.max and panel.plot.value.startswith("<svg")
     assert not lenet_state.model.training
@@ -481,6 +486,7 @@ def test_train_panel_stop_keeps_last_complete_epoch(lenet_state):
     assert panel.wait(60)
     r = panel.result
     assert r.interrupted and 1 <= r.epochs_completed < 50
+    panel.use_model()
     assert lenet_state.model_name.endswith(f"({r.epochs_completed} ep)")
 
 

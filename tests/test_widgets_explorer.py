@@ -204,6 +204,8 @@ def test_header_names_the_model_trained_in_the_train_tab(lenet_digits):
     panel.epochs.value, panel.train_images.value = 1, 128
     panel.start_button.click()
     assert panel.wait(120) and panel.result.epochs_completed == 1
+    assert ex.state.model_name == "lenet5_digits"  # not swapped in until the user says so
+    panel.use_button.click()
     assert ex.state.model_name.startswith("lenet5_digits + fine-tuned on digits")
     assert ex.model_choice.value == ex.state.model_name and ex.state.model_name in ex.title.value
     ex.model_choice.value = "lenet5_digits"  # back to the zoo entry
