@@ -187,13 +187,22 @@ def _gated_state(lenet_digits):
     return ExplorerState(model, model_name="gated lenet", classes=CLASSES, dataset="digits"), model
 
 
-def test_robustness_default_cifar_budgets_start_below_1_over_255():
+def test_robustness_cifar_defaults_start_below_1_over_255_behind_jpeg():
+    """ResNet-20 is at 0 robust accuracy from 1/255 on: the grid starts at 0.25/255 and 0.5/255. JPEG is
+    the first purifier offered for colour images too (the menu's first entry, cgan, was kept)."""
+    from advviz import models
     from advviz.evaluate import parse_eps
-    from advviz.widgets.robustness import default_grid
+    from advviz.widgets import ExplorerState
+    from advviz.widgets.robustness import RobustnessView, default_grid
 
     grid = [parse_eps(t) for t in default_grid("cifar10").split(",")]
     assert grid[:2] == [0.25 / 255, 0.5 / 255] and grid[-1] == 8 / 255 and grid == sorted(grid)
     assert default_grid("digits") == "0.05, 0.1, 0.2, 0.3"
+    st = ExplorerState(models.create("resnet20"), model_name="resnet20 (untrained)", classes=CLASSES,
+                       dataset="cifar10")
+    view = RobustnessView(st, background=False)
+    assert view.eps.value == default_grid("cifar10") and view.purifier.value == "jpeg"
+    assert "cgan" in view.purifier.options
 
 
 def test_robustness_model_switch_during_a_run_drops_its_curves(lenet_digits):

@@ -77,8 +77,7 @@ class RobustnessView(W.VBox):
         self.errors = ErrorArea()
         self.result: dict[str, Any] | None = None
         self.jobs = JobRunner(self, state=state, background=background, tick=self._on_tick, name="advviz-robustness")
-        self.purifier = W.Dropdown(options=defenses.list_purifiers(), description="purifier",
-                                   layout=W.Layout(width="260px"))
+        self.purifier = W.Dropdown(options=[], description="purifier", layout=W.Layout(width="260px"))
         self.threat = W.Dropdown(options=["adaptive", "oblivious"], value="adaptive", description="threat",
                                  layout=W.Layout(width="220px"))
         self.eps = W.Text(value=default_grid(state.dataset), description="eps", layout=W.Layout(width="420px"))
