@@ -183,6 +183,40 @@ def test_runner_resume_after_interrupt(lenet_digits, digits_test, tmp_path):
         E.robust_accuracy(lenet_digits, digits_test, resume=path, **{**kw, "eps": [0.2]})
 
 
+def test_runner_on_batch_and_should_stop(lenet_digits, digits_test):
+    """``on_batch`` gets every finished batch (records, clean images, each attack's output); ``should_stop``
+    ends the run as Ctrl-C does, and a stop in the middle of a batch drops that batch."""
+    kw = dict(attacks=["fgsm", "pgd"], eps=[0.1, 0.3], n=24, batch_size=8, seed=2, progress=False, steps_check=False)
+    order = torch.randperm(len(digits_test), generator=torch.Generator().manual_seed(2))[:24].tolist()
+    batches = []
+    full = E.robust_accuracy(lenet_digits, digits_test, on_batch=batches.append, **kw)
+    assert [b.indices for b in batches] == [order[0:8], order[8:16], order[16:24]]
+    assert [(b.done, b.total) for b in batches] == [(8, 24), (16, 24), (24, 24)]
+    assert {i: r for b in batches for i, r in b.samples.items()} == full.samples
+    for b in batches:
+        x, y = digits_test.tensors(torch.tensor(b.indices))
+        assert torch.equal(b.x, x) and torch.equal(b.y, y)
+        for e in (0.1, 0.3):
+            for name in ("fgsm", "pgd"):
+                xa = b.x_adv[E.eps_key(e)][name]
+                robust = torch.tensor([b.samples[i]["robust"][E.eps_key(e)][name] for i in b.indices])
+                assert (xa - x).abs().amax() <= e + 1e-6
+                fooled = lenet_digits(xa).argmax(1) != y
+                clean = torch.tensor([b.samples[i]["clean"] for i in b.indices])
+                assert torch.equal(fooled & clean, ~robust & clean)  # what broke a point is its output
+                assert torch.equal(xa[robust], x[robust])  # a point not broken keeps its clean image
+    # stop before the second batch: the first is kept, nothing else
+    part = E.robust_accuracy(lenet_digits, digits_test, on_batch=batches.append,
+                             should_stop=lambda: len(batches) >= 4, **kw)
+    assert not part.complete and set(part.samples) == set(order[:8]) and len(batches) == 4
+    assert part.samples == {i: full.samples[i] for i in order[:8]}
+    # stop in the middle of a batch (between its attacks): that batch is dropped. Polls: 5 per batch (before
+    # it and before each of its 2 x 2 attacks); the 8th comes before the second attack of batch 2
+    calls = []
+    part = E.robust_accuracy(lenet_digits, digits_test, should_stop=lambda: calls.append(1) or len(calls) >= 8, **kw)
+    assert not part.complete and set(part.samples) == set(order[:8]) and len(calls) == 8
+
+
 def test_runner_bad_input(lenet_digits, digits_test):
     with pytest.raises(ValueError, match="n must"):
         E.robust_accuracy(lenet_digits, digits_test, attacks=["pgd"], eps=[0.1], n=10_000, progress=False)

@@ -452,6 +452,7 @@ def test_feature_maps_vgg16_preset(cifar_test, resnet20):
 # ---------------------------------------------------------------------------------------------
 
 def test_train_panel_trains_in_background_and_swaps_model(lenet_state, digits_test):
+    """Training ends with "Use this model"; the model is swapped in when it is pressed, not before."""
     from advviz.widgets import TrainPanel
 
     lenet_state.set_image(*digits_test[0])
@@ -459,11 +460,15 @@ def test_train_panel_trains_in_background_and_swaps_model(lenet_state, digits_te
     seen = []
     lenet_state.observe(lambda s: seen.append(s.model), "model")
     panel = TrainPanel(lenet_state, arch="lenet5", dataset="digits", epochs=2, train_images=256, batch_size=64)
+    assert panel.use_button.disabled
     panel.start_button.click()
     assert panel.running or panel.result is not None
     assert panel.wait(120)
     assert panel.result.epochs_completed == 2 and not panel.result.interrupted
-    assert lenet_state.model is not old and seen == [lenet_state.model]
+    assert lenet_state.model is old and seen == [] and not panel.use_button.disabled
+    assert "Use this model" in panel.status.value
+    panel.use_button.click()
+    assert lenet_state.model is not old and seen == [lenet_state.model] and panel.use_button.disabled
     assert "lenet5 trained here on digits" in lenet_state.model_name
     assert panel.progress.value == panel.progress.max and panel.plot.value.startswith("<svg")
     assert not lenet_state.model.training
@@ -481,6 +486,7 @@ def test_train_panel_stop_keeps_last_complete_epoch(lenet_state):
     assert panel.wait(60)
     r = panel.result
     assert r.interrupted and 1 <= r.epochs_completed < 50
+    panel.use_model()
     assert lenet_state.model_name.endswith(f"({r.epochs_completed} ep)")
 
 
@@ -503,8 +509,9 @@ def test_train_panel_reports_shape_mismatch(expect_widget_errors):
 # ---------------------------------------------------------------------------------------------
 
 def test_robustness_view_curves_match_a_direct_evaluation_and_a_point_loads_its_image(lenet_state, digits_test):
-    from advviz import attacks
-    from advviz.defenses import defended
+    """The tab's curves are ``advviz.evaluate.robust_accuracy``'s (PGD of eps/4, seed 0, batches of 32):
+    image by image, for the bare model and for the model behind JPEG (adaptive: BPDA)."""
+    from advviz.evaluate import eps_key, robust_accuracy, threat_models
     from advviz.widgets import ImagePicker
     from advviz.widgets.robustness import RobustnessView
 
@@ -516,30 +523,45 @@ def test_robustness_view_curves_match_a_direct_evaluation_and_a_point_loads_its_
     view.threat.value = "adaptive"
     view.run()
     assert view.result["complete"] and view.result["n_done"] == 16 and view.status.value.startswith("done")
-    # the same draw, attacked directly: the curves are exactly these accuracies
+    # the same draw, evaluated directly: the curves are exactly these accuracies, image by image
     idx = torch.randperm(len(digits_test), generator=torch.Generator().manual_seed(0))[:16]
     assert view.result["indices"] == idx.tolist()
-    x = torch.stack([digits_test[int(i)][0] for i in idx])
     y = torch.tensor([int(digits_test[int(i)][1]) for i in idx])
     model = lenet_state.model
-    jp = defended(model, "jpeg")
+    attacked, scored, _ = threat_models(model, "jpeg", threat="adaptive")  # BPDA through JPEG
     curves = view.curves()
-    for e in (0.1, 0.3):
-        xa = attacks.pgd(model, x, y, eps=e, alpha=e / 4, steps=3, seed=0)
-        assert dict(curves["model"])[e] == float((model(xa).argmax(1) == y).float().mean())
-        xd = attacks.pgd(jp, x, y, eps=e, alpha=e / 4, steps=3, seed=0)  # BPDA through JPEG
-        assert dict(curves["defended"])[e] == float((jp(xd).argmax(1) == y).float().mean())
-    assert curves["model"][0] == (0.0, float((model(x).argmax(1) == y).float().mean()))
+    for curve, (a_model, e_model) in {"model": (model, model), "defended": (attacked, scored)}.items():
+        direct = robust_accuracy(e_model, digits_test, attacks=[("pgd", {"steps": 3, "alpha": "eps/4"})],
+                                 eps=[0.1, 0.3], n=16, seed=0, batch_size=32, attack_model=a_model,
+                                 progress=False, steps_check=False)
+        per = view.result["curves"][curve]
+        assert per["indices"] == idx.tolist() and per["labels"] == y.tolist()
+        assert per["clean_ok"] == [direct.samples[i]["clean"] for i in per["indices"]]
+        for e in (0.1, 0.3):
+            assert per["robust"][e] == [direct.samples[i]["robust"][eps_key(e)]["pgd"] for i in per["indices"]]
+            assert dict(curves[curve])[e] == direct.accuracy("pgd", e)
+            broken = {i for i, _, _ in view.broken_images(curve, e)}
+            assert broken == {i for i in per["indices"] if not direct.samples[i]["robust"][eps_key(e)]["pgd"]}
+        assert curves[curve][0] == (0.0, direct.clean_accuracy)
+        assert view.result["evaluations"][curve].samples == direct.samples
     assert dict(curves["model"])[0.3] < curves["model"][0][1]
     assert view.chart.value.lstrip().startswith("<svg") or "<svg" in view.chart.value
-    # a point of the curve lists the images it counts as broken; choosing one makes it the current image
+    # a point is chosen when the curves appear; it lists the images it counts as broken; choosing one
+    # makes it the current image and its attacked version (the one that broke it) the adversarial image
+    assert view.point.value is not None and view.broken.options
     view.point.value = ("model", 0.3)
     broken = view.broken_images("model", 0.3)
     assert len(view.broken.options) == len(broken) == round((1 - dict(curves["model"])[0.3]) * 16) > 0
-    target = broken[0][0]
+    target = next(i for i, _, _ in broken if view.result["curves"]["model"]["clean_ok"][
+        view.result["curves"]["model"]["indices"].index(i)])  # broken by the attack, not misclassified already
     view.broken.value = target
     assert picker.index.value == target and picker.klass.value == -1
     assert torch.equal(lenet_state.x, digits_test[target][0].float())
+    x_adv = view.adversarial_image("model", 0.3, target)
+    assert x_adv is not None and lenet_state.x_adv is not None and torch.equal(lenet_state.x_adv, x_adv)
+    assert (x_adv - lenet_state.x).abs().max() <= 0.3 + 1e-6 and not torch.equal(x_adv, lenet_state.x)
+    assert int(model(x_adv[None]).argmax(1)) != digits_test[target][1]  # the attacked picture is misclassified
+    assert view.attacked_img.value[:4] == b"\x89PNG" and view.attacked_img.value != view.clean_img.value
     # a model change drops the curves
     lenet_state.set_model(model, name="lenet5_digits")
     assert view.result is None and view.point.options == () and "Run" in view.status.value

@@ -70,9 +70,9 @@ def test_attack_status_reads_done_after_every_run(digit_state, monkeypatch):
         lab.run_button.click()
         assert lab.wait(60)
         assert lab.status.value.startswith("done in"), lab.status.value
-        assert not lab._ticker.is_alive()
+        assert not lab.jobs.ticking
     # a tick that arrives late (the ticker had read "not done" just before the result) writes nothing
-    lab._write_progress("pgd", 0.3)
+    lab._on_tick(lab.jobs.job, 0.3)
     assert lab.status.value.startswith("done in") and lab.progress.bar_style == "success"
 
 
@@ -204,6 +204,8 @@ def test_header_names_the_model_trained_in_the_train_tab(lenet_digits):
     panel.epochs.value, panel.train_images.value = 1, 128
     panel.start_button.click()
     assert panel.wait(120) and panel.result.epochs_completed == 1
+    assert ex.state.model_name == "lenet5_digits"  # not swapped in until the user says so
+    panel.use_button.click()
     assert ex.state.model_name.startswith("lenet5_digits + fine-tuned on digits")
     assert ex.model_choice.value == ex.state.model_name and ex.state.model_name in ex.title.value
     ex.model_choice.value = "lenet5_digits"  # back to the zoo entry

@@ -22,6 +22,12 @@ rerun with any number of processes reads the file and all its ``.rank*`` parts).
 refuses a file written with another configuration or for other weights (the configuration holds
 the sha256 of the model's tensors; ``advviz evaluate`` adds every artefact file's sha256). Ctrl-C (``KeyboardInterrupt``) stops after
 the last finished batch and returns the partial :class:`Result` (``complete=False``).
+
+``on_batch=`` is called after every finished batch with a :class:`Batch` (its per-sample records,
+clean images and each attack's output), and ``should_stop=`` is polled before every batch and
+between the attacks of a batch: when it returns ``True`` the run ends as after Ctrl-C. The
+explorer's Robustness tab draws its security curves through them, so the tab and
+``advviz evaluate`` give the same per-sample results for the same settings.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,9 +53,9 @@ from advviz._registry import parse_number
 from advviz._weights import tensors_sha256
 from advviz.attacks._core import check_budget
 from advviz.evaluate import flags as F
-from advviz.evaluate.autoattack import VERSIONS, autoattack
+from advviz.evaluate.autoattack import VERSIONS, _predict, autoattack, run_attack
 
-__all__ = ["Result", "robust_accuracy", "eps_key", "DEFAULT_PARAMS", "ResumeMismatchError"]
+__all__ = ["Batch", "Result", "robust_accuracy", "eps_key", "DEFAULT_PARAMS", "ResumeMismatchError"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,37 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"pgd": {"steps": 20, "alpha": "eps/
 class ResumeMismatchError(ValueError):
     """A resume file cannot be used: written with another configuration or other weights, not a
     resume file, or damaged. The message names the file, what differs and what to do."""
+
+
+class _Stopped(Exception):
+    """``should_stop()`` returned True."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One finished batch of :func:`robust_accuracy`, as its ``on_batch`` callback receives it.
+
+    Attributes:
+        indices: the batch's dataset indices, in order (points read back from a resume file are
+            not in it: they were done before).
+        samples: their per-sample records, as in :attr:`Result.samples`.
+        x: ``(B, C, H, W)`` the clean images in ``[0, 1]``, on the run's device.
+        y: ``(B,)`` their labels.
+        x_adv: ``{eps_key(eps): {attack: (B, C, H, W)}}``: each attack's output at each budget
+            (for ``"autoattack"``, the output of the attack that broke the point). A point the
+            attack did not break, or did not run on (misclassified to begin with), keeps its
+            clean image.
+        done: points of the selection done so far by this process (resumed ones included).
+        total: points of the selection this process has to do.
+    """
+
+    indices: list[int]
+    samples: dict[int, dict[str, Any]]
+    x: torch.Tensor
+    y: torch.Tensor
+    x_adv: dict[str, dict[str, torch.Tensor]]
+    done: int
+    total: int
 
 
 def eps_key(eps: float) -> str:
@@ -314,7 +351,9 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
                     device: str | torch.device | None = None, progress: bool = True,
                     resume: str | os.PathLike[str] | None = None, seed: int = 0, version: str = "standard",
                     attack_model: nn.Module | None = None, batch_invariant: bool = False,
-                    meta: Mapping[str, Any] | None = None, steps_check: bool = True) -> Result:
+                    meta: Mapping[str, Any] | None = None, steps_check: bool = True,
+                    on_batch: Callable[[Batch], Any] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> Result:
     """Robust accuracy per budget and attack over a dataset (the security curve), resumable.
 
     Args:
@@ -348,9 +387,17 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
             points at each budget, same seeds, and flag ``non-monotonic`` when more steps leave
             more than one more of them robust (:mod:`advviz.evaluate.flags`). Costs about
             ``3k`` steps on 16 points per attack and budget.
+        on_batch: called after each finished batch (and after its resume record is written)
+            with a :class:`Batch`: per-sample records, clean images, each attack's output. Under
+            N processes each process calls its own for its own batches. An exception it raises
+            ends the run and propagates.
+        should_stop: polled before each batch and between the attacks of a batch; when it
+            returns ``True`` the run ends as after Ctrl-C: the batch in progress is dropped
+            (nothing of it is recorded or passed to ``on_batch``) and the partial result is
+            returned.
 
     Returns:
-        A :class:`Result`; ``complete=False`` if interrupted by Ctrl-C.
+        A :class:`Result`; ``complete=False`` if interrupted by Ctrl-C or ``should_stop``.
     """
     from tqdm.auto import tqdm
 
@@ -414,26 +461,34 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
     complete = True
     try:
         for start in mine:
+            if should_stop is not None and should_stop():
+                raise _Stopped
             chunk = selection[start:start + batch_size]
             todo = torch.tensor([int(i) for i in chunk.tolist() if int(i) not in samples], dtype=torch.long)
             if not todo.numel():
                 continue
             x, y = _gather(data, todo)
             x, y = x.to(dev), y.to(dev)
+            advs: dict[str, dict[str, torch.Tensor]] = {}
             recs = _evaluate_batch(model, amodel, x, y, todo, positions=[start + j for j, i in enumerate(chunk.tolist())
                                                                      if int(i) not in samples],
                                    plan=plan, grid=grid, norm=nrm, seed=int(seed), version=version,
                                    steps_plan=config["steps_check"],
-                                   batch_size=batch_size, batch_invariant=batch_invariant, budget_flags=budget_flags)
+                                   batch_size=batch_size, batch_invariant=batch_invariant, budget_flags=budget_flags,
+                                   adversarial=advs, should_stop=should_stop)
             if part is not None:
                 with open(part, "a") as fh:
                     fh.write("".join(json.dumps({"index": i, **r}) + "\n" for i, r in recs.items()))
             samples.update(recs)
             bar.update(len(recs))
-    except KeyboardInterrupt:
+            if on_batch is not None:
+                on_batch(Batch(indices=todo.tolist(), samples=recs, x=x, y=y, x_adv=advs,
+                               done=sum(i in samples for i in my_points), total=len(my_points)))
+    except (KeyboardInterrupt, _Stopped) as stop:
         complete = False
-        log.warning("interrupted: %d of %d points done%s", len(samples), len(selection),
-                    f"; rerun with resume={str(path)!r} to continue" if path else "")
+        log.log(logging.WARNING if isinstance(stop, KeyboardInterrupt) else logging.INFO,
+                "%s: %d of %d points done%s", "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped",
+                len(samples), len(selection), f"; rerun with resume={str(path)!r} to continue" if path else "")
     finally:
         bar.close()
     if world > 1:  # every rank gets every rank's samples, flags and completeness
@@ -453,10 +508,14 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
 def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *,
                     positions: list[int], plan: list[tuple[str, dict[str, Any]]], grid: list[float], norm: str,
                     seed: int, version: str, batch_size: int, batch_invariant: bool,
-                    budget_flags: set[str], steps_plan: Mapping[str, Any] | None = None) -> dict[int, dict[str, Any]]:
-    """Per-sample records of one batch (the clean checks, then every eps and attack)."""
-    from advviz.evaluate.autoattack import _predict, run_attack
+                    budget_flags: set[str], steps_plan: Mapping[str, Any] | None = None,
+                    adversarial: dict[str, dict[str, torch.Tensor]] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> dict[int, dict[str, Any]]:
+    """Per-sample records of one batch (the clean checks, then every eps and attack).
 
+    ``adversarial``, when given, receives each attack's output per budget (``{eps_key: {attack:
+    x_adv}}``); ``should_stop`` is polled before each attack (raises ``_Stopped``).
+    """
     logits = _predict(model, x, batch_size)
     correct = logits.argmax(1) == y
     prob = F.probability_rows(logits)
@@ -481,6 +540,8 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
         k = eps_key(e)
         per_attack: dict[str, list[bool]] = {}
         for name, params in plan:
+            if should_stop is not None and should_stop():
+                raise _Stopped
             if name == "autoattack":
                 rep = autoattack(model, x, y, eps=e, norm=norm, version=version, seed=seed, batch_size=batch_size,
                                  indices=idx, batch_invariant=batch_invariant, attack_model=amodel, checks=False)
@@ -492,6 +553,8 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
                                  attack_model=amodel, checks=False)
             budget_flags.update(f for f in rep.flags if f.startswith("budget"))
             per_attack[name] = [s is None for s in rep.per_sample]
+            if adversarial is not None:
+                adversarial.setdefault(k, {})[name] = rep.x_adv
             if check.numel() and name in (steps_plan or {}):  # the steps check: k and 2k steps, same seeds
                 key, few_steps = steps_plan[name]["param"], steps_plan[name]["steps"]
                 robust_at = []

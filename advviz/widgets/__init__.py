@@ -6,15 +6,18 @@
 * :class:`AttackLab` — any registered attack with controls built from its parameter specs, and
   the trajectory of the iterative ones (Play and a step slider marking where the prediction flips).
 * :class:`PurifierLab` — any registered purifier applied live.
-* :class:`TrainPanel` — (re)train a zoo model in a background thread with a live plot.
+* :class:`TrainPanel` — (re)train a zoo model in a background thread with a live plot; "Use this
+  model" makes the trained model the explorer's.
 * :class:`TakeoverView` — where an attack takes over: feature divergence per layer, Grad-CAM
   of the true and the adversarial class.
 * :class:`RobustnessView` — security curves of the model and of the model behind a purifier
-  (oblivious or adaptive), computed in the background with Stop; a point's broken images load
-  into the picker.
+  (oblivious or adaptive) by ``advviz.evaluate.robust_accuracy``, in the background with Stop; a
+  point's broken images load into the picker, with the attacked version that broke them.
 * :class:`Explorer` — all of them around one shared :class:`ExplorerState`.
 
-Errors raised in any callback are shown inside the component (:class:`ErrorArea`).
+Errors raised in any callback are shown inside the component (:class:`ErrorArea`). The attack lab,
+the Robustness and the Train tab run their work through one job runner (``advviz.widgets._jobs``):
+a result whose model or image changed meanwhile is dropped with a message, ``wait()`` joins.
 ``python -m advviz.widgets.launch`` (or ``advviz explore``) opens the explorer notebook.
 """
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import ipywidgets as W
 
-__all__ = ["ErrorArea", "guarded", "REPORTED", "ReportedError"]
+__all__ = ["ErrorArea", "guarded", "report", "REPORTED", "ReportedError"]
 
 log = logging.getLogger("advviz.widgets")
 
@@ -42,8 +42,8 @@ class ReportedError:
 #: How each component is named in error messages (the words a user sees on the screen).
 COMPONENT_NAMES = {"ImagePicker": "image picker", "CFRView": "CFR tab", "AttackLab": "Attack lab",
                    "PurifierLab": "Purifiers tab", "FeatureMapView": "Features tab", "TrainPanel": "Train tab",
-                   "TakeoverView": "Takeover tab", "Explorer": "explorer", "GeneratorView": "generator view",
-                   "TwoStreamView": "two-stream view"}
+                   "TakeoverView": "Takeover tab", "RobustnessView": "Robustness tab", "Explorer": "explorer",
+                   "GeneratorView": "generator view", "TwoStreamView": "two-stream view"}
 
 #: Every error shown by an :class:`ErrorArea` in this process (tests assert it stays empty).
 REPORTED: list[ReportedError] = []
@@ -105,13 +105,22 @@ def guarded(fn: F) -> F:
         try:
             return fn(self, *args, **kwargs)
         except Exception as exc:  # every error, whatever its type, must reach the user
-            owner = type(self).__name__
-            with _lock:
-                REPORTED.append(ReportedError(owner, fn.__name__, exc))
-            log.error("error in %s.%s: %s: %s", owner, fn.__name__, type(exc).__name__, exc)
-            area = getattr(self, "errors", None)
-            if isinstance(area, ErrorArea):
-                area.show(exc, where=f"{owner}.{fn.__name__}")
+            report(self, fn.__name__, exc)
             return None
 
     return wrapper  # type: ignore[return-value]
+
+
+def report(component: Any, callback: str, exc: BaseException) -> None:
+    """Show ``exc`` in ``component.errors`` (an :class:`ErrorArea`), log it and record it in :data:`REPORTED`.
+
+    What :func:`guarded` does with an error; the job runner (:mod:`advviz.widgets._jobs`) calls it
+    for an error raised in a job's worker thread.
+    """
+    owner = type(component).__name__
+    with _lock:
+        REPORTED.append(ReportedError(owner, callback, exc))
+    log.error("error in %s.%s: %s: %s", owner, callback, type(exc).__name__, exc)
+    area = getattr(component, "errors", None)
+    if isinstance(area, ErrorArea):
+        area.show(exc, where=f"{owner}.{callback}")

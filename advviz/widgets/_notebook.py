@@ -106,8 +106,8 @@ UDDN on your images.
 
 1. Open **Train**, choose dataset *digits* and model *lenet5*, keep the defaults (2 epochs on 1,000
    images) and press **Start**; then train again with 10 epochs.
-2. When training ends the header's model is the one you trained: run `fgsm` on it in the
-   **Attack lab**.
+2. When training ends press **Use this model**: the header's model is then the one you trained
+   (the tab never swaps it in by itself). Run `fgsm` on it in the **Attack lab**.
 
 *Look for:* the loss curve falling and the accuracy rising epoch by epoch; how much the extra
 epochs buy; whether your model is any harder to fool than the one it replaced.

@@ -204,8 +204,9 @@ def history_svg(history: Sequence[dict[str, float]], *, batch_losses: Sequence[f
 
 def line_svg(xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]], *, xlabel: str, ylabel: str,
              title: str = "", xticks: Sequence[str] | None = None, mark: float | None = None,
-             size: tuple[float, float] = (4.6, 2.2)) -> str:
-    """Lines ``(label, ys)`` over ``xs`` as inline SVG; ``mark`` draws a dashed vertical line there."""
+             size: tuple[float, float] = (4.6, 2.2), legend: bool | None = None) -> str:
+    """Lines ``(label, ys)`` over ``xs`` as inline SVG; ``mark`` draws a dashed vertical line there;
+    ``legend`` (default: when there are several lines) names the lines."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=size, dpi=80, layout="constrained")
@@ -222,7 +223,7 @@ def line_svg(xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]],
     ax.tick_params(labelsize=7)
     if title:
         ax.set_title(title, fontsize=9)
-    if len(series) > 1:
+    if legend or (legend is None and len(series) > 1):
         ax.legend(fontsize=7)
     return _fig_svg(fig)
 

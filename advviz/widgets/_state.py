@@ -10,6 +10,10 @@ the topic changes:
   and :meth:`set_label` (the user names the true class of an upload);
 * ``"adversarial"``: :meth:`set_adversarial` (an attack's result, or ``None``).
 
+Each change of the model or the image also counts up that topic's *version*
+(:meth:`ExplorerState.versions`): a background job (:mod:`advviz.widgets._jobs`) records the
+versions it started with, and drops its result when the model or the image changed meanwhile.
+
 It also knows which datasets and pretrained models this machine can use, and picks the
 default pairing: CIFAR-10 + ResNet-20 when both are present (``$ADVVIZ_DATA`` and
 ``$ADVVIZ_WEIGHTS``) or downloadable, else the offline digits + LeNet-5.
@@ -112,6 +116,7 @@ class ExplorerState:
         self._listeners: dict[str, list[Callable[[ExplorerState], Any]]] = {t: [] for t in TOPICS}
         self._late: dict[str, list[Callable[[ExplorerState], Any]]] = {t: [] for t in TOPICS}
         self.lock = threading.RLock()
+        self._versions = {"model": 0, "image": 0}
         self.model: nn.Module = model
         self.model_name = model_name
         self.classes: list[str] = []
@@ -161,11 +166,25 @@ class ExplorerState:
             self._set_model_fields(model, name, classes or (self.classes if name == self.model_name else None))
             self.device = module_device(model)
             self.x_adv, self.attack = None, ""
+            self._versions["model"] += 1
             size = getattr(model, "input_size", None)
             if self.x is not None and ((size is not None and tuple(self.x.shape) != tuple(size))
                                        or (self.y is not None and len(self.classes) != old_k)):
                 self.x, self.y, self.source = None, None, ""
+                self._versions["image"] += 1
         self._notify("model")
+
+    def versions(self, topics: tuple[str, ...] = ("model", "image")) -> dict[str, int]:
+        """How many times each of ``topics`` (``"model"``, ``"image"``) changed: a job's identity.
+
+        :meth:`set_model` counts up ``"model"`` (and ``"image"`` when it drops the image);
+        :meth:`set_image` and :meth:`set_label` count up ``"image"``.
+        """
+        unknown = [t for t in topics if t not in self._versions]
+        if unknown:
+            raise ValueError(f"unknown topic(s) {unknown}; versions are counted for {tuple(self._versions)}")
+        with self.lock:
+            return {t: self._versions[t] for t in topics}
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -187,6 +206,7 @@ class ExplorerState:
             self.y = None if y is None else int(y)
             self.source = source
             self.x_adv, self.attack = None, ""
+            self._versions["image"] += 1
         self._notify("image")
 
     def set_label(self, y: int | None) -> None:
@@ -201,6 +221,7 @@ class ExplorerState:
                 raise RuntimeError("no image is selected yet: pick one in the image picker or upload one")
             self.y = None if y is None else int(y)
             self.x_adv, self.attack = None, ""
+            self._versions["image"] += 1
         self._notify("image")
 
     def set_adversarial(self, x_adv: torch.Tensor | None, *, attack: str = "") -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import html
-import threading
 import time
 from typing import Any
 
 import ipywidgets as W
 import torch
 
+from advviz import attacks, explain, metrics
+from advviz.attacks.trajectory import RECORDABLE, record
 from advviz.widgets import _render as R
 from advviz.widgets._budgets import budget_overrides, widened_params
 from advviz.widgets._controls import ParamControls
 from advviz.widgets._errors import ErrorArea, guarded
+from advviz.widgets._jobs import CHANGED, Job, JobRunner
 from advviz.widgets._state import ExplorerState
 
 __all__ = ["AttackLab"]
@@ -24,13 +26,16 @@ SLOT = 180  # displayed size of each result image (pixels)
 class AttackLab(W.VBox):
     """Attack dropdown (from ``advviz.attacks.list_attacks()``) with controls built from its specs.
 
-    "Run" attacks the current image with the current model: in a worker thread with an
-    elapsed-time progress bar (the notebook stays responsive) when ``background=True``, else in
-    the calling thread. Shows the original, the adversarial image, the perturbation amplified
-    (the factor is printed) and as a signed map δ = x_adv − x (mean over channels, on a
-    diverging scale symmetric about 0 whose end is the largest change, shown in /255 on its
-    colour bar), prediction bars before/after, the ℓp norms and SSIM, and records the
-    adversarial image in the shared state. The status line ends on "done in … s" or "failed".
+    "Run" attacks the current image with the current model through the widgets' job runner
+    (:mod:`advviz.widgets._jobs`): in a worker thread with an elapsed-time progress bar (the
+    notebook stays responsive) when ``background=True``, else in the calling thread. The attack
+    uses the model, image and settings it started with; when the model or the image changes
+    before it ends, its result is dropped (not shown for the new state) and the status says why.
+    Shows the original, the adversarial image, the perturbation amplified (the factor is printed)
+    and as a signed map δ = x_adv − x (mean over channels, on a diverging scale symmetric about
+    0 whose end is the largest change, shown in /255 on its colour bar), prediction bars before/after, the ℓp norms and SSIM, and records the
+    adversarial image in the shared state. The status line ends on "done in … s", "failed" or
+    "dropped: … changed while the attack ran".
 
     The controls start from the attack's defaults, with the budget of the model's dataset
     (:mod:`advviz.widgets._budgets`: ℓ∞ 0.3 on the digits and MNIST instead of 8/255).
@@ -44,19 +49,12 @@ class AttackLab(W.VBox):
 
     def __init__(self, state: ExplorerState, *, attack: str | None = None, background: bool = True,
                  quick: bool = False) -> None:
-        from advviz import attacks
-
         self.state = state
         self.errors = ErrorArea()
         self.background = background
         self.quick = quick
         self.last_result: dict[str, Any] | None = None
-        self._thread: threading.Thread | None = None
-        self._ticker: threading.Thread | None = None
-        self._done = threading.Event()
-        self._done.set()
-        self._status_lock = threading.Lock()
-        self._running_status = False  # True while "running … s" may be written
+        self.jobs = JobRunner(self, state=state, background=background, tick=self._on_tick, name="advviz-attack")
         names = attacks.list_attacks()
         if not names:
             raise RuntimeError("no attack is registered (advviz.attacks.list_attacks() is empty)")
@@ -122,8 +120,6 @@ class AttackLab(W.VBox):
 
     # ------------------------------------------------------------------------------------ controls
     def _build_controls(self) -> None:
-        from advviz import attacks
-
         spec = attacks.get(self.attack.value)
         start = {**spec.defaults(), **(dict(spec.quick) if self.quick else {}),
                  **budget_overrides(spec, self.state.dataset)}
@@ -152,9 +148,7 @@ class AttackLab(W.VBox):
         Args:
             wait: block until the attack finished (default: ``not background``).
         """
-        from advviz import attacks
-
-        if not self._done.is_set():
+        if self.running:
             raise RuntimeError("an attack is already running; wait for it to finish")
         st = self.state
         spec = attacks.get(self.attack.value)
@@ -172,87 +166,74 @@ class AttackLab(W.VBox):
         self.progress.layout.visibility = "visible"
         self.progress.value = 0.0
         self.progress.bar_style = "info"
-        with self._status_lock:
-            self._running_status = True
-            self.status.value = f"running {html.escape(spec.name)}…"
-        self._done.clear()
-        job = {"spec": spec, "x": x, "y": y, "kwargs": kwargs, "before": before, "targeted": targeted}
-        if self.background:
-            self._thread = threading.Thread(target=self._work, args=(job,), daemon=True, name="advviz-attack")
-            self._thread.start()
-            self._ticker = threading.Thread(target=self._tick, args=(spec.name,), daemon=True,
-                                            name="advviz-attack-progress")
-            self._ticker.start()
-            if wait:
-                self.wait()
-        else:
-            self._work(job)
+        self.status.value = f"running {html.escape(spec.name)}…"
+        self.jobs.start(self._attack, name=spec.name,
+                        inputs={"spec": spec, "x": x, "y": y, "kwargs": kwargs, "before": before, "targeted": targeted},
+                        done=self._show, dropped=self._dropped, failed=self._failed, ended=self._ended)
+        if wait:
+            self.wait()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the running attack (if any) finished and its progress ticker stopped; ``False`` on timeout."""
-        ok = self._done.wait(timeout)
-        ticker = self._ticker
-        if ok and ticker is not None and ticker is not threading.current_thread():
-            ticker.join(timeout)
-        return ok
+        """Block until the running attack (if any) finished and its threads are joined; ``False`` on timeout."""
+        return self.jobs.wait(timeout)
 
     @property
     def running(self) -> bool:
         """Whether an attack is running."""
-        return not self._done.is_set()
+        return self.jobs.running
 
-    def _tick(self, name: str) -> None:
-        t0 = time.perf_counter()
-        while not self._done.wait(0.25):
-            self._write_progress(name, time.perf_counter() - t0)
-
-    def _write_progress(self, name: str, elapsed: float) -> None:
-        """The ticker's update; a no-op once the run has written its final status (no late "running")."""
-        with self._status_lock:
-            if not self._running_status:
-                return
-            self.progress.value = 1.0 - 1.0 / (1.0 + elapsed / 5.0)  # grows towards 1, never claims to be done
-            self.status.value = f"running {html.escape(name)}… {elapsed:.1f} s"
+    def _on_tick(self, job: Job, elapsed: float) -> None:
+        """The progress ticker's update (the runner stops it before the final status is written)."""
+        if job.finished or job.outcome is not None:
+            return  # a late tick writes nothing
+        self.progress.value = 1.0 - 1.0 / (1.0 + elapsed / 5.0)  # grows towards 1, never claims to be done
+        reason = job.stale()
+        note = f" — {reason}: this result will be dropped" if reason else ""
+        self.status.value = f"running {html.escape(job.name)}… {elapsed:.1f} s{note}"
 
     def _final_status(self, text: str, style: str) -> None:
-        with self._status_lock:
-            self._running_status = False
-            self.status.value = text
-            self.progress.bar_style = style
+        self.status.value = text
+        self.progress.bar_style = style
 
-    def _work(self, job: dict[str, Any]) -> None:
-        try:
-            self._attack(job)  # errors are shown in the widget before anyone is told it finished
-        finally:
-            self.run_button.disabled = False
-            self.progress.value = 1.0
-            self._done.set()
+    def _attack(self, job: Job) -> dict[str, Any]:
+        """The work (in the worker thread): the attack on the image and model the job started with."""
+        inp = job.inputs
+        spec = inp["spec"]
+        t0 = time.perf_counter()
+        traj = None
+        if spec.name in RECORDABLE:  # the same attack, its iterates kept
+            traj = record(spec.name, job.model, inp["x"], inp["y"], **inp["kwargs"])
+            x_adv = traj.x_adv.unsqueeze(0).to(inp["x"].device)
+        else:
+            x_adv = spec(job.model, inp["x"], inp["y"], **inp["kwargs"])
+        return {"x_adv": x_adv, "trajectory": traj, "seconds": time.perf_counter() - t0}
 
-    @guarded
-    def _attack(self, job: dict[str, Any]) -> None:
-        try:
-            from advviz.attacks.trajectory import RECORDABLE, record
+    def _failed(self, job: Job, exc: BaseException) -> None:
+        self._final_status("failed", "danger")
 
-            t0 = time.perf_counter()
-            traj = None
-            if job["spec"].name in RECORDABLE:  # the same attack, its iterates kept
-                traj = record(job["spec"].name, self.state.model, job["x"], job["y"], **job["kwargs"])
-                x_adv = traj.x_adv.unsqueeze(0).to(job["x"].device)
-            else:
-                x_adv = job["spec"](self.state.model, job["x"], job["y"], **job["kwargs"])
-            secs = time.perf_counter() - t0
-            self._show_trajectory(traj)
-            self._show(job, x_adv, secs)
-        except BaseException:
-            self._final_status("failed", "danger")
-            raise
+    def _ended(self, job: Job) -> None:
+        self.run_button.disabled = False
+        self.progress.value = 1.0
 
-    def _show(self, job: dict[str, Any], x_adv: torch.Tensor, secs: float) -> None:
-        from advviz import explain, metrics
+    def _dropped(self, job: Job, reason: str) -> None:
+        """The model or the image changed while the attack ran: nothing of it is shown for the new state."""
+        self.last_result = None
+        self._show_trajectory(None)
+        for img in (self.adversarial, self.amplified, self.heatmap):
+            img.value = b""
+        self.bars.value = self.norms.value = self.heatmap_scale.value = ""
+        what = "model" if reason == CHANGED["model"] else "image"
+        self._final_status(f"dropped: {reason} while {html.escape(job.name)} ran; run it again", "warning")
+        self.errors.message(f"The {job.name} result was dropped: {reason} while the attack ran, and the result "
+                            f"belonged to the old {what}. Press Run to attack the current {what}.", kind="warning")
 
+    def _show(self, job: Job, out: dict[str, Any]) -> None:
+        """Show the result (the runner calls it under the state's lock, only if the state did not change)."""
         st = self.state
-        x = job["x"]
-        before = job["before"]
+        inp = job.inputs
+        x, x_adv, secs = inp["x"], out["x_adv"], out["seconds"]
+        before = inp["before"]
+        self._show_trajectory(out["trajectory"])
         after = st.predict(x_adv[0].cpu())
         norms = metrics.lp_norms(x, x_adv)
         s = float(metrics.ssim(x, x_adv))
@@ -270,13 +251,14 @@ class AttackLab(W.VBox):
                                                    label="δ per pixel (/255), mean over channels")
         self.bars.value = R.bars_svg([("before", before.probs.tolist()), ("after", after.probs.tolist())],
                                      st.classes, highlight=st.y)
-        y0 = int(job["y"][0])
-        success = (after.label == y0) if job["targeted"] else (after.label != y0)
+        y0 = int(inp["y"][0])
+        success = (after.label == y0) if inp["targeted"] else (after.label != y0)
         self.norms.value = (
             '<table class="advviz-norms" style="font-family:sans-serif;font-size:13px">'
             f"<tr><td>prediction</td><td>{html.escape(st.class_name(before.label))} ({before.confidence:.1%}) → "
             f"<b>{html.escape(st.class_name(after.label))}</b> ({after.confidence:.1%})</td></tr>"
-            f"<tr><td>{'target reached' if job['targeted'] else 'fooled'}</td><td>{'yes' if success else 'no'}</td></tr>"
+            f"<tr><td>{'target reached' if inp['targeted'] else 'fooled'}</td>"
+            f"<td>{'yes' if success else 'no'}</td></tr>"
             f"<tr><td>ℓ0 (changed elements)</td><td>{norms['l0']:.0f}</td></tr>"
             f"<tr><td>ℓ1</td><td>{norms['l1']:.3f}</td></tr>"
             f"<tr><td>ℓ2</td><td>{norms['l2']:.4f}</td></tr>"
@@ -284,10 +266,10 @@ class AttackLab(W.VBox):
             f"<tr><td>SSIM</td><td>{s:.4f}</td></tr>"
             f"<tr><td>time</td><td>{secs:.2f} s</td></tr></table>")
         self._final_status(f"done in {secs:.2f} s", "success")
-        self.last_result = {"attack": job["spec"].name, "params": dict(job["kwargs"]), "seconds": secs,
+        self.last_result = {"attack": inp["spec"].name, "params": dict(inp["kwargs"]), "seconds": secs,
                             "before": before.label, "after": after.label, "success": bool(success),
                             "ssim": s, **norms}
-        st.set_adversarial(x_adv[0], attack=job["spec"].name)
+        st.set_adversarial(x_adv[0], attack=inp["spec"].name)
 
     # ------------------------------------------------------------------------------------ trajectory
     def _show_trajectory(self, traj: Any) -> None:
@@ -372,6 +354,5 @@ class AttackLab(W.VBox):
     @guarded
     def _on_model(self, state: ExplorerState) -> None:
         self._update_targets()
-        if not self.running:
-            self._build_controls()  # the new dataset's budgets
+        self._build_controls()  # the new dataset's budgets (a running attack keeps the settings it started with)
         self._on_image(state)

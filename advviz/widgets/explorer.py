@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from advviz.widgets._errors import ErrorArea, guarded
+from advviz.widgets._jobs import Ticker
 from advviz.widgets._state import ExplorerState, available_models, dataset_classes, default_pairing, model_dataset
 from advviz.widgets.attack_lab import AttackLab
 from advviz.widgets.cfr import CFRView
@@ -58,14 +58,14 @@ class TrainingNotice(W.VBox):
     """A message and a progress bar shown while a model trains on first use.
 
     The bar follows the elapsed time against the expected duration (:data:`EXPECTED_SECONDS`;
-    it never claims to be done before training returns) and ends on "trained in … s".
+    it never claims to be done before training returns) and ends on "trained in … s". The
+    training runs in the calling thread; the job runner's :class:`~advviz.widgets._jobs.Ticker`
+    moves the bar, and is joined before the final message.
     """
 
     def __init__(self) -> None:
         self.message = W.HTML()
         self.bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info", layout=W.Layout(width="320px"))
-        self._lock = threading.Lock()
-        self._active = False
         super().__init__([self.message, self.bar], layout=W.Layout(display="none"))
         self.add_class("advviz-first-use")
 
@@ -76,42 +76,26 @@ class TrainingNotice(W.VBox):
         self.bar.bar_style = "info"
         self.bar.value = 0.0
         what = html.escape(name)
-        with self._lock:
-            self._active = True
-            self.message.value = (f"<b>training {what} on first use</b> (about {expected:.0f} s, once: the weights "
-                                  "are cached for next time)…")
-        done = threading.Event()
+        self.message.value = (f"<b>training {what} on first use</b> (about {expected:.0f} s, once: the weights "
+                              "are cached for next time)…")
         t0 = time.perf_counter()
 
-        def tick() -> None:
-            while not done.wait(0.25):
-                el = time.perf_counter() - t0
-                with self._lock:
-                    if not self._active:
-                        return
-                    self.bar.value = min(0.95, el / expected)
-                    self.message.value = (f"<b>training {what} on first use</b> (about {expected:.0f} s, once: the "
-                                          f"weights are cached for next time)… {el:.1f} s")
+        def tick(el: float) -> None:
+            self.bar.value = min(0.95, el / expected)
+            self.message.value = (f"<b>training {what} on first use</b> (about {expected:.0f} s, once: the "
+                                  f"weights are cached for next time)… {el:.1f} s")
 
-        ticker = threading.Thread(target=tick, daemon=True, name="advviz-first-use")
-        ticker.start()
         try:
-            model = load()
+            with Ticker(tick, name="advviz-first-use"):  # joined on exit: no tick after the final message
+                model = load()
         except BaseException:
-            with self._lock:
-                self._active = False
-                self.bar.bar_style = "danger"
-                self.message.value = f"<b>training {what} failed</b> (see the error below)"
+            self.bar.bar_style = "danger"
+            self.message.value = f"<b>training {what} failed</b> (see the error below)"
             raise
-        finally:
-            done.set()
-            ticker.join()
-        with self._lock:
-            self._active = False
-            self.bar.value = 1.0
-            self.bar.bar_style = "success"
-            self.message.value = (f"{what} trained in {time.perf_counter() - t0:.1f} s on first use "
-                                  "(cached: next time it loads at once)")
+        self.bar.value = 1.0
+        self.bar.bar_style = "success"
+        self.message.value = (f"{what} trained in {time.perf_counter() - t0:.1f} s on first use "
+                              "(cached: next time it loads at once)")
         return model
 
 
@@ -153,9 +137,11 @@ class Explorer(W.VBox):
     a message and a progress bar); with CIFAR-10 and the ResNet-20 weights available
     (``$ADVVIZ_DATA``, ``$ADVVIZ_WEIGHTS``, or a network), CIFAR-10 and ResNet-20.
 
-    Every component follows a model change (from the header's menu or the Train tab): the
-    picker switches to the model's dataset, the attack budgets to the dataset's, the purifier
-    menu to what fits the model; the header's menu names the model in use.
+    Every component follows a model change (from the header's menu or the Train tab's "Use this
+    model"): the picker switches to the model's dataset, the attack budgets to the dataset's, the
+    purifier menu to what fits the model; the header's menu names the model in use. A result of
+    the attack lab or the Robustness tab computed for the model or image before the change is
+    dropped, with a message.
 
     Args:
         model: pretrained entry name (default: :func:`~advviz.widgets._state.default_pairing`).

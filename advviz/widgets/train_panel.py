@@ -5,15 +5,16 @@ from __future__ import annotations
 import copy
 import functools
 import html
-import threading
 import time
 from typing import Any
 
 import ipywidgets as W
 import torch
 
+from advviz import data, models, train
 from advviz.widgets import _render as R
 from advviz.widgets._errors import ErrorArea, guarded
+from advviz.widgets._jobs import Job, JobRunner
 from advviz.widgets._state import ExplorerState, available_datasets, dataset_classes, model_dataset
 
 __all__ = ["TrainPanel"]
@@ -27,8 +28,6 @@ DATASET_SIDE = {"digits": (28, 28), "mnist": (28, 28), "cifar10": (32, 32)}
 def architecture_sizes() -> dict[str, tuple[int, int]]:
     """``{architecture: (H, W) it takes}`` for every registered architecture (built once, untrained:
     about 1.4 s on a 2-core CPU, mostly MobileNetV2)."""
-    from advviz import models
-
     return {name: tuple(models.create(name).input_size[1:]) for name in models.list_models()}
 
 
@@ -41,10 +40,11 @@ def fitting_architectures(dataset: str) -> tuple[list[str], dict[str, tuple[int,
 
 
 class _Progress:
-    """``advviz.train.fit`` callback: feeds the panel and relays its Stop button."""
+    """``advviz.train.fit`` callback: feeds the panel and relays its Stop button (the job's stop flag)."""
 
-    def __init__(self, panel: TrainPanel) -> None:
+    def __init__(self, panel: TrainPanel, job: Job) -> None:
         self.panel = panel
+        self.job = job
         self._last = 0.0
 
     def on_train_begin(self, state: Any) -> None:
@@ -53,7 +53,7 @@ class _Progress:
     def on_batch_end(self, state: Any) -> None:
         p = self.panel
         p.batch_losses.append(state.loss)
-        if p._stop.is_set():
+        if self.job.stop_requested():
             state.request_stop()
         now = time.perf_counter()
         if now - self._last > 0.25:  # do not flood the front end
@@ -76,10 +76,12 @@ class _Progress:
 class TrainPanel(W.VBox):
     """Epochs, learning rate, batch size and training-set size controls; Start/Stop; a live plot.
 
-    Start runs :func:`advviz.train.fit` on a *copy* in a background thread, with a callback
-    that updates the progress bar and loss/accuracy plot and relays Stop as
-    ``state.request_stop()`` (fit then keeps the last complete epoch). When training ends with
-    at least one complete epoch, the trained model replaces the shared state's model.
+    Start runs :func:`advviz.train.fit` on a *copy* through the widgets' job runner
+    (:mod:`advviz.widgets._jobs`; in a background thread), with a callback that updates the
+    progress bar and loss/accuracy plot and relays Stop as ``state.request_stop()`` (fit then
+    keeps the last complete epoch). When training ends with at least one complete epoch, the
+    trained model is offered, not swapped in: "Use this model" (:meth:`use_model`) makes it the
+    explorer's model, so a model the user picked meanwhile is never replaced without a word.
 
     Args:
         state: the shared :class:`ExplorerState`.
@@ -88,24 +90,22 @@ class TrainPanel(W.VBox):
         epochs, lr, batch_size: fit's options.
         train_images: number of training images drawn (seeded); 0 = the whole split.
         seed: fit's and the subset's seed.
+        background: train in a worker thread (``False``: in the calling thread).
     """
 
     def __init__(self, state: ExplorerState, *, arch: str | None = None, dataset: str | None = None,
                  epochs: int = 2, lr: float = 1e-3, batch_size: int = 64, train_images: int = 1000,
-                 seed: int = 0) -> None:
-        from advviz import models
-
+                 seed: int = 0, background: bool = True) -> None:
         self.state = state
         self.errors = ErrorArea()
         self.seed = seed
         self.history: list[dict[str, float]] = []
         self.batch_losses: list[float] = []
         self.result: Any = None
+        #: the model the last run trained, with what the explorer needs to use it (``None``: nothing to use)
+        self.trained: dict[str, Any] | None = None
         self._fit_state: Any = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._done = threading.Event()
-        self._done.set()
+        self.jobs = JobRunner(self, background=background, name="advviz-train")
         names = available_datasets()
         ds = dataset or model_dataset(state.model_name) or "digits"
         self.dataset = W.Dropdown(options=names, value=ds if ds in names else "digits", description="dataset",
@@ -130,6 +130,9 @@ class TrainPanel(W.VBox):
                                       style={"description_width": "initial"}, layout=W.Layout(width="260px"))
         self.start_button = W.Button(description="Start", icon="play", button_style="success")
         self.stop_button = W.Button(description="Stop", icon="stop", button_style="warning", disabled=True)
+        self.use_button = W.Button(description="Use this model", icon="check", button_style="primary", disabled=True,
+                                   tooltip="make the model trained here the explorer's model")
+        self.use_button.add_class("advviz-train-use")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="progress", layout=W.Layout(width="420px"))
         self.status = W.HTML()
         self.plot = W.HTML(R.placeholder_html("the loss and accuracy curves appear here once training starts", 180)
@@ -137,13 +140,14 @@ class TrainPanel(W.VBox):
         self.plot.add_class("advviz-train-plot")
         self.start_button.on_click(self._on_start)
         self.stop_button.on_click(self._on_stop)
+        self.use_button.on_click(self._on_use)
         state.observe(self._on_model, "model")
         super().__init__(children=[
             R.row(self.arch, self.dataset),
             self.arch_note,
             R.row(self.epochs, self.lr),
             R.row(self.batch_size, self.train_images),
-            R.row(self.start_button, self.stop_button, self.progress),
+            R.row(self.start_button, self.stop_button, self.progress, self.use_button),
             self.status,
             self.plot,
             self.errors,
@@ -169,49 +173,45 @@ class TrainPanel(W.VBox):
     @property
     def running(self) -> bool:
         """Whether training is in progress."""
-        return not self._done.is_set()
+        return self.jobs.running
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until training finished; ``False`` on timeout."""
-        return self._done.wait(timeout)
+        """Block until training finished and its thread is joined; ``False`` on timeout."""
+        return self.jobs.wait(timeout)
 
     def _prepare(self) -> tuple[torch.nn.Module, Any, Any, str]:
-        from advviz import data, models
-
         ds = self.dataset.value
-        train = data.load(ds, "train")
+        train_set = data.load(ds, "train")
         test = data.load(ds, "test")
         n = int(self.train_images.value)
         if n < 0:
             raise ValueError("train images must be 0 (all) or a positive number")
-        if 0 < n < len(train):
-            perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))
-            train = train.subset(perm[:n])
+        if 0 < n < len(train_set):
+            perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(self.seed))
+            train_set = train_set.subset(perm[:n])
         val = test.subset(torch.arange(min(500, len(test))))
-        shape = tuple(train.image_shape)
+        shape = tuple(train_set.image_shape)
         if self.arch.value == CURRENT:
             model = copy.deepcopy(self.state.model)
             name = f"{self.state.model_name} + fine-tuned on {ds}"
         else:
-            model = models.create(self.arch.value, in_channels=shape[0], num_classes=len(train.classes))
+            model = models.create(self.arch.value, in_channels=shape[0], num_classes=len(train_set.classes))
             name = f"{self.arch.value} trained here on {ds}"
         want = tuple(getattr(model, "input_size", shape))
         if want != shape:
             raise ValueError(f"{self.arch.value if self.arch.value != CURRENT else self.state.model_name} takes "
                              f"{'x'.join(map(str, want))} images but {ds} has {'x'.join(map(str, shape))}; "
                              "choose a matching dataset (lenet5: digits or mnist; resnet/vgg/mobilenet: cifar10)")
-        return model, train, val, name
+        return model, train_set, val, name
 
     def start(self) -> None:
-        """Start training in a background thread (as the Start button does)."""
-        from advviz import train
-
+        """Start training (as the Start button does): in a background thread unless ``background=False``."""
         if self.running:
             raise RuntimeError("training is already running; press Stop first")
         model, train_data, val, name = self._prepare()
         self.errors.clear()
-        self.history, self.batch_losses, self.result = [], [], None
-        self._stop.clear()
+        self.history, self.batch_losses, self.result, self.trained = [], [], None, None
+        self.use_button.disabled = True
         epochs, lr, bs = int(self.epochs.value), float(self.lr.value), int(self.batch_size.value)
         steps = -(-len(train_data) // bs)
         self.progress.max = epochs * steps
@@ -221,49 +221,57 @@ class TrainPanel(W.VBox):
         self.plot.value = R.history_svg([])
         self.start_button.disabled = True
         self.stop_button.disabled = False
-        self._done.clear()
-        classes = dataset_classes(self.dataset.value)
-        kwargs = dict(epochs=epochs, lr=lr, batch_size=bs, val_data=val, device=self.state.device, seed=self.seed,
-                      callbacks=[_Progress(self)], progress=False, description="TrainPanel")
-        self._thread = threading.Thread(target=self._work, args=(train, model, train_data, kwargs, name, classes),
-                                        daemon=True, name="advviz-train")
-        self._thread.start()
+        inputs = {"model": model, "data": train_data, "name": name, "dataset": self.dataset.value,
+                  "classes": dataset_classes(self.dataset.value),
+                  "fit": dict(epochs=epochs, lr=lr, batch_size=bs, val_data=val, device=self.state.device,
+                              seed=self.seed, progress=False, description="TrainPanel")}
+        self.jobs.start(self._train, name=name, inputs=inputs, depends=(), done=self._trained, failed=self._failed,
+                        ended=self._ended)
 
     def stop(self) -> None:
         """Ask training to stop after the current batch; the last complete epoch is kept."""
-        self._stop.set()
+        self.jobs.stop()
         self.stop_button.disabled = True
         self.status.value += " — stopping after this batch…"
 
-    def _work(self, train: Any, model: torch.nn.Module, data: Any, kwargs: dict[str, Any], name: str,
-              classes: list[str]) -> None:
-        try:
-            self._train(train, model, data, kwargs, name, classes)  # errors shown before "finished"
-        finally:
-            self.start_button.disabled = False
-            self.stop_button.disabled = True
-            self._done.set()
+    def use_model(self) -> None:
+        """Make the model the last run trained the explorer's model (as "Use this model" does)."""
+        t = self.trained
+        if t is None:
+            raise RuntimeError("no trained model to use yet: press Start and let at least one epoch complete")
+        self.state.set_model(t["model"], name=t["name"], classes=t["classes"], dataset=t["dataset"])
+        self.use_button.disabled = True
+        self.status.value = f"the explorer now uses {html.escape(t['name'])}"
 
-    @guarded
-    def _train(self, train: Any, model: torch.nn.Module, data: Any, kwargs: dict[str, Any], name: str,
-               classes: list[str]) -> None:
-        try:
-            self.result = train.fit(model, data, **kwargs)
-            r = self.result
-            if r.epochs_completed > 0:
-                self.progress.bar_style = "success" if not r.interrupted else "warning"
-                self.state.set_model(model, name=f"{name} ({r.epochs_completed} ep)", classes=classes,
-                                     dataset=self.dataset.value)
-                self.status.value = (f"{'stopped; kept' if r.interrupted else 'done:'} {r.epochs_completed} complete "
-                                     f"epoch(s); the explorer now uses this model "
-                                     f"(held-out accuracy {r.last.get('val_accuracy', float('nan')):.3f})")
-            else:
-                self.progress.bar_style = "warning"
-                self.status.value = "stopped before the first epoch completed; the model was not changed"
-        except BaseException:
-            self.progress.bar_style = "danger"
-            self.status.value = "training failed"
-            raise
+    def _train(self, job: Job) -> Any:
+        """The work (worker thread): fit the copy the job started with."""
+        inp = job.inputs
+        self.result = train.fit(inp["model"], inp["data"], callbacks=[_Progress(self, job)], **inp["fit"])
+        return self.result
+
+    def _trained(self, job: Job, r: Any) -> None:
+        inp = job.inputs
+        if r.epochs_completed > 0:
+            name = f"{inp['name']} ({r.epochs_completed} ep)"
+            self.trained = {"model": inp["model"].eval(), "name": name, "classes": inp["classes"],
+                            "dataset": inp["dataset"]}
+            self.use_button.disabled = False
+            self.progress.bar_style = "success" if not r.interrupted else "warning"
+            self.status.value = (f"{'stopped; kept' if r.interrupted else 'done:'} {r.epochs_completed} complete "
+                                 f"epoch(s) (held-out accuracy {r.last.get('val_accuracy', float('nan')):.3f}). "
+                                 f"The explorer still uses {html.escape(self.state.model_name)}: press "
+                                 "<b>Use this model</b> to explore the one trained here.")
+        else:
+            self.progress.bar_style = "warning"
+            self.status.value = "stopped before the first epoch completed; there is no trained model to use"
+
+    def _failed(self, job: Job, exc: BaseException) -> None:
+        self.progress.bar_style = "danger"
+        self.status.value = "training failed"
+
+    def _ended(self, job: Job) -> None:
+        self.start_button.disabled = False
+        self.stop_button.disabled = True
 
     @guarded
     def _on_model(self, state: ExplorerState) -> None:
@@ -278,3 +286,7 @@ class TrainPanel(W.VBox):
     @guarded
     def _on_stop(self, _button: W.Button | None = None) -> None:
         self.stop()
+
+    @guarded
+    def _on_use(self, _button: W.Button | None = None) -> None:
+        self.use_model()
