@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = ["CheckpointError", "load_state_file", "save_weights", "save_state", "sha256_file", "tensors_sha256",
@@ -85,7 +87,6 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     path = Path(path)
     if path.suffix != ".safetensors":
         return {}
-    from safetensors import safe_open
 
     try:
         with safe_open(str(path), "pt") as fh:
@@ -116,8 +117,6 @@ def load_state_file(path: str | os.PathLike[str], *, expected_sha256: str | None
                               "delete it and download it again")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state: Any = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -153,8 +152,6 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def save_state(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str], *,
                metadata: Mapping[str, Any] | None = None) -> Path:
     """Save tensors as safetensors at ``path``, atomically, with string metadata (non-strings as JSON)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}

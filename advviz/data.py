@@ -34,7 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
+from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
+from torchvision.datasets import CIFAR10, MNIST
 
 from advviz._modules import model_guard, module_device
 from advviz._paths import cache_dir, data_root, offline
@@ -138,8 +140,6 @@ class ImageDataset(Dataset):
 
 @lru_cache(maxsize=1)
 def _digits_all() -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N,1,8,8)
     x = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False).clamp_(0, 1)
@@ -200,8 +200,6 @@ def _load_mnist(root: Path, split: str, download: bool) -> ImageDataset:
             return ImageDataset(images, labels, DIGIT_CLASSES, name="mnist", split=split)
     if download:
         try:
-            from torchvision.datasets import MNIST
-
             ds = MNIST(str(root), train=(split == "train"), download=True)
         except Exception as exc:  # network errors come in many types
             raise DatasetNotFoundError(_mnist_missing_message(root, split, f"download failed: {exc}")) from exc
@@ -299,8 +297,6 @@ def _write_folder_cache(cache: Path, images: torch.Tensor, labels: torch.Tensor)
 
 def _load_cifar10(root: Path, split: str, download: bool) -> ImageDataset:
     if (root / "cifar-10-batches-py").is_dir():
-        from torchvision.datasets import CIFAR10
-
         ds = CIFAR10(str(root), train=(split == "train"), download=False)
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return ImageDataset(images, torch.tensor(ds.targets), ds.classes, name="cifar10", split=split)
@@ -309,8 +305,6 @@ def _load_cifar10(root: Path, split: str, download: bool) -> ImageDataset:
         return _load_cifar_folder(folder, split)
     if download:
         try:
-            from torchvision.datasets import CIFAR10
-
             CIFAR10(str(root), train=(split == "train"), download=True)
         except Exception as exc:
             raise DatasetNotFoundError(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from advviz.artifacts._core import META_KEY, Record, fresh, get_spec, list_artifacts, resolve, status, write
 
@@ -115,8 +116,6 @@ def weights_readme(folder: str | Path | None = None) -> str:
     Args:
         folder: the shipped folder (default :func:`shipped_dir`).
     """
-    from safetensors import safe_open
-
     folder = Path(folder) if folder is not None else shipped_dir()
     rows = ["| file | artefact | size | recipe hash | recipe | training | build |",
             "| --- | --- | --- | --- | --- | --- | --- |"]

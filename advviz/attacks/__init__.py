@@ -8,17 +8,17 @@ exactly as they were; randomness is seeded by ``seed=``.
 """
 
 from advviz.attacks._api import AttackSpec, get, list_attacks, register_attack
-from advviz.attacks.gradient import bim, difgsm, fgsm, mdi2fgsm, mifgsm, pgd, pgd_l2
+from advviz.attacks._fast import fast_model, fast_models
+from advviz.attacks.autoattack import apgd_ce, apgd_dlr, apgd_t, dlr_loss, dlr_loss_targeted, fab, square
+from advviz.attacks.cfr import CFRResult, cfr, cfr_attack
 from advviz.attacks.cw import cw_l2
 from advviz.attacks.deepfool import deepfool
-from advviz.attacks._fast import fast_model, fast_models
-from advviz.attacks.cfr import CFRResult, cfr, cfr_attack
+from advviz.attacks.gradient import bim, difgsm, fgsm, mdi2fgsm, mifgsm, pgd, pgd_l2
 from advviz.attacks.jsma import jsma
 from advviz.attacks.one_pixel import one_pixel
 from advviz.attacks.patch import adversarial_patch, lavan
-from advviz.attacks.universal import universal, universal_perturbation
 from advviz.attacks.trajectory import Frame, Trajectory, record
-from advviz.attacks.autoattack import apgd_ce, apgd_dlr, apgd_t, dlr_loss, dlr_loss_targeted, fab, square
+from advviz.attacks.universal import universal, universal_perturbation
 
 __all__ = ["AttackSpec", "get", "list_attacks", "register_attack"]
 __all__ += ["fgsm", "bim", "mifgsm", "difgsm", "mdi2fgsm", "pgd", "pgd_l2", "cw_l2", "deepfool", "fast_model", "fast_models"]

@@ -36,10 +36,8 @@ from torch import nn
 
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
-from advviz.attacks.trajectory import current_recorder
 from advviz.attacks._core import (
     batch_norm,
-    check_labels,
     generator,
     input_grad,
     project_l2,
@@ -48,6 +46,7 @@ from advviz.attacks._core import (
     working_copy,
 )
 from advviz.attacks.gradient import _PRECISION, _SEED, _check_common, attack_forward, check_norm_budget
+from advviz.attacks.trajectory import current_recorder
 
 __all__ = [
     "apgd_ce",

@@ -41,10 +41,10 @@ from torch import nn
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
 from advviz.attacks._core import (
+    as_logits,
     batch_norm,
     check_budget,
     check_images,
-    as_logits,
     check_labels,
     generator,
     input_grad,

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from advviz import attacks as A
+from advviz import metrics
 from advviz.benchmarks._setup import resnet20_sample
 
 __all__ = ["format", "run"]
@@ -80,13 +81,7 @@ def _cases(ta: Any, model: torch.nn.Module, seed: int) -> list[dict[str, Any]]:
 
 def _stats(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
     """``(asr, mean L2 over successes, max Linf)``."""
-    try:
-        from advviz.metrics import asr as _asr
-
-        rate = _asr(model, x_adv, y)
-    except ImportError:  # pragma: no cover - metrics is another module of the package
-        with torch.no_grad():
-            rate = float((model(x_adv).argmax(1) != y).float().mean())
+    rate = metrics.asr(model, x_adv, y)
     with torch.no_grad():
         fooled = model(x_adv).argmax(1) != y
         l2 = (x_adv - x).flatten(1).norm(dim=1)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models import resnet18
 
 from advviz import data, models
 from advviz.models import Normalize
@@ -47,7 +48,6 @@ class ResNet18At224(nn.Module):
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
-        from torchvision.models import resnet18
 
         torch.manual_seed(seed)
         self.normalize = Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advviz._registry import check_params
 from advviz.defenses import PurifierSpec, get
 
 __all__ = ["Defended", "defended"]
@@ -130,8 +131,6 @@ def defended(model: nn.Module, purifier: str | Callable[..., torch.Tensor], *,
         spec = purifier
     params = dict(params or {})
     if spec is not None:
-        from advviz._registry import check_params
-
         check_params(spec.params, params, spec.name)
         fn: Callable[..., torch.Tensor] = spec.fn
         name = spec.name

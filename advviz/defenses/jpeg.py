@@ -12,6 +12,7 @@ import io
 
 import numpy as np
 import torch
+from PIL import Image
 
 from advviz._registry import ParamSpec
 from advviz.defenses import register_purifier
@@ -46,8 +47,6 @@ def jpeg(x: torch.Tensor, *, quality: int = 75) -> torch.Tensor:
         ``(B, C, H, W)`` tensor of ``x``'s dtype and device, values in ``[0, 1]`` on the
         1/255 grid.
     """
-    from PIL import Image
-
     _check(x)
     q = int(quality)
     if q != quality or not 1 <= q <= 100:

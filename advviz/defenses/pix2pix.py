@@ -60,6 +60,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from advviz import artifacts, attacks, train
 from advviz._modules import model_guard, module_device
@@ -355,8 +356,6 @@ def make_pairs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: st
     Returns:
         ``(x_adv, x)`` on ``x``'s device.
     """
-    from tqdm.auto import tqdm
-
     if attack not in ("fgsm", "pgd"):
         raise ValueError(f"attack must be 'fgsm' or 'pgd', got {attack!r}")
     out = []

@@ -42,6 +42,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from advviz import attacks as A
+from advviz._checks import check_images
+from advviz.attacks._core import check_labels, model_guard
+from advviz.attacks.gradient import check_norm_budget
 from advviz.evaluate import flags as F
 
 __all__ = ["Report", "autoattack", "batch_seed", "sample_seed", "VERSIONS", "run_attack"]
@@ -187,8 +191,6 @@ def _within_budget(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) 
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    from advviz.attacks._core import model_guard
-
     with model_guard(model):
         return torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]) \
             if x.shape[0] else torch.zeros(0, 0, device=x.device)
@@ -214,8 +216,6 @@ def run_attack(name: str, params: Mapping[str, Any], attack_model: nn.Module, mo
     Returns:
         ``(fooled (B,) bool, x_adv, n_outside_budget, params_passed)``.
     """
-    from advviz import attacks as A
-
     spec = A.get(name)
     if spec.budget != "eps" or spec.norm not in ("linf", "l2"):
         raise ValueError(f"attack {name!r} has no L-inf/L2 budget eps ({spec.norm}, budget {spec.budget}); robust "
@@ -271,10 +271,6 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     Returns:
         A :class:`Report`.
     """
-    from advviz.attacks._core import check_labels
-    from advviz.attacks.gradient import check_norm_budget
-    from advviz._checks import check_images
-
     check_images(x)
     y = check_labels(y, x, getattr(model, "num_classes", None))
     nrm = _norm(norm)
@@ -316,8 +312,6 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                 per_sample[i] = name
             outside[name] = n_out
         else:
-            from advviz import attacks as A
-
             kw = _resolve_params(name, A.get(name).fn, params, nrm)
         seconds[name] = time.perf_counter() - t0
         passed.append({"attack": name, **{k: v for k, v in kw.items() if k != "norm"}})

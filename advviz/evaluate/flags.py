@@ -35,6 +35,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from advviz.attacks import pgd
+from advviz.attacks._core import input_grad, logit_margin, model_guard
+
 __all__ = [
     "GRAD_SHARE",
     "LARGE_EPS",
@@ -63,8 +66,6 @@ PROB_ATOL = 1e-4
 
 def gradient_ok(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per point ``(B,)`` bool: the margin's input gradient is finite and not all zero."""
-    from advviz.attacks._core import input_grad, logit_margin, model_guard
-
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=torch.bool, device=x.device)
     with model_guard(model):
@@ -103,8 +104,6 @@ def probability_flag(n_prob: int, n: int) -> str | None:
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    from advviz.attacks._core import model_guard
-
     with model_guard(model):
         return model(x).argmax(1)
 
@@ -112,8 +111,6 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def large_eps_robust(attack_model: nn.Module, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                      seed: int = 0) -> torch.Tensor:
     """Per point ``(B,)`` bool: still correct after PGD-20 L-inf at ``eps = 0.5`` (alpha 0.05, random start)."""
-    from advviz.attacks import pgd
-
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=torch.bool, device=x.device)
     x_adv = pgd(attack_model, x, y, eps=LARGE_EPS, alpha=LARGE_EPS / 10, steps=20, random_start=True, seed=seed)

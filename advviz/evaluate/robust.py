@@ -32,6 +32,7 @@ explorer's Robustness tab draws its security curves through them, so the tab and
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -42,9 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import plotly.graph_objects as go
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from advviz import attacks as A
 from advviz import distributed
@@ -53,7 +56,7 @@ from advviz._registry import parse_number
 from advviz._weights import tensors_sha256
 from advviz.attacks._core import check_budget
 from advviz.evaluate import flags as F
-from advviz.evaluate.autoattack import VERSIONS, _predict, autoattack, run_attack
+from advviz.evaluate.autoattack import _ALIASES, VERSIONS, _predict, autoattack, run_attack
 
 __all__ = ["Batch", "Result", "robust_accuracy", "eps_key", "DEFAULT_PARAMS", "ResumeMismatchError"]
 
@@ -181,8 +184,6 @@ class Result:
 
     def figure(self, title: str | None = None) -> Any:
         """An interactive plotly figure of the security curve (accuracy vs eps, one line per attack)."""
-        import plotly.graph_objects as go
-
         fig = go.Figure()
         scale = 255.0 if self.config["norm"] == "Linf" else 1.0
         for name, pts in self.curve().items():
@@ -399,8 +400,6 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
     Returns:
         A :class:`Result`; ``complete=False`` if interrupted by Ctrl-C or ``should_stop``.
     """
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
     nrm = str(norm).lower()
     if nrm not in ("linf", "l2"):
@@ -579,10 +578,6 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
 def _steps_plan(plan: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
     """The attacks the steps check reruns: ``{name: {"param": "steps"|"n_iter"|..., "steps": k, "more": 2k}}``
     for every planned attack (not the ``autoattack`` entry) with an iteration-count parameter."""
-    import inspect
-
-    from advviz.evaluate.autoattack import _ALIASES
-
     out: dict[str, dict[str, Any]] = {}
     for name, params in plan:
         if name == "autoattack":

@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from advviz import train
@@ -239,8 +241,6 @@ class AdvGAN(nn.Module):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Weights and training state as safetensors."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -254,8 +254,6 @@ class AdvGAN(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> AdvGAN:
         """Read a model written by :meth:`save`."""
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as fh:
             meta: dict[str, Any] = fh.metadata()
         gan = cls(AdvGANConfig(**json.loads(meta["config"])), tuple(json.loads(meta["image_shape"])),

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advviz import artifacts
+from advviz import artifacts, models
 from advviz._modules import module_device
 
 __all__ = ["FeatureNetwork", "feature_statistics", "fid", "fid_network", "frechet_distance", "inception_features",
@@ -142,8 +142,6 @@ def fid_network(fallback: str | nn.Module = "lenet5_digits", *, prefer_inception
         if inc is not None:
             return inc
     if isinstance(fallback, str):
-        from advviz import models
-
         return penultimate(models.load(fallback), fallback)
     return penultimate(fallback, fallback_name or type(fallback).__name__)
 

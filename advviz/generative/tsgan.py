@@ -60,6 +60,7 @@ import copy
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -67,6 +68,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from advviz import artifacts, train
@@ -637,8 +640,6 @@ class TSGAN(nn.Module):
         critic step, every ``n_critic``-th batch also a generator step (critic frozen);
         ``gen_eval``: run ``gen``'s BatchNorm in eval mode (stage 2). The checkpoint (the engine's
         format) holds every stage, so that a fresh model resumes with :meth:`_maybe_resume`."""
-        import time
-
         cfg = self.config
         if data.dim() != 4 or tuple(data.shape[1:]) != self.image_shape:
             raise ValueError(f"data must be (N, {', '.join(map(str, self.image_shape))}); got {tuple(data.shape)}")
@@ -709,8 +710,6 @@ class TSGAN(nn.Module):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write all weights (both stages, every target) and the training state as safetensors."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -722,8 +721,6 @@ class TSGAN(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> TSGAN:
         """Read a model written by :meth:`save` (safetensors; no pickles)."""
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata()
         cfg_d = json.loads(meta["config"])

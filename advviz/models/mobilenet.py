@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.models import mobilenet_v2
 
 from advviz.models._base import Classifier, Normalize
 from advviz.models.vgg_cifar import CIFAR10_MEAN, CIFAR10_STD
@@ -33,7 +34,6 @@ class CifarMobileNetV2(Classifier):
     def __init__(self, num_classes: int = 10, width_mult: float = 1.0,
                  mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD) -> None:
         super().__init__()
-        from torchvision.models import mobilenet_v2
 
         net = mobilenet_v2(weights=None, num_classes=num_classes, width_mult=width_mult)
         net.features[0][0].stride = (1, 1)

@@ -25,8 +25,6 @@ def result(paper: str, table: str, config: dict[str, Any], data: str, rows: list
     """
     out = {"paper": paper, "table": table, "config": config, "data": data, "rows": rows}
     if provenance is not None:
-        from advviz import artifacts
-
         out["provenance"] = artifacts.provenance(provenance)
     return out
 

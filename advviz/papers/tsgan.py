@@ -71,13 +71,15 @@ is the one the generator was trained with, read from its record.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import time
 from typing import Any
 
 import torch
 
-from advviz import artifacts, data, metrics
+from advviz import artifacts, data, metrics, models
 from advviz import attacks as atk
 from advviz.artifacts import recipes as _recipes
 from advviz.generative import advgan as A
@@ -263,8 +265,6 @@ def _setup(quick: bool, seed: int, device: torch.device, progress: bool = False,
 def matched_advgan_config(cfg: Any, acfg: Any) -> Any:
     """``acfg`` with TSGAN's stage-2 epochs: AdvGAN and TSGAN's adversarial stage then see the same
     images the same number of times (both train on the same images; see ``_setup``)."""
-    import dataclasses
-
     return dataclasses.replace(acfg, epochs=cfg.epochs_adv)
 
 
@@ -274,8 +274,6 @@ def semantic_drift(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     target, beside how often it already assigns ``G_norm(z)`` (same ``z``) to it. A large ``drift``
     means the generator changed what the image shows, not only what the attacked model says."""
     if s.get("dataset") == "cifar10":
-        from advviz import models
-
         other = "resnet32" if s.get("model_name", "resnet20") == "resnet20" else "resnet20"
         clf, name = models.load(f"{other}_cifar10", device=s["x_te"].device), f"{other}_cifar10 (published)"
     else:
@@ -434,8 +432,6 @@ def table8(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
 
 def table9(s: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
     if s.get("dataset") == "cifar10":
-        from advviz import models
-
         src = s.get("model_name", "resnet20")
         dst = "resnet20" if src == "resnet32" else "resnet32"
         other = models.load(f"{dst}_cifar10", device=s["x_te"].device)
@@ -460,8 +456,6 @@ TRANSFER_DIGITS_RECIPE = _recipes.TRANSFER_DIGITS
 
 def _on(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``model`` on ``device``: itself when it is there, else a copy (a shared artefact is never moved)."""
-    import copy
-
     p = next(model.parameters(), None)
     return model if p is None or p.device == torch.device(device) else copy.deepcopy(model).to(device)
 
@@ -490,8 +484,6 @@ def _fid_features(s: dict[str, Any]) -> Any:
     9's ResNet-8 trained on digits; CIFAR-10: the other published ResNet)."""
     if s.get("dataset") == "cifar10":
         other = "resnet32" if s.get("model_name", "resnet20") == "resnet20" else "resnet20"
-        from advviz import models
-
         net = models.load(f"{other}_cifar10", device=s["x_te"].device)
         return fid_network(net, fallback_name=f"{other}_cifar10 (published; not the attacked model)")
     model, _ = transfer_digits_model()

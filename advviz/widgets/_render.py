@@ -11,13 +11,17 @@ stretched; PNG kept for callers that want bytes), and the layout pieces every co
 
 from __future__ import annotations
 
+import html as _html
 import io
 from collections.abc import Sequence
 from functools import lru_cache
 
 import ipywidgets as W
+import matplotlib
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+from PIL import Image
 
 __all__ = ["to_uint8", "colorize", "blend", "png", "grid", "bars_png", "history_png", "display_scale", "bars_svg",
            "history_svg", "line_svg", "colorbar_html", "signed_map", "ImageSlot", "row", "captioned", "placeholder_html"]
@@ -47,8 +51,6 @@ def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _lut(name: str) -> np.ndarray:
-    import matplotlib
-
     cmap = matplotlib.colormaps[name]
     return (cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
 
@@ -84,8 +86,6 @@ def blend(base: np.ndarray, over: np.ndarray, alpha: float | np.ndarray = 0.5) -
 
 def png(arr: np.ndarray, *, scale: int | None = None) -> bytes:
     """Encode ``(H, W, 3)`` uint8 as PNG bytes, up-scaled by an integer factor (nearest)."""
-    from PIL import Image
-
     h, w = arr.shape[:2]
     k = display_scale(h, w) if scale is None else int(scale)
     if k > 1:
@@ -114,8 +114,6 @@ def grid(maps: torch.Tensor | np.ndarray, *, cols: int = 8, pad: int = 1, cmap: 
 
 def _fig_svg(fig) -> str:  # noqa: ANN001 - a matplotlib Figure
     """The figure as inline SVG (text kept as text), drawn at its own size: never stretched."""
-    import matplotlib
-
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none"}):
         fig.savefig(buf, format="svg")
@@ -131,7 +129,6 @@ def _fig_png(fig) -> bytes:  # noqa: ANN001 - a matplotlib Figure
 
 def _bars_fig(series: Sequence[tuple[str, Sequence[float]]], classes: Sequence[str], *, top: int = 5,
               highlight: int | None = None, width: float = 2.7):  # noqa: ANN202 - a matplotlib Figure
-    from matplotlib.figure import Figure
 
     k = len(series)
     fig = Figure(figsize=(width * k, 1.9), dpi=80, layout="constrained")
@@ -167,7 +164,6 @@ def bars_svg(series: Sequence[tuple[str, Sequence[float]]], classes: Sequence[st
 
 
 def _history_fig(history: Sequence[dict[str, float]], *, batch_losses: Sequence[float] = ()):  # noqa: ANN202
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 2.2), dpi=80, layout="constrained")
     ax_l, ax_a = fig.subplots(1, 2)
@@ -207,8 +203,6 @@ def line_svg(xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]],
              size: tuple[float, float] = (4.6, 2.2), legend: bool | None = None) -> str:
     """Lines ``(label, ys)`` over ``xs`` as inline SVG; ``mark`` draws a dashed vertical line there;
     ``legend`` (default: when there are several lines) names the lines."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=size, dpi=80, layout="constrained")
     ax = fig.subplots()
     colours = ["#c0392b", "#2e86c1", "#27ae60", "#8e44ad"]
@@ -234,8 +228,6 @@ def line_svg(xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]],
 
 def colorbar_html(cmap: str, lo: float, hi: float, *, label: str, fmt: str = "{:.2g}", width: int = 180) -> str:
     """A horizontal colour bar (CSS gradient of ``cmap``) from ``lo`` to ``hi`` with its unit ``label``."""
-    import html as _html
-
     lut = _lut(cmap)
     stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / 10:.0f}%" for i, (r, g, b) in
                       enumerate(lut[np.linspace(0, 255, 11).astype(int)]))
@@ -266,8 +258,6 @@ def signed_map(values: torch.Tensor | np.ndarray, vmax: float, cmap: str = "RdBu
 
 def placeholder_html(text: str, size: int) -> str:
     """A grey dashed box of ``size`` pixels with ``text`` inside: what an empty image slot shows."""
-    import html as _html
-
     return (f'<div class="advviz-placeholder" style="width:{size - 2}px;height:{size - 2}px;border:1px dashed #bbb;'
             'display:flex;align-items:center;justify-content:center;text-align:center;color:#888;'
             f'font-family:sans-serif;font-size:12px;padding:4px;box-sizing:border-box">{_html.escape(text)}</div>')
@@ -321,7 +311,5 @@ def row(*children: W.Widget, gap: str = "10px") -> W.HBox:
 
 def captioned(widget: W.Widget, text: str, *, below: W.Widget | None = None) -> W.VBox:
     """``widget`` under a bold caption (and above ``below``, e.g. a colour bar)."""
-    import html as _html
-
     cap = W.HTML(f"<b>{_html.escape(text)}</b>")
     return W.VBox([cap, widget] + ([below] if below is not None else []), layout=W.Layout(flex="0 0 auto"))

@@ -29,7 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from advviz import artifacts, models
 from advviz._modules import module_device
+from advviz._paths import data_root
+from advviz.data import CIFAR10_CLASSES, DIGIT_CLASSES
+from advviz.train import predict
 
 __all__ = ["ExplorerState", "Prediction", "available_datasets", "available_models", "default_pairing",
            "dataset_classes", "model_dataset"]
@@ -39,8 +43,6 @@ TOPICS = ("model", "image", "adversarial")
 
 def available_datasets() -> list[str]:
     """Datasets usable here without a download: ``digits`` always, ``mnist``/``cifar10`` when on disk."""
-    from advviz._paths import data_root
-
     root = data_root()
     out = ["digits"]
     mnist_dirs = (root / "MNIST" / "raw", root / "mnist" / "raw", root / "mnist")
@@ -57,8 +59,6 @@ def available_models() -> list[str]:
     Only models that take their dataset's images at native size are listed (the explorer feeds
     images as they are; e.g. the two-stream detector's 64x64 network is left out).
     """
-    from advviz import artifacts, models
-
     names = []
     for name in models.list_models(pretrained=True):
         if models.get_weights_spec(name).input_size is not None:
@@ -70,8 +70,6 @@ def available_models() -> list[str]:
 
 def model_dataset(model_name: str) -> str | None:
     """The dataset a pretrained entry was trained on (``None`` for an unknown name)."""
-    from advviz import models
-
     try:
         return models.get_weights_spec(model_name).dataset
     except KeyError:
@@ -87,8 +85,6 @@ def default_pairing() -> tuple[str, str]:
 
 def dataset_classes(name: str) -> list[str]:
     """Class names of a dataset without loading it."""
-    from advviz.data import CIFAR10_CLASSES, DIGIT_CLASSES
-
     return list(CIFAR10_CLASSES if name == "cifar10" else DIGIT_CLASSES)
 
 
@@ -133,8 +129,6 @@ class ExplorerState:
     @classmethod
     def from_pretrained(cls, name: str, *, device: str | torch.device | None = None) -> ExplorerState:
         """A state holding ``advviz.models.load(name)`` (LeNet-5 on digits trains on first use)."""
-        from advviz import models
-
         model = models.load(name, device=device)
         ds = model_dataset(name)
         return cls(model, model_name=name, classes=dataset_classes(ds) if ds else None, device=device, dataset=ds)
@@ -247,8 +241,6 @@ class ExplorerState:
     @torch.no_grad()
     def predict(self, x: torch.Tensor | None = None) -> Prediction:
         """The model's prediction for ``x`` ``(C, H, W)`` (default: the current image)."""
-        from advviz.train import predict
-
         probs = predict(self.model, self.batch(x))[0]
         conf, label = probs.max(0)
         return Prediction(probs=probs, label=int(label), confidence=float(conf))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from advviz import attacks, explain, metrics
 from advviz.widgets import _render as R
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._layers import spatial_layers
@@ -121,8 +122,6 @@ class CFRView(W.VBox):
         The map explains the true class when the image has a label (the CFR is defined on the
         true class), else the predicted class.
         """
-        from advviz import explain
-
         st = self.state
         x = st.batch()
         self._cam = explain.gradcam(st.model, x, target=st.y, layer=self.layer.value).detach().float().cpu()
@@ -134,8 +133,6 @@ class CFRView(W.VBox):
 
     def render_mask(self) -> None:
         """Re-render the soft mask for the current τ from the cached Grad-CAM map (no recomputation)."""
-        from advviz import explain
-
         if self._cam is None or self._base is None:
             return
         t0 = time.perf_counter()
@@ -200,8 +197,6 @@ class CFRView(W.VBox):
         after, and records the result in the shared state. When no ``cfr`` attack is registered
         it says so in the widget and returns ``None``.
         """
-        from advviz import attacks, explain
-
         self.errors.clear()
         if "cfr" not in attacks.list_attacks():
             self.errors.message("The CFR attack is not available in this version of advviz yet "
@@ -237,7 +232,6 @@ class CFRView(W.VBox):
                                                 label="δ per pixel (/255), mean over channels")
         self.bars.value = R.bars_svg([("before", before.probs.tolist()), ("after", after.probs.tolist())],
                                      st.classes, highlight=st.y)
-        from advviz import metrics
 
         n = metrics.lp_norms(x, x_adv)
         ok = after.label != int(y[0])

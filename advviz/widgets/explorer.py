@@ -12,6 +12,7 @@ import ipywidgets as W
 import torch
 from torch import nn
 
+from advviz import artifacts, models
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._jobs import Ticker
 from advviz.widgets._state import ExplorerState, available_models, dataset_classes, default_pairing, model_dataset
@@ -46,8 +47,6 @@ def fast_mode() -> bool:
 
 def needs_first_use_training(name: str) -> bool:
     """Whether ``models.load(name)`` will train the model now (advviz-trained weights not cached yet)."""
-    from advviz import artifacts
-
     try:
         return artifacts.status(name)["where"] == "train"
     except KeyError:
@@ -116,8 +115,6 @@ def load_model(name: str, *, device: str | torch.device | None = None, notice: T
         notice: the notice to use (default: a new one).
         show: display the notice now (in a notebook cell, before the explorer exists).
     """
-    from advviz import models
-
     if not needs_first_use_training(name):
         return models.load(name, device=device)
     notice = notice or TrainingNotice()

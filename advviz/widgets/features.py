@@ -10,6 +10,7 @@ import ipywidgets as W
 import torch
 from torch import nn
 
+from advviz import explain, models
 from advviz.widgets import _render as R
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._layers import spatial_layers
@@ -21,8 +22,6 @@ CURRENT = "current model"
 
 
 def _vgg16_untrained() -> nn.Module:
-    from advviz import models
-
     return models.create("vgg16").eval()
 
 
@@ -147,8 +146,6 @@ class FeatureMapView(W.VBox):
 
     def maps(self, which: str = "clean") -> dict[str, torch.Tensor]:
         """``{layer: (1, K, h, w)}`` for the current (``"clean"``) or adversarial image (cached)."""
-        from advviz import explain
-
         st = self.state
         img = st.x if which == "clean" else st.x_adv
         if img is None:

@@ -15,9 +15,11 @@ browser is opened only when asked and a display is available.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +32,10 @@ import webbrowser
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import advviz
+from advviz._paths import cache_dir
+from advviz.widgets._notebook import write_notebook
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +55,6 @@ ANNOUNCEMENTS_PLUGIN = "@jupyterlab/apputils-extension:announcements"
 def quiet_config_dir() -> Path:
     """A Jupyter config folder (prepended to ``JUPYTER_CONFIG_PATH`` for the explorer's server only)
     whose ``labconfig/page_config.json`` disables the news pop-up; the user's own settings are untouched."""
-    import json
-
-    from advviz._paths import cache_dir
-
     base = cache_dir() / "explorer" / "jupyter-config"
     page = base / "labconfig" / "page_config.json"
     page.parent.mkdir(parents=True, exist_ok=True)
@@ -64,10 +66,6 @@ def quiet_config_dir() -> Path:
 
 def find_notebook() -> Path:
     """The explorer notebook to open (the checkout's, else a user copy written on demand)."""
-    import advviz
-    from advviz._paths import cache_dir
-    from advviz.widgets._notebook import write_notebook
-
     repo = Path(advviz.__file__).resolve().parents[1] / "notebooks" / NOTEBOOK
     if repo.is_file():
         return repo
@@ -86,11 +84,7 @@ def working_copy(folder: str | os.PathLike[str] | None = None) -> Path:
     Args:
         folder: where the copy lives (default ``<advviz cache>/explorer``).
     """
-    import shutil
-
     import nbformat
-
-    from advviz._paths import cache_dir
 
     base = Path(folder) if folder is not None else cache_dir() / "explorer"
     base.mkdir(parents=True, exist_ok=True)
@@ -218,8 +212,6 @@ def main(port: int = 0, open_browser: bool = True, report: Callable[[str], None]
     Returns:
         0 after a clean shutdown, else the server's exit status.
     """
-    from advviz._paths import cache_dir
-
     say = report or log.info
     nb = working_copy()
     log_path = cache_dir() / "explorer" / "jupyterlab.log"

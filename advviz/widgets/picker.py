@@ -8,6 +8,7 @@ from typing import Any
 import ipywidgets as W
 import torch
 
+from advviz import data
 from advviz.widgets import _render as R
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._state import ExplorerState, available_datasets, dataset_classes, model_dataset
@@ -30,8 +31,6 @@ def read_upload(content: bytes, name: str, size: tuple[int, int, int]) -> torch.
         ValueError: not an image Pillow can read, damaged, or too large (refused from its header,
             before decoding: :func:`advviz.data.open_image`); the message names the file and the formats.
     """
-    from advviz import data
-
     c, h, w = size
     try:  # upright (EXIF), size-checked; transparency is composited over white by load_image
         img = data.open_image(content, name=f"“{name}”")
@@ -116,8 +115,6 @@ class ImagePicker(W.VBox):
 
     # ------------------------------------------------------------------------------- loading
     def _load(self, index: int = 0) -> None:
-        from advviz import data
-
         self.errors.clear()
         self.data = data.load(self.dataset.value, self.split.value)
         self._busy = True
@@ -163,8 +160,6 @@ class ImagePicker(W.VBox):
 
     def select(self, position: int) -> None:
         """Make image ``position`` of the filtered dataset the current image."""
-        from advviz import data
-
         self._leave_upload()
         i = int(self._indices[position])
         x, y = self.data[i]

@@ -9,6 +9,8 @@ from typing import Any
 import ipywidgets as W
 import torch
 
+from advviz import artifacts, defenses
+from advviz.defenses import pix2pix, uddn
 from advviz.widgets import _render as R
 from advviz.widgets._controls import ParamControls
 from advviz.widgets._errors import ErrorArea, guarded
@@ -55,8 +57,6 @@ def purifier_fit(name: str, input_size: tuple[int, int, int]) -> str | None:
     the reason. A learned purifier whose weights are not on this machine is not run (that
     would train it): it fits colour images, and refuses others before loading anything.
     """
-    from advviz import defenses
-
     spec = defenses.get(name)
     rec = _record(name, spec.defaults())
     if rec is not None and not rec["available"] and input_size[0] == 3:
@@ -71,28 +71,21 @@ def purifier_fit(name: str, input_size: tuple[int, int, int]) -> str | None:
 
 
 def _record(name: str, values: dict[str, Any]) -> dict[str, Any] | None:
-    """The training record of a learned purifier for these options, without training anything."""
-    from advviz._paths import find_weights
-
+    """The training record of a learned purifier for these options, without training anything
+    (the artefact store says whether its file is on disk, and which file it is)."""
     config = values.get("config", "full")
     if name in ("cgan", "pix2pix"):
-        wname = f"{name}_{values.get('attack', 'fgsm')}_cifar10" + ("_quick" if config == "quick" else "")
-        loader = "pix2pix"
+        wname = pix2pix.artifact_name(name, values.get("attack", "fgsm"), config)
     elif name in ("uddn", "dae"):
-        wname = f"{name}_resnet20_cifar10" + ("_quick" if config == "quick" else "")
-        loader = "uddn"
+        wname = uddn.artifact_name(name, config)
     else:
         return None
-    if find_weights(f"{wname}.safetensors") is None:
+    if not artifacts.status(wname)["present"]:
         return {"name": wname, "available": False}
-    if loader == "pix2pix":
-        from advviz.defenses.pix2pix import load_purifier
-
-        _, rec = load_purifier(name, attack=values.get("attack", "fgsm"), config=config)
+    if name in ("cgan", "pix2pix"):
+        _, rec = pix2pix.load_purifier(name, attack=values.get("attack", "fgsm"), config=config)
     else:
-        from advviz.defenses.uddn import load_denoiser
-
-        _, rec = load_denoiser(name, config=config)
+        _, rec = uddn.load_denoiser(name, config=config)
     return {**rec, "available": True}
 
 
@@ -114,8 +107,6 @@ class PurifierLab(W.VBox):
     """
 
     def __init__(self, state: ExplorerState, *, purifier: str | None = None, live: bool = True) -> None:
-        from advviz import defenses
-
         self.state = state
         self.errors = ErrorArea()
         self.last_result: dict[str, Any] | None = None
@@ -169,8 +160,6 @@ class PurifierLab(W.VBox):
     # ------------------------------------------------------------------------------------ menu
     def _refresh_menu(self) -> None:
         """Mark the purifiers that cannot take the current model's images (the reason is kept)."""
-        from advviz import defenses
-
         size = tuple(self.state.input_size)
         self.unfit = {}
         for name in defenses.list_purifiers():
@@ -190,8 +179,6 @@ class PurifierLab(W.VBox):
             self._quiet = False
 
     def _build_controls(self) -> None:
-        from advviz import defenses
-
         spec = defenses.get(self.purifier.value)
         self.controls = ParamControls(spec.params, spec.defaults())
         self.controls.observe_all(self._on_change)
@@ -262,8 +249,6 @@ class PurifierLab(W.VBox):
 
         Returns ``None`` (and says why) when there is no image or the purifier does not fit the model.
         """
-        from advviz import defenses
-
         st = self.state
         if st.x is None:
             self._clear()

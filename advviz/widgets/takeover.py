@@ -14,6 +14,7 @@ from typing import Any
 import ipywidgets as W
 import numpy as np
 
+from advviz import explain
 from advviz.widgets import _render as R
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._state import ExplorerState
@@ -65,8 +66,6 @@ class TakeoverView(W.VBox):
 
     def render(self) -> None:
         """Compute the divergence curve and both Grad-CAM maps for the current adversarial image."""
-        from advviz import explain
-
         st = self.state
         if st.x is None or st.x_adv is None:
             return

@@ -18,6 +18,7 @@ from typing import Any
 
 import ipywidgets as W
 import torch
+from matplotlib.figure import Figure
 
 from advviz.defenses import twostream as ts
 from advviz.papers import twostream as paper
@@ -177,8 +178,6 @@ class TwoStreamView(W.VBox):
 
     def simulate(self) -> dict[str, paper.BlacklistResult]:
         """Run Algorithm 2 for each selected attack with the current settings; draw Fig. 5."""
-        from matplotlib.figure import Figure
-
         self.errors.clear()
         st = self.state
         normal = st.verdict("none", self.p1.value, self.p2.value).reject
