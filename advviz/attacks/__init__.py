@@ -18,7 +18,9 @@ from advviz.attacks.one_pixel import one_pixel
 from advviz.attacks.patch import adversarial_patch, lavan
 from advviz.attacks.universal import universal, universal_perturbation
 from advviz.attacks.trajectory import Frame, Trajectory, record
-from advviz.attacks.autoattack import apgd_ce, apgd_dlr, apgd_t, dlr_loss, dlr_loss_targeted, fab, square
+from advviz.attacks.apgd import apgd_ce, apgd_dlr, apgd_t, dlr_loss, dlr_loss_targeted
+from advviz.attacks.fab import fab
+from advviz.attacks.square import square
 
 __all__ = ["AttackSpec", "get", "list_attacks", "register_attack"]
 __all__ += ["fgsm", "bim", "mifgsm", "difgsm", "mdi2fgsm", "pgd", "pgd_l2", "cw_l2", "deepfool", "fast_model", "fast_models"]

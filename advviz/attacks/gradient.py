@@ -28,9 +28,7 @@ Common to every attack here:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -41,21 +39,20 @@ from torch import nn
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
 from advviz.attacks._core import (
+    PRECISION_PARAM,
+    SEED_PARAM,
+    TARGETED_PARAM,
+    attack_forward,
     batch_norm,
-    check_budget,
-    check_images,
-    as_logits,
-    check_labels,
+    check_attack_inputs,
+    check_mask,
+    check_norm_budget,
     generator,
     input_grad,
     loss_ce,
-    model_dtype,
-    model_guard,
     to_input_dtype,
-    warn_if_probabilities,
     working_copy,
 )
-from advviz.attacks._fast import fast_model
 from advviz.attacks.trajectory import current_recorder
 
 __all__ = [
@@ -82,107 +79,14 @@ _EPS = ParamSpec("eps", 8 / 255, low=0.0, high=32 / 255, step=1 / 255, per255=Tr
 _ALPHA = ParamSpec("alpha", 2 / 255, low=0.0, high=16 / 255, step=0.5 / 255, per255=True,
                    help="step size per iteration, on the [0, 1] scale")
 _STEPS = ParamSpec("steps", 10, kind="int", low=1, high=200, step=1, help="number of iterations")
-_TARGETED = ParamSpec("targeted", False, kind="bool", help="y holds target labels; descend their cross-entropy")
-_SEED = ParamSpec("seed", 0, kind="int", low=0, high=2**31 - 1, step=1, help="seed of the random draws")
-_PRECISION = ParamSpec("precision", "fp32", kind="choice", choices=("fp32", "bf16"),
-                       help="fp32 (exact) or bf16 autocast of the model (faster, different rounding)")
 _L2_EPS = ParamSpec("eps", 0.5, low=0.0, high=5.0, step=0.05,
                     help="L2 budget: max per-image L2 norm of the change, on the [0, 1] scale")
 _L2_ALPHA = ParamSpec("alpha", 0.1, low=0.0, high=2.0, step=0.01, help="L2 step size per iteration")
 
 
 # ---------------------------------------------------------------------------------------------
-# validation helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def check_norm_budget(name: str, value: float, norm: str, x: torch.Tensor, *, allow_zero: bool = True) -> float:
-    """Validate a budget for ``norm``: L-inf values above 1 raise (divide by 255); L2 values may exceed
-    1 (an L2 radius of 3 is common on ImageNet) but not ``sqrt(C*H*W)``, the largest distance in the cube."""
-    if norm == "linf":
-        return check_budget(name, value, allow_zero=allow_zero)
-    if norm != "l2":
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    v = check_budget(name, value, allow_zero=allow_zero, scale_255=False)
-    diameter = math.sqrt(x[0].numel())
-    if v > diameter:
-        raise ValueError(f"{name}={value} exceeds {diameter:.4g}, the largest L2 distance between two images "
-                         f"in [0, 1] of shape {tuple(x.shape[1:])}: budgets are on the [0, 1] pixel scale; "
-                         f"did you mean {name}={v / 255:.5f} (divided by 255)?")
-    return v
-
-
-def check_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
-    """Validate a perturbation mask ``(B|1, 1|C, H, W)`` in ``[0, 1]``; returned on ``x``'s device/dtype."""
-    if mask is None:
-        return None
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-    if mask.ndim == 3:
-        mask = mask.unsqueeze(1) if mask.shape[0] == x.shape[0] and x.shape[0] != 1 else mask.unsqueeze(0)
-    b, c, h, w = x.shape
-    if (mask.ndim != 4 or mask.shape[0] not in (1, b) or mask.shape[1] not in (1, c)
-            or tuple(mask.shape[2:]) != (h, w)):
-        raise ValueError(f"mask must have shape (B, 1, H, W) or (B, C, H, W) matching x {tuple(x.shape)}, "
-                         f"got {tuple(mask.shape)}")
-    if not torch.isfinite(mask).all() or float(mask.min()) < 0.0 or float(mask.max()) > 1.0:
-        raise ValueError("mask values must lie in [0, 1]")
-    return mask.detach().to(device=x.device, dtype=x.dtype)
-
-
-def _check_common(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if not callable(model):
-        raise TypeError(f"model must be a callable nn.Module, got {type(model).__name__}")
-    check_images(x)
-    return check_labels(y, x, getattr(model, "num_classes", None))
-
-
-# ---------------------------------------------------------------------------------------------
 # the one-step core
 # ---------------------------------------------------------------------------------------------
-
-
-class _Forward:
-    """The callable :func:`attack_forward` yields: casts the input to the model's dtype, runs the
-    (fast copy of the) model, refuses non-tensor outputs (:func:`~advviz.attacks._core.as_logits`),
-    warns once if the outputs look like probabilities, and returns float32 logits for half models.
-    ``fast`` says whether it runs the fast copy (``False``: the model itself)."""
-
-    def __init__(self, net: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype | None,
-                 precision: str, fast: bool) -> None:
-        self.net, self.dtype, self.precision, self.checked, self.fast = net, dtype, precision, False, fast
-
-    def __call__(self, inp: torch.Tensor) -> torch.Tensor:
-        if self.dtype is not None and inp.dtype != self.dtype:
-            inp = inp.to(self.dtype)
-        if self.precision == "bf16":
-            with torch.autocast(device_type=inp.device.type, dtype=torch.bfloat16):
-                out = as_logits(self.net(inp))
-            out = out.float()
-        else:
-            out = as_logits(self.net(inp))
-        if not self.checked:
-            self.checked = True
-            warn_if_probabilities(out)
-        return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
-
-
-@contextlib.contextmanager
-def attack_forward(model: nn.Module, x: torch.Tensor, precision: str = "fp32"):
-    """Guard ``model`` (eval, frozen, restored afterwards) and yield the callable to differentiate:
-    the cached fast copy (:func:`~advviz.attacks._fast.fast_model`), with bf16 autocast if asked.
-
-    The one place where attacks call the model, so the input contract is enforced here for all:
-    inputs of another dtype than the model's (float64, float16) are cast to it (gradients flow
-    back in the input's dtype); a tuple/dict output raises a ``TypeError`` saying to wrap the
-    model; outputs that look like probabilities warn once per attack call."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    with model_guard(model):
-        dtype = model_dtype(model)
-        probe = x if dtype is None or x.dtype == dtype else x.detach().to(dtype)
-        net = fast_model(model, probe)
-        yield _Forward(net, dtype, precision, fast=net is not model)
 
 
 def input_diversity(x: torch.Tensor, *, prob: float, resize_rate: float, gen: torch.Generator) -> torch.Tensor:
@@ -272,7 +176,7 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
              norm: str, random_start: bool, decay: float, diversity_prob: float, resize_rate: float,
              mask: torch.Tensor | None, targeted: bool, seed: int | None, precision: str) -> torch.Tensor:
     """The shared loop: optional random start, ``steps`` x (gradient [through DI], momentum, step)."""
-    y = _check_common(model, x, y)
+    y = check_attack_inputs(model, x, y)
     eps = check_norm_budget("eps", eps, norm, x)
     alpha = check_norm_budget("alpha", alpha, norm, x)
     steps = int(steps)
@@ -325,7 +229,7 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
 
 
 @register_attack(
-    "fgsm", params=[_EPS, _TARGETED, _SEED],
+    "fgsm", params=[_EPS, TARGETED_PARAM, SEED_PARAM],
     paper="Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015",
     norm="linf", targeted=True, budget="eps", quick={},
     description="Fast Gradient Sign Method: one step of size eps along the sign of the loss gradient")
@@ -356,7 +260,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 /
 @register_attack(
     "bim", params=[_EPS, ParamSpec("alpha", 1 / 255, low=0.0, high=16 / 255, step=0.5 / 255, per255=True,
                                    help="step size per iteration, on the [0, 1] scale"),
-                   _STEPS, _TARGETED, _SEED],
+                   _STEPS, TARGETED_PARAM, SEED_PARAM],
     paper="Kurakin, Goodfellow, Bengio. Adversarial Examples in the Physical World. ICLR Workshop 2017",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Basic Iterative Method (I-FGSM): repeated small FGSM steps clipped to the eps ball")
@@ -392,7 +296,7 @@ _DECAY = ParamSpec("decay", 1.0, low=0.0, high=2.0, step=0.05, help="momentum de
 
 
 @register_attack(
-    "mifgsm", params=[_EPS, _ALPHA, _STEPS, _DECAY, _TARGETED, _SEED],
+    "mifgsm", params=[_EPS, _ALPHA, _STEPS, _DECAY, TARGETED_PARAM, SEED_PARAM],
     paper="Dong et al. Boosting Adversarial Attacks with Momentum. CVPR 2018",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Momentum Iterative FGSM: sign steps along an accumulated L1-normalised gradient")
@@ -435,7 +339,7 @@ _RESIZE = ParamSpec("resize_rate", 0.9, low=0.5, high=1.0, step=0.01,
     "difgsm", params=[_EPS, _ALPHA, _STEPS, _P, _RESIZE,
                       ParamSpec("momentum", 0.0, low=0.0, high=2.0, step=0.05,
                                 help="momentum decay: 0 gives DI²-FGSM, 1.0 gives M-DI²-FGSM"),
-                      _TARGETED, _SEED],
+                      TARGETED_PARAM, SEED_PARAM],
     paper="Xie et al. Improving Transferability of Adversarial Examples with Input Diversity. CVPR 2019",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Diverse-Inputs I-FGSM: gradients through a random resize+pad, applied with probability p")
@@ -478,7 +382,7 @@ def difgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8
 @register_attack(
     "mdi2fgsm", params=[_EPS, _ALPHA, _STEPS, _P, _RESIZE,
                         ParamSpec("momentum", 1.0, low=0.0, high=2.0, step=0.05, help="momentum decay mu"),
-                        _TARGETED, _SEED],
+                        TARGETED_PARAM, SEED_PARAM],
     paper="Xie et al. Improving Transferability of Adversarial Examples with Input Diversity. CVPR 2019",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="M-DI²-FGSM: DI²-FGSM with MI-FGSM's momentum (mu = 1.0)")
@@ -516,7 +420,7 @@ _DEFAULTS = {"linf": (8 / 255, 2 / 255), "l2": (0.5, 0.1)}
 @register_attack(
     "pgd", params=[_EPS, _ALPHA, _STEPS, ParamSpec("random_start", True, kind="bool",
                                                    help="start at a uniformly random point of the eps ball"),
-                   _TARGETED, _SEED, _PRECISION],
+                   TARGETED_PARAM, SEED_PARAM, PRECISION_PARAM],
     paper="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Projected Gradient Descent (L-infinity) from a random start")
@@ -561,7 +465,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm = "lin
 @register_attack(
     "pgd_l2", params=[_L2_EPS, _L2_ALPHA, _STEPS, ParamSpec("random_start", True, kind="bool",
                                                           help="start at a random point of the eps ball"),
-                      _TARGETED, _SEED, _PRECISION],
+                      TARGETED_PARAM, SEED_PARAM, PRECISION_PARAM],
     paper="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018",
     norm="l2", targeted=True, budget="eps", quick={"steps": 3},
     description="Projected Gradient Descent (L2) from a random start")
