@@ -24,6 +24,18 @@ Common to every attack here:
   forward: about 2x faster on recent CPUs, different rounding; an opt-in).
 * The model runs in eval mode on a cached BatchNorm-folded copy (:mod:`advviz.attacks._fast`);
   ``model.training``, ``requires_grad`` and ``.grad`` of its parameters are left as they were.
+* ``best`` (every attack here but FGSM, whose one step leaves nothing to choose from): which
+  iterate to return. ``False`` (the default) returns the last one, the method as its paper
+  defines it. ``True`` returns, per image, the first iterate the model misclassifies (targeted:
+  classifies as ``y``), else the one with the highest loss, among the random start (PGD) and
+  the iterates after each step; the iterates themselves are the same. ``True`` is never weaker
+  on the attacked model and costs one forward pass more (one per step with input diversity).
+  The default stays ``False`` because the last iterate is what the papers' seeded tables, the
+  training pairs that recipes build with PGD/BIM (pix2pix, UDDN, adversarial training: they
+  want the highest-loss point, not the first that crosses the boundary), the transfer attacks
+  (MI-/DI²-FGSM: later iterates transfer better) and :func:`advviz.attacks.record` (the result
+  is the last frame) are defined with. Robustness evaluation (:mod:`advviz.evaluate`, where a
+  point counts as broken if any iterate broke it) passes ``best=True``.
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ from advviz.attacks._core import (
     generator,
     input_grad,
     loss_ce,
+    per_image,
     to_input_dtype,
     working_copy,
 )
@@ -82,6 +95,9 @@ _STEPS = ParamSpec("steps", 10, kind="int", low=1, high=200, step=1, help="numbe
 _L2_EPS = ParamSpec("eps", 0.5, low=0.0, high=5.0, step=0.05,
                     help="L2 budget: max per-image L2 norm of the change, on the [0, 1] scale")
 _L2_ALPHA = ParamSpec("alpha", 0.1, low=0.0, high=2.0, step=0.01, help="L2 step size per iteration")
+_BEST = ParamSpec("best", False, kind="bool",
+                  help="return per image the first iterate that fools the model (else the highest-loss one), "
+                       "not the last")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,10 +188,35 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) 
     return delta * (r / n * eps)
 
 
+class _BestIterate:
+    """``best=True``'s choice among the iterates offered in order: per image, the first one that
+    succeeds (misclassified; targeted: classified as ``y``), else the one with the highest loss."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, targeted: bool,
+                 loss: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.x, self.y, self.targeted, self.loss_fn = x.clone(), y, targeted, loss
+        self.loss = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
+        self.found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+    def offer(self, x_it: torch.Tensor, logits: torch.Tensor) -> None:
+        """Consider the iterate ``x_it`` ``(B, C, H, W)``, whose logits are ``(B, K)``."""
+        pred = logits.argmax(dim=1)
+        success = pred == self.y if self.targeted else pred != self.y
+        loss = self.loss_fn(logits).to(self.loss.dtype)
+        take = ~self.found & (success | (loss > self.loss))
+        self.x = torch.where(per_image(take, x_it), x_it, self.x)
+        self.loss = torch.where(take, loss, self.loss)
+        self.found |= success
+
+
 def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
              norm: str, random_start: bool, decay: float, diversity_prob: float, resize_rate: float,
-             mask: torch.Tensor | None, targeted: bool, seed: int | None, precision: str) -> torch.Tensor:
-    """The shared loop: optional random start, ``steps`` x (gradient [through DI], momentum, step)."""
+             mask: torch.Tensor | None, targeted: bool, seed: int | None, precision: str,
+             best: bool = False) -> torch.Tensor:
+    """The shared loop: optional random start, ``steps`` x (gradient [through DI], momentum, step).
+
+    Returns the last iterate, or with ``best`` the best one (:class:`_BestIterate`) among the
+    random start (if any) and the iterates after each step; the iterates are the same either way."""
     y = check_attack_inputs(model, x, y)
     eps = check_norm_budget("eps", eps, norm, x)
     alpha = check_norm_budget("alpha", alpha, norm, x)
@@ -203,14 +244,20 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
         x_adv = xc.clone()
         delta = None if mask is None else torch.zeros_like(xc)
     momentum = torch.zeros_like(xc) if decay > 0 else None
+    chosen = _BestIterate(xc, y, targeted, loss) if best else None
     recorder = current_recorder()  # None unless advviz.attacks.record() is following this attack
     with attack_forward(model, xc, precision) as net:
         fwd: Callable[[torch.Tensor], torch.Tensor] = net
         if diversity_prob > 0:
             def fwd(inp: torch.Tensor, _net: Callable[[torch.Tensor], torch.Tensor] = net) -> torch.Tensor:
                 return _net(input_diversity(inp, prob=diversity_prob, resize_rate=resize_rate, gen=gen))
-        for _ in range(steps):
-            g, _ = input_grad(fwd, x_adv, loss)
+        for t in range(steps):
+            g, logits = input_grad(fwd, x_adv, loss)
+            if chosen is not None and (t > 0 or random_start):  # x itself is no candidate
+                if diversity_prob > 0:  # those logits are of the transformed input: judge x_adv itself
+                    with torch.no_grad():
+                        logits = net(x_adv)
+                chosen.offer(x_adv, logits)
             if momentum is not None:
                 gm = g if mask is None else mask * g
                 # L1 normalisation (Dong et al. eq. 6) up to the constant 1/(C*H*W), which leaves the
@@ -220,6 +267,10 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
             x_adv, delta = gradient_step(xc, x_adv, g, alpha=alpha, eps=eps, norm=norm, mask=mask, delta=delta)
             if recorder is not None:
                 recorder(x_adv)
+        if chosen is not None:
+            with torch.no_grad():
+                chosen.offer(x_adv, net(x_adv))
+            x_adv = chosen.x
     return to_input_dtype(x_adv, x, eps=eps, norm=norm)
 
 
@@ -260,13 +311,13 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 /
 @register_attack(
     "bim", params=[_EPS, ParamSpec("alpha", 1 / 255, low=0.0, high=16 / 255, step=0.5 / 255, per255=True,
                                    help="step size per iteration, on the [0, 1] scale"),
-                   _STEPS, TARGETED_PARAM, SEED_PARAM],
+                   _STEPS, TARGETED_PARAM, SEED_PARAM, _BEST],
     paper="Kurakin, Goodfellow, Bengio. Adversarial Examples in the Physical World. ICLR Workshop 2017",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Basic Iterative Method (I-FGSM): repeated small FGSM steps clipped to the eps ball")
 def bim(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, alpha: float = 1 / 255,
         steps: int = 10, targeted: bool = False, mask: torch.Tensor | None = None, seed: int | None = 0,
-        precision: str = "fp32") -> torch.Tensor:
+        precision: str = "fp32", best: bool = False) -> torch.Tensor:
     """Basic Iterative Method / I-FGSM (Kurakin et al. 2017, eq. 1), L-infinity.
 
     ``x_0 = x``; ``x_{n+1} = Clip_{x, eps}(x_n + alpha * sign(grad J(x_n, y)))``. The paper uses
@@ -283,26 +334,28 @@ def bim(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 
         mask: optional perturbation mask in [0, 1].
         seed: unused (deterministic); accepted for a uniform interface.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` with ``|x_adv - x| <= eps``.
     """
     return _iterate(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=False, decay=0.0,
                     diversity_prob=0.0, resize_rate=1.0, mask=mask, targeted=targeted, seed=seed,
-                    precision=precision)
+                    precision=precision, best=best)
 
 
 _DECAY = ParamSpec("decay", 1.0, low=0.0, high=2.0, step=0.05, help="momentum decay factor mu")
 
 
 @register_attack(
-    "mifgsm", params=[_EPS, _ALPHA, _STEPS, _DECAY, TARGETED_PARAM, SEED_PARAM],
+    "mifgsm", params=[_EPS, _ALPHA, _STEPS, _DECAY, TARGETED_PARAM, SEED_PARAM, _BEST],
     paper="Dong et al. Boosting Adversarial Attacks with Momentum. CVPR 2018",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Momentum Iterative FGSM: sign steps along an accumulated L1-normalised gradient")
 def mifgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, alpha: float = 2 / 255,
            steps: int = 10, decay: float = 1.0, targeted: bool = False, mask: torch.Tensor | None = None,
-           seed: int | None = 0, precision: str = "fp32") -> torch.Tensor:
+           seed: int | None = 0, precision: str = "fp32", best: bool = False) -> torch.Tensor:
     """Momentum Iterative FGSM (Dong et al., CVPR 2018, Algorithm 1, eqs. 6-7), L-infinity.
 
     ``g_{t+1} = mu * g_t + grad J(x_t) / ||grad J(x_t)||_1``;
@@ -321,13 +374,15 @@ def mifgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8
         mask: optional perturbation mask in [0, 1].
         seed: unused (deterministic); accepted for a uniform interface.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` with ``|x_adv - x| <= eps``.
     """
     return _iterate(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=False,
                     decay=float(decay), diversity_prob=0.0, resize_rate=1.0, mask=mask, targeted=targeted,
-                    seed=seed, precision=precision)
+                    seed=seed, precision=precision, best=best)
 
 
 _P = ParamSpec("p", 0.5, low=0.0, high=1.0, step=0.05, help="probability of the random resize+pad per iteration")
@@ -339,14 +394,14 @@ _RESIZE = ParamSpec("resize_rate", 0.9, low=0.5, high=1.0, step=0.01,
     "difgsm", params=[_EPS, _ALPHA, _STEPS, _P, _RESIZE,
                       ParamSpec("momentum", 0.0, low=0.0, high=2.0, step=0.05,
                                 help="momentum decay: 0 gives DI²-FGSM, 1.0 gives M-DI²-FGSM"),
-                      TARGETED_PARAM, SEED_PARAM],
+                      TARGETED_PARAM, SEED_PARAM, _BEST],
     paper="Xie et al. Improving Transferability of Adversarial Examples with Input Diversity. CVPR 2019",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Diverse-Inputs I-FGSM: gradients through a random resize+pad, applied with probability p")
 def difgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, alpha: float = 2 / 255,
            steps: int = 10, p: float = 0.5, resize_rate: float = 0.9, momentum: float = 0.0,
            targeted: bool = False, mask: torch.Tensor | None = None, seed: int | None = 0,
-           precision: str = "fp32") -> torch.Tensor:
+           precision: str = "fp32", best: bool = False) -> torch.Tensor:
     """DI²-FGSM / M-DI²-FGSM (Xie et al., CVPR 2019, eqs. 4-6), L-infinity.
 
     Each iteration takes the gradient of ``J(T(x_n; p), y)`` where ``T`` resizes the image to a
@@ -370,26 +425,28 @@ def difgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8
         mask: optional perturbation mask in [0, 1].
         seed: seeds the random transforms.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` with ``|x_adv - x| <= eps``.
     """
     return _iterate(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=False,
                     decay=float(momentum), diversity_prob=float(p), resize_rate=float(resize_rate), mask=mask,
-                    targeted=targeted, seed=seed, precision=precision)
+                    targeted=targeted, seed=seed, precision=precision, best=best)
 
 
 @register_attack(
     "mdi2fgsm", params=[_EPS, _ALPHA, _STEPS, _P, _RESIZE,
                         ParamSpec("momentum", 1.0, low=0.0, high=2.0, step=0.05, help="momentum decay mu"),
-                        TARGETED_PARAM, SEED_PARAM],
+                        TARGETED_PARAM, SEED_PARAM, _BEST],
     paper="Xie et al. Improving Transferability of Adversarial Examples with Input Diversity. CVPR 2019",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="M-DI²-FGSM: DI²-FGSM with MI-FGSM's momentum (mu = 1.0)")
 def mdi2fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, alpha: float = 2 / 255,
              steps: int = 10, p: float = 0.5, resize_rate: float = 0.9, momentum: float = 1.0,
              targeted: bool = False, mask: torch.Tensor | None = None, seed: int | None = 0,
-             precision: str = "fp32") -> torch.Tensor:
+             precision: str = "fp32", best: bool = False) -> torch.Tensor:
     """M-DI²-FGSM (Xie et al., CVPR 2019): :func:`difgsm` with ``momentum=1.0`` by default.
 
     Args:
@@ -406,12 +463,14 @@ def mdi2fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float =
         mask: optional perturbation mask in [0, 1].
         seed: seeds the random transforms.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` with ``|x_adv - x| <= eps``.
     """
     return difgsm(model, x, y, eps=eps, alpha=alpha, steps=steps, p=p, resize_rate=resize_rate,
-                  momentum=momentum, targeted=targeted, mask=mask, seed=seed, precision=precision)
+                  momentum=momentum, targeted=targeted, mask=mask, seed=seed, precision=precision, best=best)
 
 
 _DEFAULTS = {"linf": (8 / 255, 2 / 255), "l2": (0.5, 0.1)}
@@ -420,13 +479,14 @@ _DEFAULTS = {"linf": (8 / 255, 2 / 255), "l2": (0.5, 0.1)}
 @register_attack(
     "pgd", params=[_EPS, _ALPHA, _STEPS, ParamSpec("random_start", True, kind="bool",
                                                    help="start at a uniformly random point of the eps ball"),
-                   TARGETED_PARAM, SEED_PARAM, PRECISION_PARAM],
+                   TARGETED_PARAM, SEED_PARAM, _BEST, PRECISION_PARAM],
     paper="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Projected Gradient Descent (L-infinity) from a random start")
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm = "linf", eps: float | None = None,
         alpha: float | None = None, steps: int = 10, random_start: bool = True, targeted: bool = False,
-        mask: torch.Tensor | None = None, seed: int | None = 0, precision: str = "fp32") -> torch.Tensor:
+        mask: torch.Tensor | None = None, seed: int | None = 0, precision: str = "fp32",
+        best: bool = False) -> torch.Tensor:
     """Projected Gradient Descent (Madry et al., ICLR 2018, eq. 2), L-infinity or L2.
 
     ``x_{t+1} = Proj_{B(x, eps) ∩ [0,1]}(x_t + alpha * d(grad J(x_t, y)))`` with ``d`` the sign
@@ -449,6 +509,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm = "lin
         mask: optional perturbation mask in [0, 1].
         seed: seeds the random start.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` within ``eps`` of ``x`` in ``norm``.
@@ -459,19 +521,19 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm = "lin
     alpha = _DEFAULTS[norm][1] if alpha is None else alpha
     return _iterate(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=random_start,
                     decay=0.0, diversity_prob=0.0, resize_rate=1.0, mask=mask, targeted=targeted, seed=seed,
-                    precision=precision)
+                    precision=precision, best=best)
 
 
 @register_attack(
     "pgd_l2", params=[_L2_EPS, _L2_ALPHA, _STEPS, ParamSpec("random_start", True, kind="bool",
                                                           help="start at a random point of the eps ball"),
-                      TARGETED_PARAM, SEED_PARAM, PRECISION_PARAM],
+                      TARGETED_PARAM, SEED_PARAM, _BEST, PRECISION_PARAM],
     paper="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018",
     norm="l2", targeted=True, budget="eps", quick={"steps": 3},
     description="Projected Gradient Descent (L2) from a random start")
 def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.5, alpha: float = 0.1,
            steps: int = 10, random_start: bool = True, targeted: bool = False, mask: torch.Tensor | None = None,
-           seed: int | None = 0, precision: str = "fp32") -> torch.Tensor:
+           seed: int | None = 0, precision: str = "fp32", best: bool = False) -> torch.Tensor:
     """PGD in L2 (Madry et al., ICLR 2018): :func:`pgd` with ``norm="l2"``.
 
     Args:
@@ -486,9 +548,11 @@ def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0
         mask: optional perturbation mask in [0, 1].
         seed: seeds the random start.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` with per-image ``||x_adv - x||_2 <= eps``.
     """
     return pgd(model, x, y, norm="l2", eps=eps, alpha=alpha, steps=steps, random_start=random_start,
-               targeted=targeted, mask=mask, seed=seed, precision=precision)
+               targeted=targeted, mask=mask, seed=seed, precision=precision, best=best)
