@@ -28,14 +28,16 @@ Common to every attack here:
   iterate to return. ``False`` (the default) returns the last one, the method as its paper
   defines it. ``True`` returns, per image, the first iterate the model misclassifies (targeted:
   classifies as ``y``), else the one with the highest loss, among the random start (PGD) and
-  the iterates after each step; the iterates themselves are the same. ``True`` is never weaker
-  on the attacked model and costs one forward pass more (one per step with input diversity).
-  The default stays ``False`` because the last iterate is what the papers' seeded tables, the
-  training pairs that recipes build with PGD/BIM (pix2pix, UDDN, adversarial training: they
-  want the highest-loss point, not the first that crosses the boundary), the transfer attacks
-  (MI-/DI²-FGSM: later iterates transfer better) and :func:`advviz.attacks.record` (the result
-  is the last frame) are defined with. Robustness evaluation (:mod:`advviz.evaluate`, where a
-  point counts as broken if any iterate broke it) passes ``best=True``.
+  the iterates after each step; the iterates themselves are the same. ``True`` never fools fewer
+  points of the attacked model (up to the float rounding of its fast copy) and costs one forward
+  pass more (one per step with input diversity). The default stays ``False`` because the last
+  iterate is what these are defined with by their papers and by what is built on them here:
+  the papers' seeded tables; the training pairs that recipes build with PGD/BIM (pix2pix, UDDN,
+  adversarial training, whose inner maximisation wants the high-loss end point, not the first
+  point past the boundary); the transfer attacks (MI-/DI²-FGSM, whose papers measure the
+  transfer of the last iterate); and :func:`advviz.attacks.record`, whose result is its last
+  frame. Robustness evaluation (:mod:`advviz.evaluate`, where a point counts as broken if any
+  iterate broke it) passes ``best=True``.
 """
 
 from __future__ import annotations
