@@ -1,6 +1,7 @@
-"""AutoAttack's attacks (advviz.attacks.autoattack): exact values of the losses, schedules and
-projections; the contract in L2 too; FAB on a linear model; measured strength on ResNet-20;
-parity with torchattacks' APGD."""
+"""AutoAttack's attacks (advviz.attacks.apgd, .fab, .square): exact values of the losses, schedules
+and projections; the contract in L2 too; FAB on a linear model; measured strength on ResNet-20;
+parity with torchattacks' APGD; Square's p schedule as the reference AutoAttack's, also inside
+the evaluate chain."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 import torch
 
 from advviz import attacks
-from advviz.attacks import autoattack as aa
+from advviz.attacks.apgd import apgd_checkpoints, dlr_loss, dlr_loss_targeted
+from advviz.attacks.fab import project_hyperplane_box
+from advviz.attacks.square import square_p
 from tests.helpers import LinearImageModel, TinyConvNet
 from tests.test_attacks_invariants import assert_contract
 
@@ -25,28 +28,28 @@ NEW = ["apgd_ce", "apgd_dlr", "apgd_t", "square", "fab"]
 def test_dlr_loss_exact_values() -> None:
     z = torch.tensor([[4.0, 1.0, 2.0, 3.0], [4.0, 1.0, 2.0, 3.0]])
     # sorted 4, 3, 2, 1: y=0: -(4 - 3) / (4 - 2); y=1: -(1 - 4) / (4 - 2)
-    torch.testing.assert_close(aa.dlr_loss(z, torch.tensor([0, 1])), torch.tensor([-0.5, 1.5]))
+    torch.testing.assert_close(dlr_loss(z, torch.tensor([0, 1])), torch.tensor([-0.5, 1.5]))
     # targeted, y=0, t=2: -(4 - 2) / (4 - (2 + 1) / 2); y=1, t=0: -(1 - 4) / 2.5
-    torch.testing.assert_close(aa.dlr_loss_targeted(z, torch.tensor([0, 1]), torch.tensor([2, 0])),
+    torch.testing.assert_close(dlr_loss_targeted(z, torch.tensor([0, 1]), torch.tensor([2, 0])),
                                torch.tensor([-0.8, 1.2]))
     # invariant to shifting and (positive) scaling of the logits
     g = torch.Generator().manual_seed(0)
     z = torch.randn(5, 10, generator=g)
     y, t = torch.randint(0, 10, (5,), generator=g), torch.randint(0, 10, (5,), generator=g)
-    torch.testing.assert_close(aa.dlr_loss(3 * z + 7, y), aa.dlr_loss(z, y), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(aa.dlr_loss_targeted(3 * z - 2, y, t), aa.dlr_loss_targeted(z, y, t),
+    torch.testing.assert_close(dlr_loss(3 * z + 7, y), dlr_loss(z, y), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dlr_loss_targeted(3 * z - 2, y, t), dlr_loss_targeted(z, y, t),
                                rtol=1e-5, atol=1e-5)
 
 
 def test_dlr_with_three_classes_uses_the_smallest_logit() -> None:
     z = torch.tensor([[3.0, 2.0, 0.0]])
     # z_pi4 does not exist: z_pi3 = 0 stands in; -(3 - 2) / (3 - 0)
-    torch.testing.assert_close(aa.dlr_loss_targeted(z, torch.tensor([0]), torch.tensor([1])),
+    torch.testing.assert_close(dlr_loss_targeted(z, torch.tensor([0]), torch.tensor([1])),
                                torch.tensor([-1 / 3]))
 
 
 def test_apgd_checkpoints_follow_the_paper_formula() -> None:
-    assert aa.apgd_checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
+    assert apgd_checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
     # the formula in exact rationals: p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), w_j = ceil(p_j N)
     from fractions import Fraction as Fr
 
@@ -55,32 +58,84 @@ def test_apgd_checkpoints_follow_the_paper_formula() -> None:
         p.append(p[-1] + max(p[-1] - p[-2] - Fr(3, 100), Fr(6, 100)))
     for n in (10, 37, 100, 250):
         expected = sorted({math.ceil(q * n) for q in p})
-        assert aa.apgd_checkpoints(n) == expected, n
-    assert aa.apgd_checkpoints(10) == [0, 3, 5, 6, 7, 8, 9, 10]
+        assert apgd_checkpoints(n) == expected, n
+    assert apgd_checkpoints(10) == [0, 3, 5, 6, 7, 8, 9, 10]
 
 
 def test_square_p_schedule() -> None:
-    assert aa.square_p(0, 10000) == 0.8 and aa.square_p(10, 10000) == 0.8
-    assert aa.square_p(11, 10000) == 0.4 and aa.square_p(51, 10000) == 0.2
-    assert aa.square_p(8001, 10000) == 0.8 / 512
-    # rescaled to the budget: iteration 6 of 5,000 is iteration 12 of 10,000
-    assert aa.square_p(5, 5000) == 0.8 and aa.square_p(6, 5000) == 0.4
+    assert square_p(0, 10000) == 0.8 and square_p(10, 10000) == 0.8
+    assert square_p(11, 10000) == 0.4 and square_p(51, 10000) == 0.2
+    assert square_p(8001, 10000) == 0.8 / 512
+    # the rescaled option: iteration 6 of 5,000 is iteration 12 of 10,000
+    assert square_p(5, 5000, schedule="rescaled") == 0.8 and square_p(6, 5000, schedule="rescaled") == 0.4
+    # the reference's (the default) does not rescale: iteration 6 of 5,000 is iteration 6
+    assert square_p(6, 5000) == 0.8 and square_p(11, 5000) == 0.4
+    with pytest.raises(ValueError, match="schedule"):
+        square_p(0, 100, schedule="paper")
+
+
+# the reference AutoAttack's p_selection (fra31/auto-attack, square.py) with resc_schedule=False, as
+# its standard version builds Square: p_init while it <= 10, then halved after each of these iterations
+_PUBLISHED = [(0, 0.8), (10, 0.8), (11, 0.4), (50, 0.4), (51, 0.2), (200, 0.2), (201, 0.1), (500, 0.1),
+              (501, 0.05), (1000, 0.05), (1001, 0.025), (2000, 0.025), (2001, 0.0125), (4000, 0.0125),
+              (4001, 0.00625), (6000, 0.00625), (6001, 0.003125), (8000, 0.003125), (8001, 0.0015625)]
+
+
+@pytest.mark.parametrize("n_queries", [5000, 10000])
+def test_square_p_at_the_published_halving_points(n_queries) -> None:
+    points = [(i, p) for i, p in _PUBLISHED if i < n_queries] + [(n_queries - 2, None)]
+    for i, p in points:
+        want = p if p is not None else [q for j, q in _PUBLISHED if j <= i][-1]
+        assert square_p(i, n_queries) == want, (i, n_queries, square_p(i, n_queries), want)
+        assert square_p(i, n_queries, 0.8, schedule="reference") == want
+    # the last proposal of 5,000 queries uses p_init / 128 (3 x 3 squares on 32 x 32), not / 512
+    assert square_p(4998, 5000) == 0.8 / 128 and square_p(4998, 5000, schedule="rescaled") == 0.8 / 512
+    assert attacks.get("square").defaults()["p_schedule"] == "reference"
+
+
+@pytest.mark.slow
+def test_evaluate_chain_runs_square_on_the_reference_schedule(monkeypatch) -> None:
+    """AutoAttack's standard chain through advviz.evaluate: Square (5,000 queries) reaches the one
+    unbreakable point and draws every p from the reference schedule (measured: 8.6 s, loaded)."""
+    import sys
+
+    from advviz.evaluate import autoattack
+
+    sq = sys.modules["advviz.attacks.square"]  # the attribute advviz.attacks.square is the function
+    seen: dict[int, tuple[int, float]] = {}
+    original = sq.square_p
+
+    def spy(i: int, n_queries: int, *args: object, **kwargs: object) -> float:
+        p = original(i, n_queries, *args, **kwargs)
+        seen[i] = (n_queries, p)
+        return p
+
+    monkeypatch.setattr(sq, "square_p", spy)
+    model = OneUnbreakable()
+    x = torch.ones(1, 3, 8, 8)
+    rep = autoattack(model, x, torch.tensor([0]), eps=0.1, version="standard", checks=False)
+    assert rep.per_sample == [None] and rep.reached["square"] == 1
+    assert sorted(seen) == list(range(4999)) and {n for n, _ in seen.values()} == {5000}
+    for i, p in _PUBLISHED:
+        if i in seen:
+            assert seen[i][1] == p, (i, seen[i][1], p)
+    assert seen[4998][1] == 0.8 / 128
 
 
 def test_hyperplane_box_projection_exact() -> None:
     p = torch.tensor([[0.5, 0.5], [0.95, 0.5], [0.5, 0.5]])
     w = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, -1.0]])
     c = torch.tensor([0.2, 0.2, -0.4])
-    d = aa.project_hyperplane_box(p, w, c, "linf")
+    d = project_hyperplane_box(p, w, c, "linf")
     # free: t = 0.1 each; box: the first coordinate stops at 0.05, the other goes to 0.15;
     # c < 0: move against w
     torch.testing.assert_close(d, torch.tensor([[0.1, 0.1], [0.05, 0.15], [-0.2, 0.2]]), atol=1e-6, rtol=0)
-    d = aa.project_hyperplane_box(torch.tensor([[0.5, 0.5], [0.5, 0.9]]), torch.tensor([[1.0, 2.0], [1.0, 2.0]]),
+    d = project_hyperplane_box(torch.tensor([[0.5, 0.5], [0.5, 0.9]]), torch.tensor([[1.0, 2.0], [1.0, 2.0]]),
                                   torch.tensor([0.5, 0.5]), "l2")
     # free: d = lam * w with 5 lam = 0.5; box: d_2 stops at 0.1, then d_1 = 0.5 - 0.2 = 0.3
     torch.testing.assert_close(d, torch.tensor([[0.1, 0.2], [0.3, 0.1]]), atol=1e-6, rtol=0)
     # out of reach: the box corner furthest along w
-    d = aa.project_hyperplane_box(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 1.0]]), torch.tensor([5.0]), "linf")
+    d = project_hyperplane_box(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 1.0]]), torch.tensor([5.0]), "linf")
     torch.testing.assert_close(d, torch.tensor([[0.5, 0.5]]), atol=1e-6, rtol=0)
 
 

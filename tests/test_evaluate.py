@@ -111,7 +111,7 @@ def test_autoattack_report_bookkeeping(lenet_digits, digits_batch):
         elif s != "clean":
             assert pred[i] != y[i]
     assert rep.config["version"] == "custom" and rep.config["attacks"][1] == {"attack": "pgd", "steps": 10,
-                                                                               "alpha": 0.025}
+                                                                               "alpha": 0.025, "best": True}
     assert rep.flags == []  # a healthy model
 
 
@@ -548,7 +548,9 @@ class GreyImages(torch.utils.data.Dataset):
 
 def test_steps_check_flags_more_steps_doing_worse():
     eps = 0.1
-    pgd2 = ("pgd", {"steps": 2, "alpha": "eps/8", "random_start": False})
+    # the last iterate (best=False): evaluation's default best iterate cannot do worse with more steps,
+    # as the first 2 of 4 steps are the same two steps
+    pgd2 = ("pgd", {"steps": 2, "alpha": "eps/8", "random_start": False, "best": False})
     res = E.robust_accuracy(MoreStepsWorse(eps), GreyImages(), attacks=[pgd2], eps=[eps], progress=False)
     assert res.accuracy("pgd", eps) == 0.0  # the evaluation itself (2 steps) breaks every point
     assert res.config["steps_check"] == {"pgd": {"param": "steps", "steps": 2, "more": 4}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import weakref
 
@@ -207,5 +208,69 @@ def test_disabled_returns_the_model() -> None:
     m = _trained_bn()
     with fast_models(False):
         assert fast_model(m, torch.rand(1, 3, 8, 8)) is m
+        assert not _fast.fast_enabled()
+    assert _fast.fast_enabled()
+
+
+class _Configured(nn.Module):
+    """Keeps a class, a partial and a function as attributes, as torchvision's ResNet and ViT do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._norm_layer = nn.BatchNorm2d
+        self.head_norm = functools.partial(nn.LayerNorm, eps=1e-6)
+        self.act = nn.functional.relu
+        self.settings = {"pool": "mean", "dims": (2, 3)}
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = self._norm_layer(4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.bn(self.conv(x))).mean(dim=self.settings["dims"]))
+
+
+def test_classes_partials_functions_and_dicts_keep_the_fast_copy() -> None:
+    m = _Configured().eval()
+    x = torch.rand(2, 3, 8, 8)
+    net = fast_model(m, x)
+    assert net is not m and fast_model(m, x) is net  # copied (BN folded) and cached
+    k = fingerprint(m)
+    m.head_norm = functools.partial(nn.LayerNorm, eps=1e-5)
+    assert fingerprint(m) != k
+    k = fingerprint(m)
+    m.settings["pool"] = "max"  # a dict changed in place
+    assert fingerprint(m) != k
+    k = fingerprint(m)
+    m.act = torch.tanh
+    assert fingerprint(m) != k
+
+
+def test_attributes_no_key_can_follow_mean_the_model_itself() -> None:
+    m = _trained_bn()
+    x = torch.rand(2, 3, 8, 8)
+    assert fast_model(m, x) is not m
+    for value in (torch.ones(3), object(), [nn.Linear(2, 2)], m.forward):
+        m.extra = value
+        assert fingerprint(m) is None and fast_model(m, x) is m, type(value)
+    del m.extra
+    assert fingerprint(m) is not None and fast_model(m, x) is not m
+
+
+def test_fingerprint_sees_values_the_version_counter_misses() -> None:
+    m = _trained_bn()
+    k = fingerprint(m)
+    m.fc.weight.data.mul_(-1.0)  # no version bump through .data
+    assert fingerprint(m) != k
+    k = fingerprint(m)
+    with torch.no_grad():
+        w = m.fc.weight.detach().clone()
+        m.fc.weight.data.copy_(w.flip(1))  # the same values, permuted
+    assert fingerprint(m) != k
+
+
+def test_switch_nests_and_restores() -> None:
+    with fast_models(False):
+        with fast_models(True):
+            assert _fast.fast_enabled()
         assert not _fast.fast_enabled()
     assert _fast.fast_enabled()

@@ -9,14 +9,16 @@ exactly as they were; randomness is seeded by ``seed=``.
 
 from advviz.attacks._api import AttackSpec, get, list_attacks, register_attack
 from advviz.attacks._fast import fast_model, fast_models
-from advviz.attacks.autoattack import apgd_ce, apgd_dlr, apgd_t, dlr_loss, dlr_loss_targeted, fab, square
+from advviz.attacks.apgd import apgd_ce, apgd_dlr, apgd_t, dlr_loss, dlr_loss_targeted
 from advviz.attacks.cfr import CFRResult, cfr, cfr_attack
 from advviz.attacks.cw import cw_l2
 from advviz.attacks.deepfool import deepfool
+from advviz.attacks.fab import fab
 from advviz.attacks.gradient import bim, difgsm, fgsm, mdi2fgsm, mifgsm, pgd, pgd_l2
 from advviz.attacks.jsma import jsma
 from advviz.attacks.one_pixel import one_pixel
 from advviz.attacks.patch import adversarial_patch, lavan
+from advviz.attacks.square import square
 from advviz.attacks.trajectory import Frame, Trajectory, record
 from advviz.attacks.universal import universal, universal_perturbation
 

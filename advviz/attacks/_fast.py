@@ -25,76 +25,172 @@ on ResNet-20 / CIFAR-10 with PGD-10 on a 2-core CPU).
   check fall back to the model itself (logged at debug level).
 
 The copy is cached per model (a weak reference: the cache never keeps a model alive) and keyed
-by a cheap fingerprint of the model: for every parameter and buffer its name, storage pointer,
-in-place version counter (``tensor._version``, bumped by optimizer steps and ``load_state_dict``),
-shape, dtype and device, plus every module's type, number of hooks and plain (int/float/bool/str
-or tuples of them) attributes except ``training``. Retraining, ``load_state_dict``, ``.to(...)``, swapping a layer or changing a
-temperature attribute therefore rebuild the copy on the next attack.
+by :func:`fingerprint`, which covers everything of the model's own state that the forward pass
+can read:
+
+* for every parameter and buffer: its name, storage pointer, in-place version counter
+  (``tensor._version``, bumped by optimizer steps and ``load_state_dict``), shape, dtype, device
+  and a position-weighted sum of its values (which also sees changes the version counter misses:
+  ``p.data.mul_(2)``, writes through ``p.numpy()``);
+* for every module: its type, number of hooks, and every instance attribute outside
+  ``nn.Module``'s own bookkeeping (``training`` excluded: the copy is the eval-mode function):
+  numbers, strings, ``None``, dtypes, devices, and tuples, lists, dicts and sets of them by
+  value; classes, functions (with their defaults and closures' values) and ``functools.partial``
+  objects by identity.
+
+A model holding anything else in an attribute (a plain tensor that is not a registered buffer,
+a module outside the registered submodules, an arbitrary object, a bound method) is not a plain
+stack of registered parameters and buffers: no copy could be proven current, so attacks use
+the model itself (logged at debug level). Retraining, ``load_state_dict``, ``.to(...)``,
+swapping a layer, changing a temperature attribute or a config dict therefore rebuild the copy
+on the next attack, and nothing else can leave it stale. Class attributes and module globals
+are shared by the copy, so changing them needs no rebuild.
 
 :func:`fast_models` switches the mechanism off (``with fast_models(False): ...``), e.g. to compare
-with a reference implementation bit for bit.
+with a reference implementation bit for bit. The switch is a :class:`contextvars.ContextVar`:
+it holds for the code inside the ``with`` block in that thread (and asyncio task) only, so a
+widget's attack running in another thread is not switched on or off by it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
+import enum
+import functools
 import logging
+import types
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from advviz._modules import model_guard
+from advviz.models import Normalize
 
 __all__ = ["clear_cache", "fast_enabled", "fast_model", "fast_models", "fingerprint", "fold_batchnorm"]
 
 log = logging.getLogger(__name__)
 
-_ENABLED = [True]
+_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("advviz_fast_models", default=True)
 _CHECK_RTOL = 1e-4
 
 
 @contextlib.contextmanager
 def fast_models(enabled: bool = True) -> Iterator[None]:
-    """Context manager enabling (default) or disabling the fast copies inside attacks."""
-    old = _ENABLED[0]
-    _ENABLED[0] = bool(enabled)
+    """Context manager enabling (default) or disabling the fast copies inside attacks, for the
+    code inside the block in this thread (or asyncio task) only: other threads keep their own
+    setting (on, unless they switched it off themselves)."""
+    token = _ENABLED.set(bool(enabled))
     try:
         yield
     finally:
-        _ENABLED[0] = old
+        _ENABLED.reset(token)
 
 
 def fast_enabled() -> bool:
-    """Whether attacks currently use :func:`fast_model`."""
-    return _ENABLED[0]
+    """Whether attacks in this thread (and context) currently use :func:`fast_model`."""
+    return _ENABLED.get()
 
 
-_SCALARS = (int, float, bool, str, type(None))
+class _Unkeyed(Exception):
+    """An attribute whose effect on the forward pass no cheap key can follow."""
 
 
-def _plain_attrs(m: nn.Module) -> tuple[tuple[str, object], ...]:
-    """A module's hyper-parameters: scalar attributes and tuples/lists of scalars (stride, padding ...)."""
+_MODULE_STATE = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping, ``training`` included
+_VALUES = (int, float, complex, bool, str, bytes, type(None), torch.dtype, torch.device, torch.memory_format,
+           enum.Enum)
+_DEPTH = 8
+
+
+def _freeze(v: object, depth: int = 0) -> object:
+    """A comparable key of an attribute's value (see the module docstring); raises :class:`_Unkeyed`."""
+    if depth > _DEPTH:
+        raise _Unkeyed("nested too deep")
+    if isinstance(v, _VALUES):
+        return (type(v), v)
+    if isinstance(v, (tuple, list)):
+        return (type(v), tuple(_freeze(e, depth + 1) for e in v))
+    if isinstance(v, dict):
+        return (type(v), tuple((_freeze(k, depth + 1), _freeze(e, depth + 1)) for k, e in v.items()))
+    if isinstance(v, (set, frozenset)):
+        return (type(v), frozenset(_freeze(e, depth + 1) for e in v))
+    if isinstance(v, type) or isinstance(v, types.BuiltinFunctionType):
+        return v
+    if isinstance(v, types.FunctionType):
+        cells = tuple(_freeze(c.cell_contents, depth + 1) for c in v.__closure__ or ())
+        return (v, _freeze(v.__defaults__, depth + 1), _freeze(v.__kwdefaults__, depth + 1), cells)
+    if isinstance(v, functools.partial):
+        return (functools.partial, _freeze(v.func, depth + 1), _freeze(v.args, depth + 1),
+                _freeze(v.keywords, depth + 1))
+    raise _Unkeyed(f"a {type(v).__name__}")
+
+
+def _attributes(m: nn.Module) -> tuple[tuple[str, object], ...]:
+    """Every instance attribute of ``m`` outside ``nn.Module``'s bookkeeping, frozen (:func:`_freeze`)."""
     out = []
     for k, v in vars(m).items():
-        if k == "training" or k.startswith("_"):
+        if k in _MODULE_STATE:
             continue
-        if isinstance(v, _SCALARS):
-            out.append((k, v))
-        elif isinstance(v, (tuple, list)) and all(isinstance(e, _SCALARS) for e in v):
-            out.append((k, tuple(v)))
+        try:
+            out.append((k, _freeze(v)))
+        except _Unkeyed as exc:
+            raise _Unkeyed(f"{type(m).__name__}.{k} is {exc}") from None
     return tuple(out)
 
 
-def fingerprint(model: nn.Module) -> tuple:
-    """A cheap key that changes whenever the model's weights, buffers, devices or layers change."""
-    tensors = tuple((name, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device)
-                    for name, t in [*model.named_parameters(), *model.named_buffers()])
-    modules = tuple((name, type(m), _plain_attrs(m), _n_hooks(m)) for name, m in model.named_modules())
-    return tensors, modules
+_MIX: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _mix_weights(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``n`` fixed weights in ``[0.5, 1.5)`` that differ from position to position (``i * phi mod 1``)."""
+    w = _MIX.get((device, dtype))
+    if w is None or w.numel() < n:
+        i = torch.arange(max(n, 1024), dtype=torch.float64, device=device)
+        w = ((i * 0.6180339887498949) % 1.0 + 0.5).to(dtype)
+        _MIX[(device, dtype)] = w
+    return w[:n]
+
+
+def _content(tensors: list[torch.Tensor]) -> tuple[float, ...]:
+    """Per tensor, ``sum_i w_i t_i`` with :func:`_mix_weights`: changes with any value, even where
+    the version counter does not (``.data``, numpy views), and with a permutation of the values."""
+    if not tensors:
+        return ()
+    try:
+        with torch.no_grad():
+            sums = []
+            for t in tensors:
+                f = t.detach().reshape(-1)
+                if f.is_complex():
+                    f = torch.view_as_real(f).reshape(-1)
+                if not f.is_floating_point():
+                    f = f.double()
+                elif f.dtype in (torch.float16, torch.bfloat16):
+                    f = f.float()
+                sums.append(torch.dot(f, _mix_weights(f.numel(), f.device, f.dtype)).double())
+            return tuple(torch.stack(sums).cpu().tolist())
+    except RuntimeError as exc:  # sparse, meta or otherwise unreadable tensors
+        raise _Unkeyed(f"a tensor whose values cannot be read ({exc})") from None
+
+
+def fingerprint(model: nn.Module) -> tuple | None:
+    """A key that changes whenever anything of the model that its forward pass can read changes
+    (the module docstring lists what it covers); ``None`` when the model holds something no key
+    can follow (a plain tensor attribute, an arbitrary object): then no copy of it is cached."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    tensors = tuple((name, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device) for name, t in named)
+    try:
+        modules = tuple((name, type(m), _attributes(m), _n_hooks(m)) for name, m in model.named_modules())
+        values = _content([t for _, t in named])
+    except _Unkeyed as exc:
+        log.debug("%s cannot be keyed (%s); attacks use it directly", type(model).__name__, exc)
+        return None
+    return tensors, values, modules
 
 
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -112,8 +208,6 @@ class _Tracer(torch.fx.Tracer):
     """fx tracer keeping advviz's ``Normalize`` (it inspects shapes) as a leaf module."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        from advviz.models import Normalize
-
         return isinstance(m, Normalize) or super().is_leaf_module(m, module_qualified_name)
 
 
@@ -160,8 +254,6 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
         p.requires_grad_(False)
         p.grad = None
     pairs = _foldable_pairs(net)
-    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
-
     for layer_name, bn_name in pairs:
         layer, bn = net.get_submodule(layer_name), net.get_submodule(bn_name)
         fused = fuse_linear_bn_eval(layer, bn) if isinstance(layer, nn.Linear) else fuse_conv_bn_eval(layer, bn)
@@ -246,9 +338,12 @@ def fast_model(model: nn.Module, x: torch.Tensor | None = None) -> Callable[[tor
         A callable mapping ``(B, C, H, W)`` in [0, 1] to logits, equal to ``model.eval()(x)``
         within float rounding.
     """
-    if not _ENABLED[0] or not isinstance(model, nn.Module):
+    if not _ENABLED.get() or not isinstance(model, nn.Module):
         return model
     key = fingerprint(model)
+    if key is None:
+        _CACHE.pop(model, None)
+        return model
     entry = _CACHE.get(model)
     if entry is None or entry.key != key:
         net: nn.Module | None = None

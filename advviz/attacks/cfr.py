@@ -62,6 +62,7 @@ from torch import nn
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
 from advviz.attacks._core import (
+    attack_forward,
     batch_norm,
     check_images,
     check_labels,
@@ -70,7 +71,6 @@ from advviz.attacks._core import (
     to_input_dtype,
     working_copy,
 )
-from advviz.attacks.gradient import attack_forward
 from advviz.attacks.trajectory import current_recorder
 
 __all__ = ["cfr", "cfr_attack", "CFRResult"]

@@ -11,15 +11,14 @@ from torch import nn
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
 from advviz.attacks._core import (
-    check_images,
-    check_labels,
+    attack_forward,
+    check_attack_inputs,
     logit_margin,
     model_guard,
     model_logits,
     to_input_dtype,
     working_copy,
 )
-from advviz.attacks.gradient import attack_forward
 
 __all__ = ["cw_l2", "cw_margin"]
 
@@ -88,8 +87,7 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0,
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]``, detached, same dtype/device as ``x``.
     """
-    check_images(x)
-    y = check_labels(y, x, getattr(model, "num_classes", None))
+    y = check_attack_inputs(model, x, y)
     c = float(c)
     if not c > 0 or math.isinf(c):
         raise ValueError(f"c must be a positive finite number, got {c}")

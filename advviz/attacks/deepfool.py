@@ -10,15 +10,14 @@ from torch import nn
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
 from advviz.attacks._core import (
-    check_images,
-    check_labels,
+    attack_forward,
+    check_attack_inputs,
     logit_margin,
     model_guard,
     model_logits,
     to_input_dtype,
     working_copy,
 )
-from advviz.attacks.gradient import attack_forward
 
 __all__ = ["deepfool"]
 
@@ -87,8 +86,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int =
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]``, detached, same dtype/device as ``x``.
     """
-    check_images(x)
-    y = check_labels(y, x, getattr(model, "num_classes", None))
+    y = check_attack_inputs(model, x, y)
     steps, nb_candidate = int(steps), int(nb_candidate)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

@@ -24,13 +24,25 @@ Common to every attack here:
   forward: about 2x faster on recent CPUs, different rounding; an opt-in).
 * The model runs in eval mode on a cached BatchNorm-folded copy (:mod:`advviz.attacks._fast`);
   ``model.training``, ``requires_grad`` and ``.grad`` of its parameters are left as they were.
+* ``best`` (every attack here but FGSM, whose one step leaves nothing to choose from): which
+  iterate to return. ``False`` (the default) returns the last one, the method as its paper
+  defines it. ``True`` returns, per image, the first iterate the model misclassifies (targeted:
+  classifies as ``y``), else the one with the highest loss, among the random start (PGD) and
+  the iterates after each step; the iterates themselves are the same. ``True`` never fools fewer
+  points of the attacked model (up to the float rounding of its fast copy) and costs one forward
+  pass more (one per step with input diversity). The default stays ``False`` because the last
+  iterate is what these are defined with by their papers and by what is built on them here:
+  the papers' seeded tables; the training pairs that recipes build with PGD/BIM (pix2pix, UDDN,
+  adversarial training, whose inner maximisation wants the high-loss end point, not the first
+  point past the boundary); the transfer attacks (MI-/DI²-FGSM, whose papers measure the
+  transfer of the last iterate); and :func:`advviz.attacks.record`, whose result is its last
+  frame. Robustness evaluation (:mod:`advviz.evaluate`, where a point counts as broken if any
+  iterate broke it) passes ``best=True``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -41,21 +53,21 @@ from torch import nn
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
 from advviz.attacks._core import (
-    as_logits,
+    PRECISION_PARAM,
+    SEED_PARAM,
+    TARGETED_PARAM,
+    attack_forward,
     batch_norm,
-    check_budget,
-    check_images,
-    check_labels,
+    check_attack_inputs,
+    check_mask,
+    check_norm_budget,
     generator,
     input_grad,
     loss_ce,
-    model_dtype,
-    model_guard,
+    per_image,
     to_input_dtype,
-    warn_if_probabilities,
     working_copy,
 )
-from advviz.attacks._fast import fast_model
 from advviz.attacks.trajectory import current_recorder
 
 __all__ = [
@@ -82,107 +94,17 @@ _EPS = ParamSpec("eps", 8 / 255, low=0.0, high=32 / 255, step=1 / 255, per255=Tr
 _ALPHA = ParamSpec("alpha", 2 / 255, low=0.0, high=16 / 255, step=0.5 / 255, per255=True,
                    help="step size per iteration, on the [0, 1] scale")
 _STEPS = ParamSpec("steps", 10, kind="int", low=1, high=200, step=1, help="number of iterations")
-_TARGETED = ParamSpec("targeted", False, kind="bool", help="y holds target labels; descend their cross-entropy")
-_SEED = ParamSpec("seed", 0, kind="int", low=0, high=2**31 - 1, step=1, help="seed of the random draws")
-_PRECISION = ParamSpec("precision", "fp32", kind="choice", choices=("fp32", "bf16"),
-                       help="fp32 (exact) or bf16 autocast of the model (faster, different rounding)")
 _L2_EPS = ParamSpec("eps", 0.5, low=0.0, high=5.0, step=0.05,
                     help="L2 budget: max per-image L2 norm of the change, on the [0, 1] scale")
 _L2_ALPHA = ParamSpec("alpha", 0.1, low=0.0, high=2.0, step=0.01, help="L2 step size per iteration")
-
-
-# ---------------------------------------------------------------------------------------------
-# validation helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def check_norm_budget(name: str, value: float, norm: str, x: torch.Tensor, *, allow_zero: bool = True) -> float:
-    """Validate a budget for ``norm``: L-inf values above 1 raise (divide by 255); L2 values may exceed
-    1 (an L2 radius of 3 is common on ImageNet) but not ``sqrt(C*H*W)``, the largest distance in the cube."""
-    if norm == "linf":
-        return check_budget(name, value, allow_zero=allow_zero)
-    if norm != "l2":
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    v = check_budget(name, value, allow_zero=allow_zero, scale_255=False)
-    diameter = math.sqrt(x[0].numel())
-    if v > diameter:
-        raise ValueError(f"{name}={value} exceeds {diameter:.4g}, the largest L2 distance between two images "
-                         f"in [0, 1] of shape {tuple(x.shape[1:])}: budgets are on the [0, 1] pixel scale; "
-                         f"did you mean {name}={v / 255:.5f} (divided by 255)?")
-    return v
-
-
-def check_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
-    """Validate a perturbation mask ``(B|1, 1|C, H, W)`` in ``[0, 1]``; returned on ``x``'s device/dtype."""
-    if mask is None:
-        return None
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-    if mask.ndim == 3:
-        mask = mask.unsqueeze(1) if mask.shape[0] == x.shape[0] and x.shape[0] != 1 else mask.unsqueeze(0)
-    b, c, h, w = x.shape
-    if (mask.ndim != 4 or mask.shape[0] not in (1, b) or mask.shape[1] not in (1, c)
-            or tuple(mask.shape[2:]) != (h, w)):
-        raise ValueError(f"mask must have shape (B, 1, H, W) or (B, C, H, W) matching x {tuple(x.shape)}, "
-                         f"got {tuple(mask.shape)}")
-    if not torch.isfinite(mask).all() or float(mask.min()) < 0.0 or float(mask.max()) > 1.0:
-        raise ValueError("mask values must lie in [0, 1]")
-    return mask.detach().to(device=x.device, dtype=x.dtype)
-
-
-def _check_common(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if not callable(model):
-        raise TypeError(f"model must be a callable nn.Module, got {type(model).__name__}")
-    check_images(x)
-    return check_labels(y, x, getattr(model, "num_classes", None))
+_BEST = ParamSpec("best", False, kind="bool",
+                  help="return per image the first iterate that fools the model (else the highest-loss one), "
+                       "not the last")
 
 
 # ---------------------------------------------------------------------------------------------
 # the one-step core
 # ---------------------------------------------------------------------------------------------
-
-
-class _Forward:
-    """The callable :func:`attack_forward` yields: casts the input to the model's dtype, runs the
-    (fast copy of the) model, refuses non-tensor outputs (:func:`~advviz.attacks._core.as_logits`),
-    warns once if the outputs look like probabilities, and returns float32 logits for half models.
-    ``fast`` says whether it runs the fast copy (``False``: the model itself)."""
-
-    def __init__(self, net: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype | None,
-                 precision: str, fast: bool) -> None:
-        self.net, self.dtype, self.precision, self.checked, self.fast = net, dtype, precision, False, fast
-
-    def __call__(self, inp: torch.Tensor) -> torch.Tensor:
-        if self.dtype is not None and inp.dtype != self.dtype:
-            inp = inp.to(self.dtype)
-        if self.precision == "bf16":
-            with torch.autocast(device_type=inp.device.type, dtype=torch.bfloat16):
-                out = as_logits(self.net(inp))
-            out = out.float()
-        else:
-            out = as_logits(self.net(inp))
-        if not self.checked:
-            self.checked = True
-            warn_if_probabilities(out)
-        return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
-
-
-@contextlib.contextmanager
-def attack_forward(model: nn.Module, x: torch.Tensor, precision: str = "fp32"):
-    """Guard ``model`` (eval, frozen, restored afterwards) and yield the callable to differentiate:
-    the cached fast copy (:func:`~advviz.attacks._fast.fast_model`), with bf16 autocast if asked.
-
-    The one place where attacks call the model, so the input contract is enforced here for all:
-    inputs of another dtype than the model's (float64, float16) are cast to it (gradients flow
-    back in the input's dtype); a tuple/dict output raises a ``TypeError`` saying to wrap the
-    model; outputs that look like probabilities warn once per attack call."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    with model_guard(model):
-        dtype = model_dtype(model)
-        probe = x if dtype is None or x.dtype == dtype else x.detach().to(dtype)
-        net = fast_model(model, probe)
-        yield _Forward(net, dtype, precision, fast=net is not model)
 
 
 def input_diversity(x: torch.Tensor, *, prob: float, resize_rate: float, gen: torch.Generator) -> torch.Tensor:
@@ -268,11 +190,36 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) 
     return delta * (r / n * eps)
 
 
+class _BestIterate:
+    """``best=True``'s choice among the iterates offered in order: per image, the first one that
+    succeeds (misclassified; targeted: classified as ``y``), else the one with the highest loss."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, targeted: bool,
+                 loss: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.x, self.y, self.targeted, self.loss_fn = x.clone(), y, targeted, loss
+        self.loss = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
+        self.found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+    def offer(self, x_it: torch.Tensor, logits: torch.Tensor) -> None:
+        """Consider the iterate ``x_it`` ``(B, C, H, W)``, whose logits are ``(B, K)``."""
+        pred = logits.argmax(dim=1)
+        success = pred == self.y if self.targeted else pred != self.y
+        loss = self.loss_fn(logits).to(self.loss.dtype)
+        take = ~self.found & (success | (loss > self.loss))
+        self.x = torch.where(per_image(take, x_it), x_it, self.x)
+        self.loss = torch.where(take, loss, self.loss)
+        self.found |= success
+
+
 def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
              norm: str, random_start: bool, decay: float, diversity_prob: float, resize_rate: float,
-             mask: torch.Tensor | None, targeted: bool, seed: int | None, precision: str) -> torch.Tensor:
-    """The shared loop: optional random start, ``steps`` x (gradient [through DI], momentum, step)."""
-    y = _check_common(model, x, y)
+             mask: torch.Tensor | None, targeted: bool, seed: int | None, precision: str,
+             best: bool = False) -> torch.Tensor:
+    """The shared loop: optional random start, ``steps`` x (gradient [through DI], momentum, step).
+
+    Returns the last iterate, or with ``best`` the best one (:class:`_BestIterate`) among the
+    random start (if any) and the iterates after each step; the iterates are the same either way."""
+    y = check_attack_inputs(model, x, y)
     eps = check_norm_budget("eps", eps, norm, x)
     alpha = check_norm_budget("alpha", alpha, norm, x)
     steps = int(steps)
@@ -299,14 +246,20 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
         x_adv = xc.clone()
         delta = None if mask is None else torch.zeros_like(xc)
     momentum = torch.zeros_like(xc) if decay > 0 else None
+    chosen = _BestIterate(xc, y, targeted, loss) if best else None
     recorder = current_recorder()  # None unless advviz.attacks.record() is following this attack
     with attack_forward(model, xc, precision) as net:
         fwd: Callable[[torch.Tensor], torch.Tensor] = net
         if diversity_prob > 0:
             def fwd(inp: torch.Tensor, _net: Callable[[torch.Tensor], torch.Tensor] = net) -> torch.Tensor:
                 return _net(input_diversity(inp, prob=diversity_prob, resize_rate=resize_rate, gen=gen))
-        for _ in range(steps):
-            g, _ = input_grad(fwd, x_adv, loss)
+        for t in range(steps):
+            g, logits = input_grad(fwd, x_adv, loss)
+            if chosen is not None and (t > 0 or random_start):  # x itself is no candidate
+                if diversity_prob > 0:  # those logits are of the transformed input: judge x_adv itself
+                    with torch.no_grad():
+                        logits = net(x_adv)
+                chosen.offer(x_adv, logits)
             if momentum is not None:
                 gm = g if mask is None else mask * g
                 # L1 normalisation (Dong et al. eq. 6) up to the constant 1/(C*H*W), which leaves the
@@ -316,6 +269,10 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
             x_adv, delta = gradient_step(xc, x_adv, g, alpha=alpha, eps=eps, norm=norm, mask=mask, delta=delta)
             if recorder is not None:
                 recorder(x_adv)
+        if chosen is not None:
+            with torch.no_grad():
+                chosen.offer(x_adv, net(x_adv))
+            x_adv = chosen.x
     return to_input_dtype(x_adv, x, eps=eps, norm=norm)
 
 
@@ -325,7 +282,7 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
 
 
 @register_attack(
-    "fgsm", params=[_EPS, _TARGETED, _SEED],
+    "fgsm", params=[_EPS, TARGETED_PARAM, SEED_PARAM],
     paper="Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015",
     norm="linf", targeted=True, budget="eps", quick={},
     description="Fast Gradient Sign Method: one step of size eps along the sign of the loss gradient")
@@ -356,13 +313,13 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 /
 @register_attack(
     "bim", params=[_EPS, ParamSpec("alpha", 1 / 255, low=0.0, high=16 / 255, step=0.5 / 255, per255=True,
                                    help="step size per iteration, on the [0, 1] scale"),
-                   _STEPS, _TARGETED, _SEED],
+                   _STEPS, TARGETED_PARAM, SEED_PARAM, _BEST],
     paper="Kurakin, Goodfellow, Bengio. Adversarial Examples in the Physical World. ICLR Workshop 2017",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Basic Iterative Method (I-FGSM): repeated small FGSM steps clipped to the eps ball")
 def bim(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, alpha: float = 1 / 255,
         steps: int = 10, targeted: bool = False, mask: torch.Tensor | None = None, seed: int | None = 0,
-        precision: str = "fp32") -> torch.Tensor:
+        precision: str = "fp32", best: bool = False) -> torch.Tensor:
     """Basic Iterative Method / I-FGSM (Kurakin et al. 2017, eq. 1), L-infinity.
 
     ``x_0 = x``; ``x_{n+1} = Clip_{x, eps}(x_n + alpha * sign(grad J(x_n, y)))``. The paper uses
@@ -379,26 +336,28 @@ def bim(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 
         mask: optional perturbation mask in [0, 1].
         seed: unused (deterministic); accepted for a uniform interface.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` with ``|x_adv - x| <= eps``.
     """
     return _iterate(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=False, decay=0.0,
                     diversity_prob=0.0, resize_rate=1.0, mask=mask, targeted=targeted, seed=seed,
-                    precision=precision)
+                    precision=precision, best=best)
 
 
 _DECAY = ParamSpec("decay", 1.0, low=0.0, high=2.0, step=0.05, help="momentum decay factor mu")
 
 
 @register_attack(
-    "mifgsm", params=[_EPS, _ALPHA, _STEPS, _DECAY, _TARGETED, _SEED],
+    "mifgsm", params=[_EPS, _ALPHA, _STEPS, _DECAY, TARGETED_PARAM, SEED_PARAM, _BEST],
     paper="Dong et al. Boosting Adversarial Attacks with Momentum. CVPR 2018",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Momentum Iterative FGSM: sign steps along an accumulated L1-normalised gradient")
 def mifgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, alpha: float = 2 / 255,
            steps: int = 10, decay: float = 1.0, targeted: bool = False, mask: torch.Tensor | None = None,
-           seed: int | None = 0, precision: str = "fp32") -> torch.Tensor:
+           seed: int | None = 0, precision: str = "fp32", best: bool = False) -> torch.Tensor:
     """Momentum Iterative FGSM (Dong et al., CVPR 2018, Algorithm 1, eqs. 6-7), L-infinity.
 
     ``g_{t+1} = mu * g_t + grad J(x_t) / ||grad J(x_t)||_1``;
@@ -417,13 +376,15 @@ def mifgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8
         mask: optional perturbation mask in [0, 1].
         seed: unused (deterministic); accepted for a uniform interface.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` with ``|x_adv - x| <= eps``.
     """
     return _iterate(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=False,
                     decay=float(decay), diversity_prob=0.0, resize_rate=1.0, mask=mask, targeted=targeted,
-                    seed=seed, precision=precision)
+                    seed=seed, precision=precision, best=best)
 
 
 _P = ParamSpec("p", 0.5, low=0.0, high=1.0, step=0.05, help="probability of the random resize+pad per iteration")
@@ -435,14 +396,14 @@ _RESIZE = ParamSpec("resize_rate", 0.9, low=0.5, high=1.0, step=0.01,
     "difgsm", params=[_EPS, _ALPHA, _STEPS, _P, _RESIZE,
                       ParamSpec("momentum", 0.0, low=0.0, high=2.0, step=0.05,
                                 help="momentum decay: 0 gives DI²-FGSM, 1.0 gives M-DI²-FGSM"),
-                      _TARGETED, _SEED],
+                      TARGETED_PARAM, SEED_PARAM, _BEST],
     paper="Xie et al. Improving Transferability of Adversarial Examples with Input Diversity. CVPR 2019",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Diverse-Inputs I-FGSM: gradients through a random resize+pad, applied with probability p")
 def difgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, alpha: float = 2 / 255,
            steps: int = 10, p: float = 0.5, resize_rate: float = 0.9, momentum: float = 0.0,
            targeted: bool = False, mask: torch.Tensor | None = None, seed: int | None = 0,
-           precision: str = "fp32") -> torch.Tensor:
+           precision: str = "fp32", best: bool = False) -> torch.Tensor:
     """DI²-FGSM / M-DI²-FGSM (Xie et al., CVPR 2019, eqs. 4-6), L-infinity.
 
     Each iteration takes the gradient of ``J(T(x_n; p), y)`` where ``T`` resizes the image to a
@@ -466,26 +427,28 @@ def difgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8
         mask: optional perturbation mask in [0, 1].
         seed: seeds the random transforms.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` with ``|x_adv - x| <= eps``.
     """
     return _iterate(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=False,
                     decay=float(momentum), diversity_prob=float(p), resize_rate=float(resize_rate), mask=mask,
-                    targeted=targeted, seed=seed, precision=precision)
+                    targeted=targeted, seed=seed, precision=precision, best=best)
 
 
 @register_attack(
     "mdi2fgsm", params=[_EPS, _ALPHA, _STEPS, _P, _RESIZE,
                         ParamSpec("momentum", 1.0, low=0.0, high=2.0, step=0.05, help="momentum decay mu"),
-                        _TARGETED, _SEED],
+                        TARGETED_PARAM, SEED_PARAM, _BEST],
     paper="Xie et al. Improving Transferability of Adversarial Examples with Input Diversity. CVPR 2019",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="M-DI²-FGSM: DI²-FGSM with MI-FGSM's momentum (mu = 1.0)")
 def mdi2fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, alpha: float = 2 / 255,
              steps: int = 10, p: float = 0.5, resize_rate: float = 0.9, momentum: float = 1.0,
              targeted: bool = False, mask: torch.Tensor | None = None, seed: int | None = 0,
-             precision: str = "fp32") -> torch.Tensor:
+             precision: str = "fp32", best: bool = False) -> torch.Tensor:
     """M-DI²-FGSM (Xie et al., CVPR 2019): :func:`difgsm` with ``momentum=1.0`` by default.
 
     Args:
@@ -502,12 +465,14 @@ def mdi2fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float =
         mask: optional perturbation mask in [0, 1].
         seed: seeds the random transforms.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` with ``|x_adv - x| <= eps``.
     """
     return difgsm(model, x, y, eps=eps, alpha=alpha, steps=steps, p=p, resize_rate=resize_rate,
-                  momentum=momentum, targeted=targeted, mask=mask, seed=seed, precision=precision)
+                  momentum=momentum, targeted=targeted, mask=mask, seed=seed, precision=precision, best=best)
 
 
 _DEFAULTS = {"linf": (8 / 255, 2 / 255), "l2": (0.5, 0.1)}
@@ -516,13 +481,14 @@ _DEFAULTS = {"linf": (8 / 255, 2 / 255), "l2": (0.5, 0.1)}
 @register_attack(
     "pgd", params=[_EPS, _ALPHA, _STEPS, ParamSpec("random_start", True, kind="bool",
                                                    help="start at a uniformly random point of the eps ball"),
-                   _TARGETED, _SEED, _PRECISION],
+                   TARGETED_PARAM, SEED_PARAM, _BEST, PRECISION_PARAM],
     paper="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Projected Gradient Descent (L-infinity) from a random start")
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm = "linf", eps: float | None = None,
         alpha: float | None = None, steps: int = 10, random_start: bool = True, targeted: bool = False,
-        mask: torch.Tensor | None = None, seed: int | None = 0, precision: str = "fp32") -> torch.Tensor:
+        mask: torch.Tensor | None = None, seed: int | None = 0, precision: str = "fp32",
+        best: bool = False) -> torch.Tensor:
     """Projected Gradient Descent (Madry et al., ICLR 2018, eq. 2), L-infinity or L2.
 
     ``x_{t+1} = Proj_{B(x, eps) ∩ [0,1]}(x_t + alpha * d(grad J(x_t, y)))`` with ``d`` the sign
@@ -545,6 +511,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm = "lin
         mask: optional perturbation mask in [0, 1].
         seed: seeds the random start.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` within ``eps`` of ``x`` in ``norm``.
@@ -555,19 +523,19 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm = "lin
     alpha = _DEFAULTS[norm][1] if alpha is None else alpha
     return _iterate(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=random_start,
                     decay=0.0, diversity_prob=0.0, resize_rate=1.0, mask=mask, targeted=targeted, seed=seed,
-                    precision=precision)
+                    precision=precision, best=best)
 
 
 @register_attack(
     "pgd_l2", params=[_L2_EPS, _L2_ALPHA, _STEPS, ParamSpec("random_start", True, kind="bool",
                                                           help="start at a random point of the eps ball"),
-                      _TARGETED, _SEED, _PRECISION],
+                      TARGETED_PARAM, SEED_PARAM, _BEST, PRECISION_PARAM],
     paper="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018",
     norm="l2", targeted=True, budget="eps", quick={"steps": 3},
     description="Projected Gradient Descent (L2) from a random start")
 def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.5, alpha: float = 0.1,
            steps: int = 10, random_start: bool = True, targeted: bool = False, mask: torch.Tensor | None = None,
-           seed: int | None = 0, precision: str = "fp32") -> torch.Tensor:
+           seed: int | None = 0, precision: str = "fp32", best: bool = False) -> torch.Tensor:
     """PGD in L2 (Madry et al., ICLR 2018): :func:`pgd` with ``norm="l2"``.
 
     Args:
@@ -582,9 +550,11 @@ def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0
         mask: optional perturbation mask in [0, 1].
         seed: seeds the random start.
         precision: ``"fp32"`` or ``"bf16"``.
+        best: return, per image, the first iterate that succeeds, else the highest-loss one
+            (default ``False``: the last iterate; the module docstring says why).
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in ``[0, 1]`` with per-image ``||x_adv - x||_2 <= eps``.
     """
     return pgd(model, x, y, norm="l2", eps=eps, alpha=alpha, steps=steps, random_start=random_start,
-               targeted=targeted, mask=mask, seed=seed, precision=precision)
+               targeted=targeted, mask=mask, seed=seed, precision=precision, best=best)

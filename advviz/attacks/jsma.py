@@ -14,8 +14,7 @@ from torch import nn
 
 from advviz._registry import ParamSpec, check_params
 from advviz.attacks._api import register_attack
-from advviz.attacks._core import check_images, check_labels, to_input_dtype, working_copy
-from advviz.attacks.gradient import attack_forward
+from advviz.attacks._core import attack_forward, check_images, check_labels, to_input_dtype, working_copy
 
 __all__ = ["jsma"]
 

@@ -14,6 +14,7 @@ from torch import nn
 from advviz._registry import ParamSpec, check_params
 from advviz.attacks._api import register_attack
 from advviz.attacks._core import (
+    attack_forward,
     check_budget,
     check_images,
     check_labels,
@@ -21,7 +22,6 @@ from advviz.attacks._core import (
     to_input_dtype,
     working_copy,
 )
-from advviz.attacks.gradient import attack_forward
 
 __all__ = ["universal", "universal_perturbation"]
 

@@ -165,7 +165,8 @@ def _plan(version: str, attacks: Sequence[str | tuple[str, Mapping[str, Any]]] |
 
 
 def _resolve_params(name: str, fn: Any, canonical: Mapping[str, Any], norm: str) -> dict[str, Any]:
-    """Map canonical parameters to the names ``fn`` takes; ``norm`` where it takes one."""
+    """Map canonical parameters to the names ``fn`` takes; ``norm`` where it takes one; ``best=True``
+    (return the best iterate, not the last) where it takes one and the caller did not choose."""
     sig = inspect.signature(fn).parameters
     out: dict[str, Any] = {}
     for key, value in canonical.items():
@@ -177,6 +178,8 @@ def _resolve_params(name: str, fn: Any, canonical: Mapping[str, Any], norm: str)
                 continue
             hit = key  # a user-given parameter: passed as is (a typo raises in the attack)
         out[hit] = value
+    if "best" in sig and "best" not in out:
+        out["best"] = True  # the best iterate: a point is broken if any iterate broke it (attacks.gradient)
     if "norm" in sig:
         out["norm"] = norm
     return out
