@@ -106,11 +106,11 @@ def uddn_run_with_stand_ins(monkeypatch, **run_kw):
     D = importlib.import_module("advviz.defenses.distillation")
     torch.manual_seed(0)
     nets = {k: (U.UDDN(3, 4) if k != "dae" else U.dae_network(3, 4)).eval() for k in ("uddn", "dae", "pgd")}
-    monkeypatch.setattr(U, "load_denoiser", lambda kind, **_k: (nets[kind], {"name": kind, "guidance": kind}))
+    monkeypatch.setattr(P, "load_denoiser", lambda kind, **_k: (nets[kind], {"name": kind, "guidance": kind}))
     stand_in = models.create("resnet20").eval()
     monkeypatch.setattr(protected, "resnet20", lambda *_a, **_k: (stand_in, {"name": "pgd_at stand-in"}))
     monkeypatch.setattr(D, "load_defensive_student", lambda *_a, **_k: (stand_in, {"name": "dd stand-in"}))
     x = torch.rand(4, 3, 32, 32)
-    monkeypatch.setattr(U, "training_pairs", lambda *_a, **_k: (x, x, torch.zeros(4, dtype=torch.long), {}))
+    monkeypatch.setattr(P, "training_pairs", lambda *_a, **_k: (x, x, torch.zeros(4, dtype=torch.long), {}))
     monkeypatch.setattr(P, "_student", lambda *_a, **_k: stand_in)
     return P.run(**{"quick": True, "n": 4, "device": "cpu", **run_kw})

@@ -45,13 +45,13 @@ uses the small recipe). The perceptual network used is recorded in ``config``.
 from __future__ import annotations
 
 import functools
-import importlib
 from typing import Any
 
 import torch
 
 from advviz import attacks, data, metrics, models
 from advviz.defenses import defended
+from advviz.defenses.pix2pix import load_purifier, purify
 from advviz.papers._common import format_rows, result, timer, tracked
 
 __all__ = ["ADAPTIVE", "ATTACK_EPS", "PAPER", "PAPER_COLUMNS", "TABLES", "format", "run"]
@@ -131,7 +131,6 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
     table = table or "2-5"
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r} for the purifier paper; choose one of {', '.join(TABLES)}")
-    P = importlib.import_module("advviz.defenses.pix2pix")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     config = "quick" if quick else "full"
     n = n or (128 if quick else 1000)
@@ -150,23 +149,23 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
                     xp = xa
                 else:
                     train_attack = "pgd" if attack == "pgd" else "fgsm"
-                    gen, rec = P.load_purifier(defense, attack=train_attack, config=config, device=dev,
+                    gen, rec = load_purifier(defense, attack=train_attack, config=config, device=dev,
                                                progress=progress)
                     records[f"{defense}_{train_attack}"] = {k: v for k, v in rec.items()
                                                                  if k not in ("history", "artifact")}
-                    xp = P.purify(gen, xa)
+                    xp = purify(gen, xa)
             rows.append(_row(model, x, y, xa, xp, defense=defense, attack=attack, threat="oblivious",
                              seconds=t["seconds"]))
             if defense != "none" and attack != "clean":
                 # the adaptive row: the same attack made on the composition itself (module docstring)
-                composed = defended(model, functools.partial(P.purify, gen), bpda=ADAPTIVE["bpda"],
+                composed = defended(model, functools.partial(purify, gen), bpda=ADAPTIVE["bpda"],
                                     eot_samples=ADAPTIVE["eot_samples"]).eval()
                 with timer() as t:
                     if attack == "fgsm":
                         xa_ad = attacks.fgsm(composed, x, y, eps=eps)
                     else:
                         xa_ad = attacks.pgd(composed, x, y, eps=eps, alpha=2 / 255, steps=10, seed=seed)
-                    xp_ad = P.purify(gen, xa_ad)
+                    xp_ad = purify(gen, xa_ad)
                 rows.append(_row(model, x, y, xa_ad, xp_ad, defense=defense, attack=attack, threat="adaptive",
                                  seconds=t["seconds"]))
     cfg = {"model": "resnet20_cifar10",

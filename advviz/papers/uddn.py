@@ -48,7 +48,6 @@ value (the paper reports only the oblivious setting). ``config["adaptive"]`` rec
 from __future__ import annotations
 
 import functools
-import importlib
 from typing import Any
 
 import torch
@@ -56,9 +55,9 @@ import torch
 from advviz import attacks, data, metrics, models
 from advviz.defenses import defended
 from advviz.defenses import distillation as dist
-from advviz.defenses.distillation import load_defensive_student
 from advviz.defenses.jpeg import jpeg
 from advviz.defenses.pix2pix import purify
+from advviz.defenses.uddn import load_denoiser, training_pairs
 from advviz.papers import protected
 from advviz.papers._common import format_rows, result, timer, tracked
 
@@ -130,7 +129,6 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
     table = table or "1-3"
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r} for the UDDN paper; choose one of {', '.join(TABLES)}")
-    U = importlib.import_module("advviz.defenses.uddn")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     config = "quick" if quick else "full"
     n = n or (128 if quick else 1000)
@@ -139,16 +137,16 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
     x, y = data.sample(data.load("cifar10", "test"), n, seed=seed)
     x, y = x.to(dev), y.to(dev)
     sets = {"clean": x, "white_box": _attack_set(model, x, y, seed), "black_box": _attack_set(surrogate, x, y, seed)}
-    uddn_net, uddn_rec = U.load_denoiser("uddn", config=config, device=dev, progress=progress)
-    dae_net, dae_rec = U.load_denoiser("dae", config=config, device=dev, progress=progress)
-    pgd_net, pgd_den_rec = U.load_denoiser("pgd", config=config, device=dev, progress=progress)
+    uddn_net, uddn_rec = load_denoiser("uddn", config=config, device=dev, progress=progress)
+    dae_net, dae_rec = load_denoiser("dae", config=config, device=dev, progress=progress)
+    pgd_net, pgd_den_rec = load_denoiser("pgd", config=config, device=dev, progress=progress)
     pgd_model, pgd_rec = protected.resnet20("pgd_at", quick=quick if quick_pgd_at is None else quick_pgd_at,
                                             device=dev, progress=progress)
     # Papernot's defensive distillation (clean images at T, deployed at T = 1); cached
 
-    student_def, def_rec = load_defensive_student("quick", device=dev, progress=progress)
+    student_def, def_rec = dist.load_defensive_student("quick", device=dev, progress=progress)
     # the distillation students on the denoiser's training pairs (attacked images)
-    xa_tr, _xc_tr, y_tr, _ = U.training_pairs(config, device=dev, progress=progress)
+    xa_tr, _xc_tr, y_tr, _ = training_pairs(config, device=dev, progress=progress)
     with timer() as t_dist:
         student_raw = _student(xa_tr, y_tr, dev, progress)
         student_uddn = _student(purify(uddn_net, xa_tr), y_tr, dev, progress)
