@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advviz._modules import forward_error
 from advviz._registry import ParamSpec
 from advviz.attacks._api import register_attack
 from advviz.attacks._core import (
@@ -175,14 +176,22 @@ def attack_forward(model: nn.Module, x: torch.Tensor, precision: str = "fp32"):
     The one place where attacks call the model, so the input contract is enforced here for all:
     inputs of another dtype than the model's (float64, float16) are cast to it (gradients flow
     back in the input's dtype); a tuple/dict output raises a ``TypeError`` saying to wrap the
-    model; outputs that look like probabilities warn once per attack call."""
+    model; outputs that look like probabilities warn once per attack call; an input of a size the
+    model cannot take, or a label outside its classes, gives one ``ValueError`` saying so
+    (:func:`advviz._modules.forward_error`)."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     with model_guard(model):
         dtype = model_dtype(model)
         probe = x if dtype is None or x.dtype == dtype else x.detach().to(dtype)
         net = fast_model(model, probe)
-        yield _Forward(net, dtype, precision, fast=net is not model)
+        try:
+            yield _Forward(net, dtype, precision, fast=net is not model)
+        except (RuntimeError, IndexError) as exc:  # a wrong input size or label: say which (forward_error)
+            err = forward_error(exc, model, x)
+            if err is None:
+                raise
+            raise err from exc
 
 
 def input_diversity(x: torch.Tensor, *, prob: float, resize_rate: float, gen: torch.Generator) -> torch.Tensor:

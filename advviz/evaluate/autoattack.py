@@ -42,6 +42,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from advviz import attacks as A
+from advviz import metrics
+from advviz._checks import check_images
+from advviz.attacks._core import check_labels
+from advviz.attacks.gradient import check_norm_budget
 from advviz.evaluate import flags as F
 
 __all__ = ["Report", "autoattack", "batch_seed", "sample_seed", "VERSIONS", "run_attack"]
@@ -185,15 +190,6 @@ def _within_budget(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) 
     return (size <= eps * (1 + 1e-5) + 1e-6) & in_box
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    from advviz.attacks._core import model_guard
-
-    with model_guard(model):
-        return torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]) \
-            if x.shape[0] else torch.zeros(0, 0, device=x.device)
-
-
 def run_attack(name: str, params: Mapping[str, Any], attack_model: nn.Module, model: nn.Module, x: torch.Tensor,
                y: torch.Tensor, *, eps: float, norm: str, seed: int, indices: torch.Tensor, batch_size: int,
                batch_invariant: bool) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
@@ -214,8 +210,6 @@ def run_attack(name: str, params: Mapping[str, Any], attack_model: nn.Module, mo
     Returns:
         ``(fooled (B,) bool, x_adv, n_outside_budget, params_passed)``.
     """
-    from advviz import attacks as A
-
     spec = A.get(name)
     if spec.budget != "eps" or spec.norm not in ("linf", "l2"):
         raise ValueError(f"attack {name!r} has no L-inf/L2 budget eps ({spec.norm}, budget {spec.budget}); robust "
@@ -236,7 +230,7 @@ def run_attack(name: str, params: Mapping[str, Any], attack_model: nn.Module, mo
             call["seed"] = sample_seed(seed, int(idx[0])) if batch_invariant else batch_seed(seed, idx)
         x_adv[sl] = spec.fn(attack_model, x[sl], y[sl], eps=eps, **call).detach().to(x.dtype)
     ok = _within_budget(x_adv, x, eps, norm)
-    pred = _predict(model, x_adv, batch_size).argmax(1) if x.shape[0] else y
+    pred = metrics.predictions(model, x_adv, batch_size=batch_size) if x.shape[0] else y
     fooled = (pred != y) & ok
     return fooled, x_adv, int((~ok).sum()), kw
 
@@ -250,9 +244,12 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     """Robust accuracy under AutoAttack (Croce & Hein 2020), with sanity flags.
 
     Args:
-        model: classifier mapping ``(B, C, H, W)`` in ``[0, 1]`` to logits; its predictions
-            decide robustness.
-        x: images ``(B, C, H, W)`` float in ``[0, 1]``.
+        model: classifier (an ``nn.Module``) mapping ``(B, C, H, W)`` in ``[0, 1]`` to one logits
+            tensor ``(B, K)``; its predictions decide robustness. A model returning a tuple or
+            dict is refused (wrap it), as the attacks refuse it.
+        x: images ``(B, C, H, W)`` float in ``[0, 1]``; another float dtype than the model's
+            (float64) is cast to the model's dtype for every forward pass, as the attacks do
+            (``Report.x_adv`` keeps ``x``'s dtype).
         y: true labels ``(B,)``.
         eps: budget on the ``[0, 1]`` scale (``8/255``, not 8).
         norm: ``"Linf"`` or ``"L2"`` (case-insensitive).
@@ -271,10 +268,6 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     Returns:
         A :class:`Report`.
     """
-    from advviz.attacks._core import check_labels
-    from advviz.attacks.gradient import check_norm_budget
-    from advviz._checks import check_images
-
     check_images(x)
     y = check_labels(y, x, getattr(model, "num_classes", None))
     nrm = _norm(norm)
@@ -291,7 +284,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
             raise ValueError(f"indices must have shape ({b},) to match x, got {tuple(idx.shape)}")
     amodel = model if attack_model is None else attack_model
     x = x.detach()
-    logits = _predict(model, x, batch_size)
+    logits = metrics.logits(model, x, batch_size=batch_size)
+    y = check_labels(y, x, logits.shape[1])  # also for a model without num_classes: its number of outputs
     correct = logits.argmax(1) == y
     robust = correct.clone()
     per_sample: list[str | None] = [None if c else "clean" for c in correct.tolist()]
@@ -316,8 +310,6 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                 per_sample[i] = name
             outside[name] = n_out
         else:
-            from advviz import attacks as A
-
             kw = _resolve_params(name, A.get(name).fn, params, nrm)
         seconds[name] = time.perf_counter() - t0
         passed.append({"attack": name, **{k: v for k, v in kw.items() if k != "norm"}})

@@ -39,9 +39,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from advviz import metrics
 from advviz._modules import module_device
 from advviz.evaluate import flags as F
-from advviz.evaluate.autoattack import VERSIONS, autoattack
+from advviz.evaluate.autoattack import VERSIONS, autoattack, run_attack
 
 __all__ = ["Result", "robust_accuracy", "eps_key", "parse_eps", "parse_attacks", "DEFAULT_PARAMS",
            "ResumeMismatchError"]
@@ -288,7 +289,7 @@ class Result:
 
 
 def _gather(data: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if hasattr(data, "tensors"):
+    if callable(getattr(data, "tensors", None)):  # advviz's datasets (torch's TensorDataset has a tuple there)
         return data.tensors(idx)  # type: ignore[attr-defined]
     items = [data[int(i)] for i in idx]
     return torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items])
@@ -344,8 +345,12 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
     """Robust accuracy per budget and attack over a dataset (the security curve), resumable.
 
     Args:
-        model: classifier taking ``(B, C, H, W)`` in ``[0, 1]``; its predictions decide robustness.
-        data: a dataset of ``(image, label)`` (e.g. :func:`advviz.data.load`).
+        model: classifier (an ``nn.Module``) taking ``(B, C, H, W)`` in ``[0, 1]`` and returning one
+            logits tensor ``(B, K)``; its predictions decide robustness. A model returning a tuple
+            or dict is refused (wrap it), as the attacks refuse it.
+        data: a dataset of ``(image, label)`` (e.g. :func:`advviz.data.load`). Images of another
+            float dtype than the model's (float64) are cast to the model's dtype for every forward
+            pass, as the attacks do.
         attacks: registered attack names (``"pgd"``, ``"apgd_ce"``...), ``"autoattack"`` for the
             whole AutoAttack sequence (``version``), or ``(name, params)`` pairs. Parameters given
             as ``"eps/4"`` are relative to each budget. ``pgd`` defaults to 20 steps of ``eps/4``
@@ -479,9 +484,7 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
                     seed: int, version: str, batch_size: int, batch_invariant: bool,
                     budget_flags: set[str], steps_plan: Mapping[str, Any] | None = None) -> dict[int, dict[str, Any]]:
     """Per-sample records of one batch (the clean checks, then every eps and attack)."""
-    from advviz.evaluate.autoattack import _predict, run_attack
-
-    logits = _predict(model, x, batch_size)
+    logits = metrics.logits(model, x, batch_size=batch_size)
     correct = logits.argmax(1) == y
     prob = F.probability_rows(logits)
     grad = torch.zeros_like(correct)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advviz import metrics
 from advviz._modules import module_device
 
 __all__ = ["ExplorerState", "Prediction", "available_datasets", "available_models", "default_pairing",
@@ -226,9 +227,7 @@ class ExplorerState:
     @torch.no_grad()
     def predict(self, x: torch.Tensor | None = None) -> Prediction:
         """The model's prediction for ``x`` ``(C, H, W)`` (default: the current image)."""
-        from advviz.train import predict
-
-        probs = predict(self.model, self.batch(x))[0]
+        probs = torch.softmax(metrics.logits(self.model, self.batch(x)), dim=1)[0].cpu()
         conf, label = probs.max(0)
         return Prediction(probs=probs, label=int(label), confidence=float(conf))
 
