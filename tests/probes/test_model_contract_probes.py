@@ -150,14 +150,17 @@ def test_autoattack_and_robust_accuracy_refuse_a_tuple_output_as_the_attacks_do(
                                  progress=False)
 
 
+@pytest.mark.slow
 def test_autoattack_and_robust_accuracy_cast_float64_input_to_the_model(lenet) -> None:
     x, y = _digits(4)
-    rep32 = evaluate.autoattack(lenet, x, y, eps=8 / 255, attacks=["pgd"])
-    rep64 = evaluate.autoattack(lenet, x.double(), y, eps=8 / 255, attacks=["pgd"])
-    assert rep64.clean_accuracy == rep32.clean_accuracy
-    assert rep64.x_adv.dtype == torch.float64 and rep64.flags == rep32.flags
-    res32 = evaluate.robust_accuracy(lenet, TensorDataset(x, y), attacks=["pgd"], eps=[8 / 255], progress=False)
-    res64 = evaluate.robust_accuracy(lenet, TensorDataset(x.double(), y), attacks=["pgd"], eps=[8 / 255],
-                                     progress=False)
+    y = metrics.predictions(lenet, x)  # every point correct: robust_accuracy's checks (gradients, large eps) run
+    pgd = [("pgd", {"steps": 2})]
+    rep32 = evaluate.autoattack(lenet, x, y, eps=8 / 255, attacks=pgd, checks=False)
+    rep64 = evaluate.autoattack(lenet, x.double(), y, eps=8 / 255, attacks=pgd, checks=False)
+    assert rep64.clean_accuracy == rep32.clean_accuracy == 1.0 and rep64.x_adv.dtype == torch.float64
+    kw = {"attacks": pgd, "eps": [8 / 255], "progress": False, "steps_check": False}
+    res32 = evaluate.robust_accuracy(lenet, TensorDataset(x, y), **kw)
+    res64 = evaluate.robust_accuracy(lenet, TensorDataset(x.double(), y), **kw)
     assert [r["clean"] for r in res64.samples.values()] == [r["clean"] for r in res32.samples.values()]
     assert res64.flags == res32.flags
+    assert all(r["checks"]["grad_ok"] for r in res64.samples.values())  # the gradient check ran on float64 input
