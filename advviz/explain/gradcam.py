@@ -69,7 +69,7 @@ MIN_CAM_SIZE = 2
 
 
 # ---------------------------------------------------------------------------------------------
-# shared helpers (also used by features.py)
+# the Grad-CAM layer (get_module, the name lookup, lives in _capture.py)
 # ---------------------------------------------------------------------------------------------
 
 def module_name(model: nn.Module, module: nn.Module) -> str:
