@@ -38,7 +38,8 @@ from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, MNIST
 
-from advviz._modules import model_guard, module_device
+from advviz import metrics
+from advviz._modules import module_device
 from advviz._paths import cache_dir, data_root, offline
 
 __all__ = [
@@ -416,8 +417,7 @@ def sample(dataset: Dataset, n: int, *, seed: int = 0, model: torch.nn.Module | 
         keep = torch.ones_like(y, dtype=torch.bool)
         for m in models:
             dev = torch.device(device) if device is not None else module_device(m)
-            with model_guard(m, freeze=False):
-                pred = m(x.to(dev)).argmax(1).cpu()
+            pred = metrics.predictions(m, x.to(dev), batch_size=batch_size).cpu()
             keep &= pred == y
         xs.append(x[keep])
         ys.append(y[keep])

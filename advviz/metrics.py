@@ -1,5 +1,11 @@
-"""Evaluation metrics: accuracy, attack success rate, Lp distortions, SSIM, confidence.
+"""Evaluation metrics: accuracy, attack success rate, Lp distortions, SSIM, confidence; and
+THE batched forward pass of advviz.
 
+* :func:`logits`: the one batched, eval-mode, no-grad forward pass of a classifier, under the
+  model-call contract of :mod:`advviz._modules` (input cast to the model's dtype, a tuple/dict
+  output refused with "wrap the model", a shape or label error explained, the device checked).
+  Everything that only needs a model's predictions uses it: the metrics below,
+  :mod:`advviz.evaluate`, the attack trajectories, training's evaluation and the widgets.
 * :func:`accuracy`, :func:`misclassification`, :func:`asr`, :func:`confidence`: model-based
   rates in ``[0, 1]``; the model is run in eval mode without gradients, in batches, and its
   ``training`` flag is restored.
@@ -19,13 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advviz._modules import model_guard
+from advviz._modules import check_model, model_guard, model_logits, module_device
 
 __all__ = [
     "accuracy",
     "accuracy_along",
     "asr",
     "confidence",
+    "logits",
     "lp_norms",
     "misclassification",
     "perturbation_survival",
@@ -52,31 +59,82 @@ def _check_reduction(reduction: str) -> None:
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+    """The model's logits ``(B, K)`` for ``x`` ``(B, C, H, W)``: THE batched forward pass of advviz.
+
+    The model runs in eval mode without gradients, ``batch_size`` images per call; its
+    ``training`` flags are restored afterwards (:func:`~advviz._modules.model_guard`). Each call
+    follows the model-call contract (:func:`~advviz._modules.model_logits`): the input is cast to
+    the model's dtype (a float64 batch on a float32 model is run in float32), a tuple/dict output
+    is refused with "wrap the model", a ``(B,)`` output is refused with what to return instead,
+    and a batch of a size the model cannot take gives the size it takes.
+
+    Args:
+        model: classifier (an ``nn.Module``) mapping ``(B, C, H, W)`` in [0, 1] to logits.
+        x: images ``(B, C, H, W)``, on the model's device (the device is taken from ``x``, never
+            guessed from the model; a mismatch is refused).
+        batch_size: images per forward call (>= 1).
+
+    Returns:
+        ``(B, K)`` logits on ``x``'s device, in the model's output dtype, detached. An empty
+        batch is run as one call (``(0, K)`` for most models).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module`` (a plain function), ``x`` is not a tensor,
+            or the model returns a tuple/dict.
+        ValueError: ``x`` is not ``(B, C, H, W)``, ``batch_size < 1``, the model is on another
+            device than ``x``, or the model cannot take ``x``'s size.
+    """
+    check_model(model)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.ndim != 4:
-        raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
+        hint = " (add a batch dimension with x.unsqueeze(0))" if x.ndim == 3 else ""
+        raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}{hint}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = module_device(model, default=x.device)
+    if dev != x.device:
+        raise ValueError(f"the model is on {dev} and the images on {x.device}: move the images with "
+                         f"x.to('{dev}') (or the model with model.to('{x.device}'))")
+    bs = int(batch_size)
     with model_guard(model, freeze=False):
-        return torch.cat([model(x[s:s + batch_size]) for s in range(0, x.shape[0], batch_size)])
+        return torch.cat([model_logits(model, x[s:s + bs]) for s in range(0, max(x.shape[0], 1), bs)])
 
 
-def _labels(y: torch.Tensor, n: int, device: torch.device, name: str = "y") -> torch.Tensor:
+def _labels(y: torch.Tensor, n: int, device: torch.device, name: str = "y",
+            num_classes: int | None = None) -> torch.Tensor:
     y = torch.as_tensor(y)
     if y.ndim == 0:
         y = y.unsqueeze(0)
     if y.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
+    if num_classes is not None and n and bool(((y < 0) | (y >= num_classes)).any()):
+        bad = sorted({int(v) for v in y[(y < 0) | (y >= num_classes)].tolist()})
+        raise ValueError(f"{name} holds {bad[:5]}, outside the model's {num_classes} classes [0, {num_classes}): "
+                         "labels must be class indices of the model's outputs; check the labels' dataset "
+                         "against the model's")
     return y.to(device=device, dtype=torch.long)
 
 
 def predictions(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
     """Predicted classes ``(B,)`` of ``model`` on ``x`` ``(B, C, H, W)`` in [0, 1] (eval mode, restored)."""
-    return _logits(model, x, batch_size).argmax(1)
+    return logits(model, x, batch_size=batch_size).argmax(1)
+
+
+def _labelled_predictions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                          name: str = "y") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(predictions (B,), labels (B,))``, the labels checked against the model's number of outputs."""
+    z = logits(model, x, batch_size=batch_size)
+    return z.argmax(1), _labels(y, x.shape[0], z.device, name, z.shape[1])
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256) -> float:
-    """Top-1 accuracy in ``[0, 1]``: the fraction of ``x`` ``(B, C, H, W)`` classified as ``y`` ``(B,)``."""
-    pred = predictions(model, x, batch_size=batch_size)
-    return float((pred == _labels(y, x.shape[0], pred.device)).float().mean())
+    """Top-1 accuracy in ``[0, 1]``: the fraction of ``x`` ``(B, C, H, W)`` classified as ``y`` ``(B,)``.
+
+    A label outside the model's classes ``[0, K)`` is refused (``ValueError``)."""
+    pred, yy = _labelled_predictions(model, x, y, batch_size)
+    return float((pred == yy).float().mean())
 
 
 def misclassification(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256) -> float:
@@ -117,11 +175,11 @@ def asr(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Te
         predicted ``== target``. Callers that report ASR over originally-correct images only
         (as the papers do) pass only those images.
     """
-    pred = predictions(model, x_adv, batch_size=batch_size)
-    n = x_adv.shape[0]
     if target is None:
-        return float((pred != _labels(y, n, pred.device)).float().mean())
-    return float((pred == _labels(target, n, pred.device, "target")).float().mean())
+        pred, yy = _labelled_predictions(model, x_adv, y, batch_size)
+        return float((pred != yy).float().mean())
+    pred, tt = _labelled_predictions(model, x_adv, target, batch_size, "target")
+    return float((pred == tt).float().mean())
 
 
 def perturbation_survival(x: torch.Tensor, x_adv: torch.Tensor, x_purified: torch.Tensor, *,
@@ -194,10 +252,10 @@ def confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
         confidence of the predicted class, whatever it is). With ``y``: the mean softmax
         probability of class ``y`` (e.g. the true class, or a target class).
     """
-    probs = F.softmax(_logits(model, x, batch_size).float(), dim=1)
+    probs = F.softmax(logits(model, x, batch_size=batch_size).float(), dim=1)
     if y is None:
         return float(probs.max(1).values.mean())
-    yy = _labels(y, x.shape[0], probs.device)
+    yy = _labels(y, x.shape[0], probs.device, num_classes=probs.shape[1])
     return float(probs.gather(1, yy.view(-1, 1)).mean())
 
 

@@ -527,6 +527,70 @@ def test_feature_maps_copies_before_inplace_ops():
     assert explain.stage_layers(net, x) == ["1"]  # generic rule: last leaf at each resolution
 
 
+class _Counting(nn.Module):
+    """Counts its calls (to see where a forward pass stopped)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(x)
+
+
+def _count_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), _Counting(nn.Conv2d(4, 2, 1)),
+                         nn.Flatten(), _Counting(nn.Linear(2 * 6 * 6, 3)))
+
+
+def _n_hooks(net: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules())
+
+
+def test_capture_layers_records_copies_and_removes_its_hooks():
+    net, x = _count_net(), torch.rand(2, 3, 6, 6)
+    with torch.no_grad(), explain.capture_layers(net, ["0", "2", "3"]) as cap:
+        z = net(x)
+    assert _n_hooks(net) == 0 and not cap.stopped and cap.missing == []
+    assert list(cap.outputs) == ["0", "2", "3"] and cap.outputs["3"].shape == (2, 72)
+    torch.testing.assert_close(cap.outputs["0"], net[0](x).detach())  # a copy from before the in-place ReLU
+    assert (cap.outputs["0"] < 0).any()
+    torch.testing.assert_close(net[4](cap.outputs["3"]), z)
+    with pytest.raises(ValueError, match="no layer named 'conv'"):
+        with explain.capture_layers(net, ["conv"]):
+            pass
+    with pytest.raises(RuntimeError, match="boom"):  # hooks go also when the forward pass raises
+        with explain.capture_layers(net, ["2"], on_output=lambda n, o: (_ for _ in ()).throw(RuntimeError("boom"))):
+            net(x)
+    assert _n_hooks(net) == 0
+
+
+def test_capture_layers_stops_early_and_captures_inputs():
+    net, x = _count_net(), torch.rand(2, 3, 6, 6)
+    with torch.no_grad(), explain.capture_layers(net, ["2"], stop=True) as cap:
+        net(x)
+        raise AssertionError("not reached: the pass stopped at layer 2")
+    assert cap.stopped and net[2].calls == 1 and net[4].calls == 0 and _n_hooks(net) == 0
+    with torch.no_grad(), explain.capture_layers(net, {"head": net[4]}, inputs=True, stop="head") as cap:
+        net(x)
+    assert cap.stopped and net[4].calls == 0  # stopped before the layer ran
+    torch.testing.assert_close(cap.last["head"], net[3](net[2](net[1](net[0](x)))).detach())
+
+
+def test_capture_layers_keeps_the_graph_and_replaces_outputs():
+    net, x = _count_net(), torch.rand(2, 3, 6, 6, requires_grad=True)
+    with explain.capture_layers(net, ["2"], keep_graph=True) as cap:
+        net(x)
+    (g,) = torch.autograd.grad(cap.last["2"].sum(), x)
+    assert g.abs().sum() > 0
+    with torch.no_grad(), explain.capture_layers(net, ["2"], on_output=lambda n, o: torch.zeros_like(o)) as cap:
+        z = net(x)
+    torch.testing.assert_close(z, net[4].inner.bias.expand(2, 3))  # the rest ran on the replaced output
+    assert (cap.last["2"] == 0).all()
+
+
 def test_vgg16_blocks_preset(vgg16_fresh):
     import torchvision
 

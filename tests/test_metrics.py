@@ -135,6 +135,55 @@ def test_metrics_restore_training_mode_and_leave_grads() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
+# ------------------------------------------------------------------------- the batched forward
+
+def test_logits_is_the_eval_mode_forward_in_batches() -> None:
+    model = TinyConvNet(num_classes=3).train()
+    x = torch.rand(7, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    z = metrics.logits(model, x, batch_size=3)
+    assert model.training and model.bn1.training  # restored
+    with torch.no_grad():
+        ref = model.eval()(x)
+    model.train()
+    torch.testing.assert_close(z, ref)
+    assert not z.requires_grad and z.shape == (7, 3)
+    assert torch.equal(metrics.predictions(model, x, batch_size=2), ref.argmax(1))
+    assert metrics.logits(model, x[:0]).shape == (0, 3)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        metrics.logits(model, x, batch_size=0)
+
+
+def test_logits_casts_the_input_to_the_model_dtype() -> None:
+    model = TinyConvNet(num_classes=3).eval()
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    z64 = metrics.logits(model, x.double())
+    assert z64.dtype == torch.float32
+    assert torch.equal(z64, metrics.logits(model, x))  # x.double().float() is x exactly
+    assert metrics.accuracy(model.double(), x, torch.zeros(4, dtype=torch.long)) >= 0.0  # float64 model, float32 x
+
+
+def test_logits_refuses_a_model_on_another_device() -> None:
+    model = TinyConvNet(num_classes=3).to("meta")
+    with pytest.raises(ValueError, match=r"the model is on meta and the images on cpu: move the images"):
+        metrics.logits(model, torch.rand(2, 3, 8, 8))
+
+
+def test_logits_refuses_tuple_outputs_and_functions() -> None:
+    class Pair(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = TinyConvNet()
+
+        def forward(self, x):
+            return self.net(x), x
+
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(TypeError, match="returns only the logits"):
+        metrics.logits(Pair(), x)
+    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
+        metrics.logits(lambda t: t.flatten(1), x)
+
+
 # ------------------------------------------------------------------------------------- SSIM
 
 def _ssim_reference(a: np.ndarray, b: np.ndarray, win: int = 11, sigma: float = 1.5) -> float:

@@ -9,8 +9,9 @@
 * :func:`input_grad`: gradient of a loss w.r.t. the input (and the logits), nothing else.
 * :func:`generator`: a seeded ``torch.Generator`` on the input's device.
 * :func:`project_linf`, :func:`project_l2`: projections onto the budget ball and ``[0, 1]``.
-* :func:`as_logits`, :func:`warn_if_probabilities`, :func:`model_dtype`: what every gradient attack
-  checks about the model's output and input dtype (used by ``gradient.attack_forward``).
+* :func:`as_logits`, :func:`warn_if_probabilities`, :func:`model_dtype`, :func:`model_logits` (from
+  :mod:`advviz._modules`, the model-call contract shared with :func:`advviz.metrics.logits`): what
+  every attack checks about the model's output and input dtype (used by :func:`attack_forward`).
 * :func:`working_copy`, :func:`to_input_dtype`: half-precision inputs are attacked in float32 and
   the result is rounded back to the input's dtype without leaving the budget.
 * The attack contract every attack file shares: :func:`attack_forward` (the one place where
@@ -25,7 +26,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from math import sqrt
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advviz._checks import check_images
-from advviz._modules import model_guard
+from advviz._modules import as_logits, forward_error, model_dtype, model_guard, model_logits, warn_if_probabilities
 from advviz._registry import ParamSpec
 from advviz.attacks._fast import fast_model
 
@@ -182,68 +182,6 @@ def logit_margin(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False) 
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
     return z_y - other if targeted else other - z_y
-
-
-# ---------------------------------------------------------------------------------------------
-# the model's output and the input's dtype
-# ---------------------------------------------------------------------------------------------
-
-
-def as_logits(out: object) -> torch.Tensor:
-    """``out`` if it is a logits tensor; otherwise one ``TypeError`` saying what to do.
-
-    Attacks need a model whose forward returns one tensor ``(B, K)`` of logits. A tuple, list,
-    dict or an output object (e.g. ``transformers``' ``ImageClassifierOutput``) is refused rather
-    than guessed from (which entry holds the logits is the model author's knowledge).
-    """
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        what = f"a {type(out).__name__} of {len(out)} items"
-    elif isinstance(out, dict):
-        what = f"a dict with keys {sorted(map(str, out))}"
-    else:
-        what = f"a {type(out).__name__}"
-    raise TypeError(f"the model returned {what}, but attacks need a model returning one logits tensor "
-                    "(B, K): wrap it in an nn.Module whose forward returns only the logits, e.g. "
-                    "`return self.net(x)[0]` or `return self.net(x)['logits']`")
-
-
-def warn_if_probabilities(logits: torch.Tensor) -> bool:
-    """Warn (``UserWarning``) when ``logits`` ``(B, K)`` look like probabilities: every row
-    non-negative and summing to 1 (within 1e-3). Returns whether it warned.
-
-    Cross-entropy on probabilities (a model ending in softmax) has vanishing gradients, so
-    gradient attacks look much weaker than they are."""
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        return False
-    z = logits.detach().float()
-    if bool((z >= 0).all()) and bool(((z.sum(dim=1) - 1).abs() <= 1e-3).all()):
-        warnings.warn("the model's outputs look like probabilities (rows non-negative, summing to 1): "
-                      "cross-entropy on probabilities gives vanishing gradients and understates the "
-                      "attack; pass a model that returns logits (remove the final softmax)",
-                      UserWarning, stacklevel=4)
-        return True
-    return False
-
-
-def model_dtype(model: nn.Module) -> torch.dtype | None:
-    """The dtype of the model's first floating parameter or buffer (``None`` if it has none).
-
-    Inputs are cast to it before the forward pass (a float64 batch on a float32 model)."""
-    if not isinstance(model, nn.Module):
-        return None
-    for t in (*model.parameters(), *model.buffers()):
-        if t.is_floating_point():
-            return t.dtype
-    return None
-
-
-def model_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)`` on the user's model itself, ``x`` cast to the model's dtype, checked to be
-    a logits tensor (:func:`as_logits`). For confirmations outside :func:`attack_forward`."""
-    dtype = model_dtype(model)
-    return as_logits(model(x if dtype is None else x.to(dtype)))
 
 
 _LOW = (torch.float16, torch.bfloat16)
@@ -393,14 +331,22 @@ def attack_forward(model: nn.Module, x: torch.Tensor, precision: str = "fp32") -
     The one place where attacks call the model, so the input contract is enforced here for all:
     inputs of another dtype than the model's (float64, float16) are cast to it (gradients flow
     back in the input's dtype); a tuple/dict output raises a ``TypeError`` saying to wrap the
-    model; outputs that look like probabilities warn once per attack call."""
+    model; outputs that look like probabilities warn once per attack call; an input of a size the
+    model cannot take, or a label outside its classes, gives one ``ValueError`` saying so
+    (:func:`advviz._modules.forward_error`)."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     with model_guard(model):
         dtype = model_dtype(model)
         probe = x if dtype is None or x.dtype == dtype else x.detach().to(dtype)
         net = fast_model(model, probe)
-        yield Forward(net, dtype, precision, fast=net is not model)
+        try:
+            yield Forward(net, dtype, precision, fast=net is not model)
+        except (RuntimeError, IndexError) as exc:  # a wrong input size or label: say which (forward_error)
+            err = forward_error(exc, model, x)
+            if err is None:
+                raise
+            raise err from exc
 
 
 # ---------------------------------------------------------------------------------------------

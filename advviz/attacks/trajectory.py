@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advviz._modules import model_guard
+from advviz import metrics
+from advviz.attacks._api import get, list_attacks
 
 __all__ = ["Frame", "Trajectory", "record", "current_recorder", "RECORDABLE"]
 
@@ -95,13 +96,6 @@ class Trajectory:
         return None
 
 
-@torch.no_grad()
-def _evaluate(model: nn.Module, xs: torch.Tensor, y: int, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    with model_guard(model, freeze=False):
-        logits = torch.cat([model(xs[i:i + batch]) for i in range(0, xs.shape[0], batch)])
-    return logits, torch.full((xs.shape[0],), y, dtype=torch.long, device=logits.device)
-
-
 def record(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor | int, **params: Any) -> Trajectory:
     """Run attack ``name`` on one image and keep every iteration.
 
@@ -118,12 +112,10 @@ def record(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor | int, 
     Raises:
         ValueError: an attack without iterations to record, or more than one image.
     """
-    from advviz import attacks
-
     if name not in RECORDABLE:
         raise ValueError(f"{name!r} has no iterations to record; record() takes "
-                         f"{', '.join(n for n in RECORDABLE if n in attacks.list_attacks())}")
-    spec = attacks.get(name)
+                         f"{', '.join(n for n in RECORDABLE if n in list_attacks())}")
+    spec = get(name)
     xb = x.unsqueeze(0) if x.ndim == 3 else x
     if xb.ndim != 4 or xb.shape[0] != 1:
         raise ValueError(f"record() follows one image: give x as (C, H, W) or (1, C, H, W), got {tuple(x.shape)}")
@@ -136,7 +128,8 @@ def record(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor | int, 
     finally:
         _RECORDER.reset(token)
     xs = torch.cat([xb.detach().cpu()] + iterates).to(xb.device)
-    logits, ys = _evaluate(model, xs, label)
+    logits = metrics.logits(model, xs)
+    ys = torch.full((xs.shape[0],), label, dtype=torch.long, device=logits.device)
     loss = F.cross_entropy(logits, ys, reduction="none")
     true = logits[:, label]
     other = logits.clone()

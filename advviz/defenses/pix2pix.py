@@ -68,6 +68,7 @@ from advviz._registry import ParamSpec
 from advviz.artifacts import recipes as _recipes
 from advviz.defenses import register_purifier
 from advviz.defenses.jpeg import _check
+from advviz.explain import capture_layers
 from advviz.explain.features import vgg19_layers
 from advviz.train import batches, default_device
 
@@ -281,17 +282,12 @@ class PerceptualLoss(nn.Module):
 
         Each output is captured as a (differentiable) copy: torchvision's VGG-19 runs in-place
         ReLUs, which would otherwise overwrite a captured convolution output with the ReLU's, so
-        that 16 of the 35 terms silently duplicated the ReLU terms.
+        that 16 of the 35 terms silently duplicated the ReLU terms. The forward pass stops once
+        every layer has run (the layers after them, e.g. the classifier head, are not computed).
         """
-        got: dict[str, torch.Tensor] = {}
-        hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: got.__setitem__(n, out.clone()))
-                 for n, m in self._modules_by_name.items()]
-        try:
+        with capture_layers(self.net, self._modules_by_name, keep_graph=True, stop=True) as cap:
             self.net(x)
-        finally:
-            for h in hooks:
-                h.remove()
-        return [got[n] for n in self.layers]
+        return [cap.last[n] for n in self.layers]
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         b = output.shape[0]

@@ -43,8 +43,9 @@ import torch
 from torch import nn
 
 from advviz import attacks as A
+from advviz import metrics
 from advviz._checks import check_images
-from advviz.attacks._core import check_labels, model_guard
+from advviz.attacks._core import check_labels
 from advviz.attacks.gradient import check_norm_budget
 from advviz.evaluate import flags as F
 
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 _MASK64 = (1 << 64) - 1
 
 # canonical parameter -> the names an attack's signature may use for it
-_ALIASES: dict[str, tuple[str, ...]] = {
+PARAM_ALIASES: dict[str, tuple[str, ...]] = {
     "steps": ("steps", "n_iter", "iterations"),
     "restarts": ("n_restarts", "restarts"),
     "n_target_classes": ("n_target_classes", "n_targets"),
@@ -170,10 +171,10 @@ def _resolve_params(name: str, fn: Any, canonical: Mapping[str, Any], norm: str)
     sig = inspect.signature(fn).parameters
     out: dict[str, Any] = {}
     for key, value in canonical.items():
-        names = _ALIASES.get(key, (key,))
+        names = PARAM_ALIASES.get(key, (key,))
         hit = next((n for n in names if n in sig), None)
         if hit is None:
-            if key in _ALIASES:
+            if key in PARAM_ALIASES:
                 log.warning("%s takes none of %s: its own default is used", name, names)
                 continue
             hit = key  # a user-given parameter: passed as is (a typo raises in the attack)
@@ -190,13 +191,6 @@ def _within_budget(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) 
     size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
     in_box = (x_adv >= 0).flatten(1).all(1) & (x_adv <= 1).flatten(1).all(1)
     return (size <= eps * (1 + 1e-5) + 1e-6) & in_box
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    with model_guard(model):
-        return torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]) \
-            if x.shape[0] else torch.zeros(0, 0, device=x.device)
 
 
 def run_attack(name: str, params: Mapping[str, Any], attack_model: nn.Module, model: nn.Module, x: torch.Tensor,
@@ -239,7 +233,7 @@ def run_attack(name: str, params: Mapping[str, Any], attack_model: nn.Module, mo
             call["seed"] = sample_seed(seed, int(idx[0])) if batch_invariant else batch_seed(seed, idx)
         x_adv[sl] = spec.fn(attack_model, x[sl], y[sl], eps=eps, **call).detach().to(x.dtype)
     ok = _within_budget(x_adv, x, eps, norm)
-    pred = _predict(model, x_adv, batch_size).argmax(1) if x.shape[0] else y
+    pred = metrics.predictions(model, x_adv, batch_size=batch_size) if x.shape[0] else y
     fooled = (pred != y) & ok
     return fooled, x_adv, int((~ok).sum()), kw
 
@@ -253,9 +247,12 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     """Robust accuracy under AutoAttack (Croce & Hein 2020), with sanity flags.
 
     Args:
-        model: classifier mapping ``(B, C, H, W)`` in ``[0, 1]`` to logits; its predictions
-            decide robustness.
-        x: images ``(B, C, H, W)`` float in ``[0, 1]``.
+        model: classifier (an ``nn.Module``) mapping ``(B, C, H, W)`` in ``[0, 1]`` to one logits
+            tensor ``(B, K)``; its predictions decide robustness. A model returning a tuple or
+            dict is refused (wrap it), as the attacks refuse it.
+        x: images ``(B, C, H, W)`` float in ``[0, 1]``; another float dtype than the model's
+            (float64) is cast to the model's dtype for every forward pass, as the attacks do
+            (``Report.x_adv`` keeps ``x``'s dtype).
         y: true labels ``(B,)``.
         eps: budget on the ``[0, 1]`` scale (``8/255``, not 8).
         norm: ``"Linf"`` or ``"L2"`` (case-insensitive).
@@ -290,7 +287,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
             raise ValueError(f"indices must have shape ({b},) to match x, got {tuple(idx.shape)}")
     amodel = model if attack_model is None else attack_model
     x = x.detach()
-    logits = _predict(model, x, batch_size)
+    logits = metrics.logits(model, x, batch_size=batch_size)
+    y = check_labels(y, x, logits.shape[1])  # also for a model without num_classes: its number of outputs
     correct = logits.argmax(1) == y
     robust = correct.clone()
     per_sample: list[str | None] = [None if c else "clean" for c in correct.tolist()]

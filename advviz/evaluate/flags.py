@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from advviz import metrics
+from advviz._modules import model_logits
 from advviz.attacks import pgd
 from advviz.attacks._core import input_grad, logit_margin, model_guard
 
@@ -65,12 +67,15 @@ PROB_ATOL = 1e-4
 
 
 def gradient_ok(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per point ``(B,)`` bool: the margin's input gradient is finite and not all zero."""
+    """Per point ``(B,)`` bool: the margin's input gradient is finite and not all zero.
+
+    The model is called under the model-call contract (:func:`~advviz._modules.model_logits`):
+    ``x`` of another dtype (float64) is cast to the model's, the gradient flows back to ``x``."""
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=torch.bool, device=x.device)
     with model_guard(model):
         try:
-            g, _ = input_grad(model, x, lambda z: logit_margin(z, y))
+            g, _ = input_grad(lambda t: model_logits(model, t), x, lambda z: logit_margin(z, y))
         except RuntimeError as exc:  # no graph at all: the output does not depend on x differentiably
             if "does not require grad" not in str(exc) and "not have been used in the graph" not in str(exc):
                 raise
@@ -102,19 +107,13 @@ def probability_flag(n_prob: int, n: int) -> str | None:
             "remove the final softmax and evaluate the logits")
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with model_guard(model):
-        return model(x).argmax(1)
-
-
 def large_eps_robust(attack_model: nn.Module, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                      seed: int = 0) -> torch.Tensor:
     """Per point ``(B,)`` bool: still correct after PGD-20 L-inf at ``eps = 0.5`` (alpha 0.05, random start)."""
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=torch.bool, device=x.device)
     x_adv = pgd(attack_model, x, y, eps=LARGE_EPS, alpha=LARGE_EPS / 10, steps=20, random_start=True, seed=seed)
-    return _predict(model, x_adv) == y
+    return metrics.predictions(model, x_adv, batch_size=max(x_adv.shape[0], 1)) == y
 
 
 def large_eps_flag(n_robust: int, n: int) -> str | None:

@@ -50,13 +50,13 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from advviz import attacks as A
-from advviz import distributed
+from advviz import distributed, metrics
 from advviz._modules import module_device
 from advviz._registry import parse_number
 from advviz._weights import tensors_sha256
 from advviz.attacks._core import check_budget
 from advviz.evaluate import flags as F
-from advviz.evaluate.autoattack import _ALIASES, VERSIONS, _predict, autoattack, run_attack
+from advviz.evaluate.autoattack import PARAM_ALIASES, VERSIONS, autoattack, run_attack
 
 __all__ = ["Batch", "Result", "robust_accuracy", "eps_key", "DEFAULT_PARAMS", "ResumeMismatchError"]
 
@@ -209,7 +209,7 @@ class Result:
 
 
 def _gather(data: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if hasattr(data, "tensors"):
+    if callable(getattr(data, "tensors", None)):  # advviz's datasets (torch's TensorDataset has a tuple there)
         return data.tensors(idx)  # type: ignore[attr-defined]
     items = [data[int(i)] for i in idx]
     return torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items])
@@ -358,8 +358,12 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
     """Robust accuracy per budget and attack over a dataset (the security curve), resumable.
 
     Args:
-        model: classifier taking ``(B, C, H, W)`` in ``[0, 1]``; its predictions decide robustness.
-        data: a dataset of ``(image, label)`` (e.g. :func:`advviz.data.load`).
+        model: classifier (an ``nn.Module``) taking ``(B, C, H, W)`` in ``[0, 1]`` and returning one
+            logits tensor ``(B, K)``; its predictions decide robustness. A model returning a tuple
+            or dict is refused (wrap it), as the attacks refuse it.
+        data: a dataset of ``(image, label)`` (e.g. :func:`advviz.data.load`). Images of another
+            float dtype than the model's (float64) are cast to the model's dtype for every forward
+            pass, as the attacks do.
         attacks: registered attack names (``"pgd"``, ``"apgd_ce"``...), ``"autoattack"`` for the
             whole AutoAttack sequence (``version``), or ``(name, params)`` pairs. Parameters given
             as ``"eps/4"`` are relative to each budget. ``pgd`` defaults to 20 steps of ``eps/4``
@@ -515,7 +519,7 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
     ``adversarial``, when given, receives each attack's output per budget (``{eps_key: {attack:
     x_adv}}``); ``should_stop`` is polled before each attack (raises ``_Stopped``).
     """
-    logits = _predict(model, x, batch_size)
+    logits = metrics.logits(model, x, batch_size=batch_size)
     correct = logits.argmax(1) == y
     prob = F.probability_rows(logits)
     grad = torch.zeros_like(correct)
@@ -583,7 +587,7 @@ def _steps_plan(plan: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict
         if name == "autoattack":
             continue
         sig = inspect.signature(A.get(name).fn).parameters
-        key = next((k for k in _ALIASES["steps"] if k in sig), None)
+        key = next((k for k in PARAM_ALIASES["steps"] if k in sig), None)
         if key is None:
             continue
         k = int(params.get(key, sig[key].default))

@@ -10,11 +10,15 @@
 * :func:`perturbation_magnitude`, :func:`signed_perturbation`, :func:`amplify`.
 * :func:`feature_divergence` ``(model, x, x_adv) -> {layer: (B,)}``: where an attack takes over,
   ``||f_l(x_adv) - f_l(x)|| / ||f_l(x)||`` per layer.
+* :func:`capture_layers`: THE forward-hook capture (named layers' outputs or inputs during one
+  forward pass, optionally with their graph, optionally stopping the pass early); everything above,
+  the widgets' layer menus, the purifier's perceptual loss and FID use it.
 * Plot helpers (matplotlib and ``plotly_*``) in :mod:`advviz.explain.plot`.
 
 Heavy plotting libraries are imported only when a plot helper runs.
 """
 
+from advviz.explain._capture import Capture, capture_layers
 from advviz.explain.divergence import divergence_layers, feature_divergence
 from advviz.explain.features import (
     PRESETS,
@@ -57,8 +61,10 @@ __all__ = [
     "MIN_CAM_SIZE",
     "PRESETS",
     "VGG16_BLOCKS",
+    "Capture",
     "GradCAMResult",
     "amplify",
+    "capture_layers",
     "cfr_binary",
     "cfr_mask",
     "divergence_layers",

@@ -4,7 +4,8 @@ For a layer ``l`` with output ``f_l``: ``d_l = ||f_l(x_adv) - f_l(x)||_2 / ||f_l
 (the norm over all of the layer's output elements). Plotted over the layers in forward order,
 it shows where a small input change grows into a different representation. The layers are the
 model's ``Conv2d`` and ``Linear`` modules (the last ``Linear`` gives the logits); ``layers=``
-chooses others.
+chooses others. The features come from :func:`advviz.explain.feature_maps` (one forward pass of
+the clean and adversarial images together).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from advviz._checks import check_batch
-from advviz._modules import model_guard
+from advviz.explain.features import feature_maps
 
 __all__ = ["feature_divergence", "divergence_layers"]
 
@@ -26,7 +27,6 @@ def divergence_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-@torch.no_grad()
 def feature_divergence(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
                        layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """``{layer: (B,)}`` relative divergences ``||f_l(x_adv) - f_l(x)|| / ||f_l(x)||``, in forward order.
@@ -46,33 +46,14 @@ def feature_divergence(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
     if x.shape != x_adv.shape:
         raise ValueError(f"x and x_adv must have the same shape, got {tuple(x.shape)} and {tuple(x_adv.shape)}")
     names = list(layers) if layers is not None else divergence_layers(model)
-    modules = dict(model.named_modules())
-    missing = [n for n in names if n not in modules]
-    if missing:
-        raise ValueError(f"the model has no layer named {missing[0]!r}; choose among {divergence_layers(model)}")
-    outs: dict[str, torch.Tensor] = {}
-    hooks = []
-
-    def hook(name: str):  # noqa: ANN202
-        def fn(_m: nn.Module, _i: object, out: object) -> None:
-            if isinstance(out, torch.Tensor):
-                outs[name] = out.detach()
-        return fn
-
-    for n in names:
-        hooks.append(modules[n].register_forward_hook(hook(n)))
-    try:
-        b = x.shape[0]
-        with model_guard(model, freeze=False):
-            model(torch.cat([x.detach(), x_adv.detach().to(x.device)]))
-    finally:
-        for h in hooks:
-            h.remove()
+    if not names:
+        return {}
+    b = x.shape[0]
+    # strict=False: a module the forward pass does not use is left out
+    outs = feature_maps(model, torch.cat([x.detach(), x_adv.detach().to(x.device)]), names, strict=False)
     result: dict[str, torch.Tensor] = {}
-    for n in names:
-        if n not in outs:
-            continue  # a module the forward pass does not use
-        f = outs[n].float().flatten(1)
+    for n, out in outs.items():
+        f = out.float().flatten(1)
         clean, adv = f[:b], f[b:]
         num = (adv - clean).norm(dim=1)
         den = clean.norm(dim=1)

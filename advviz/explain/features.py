@@ -1,6 +1,7 @@
 """Feature maps by module name, with presets for the papers' figures.
 
-* :func:`feature_maps` runs one forward pass with forward hooks on the named modules and
+* :func:`feature_maps` runs one forward pass with forward hooks on the named modules
+  (:func:`~advviz.explain._capture.capture_layers`, the one hook capture of advviz) and
   returns ``{name: (B, K, h, w)}`` (detached copies); every hook is removed afterwards.
 * Default layers (:func:`stage_layers`): the end of each stage of the zoo models
   (LeNet-5: ``relu1``, ``relu2``; CIFAR ResNets: ``relu``, ``layer1..3``; CIFAR VGGs: the last
@@ -32,8 +33,8 @@ import torch
 from torch import nn
 
 from advviz._checks import check_batch
-from advviz._modules import model_guard
-from advviz.explain.gradcam import get_module
+from advviz._modules import check_model, model_guard
+from advviz.explain._capture import capture_layers
 
 __all__ = [
     "PRESETS",
@@ -166,24 +167,12 @@ def stage_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
 
 
 def _resolution_stage_ends(model: nn.Module, x: torch.Tensor) -> list[str]:
-    order: list[tuple[str, tuple[int, int]]] = []
-    hooks = []
-
-    def make(name: str):
-        def hook(_m: nn.Module, _i: object, out: object) -> None:
-            if isinstance(out, torch.Tensor) and out.ndim == 4:
-                order.append((name, tuple(out.shape[2:])))
-        return hook
-
-    try:
-        for name, m in model.named_modules():
-            if name and not list(m.children()) and type(m).__name__ != "Normalize":
-                hooks.append(m.register_forward_hook(make(name)))
-        with model_guard(model, freeze=False), torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in hooks:
-            h.remove()
+    leaves = {name: m for name, m in model.named_modules()
+              if name and not list(m.children()) and type(m).__name__ != "Normalize"}
+    with model_guard(model, freeze=False), torch.no_grad(), \
+            capture_layers(model, leaves, clone=False, every_call=True) as cap:
+        model(x[:1])
+    order = [(name, tuple(out.shape[2:])) for name, out in cap.calls if out.ndim == 4]
     ends: list[str] = []
     for i, (name, size) in enumerate(order):
         if (i + 1 == len(order) or order[i + 1][1] != size) and name not in ends:
@@ -215,7 +204,7 @@ def preset_layers(model: nn.Module, preset: str, x: torch.Tensor | None = None) 
 
 
 def feature_maps(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] | None = None, *,
-                 preset: str | None = None) -> dict[str, torch.Tensor]:
+                 preset: str | None = None, strict: bool = True) -> dict[str, torch.Tensor]:
     """Outputs of named layers for one forward pass of ``x``.
 
     The model runs in eval mode under ``torch.no_grad()``; its ``training`` flags are restored
@@ -229,6 +218,8 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] 
             ``preset``, or :func:`stage_layers` when no preset is given.
         preset: ``"stages"``, ``"vgg16_blocks"`` or ``"vgg19_layers"`` (see the module
             docstring); not together with ``layers``.
+        strict: refuse a layer that did not run or did not output a tensor (default); with
+            ``strict=False`` such layers are left out of the result.
 
     Returns:
         ``{name: tensor}`` in the order of ``layers``; tensors are detached copies on ``x``'s
@@ -236,9 +227,11 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] 
         ``(B, F)`` for a linear layer).
 
     Raises:
-        ValueError: an unknown layer name (with close matches), a layer that did not run, or
-            a bad ``preset``.
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: an unknown layer name (with close matches), a layer that did not run
+            (``strict``), or a bad ``preset``.
     """
+    check_model(model)
     check_batch(x)
     if layers is not None and preset is not None:
         raise ValueError("pass either layers= or preset=, not both")
@@ -248,25 +241,9 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] 
         names = [layers] if isinstance(layers, str) else list(layers)
     if not names:
         raise ValueError("no layers requested")
-    modules = {n: get_module(model, n) for n in dict.fromkeys(names)}
-    found: dict[str, torch.Tensor] = {}
-
-    def make(name: str):
-        def hook(_m: nn.Module, _i: object, out: object) -> None:
-            if isinstance(out, torch.Tensor):
-                found[name] = out.detach().clone()  # clone: a later in-place op must not change it
-        return hook
-
-    hooks = []
-    try:
-        for n, m in modules.items():
-            hooks.append(m.register_forward_hook(make(n)))
-        with model_guard(model, freeze=False), torch.no_grad():
-            model(x.detach())
-    finally:
-        for h in hooks:
-            h.remove()
-    missing = [n for n in modules if n not in found]
-    if missing:
-        raise ValueError(f"layer(s) {missing} did not produce a tensor in the forward pass")
-    return {n: found[n] for n in modules}
+    # clone (the default): a later in-place op must not change a recorded map
+    with model_guard(model, freeze=False), torch.no_grad(), capture_layers(model, names) as cap:
+        model(x.detach())
+    if strict and cap.missing:
+        raise ValueError(f"layer(s) {cap.missing} did not produce a tensor in the forward pass")
+    return cap.outputs

@@ -20,7 +20,8 @@ its bookkeeping: on the 2-core CPU, one 32x32 ResNet-20 image took about three t
 as the direct path (best of 300 runs: 10.5 ms against 3.6 ms; a plain forward pass 2.9 ms),
 missing the ~5 ms budget of an interactive widget. The default
 ``backend="direct"`` therefore computes exactly eqs. (4)-(5) itself, in one forward pass:
-the pass runs under ``torch.no_grad()`` up to the layer, a forward hook makes the layer's
+the pass runs under ``torch.no_grad()`` up to the layer, a forward hook (through
+:func:`~advviz.explain._capture.capture_layers`, the one hook capture) makes the layer's
 output a gradient leaf and switches graph recording on for the rest of the network, and one
 ``torch.autograd.grad`` of the selected logits w.r.t. that output alone gives
 ``dZ_c / dA`` (no graph before the layer; parameters' ``requires_grad`` untouched and nothing
@@ -39,7 +40,6 @@ the targets and the logits of the same forward pass, as a :class:`GradCAMResult`
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from advviz._checks import check_batch
-from advviz._modules import model_guard
+from advviz._modules import check_model, model_guard
+from advviz.explain._capture import capture_layers, get_module
 
 __all__ = [
     "MIN_CAM_SIZE",
@@ -68,7 +69,7 @@ MIN_CAM_SIZE = 2
 
 
 # ---------------------------------------------------------------------------------------------
-# shared helpers (also used by features.py)
+# the Grad-CAM layer (get_module, the name lookup, lives in _capture.py)
 # ---------------------------------------------------------------------------------------------
 
 def module_name(model: nn.Module, module: nn.Module) -> str:
@@ -77,18 +78,6 @@ def module_name(model: nn.Module, module: nn.Module) -> str:
         if m is module:
             return name
     raise ValueError(f"the given layer ({type(module).__name__}) is not a submodule of the model")
-
-
-def get_module(model: nn.Module, name: str) -> nn.Module:
-    """``model.get_submodule(name)`` with a helpful error (close matches) for a wrong name."""
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        names = [n for n, _ in model.named_modules() if n]
-        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"the model has no layer named {name!r}{hint} "
-                         f"(see [n for n, _ in model.named_modules()])") from None
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None = None) -> tuple[str, nn.Module]:
@@ -152,10 +141,6 @@ class GradCAMResult:
         return cfr_binary(self.cam, tau)
 
 
-class _StopForward(Exception):
-    """Raised from a forward hook to end a forward pass early."""
-
-
 class _LayerShapeError(Exception):
     """Raised from inside the forward hook to stop the forward pass at an unusable layer."""
 
@@ -170,38 +155,30 @@ def _spatial_candidates(model: nn.Module, x: torch.Tensor, stop_at: nn.Module, l
     Latest first; modules returning the same tensor (a block and its last layer) are listed
     together. The forward pass stops when ``stop_at`` has run.
     """
+    layers = {name: m for name, m in model.named_modules() if name and not _is_normalize(m)}
+    stop = next((name for name, m in layers.items() if m is stop_at), False)
+    # the very tensors (no copy, not even a detached view; no graph is recorded under no_grad), so
+    # that modules returning the same tensor are grouped by identity
+    cap = None
+    try:
+        with torch.no_grad(), capture_layers(model, layers, keep_graph=True, clone=False, every_call=True,
+                                             stop=stop) as cap:
+            model(x[:1])
+    except Exception:  # noqa: BLE001, S110 - anything: the layers seen so far only word an error message
+        pass
     seen: dict[int, list] = {}
     order: list[int] = []
-    hooks = []
-
-    def make(name: str):
-        def hook(_m: nn.Module, _i: object, out: object) -> None:
-            if isinstance(out, torch.Tensor) and out.ndim == 4 and max(out.shape[2:]) > MIN_CAM_SIZE:
-                key = id(out)
-                if key not in seen:
-                    seen[key] = [[], tuple(out.shape[1:]), out]  # keep `out` alive: ids stay unique
-                    order.append(key)
-                seen[key][0].append(name)
-        return hook
-
-    def stop(_m: nn.Module, _i: object, _o: object) -> None:
-        raise _StopForward
-
-    try:
-        for name, m in model.named_modules():
-            if name and not _is_normalize(m) and m is not stop_at:
-                hooks.append(m.register_forward_hook(make(name)))
-        hooks.append(stop_at.register_forward_hook(stop))
-        with torch.no_grad():
-            model(x[:1])
-    except Exception:  # noqa: BLE001, S110 - _StopForward, or anything: only used to word an error message
-        pass
-    finally:
-        for h in hooks:
-            h.remove()
+    for name, t in cap.calls if cap is not None else ():
+        if name == stop or t.ndim != 4 or max(t.shape[2:]) <= MIN_CAM_SIZE:
+            continue
+        key = id(t)  # every recorded tensor stays alive in cap.calls: ids stay unique
+        if key not in seen:
+            seen[key] = [[], tuple(t.shape[1:])]
+            order.append(key)
+        seen[key][0].append(name)
     out = []
     for key in reversed(order[-limit:]):
-        names, shape, _ = seen[key]
+        names, shape = seen[key]
         out.append(f"{' = '.join(repr(n) for n in names)} ({shape[0]}x{shape[1]}x{shape[2]})")
     return out
 
@@ -247,39 +224,36 @@ def _scale_to_unit(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return cam / peak.clamp_min(torch.finfo(cam.dtype).tiny)
 
 
+def _check_layer_output(_name: str, out: object) -> None:
+    """Raise :class:`_LayerShapeError` unless ``out`` is a ``(B, K, u, v)`` map larger than 2x2."""
+    if not isinstance(out, torch.Tensor) or out.ndim != 4 or max(out.shape[2:]) <= MIN_CAM_SIZE:
+        raise _LayerShapeError(tuple(out.shape) if isinstance(out, torch.Tensor) else None)
+
+
+def _as_gradient_leaf(name: str, out: object) -> torch.Tensor:
+    _check_layer_output(name, out)
+    # From here on record the graph; before the layer nothing was recorded (no_grad), so
+    # the backward pass runs from the logits to this output and no further.
+    torch.set_grad_enabled(True)
+    return out.detach().requires_grad_(True)  # the layer's output, replaced by this leaf
+
+
 def _direct(model: nn.Module, module: nn.Module, name: str, x: torch.Tensor,
             target: int | Sequence[int] | torch.Tensor | None) -> GradCAMResult:
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(_m: nn.Module, _inp: object, out: object) -> torch.Tensor:
-        if not isinstance(out, torch.Tensor) or out.ndim != 4:
-            raise _LayerShapeError(tuple(out.shape) if isinstance(out, torch.Tensor) else None)
-        if max(out.shape[2:]) <= MIN_CAM_SIZE:
-            raise _LayerShapeError(tuple(out.shape))
-        # From here on record the graph; before the layer nothing was recorded (no_grad), so
-        # the backward pass runs from the logits to this output and no further.
-        torch.set_grad_enabled(True)
-        leaf = out.detach().requires_grad_(True)
-        store["a"] = leaf
-        return leaf
-
-    handle = module.register_forward_hook(hook)
-    bad: _LayerShapeError | None = None
     try:
-        with torch.no_grad():  # its exit restores the caller's grad mode after the hook's switch
+        # no_grad's exit restores the caller's grad mode after the hook's switch; the leaf is
+        # recorded as is (keep_graph, no clone): the gradient is taken w.r.t. it
+        with torch.no_grad(), capture_layers(model, {name: module}, keep_graph=True, clone=False,
+                                             on_output=_as_gradient_leaf) as cap:
             logits = model(x)
     except _LayerShapeError as exc:
-        bad = exc
-    finally:
-        handle.remove()
-    if bad is not None:
-        raise _refuse(model, module, x, name, bad.shape) from None
-    if "a" not in store:
+        raise _refuse(model, module, x, name, exc.shape) from None
+    if cap.missing:
         raise ValueError(f"layer {name!r} was not called in the model's forward pass")
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         raise ValueError("Grad-CAM needs a model returning logits of shape (B, num_classes)")
     t = _targets(target, logits)
-    act = store["a"]
+    act = cap.last[name]
     if not logits.requires_grad:
         raise ValueError(f"the model's output does not depend on layer {name!r}")
     with torch.enable_grad():
@@ -295,21 +269,11 @@ def _captum(model: nn.Module, module: nn.Module, name: str, x: torch.Tensor,
             target: int | Sequence[int] | torch.Tensor | None) -> GradCAMResult:
     from captum.attr import LayerGradCam
 
-    def check(_m: nn.Module, _inp: object, out: object) -> None:
-        if not isinstance(out, torch.Tensor) or out.ndim != 4 or max(out.shape[2:]) <= MIN_CAM_SIZE:
-            raise _LayerShapeError(tuple(out.shape) if isinstance(out, torch.Tensor) else None)
-
-    handle = module.register_forward_hook(check)
-    bad: _LayerShapeError | None = None
     try:
-        with torch.no_grad():
+        with torch.no_grad(), capture_layers(model, {name: module}, clone=False, on_output=_check_layer_output):
             logits = model(x)
     except _LayerShapeError as exc:
-        bad = exc
-    finally:
-        handle.remove()
-    if bad is not None:
-        raise _refuse(model, module, x, name, bad.shape) from None
+        raise _refuse(model, module, x, name, exc.shape) from None
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         raise ValueError("Grad-CAM needs a model returning logits of shape (B, num_classes)")
     t = _targets(target, logits)
@@ -326,6 +290,7 @@ def gradcam_result(model: nn.Module, x: torch.Tensor, target: int | Sequence[int
     Returns:
         :class:`GradCAMResult` (``cam`` is what :func:`gradcam` returns).
     """
+    check_model(model)
     check_batch(x)
     if backend not in ("direct", "captum"):
         raise ValueError(f"backend must be 'direct' or 'captum', got {backend!r}")

@@ -20,6 +20,7 @@ from torch import nn
 
 from advviz import artifacts, models
 from advviz._modules import module_device
+from advviz.explain import capture_layers
 
 __all__ = ["FeatureNetwork", "feature_statistics", "fid", "fid_network", "frechet_distance", "inception_features",
            "penultimate"]
@@ -65,11 +66,12 @@ class FeatureNetwork(nn.Module):
 
 
 def penultimate(model: nn.Module, name: str) -> FeatureNetwork:
-    """Penultimate features of a zoo classifier: the input of its last ``nn.Linear``."""
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    """Penultimate features of a zoo classifier: the input of its last ``nn.Linear`` (the forward
+    pass stops there: the last layer itself is not computed)."""
+    last = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not last:
         raise ValueError(f"{name} has no linear layer to take penultimate features from")
-    layer = last[-1]
+    lname, layer = last[-1]
 
     class _Pen(nn.Module):
         def __init__(self) -> None:
@@ -77,13 +79,10 @@ def penultimate(model: nn.Module, name: str) -> FeatureNetwork:
             self.model = model
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            store: list[torch.Tensor] = []
-            h = layer.register_forward_hook(lambda _m, inp, _o: store.append(inp[0]))
-            try:
+            # the first call's input (the old hook kept store[0]); clone=False: read, never changed
+            with capture_layers(self.model, {lname: layer}, inputs=True, clone=False, stop=True) as cap:
                 self.model.eval()(x)
-            finally:
-                h.remove()
-            return store[0]
+            return cap.last[lname]
 
     return FeatureNetwork(_Pen(), f"{name} penultimate features (not Inception)")
 

@@ -15,8 +15,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from advviz import distributed
-from advviz._modules import model_guard, module_device
+from advviz import distributed, metrics
+from advviz._modules import module_device
 from advviz.train.engine import FitResult, TrainState, batches, default_device, fit_steps, num_items, plateaued
 
 __all__ = ["fit", "evaluate", "predict", "LossFn"]
@@ -197,17 +197,16 @@ def fit(
                                         lr_final=lr_final, augment=augment, loss=loss, extra=config))
 
 
-@torch.no_grad()
 def _eval_loss_acc(model: nn.Module, data: Dataset | tuple[torch.Tensor, torch.Tensor], dev: torch.device,
                    batch_size: int = 256) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy on ``data`` through the one batched forward (:func:`advviz.metrics.logits`)."""
     tot_loss, correct, n = 0.0, 0, 0
-    with model_guard(model, freeze=False):
-        for x, y in batches(data, batch_size):
-            x, y = x.to(dev), y.to(dev)
-            logits = model(x)
-            tot_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            n += y.shape[0]
+    for x, y in batches(data, batch_size):
+        x, y = x.to(dev), y.to(dev)
+        logits = metrics.logits(model, x, batch_size=batch_size)
+        tot_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        n += y.shape[0]
     return tot_loss / max(n, 1), correct / max(n, 1)
 
 
@@ -225,10 +224,7 @@ def evaluate(model: nn.Module, data: Dataset | tuple[torch.Tensor, torch.Tensor]
     return _eval_loss_acc(model, data, dev, batch_size)[1]
 
 
-@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
-    """Softmax probabilities ``(B, num_classes)`` for ``x`` ``(B, C, H, W)`` in [0, 1] (eval mode, restored)."""
-    dev = module_device(model)
-    with model_guard(model, freeze=False):
-        out = [F.softmax(model(x[s:s + batch_size].to(dev)), dim=1).cpu() for s in range(0, x.shape[0], batch_size)]
-    return torch.cat(out)
+    """Softmax probabilities ``(B, num_classes)`` for ``x`` ``(B, C, H, W)`` in [0, 1] (eval mode, restored),
+    through the one batched forward (:func:`advviz.metrics.logits`), on the CPU."""
+    return F.softmax(metrics.logits(model, x.to(module_device(model)), batch_size=batch_size), dim=1).cpu()

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from advviz._modules import model_guard
+from advviz.explain import capture_layers
 
 __all__ = ["spatial_layers"]
 
@@ -24,30 +25,21 @@ def spatial_layers(model: nn.Module, input_size: tuple[int, int, int], *, device
         device: where the model is.
         convs_only: only ``Conv2d`` modules and ``last_conv``.
     """
-    seen: list[str] = []
-    hooks = []
     last_conv = getattr(model, "last_conv", "")
-
-    def hook(name: str):  # noqa: ANN202
-        def fn(_m: nn.Module, _i: object, out: object) -> None:
-            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[2] > 1 and out.shape[3] > 1:
-                if name not in seen:
-                    seen.append(name)
-        return fn
-
+    layers = {}
     for name, m in model.named_modules():
         if not name or type(m).__name__ in ("Normalize",) or isinstance(m, (nn.BatchNorm2d, nn.MaxPool2d,
                                                                                nn.AvgPool2d, nn.Identity)):
             continue
         if convs_only and not isinstance(m, nn.Conv2d) and name != last_conv:
             continue
-        hooks.append(m.register_forward_hook(hook(name)))
-    try:
-        with model_guard(model, freeze=False):
-            model(torch.zeros(1, *input_size, device=device))
-    finally:
-        for h in hooks:
-            h.remove()
+        layers[name] = m
+    with model_guard(model, freeze=False), capture_layers(model, layers, clone=False, every_call=True) as cap:
+        model(torch.zeros(1, *input_size, device=device))
+    seen: list[str] = []
+    for name, out in cap.calls:
+        if out.ndim == 4 and out.shape[2] > 1 and out.shape[3] > 1 and name not in seen:
+            seen.append(name)
     if last_conv and last_conv not in seen:
         seen.append(last_conv)
     return seen

@@ -29,11 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from advviz import artifacts, models
+from advviz import artifacts, metrics, models
 from advviz._modules import module_device
 from advviz._paths import data_root
 from advviz.data import CIFAR10_CLASSES, DIGIT_CLASSES
-from advviz.train import predict
 
 __all__ = ["ExplorerState", "Prediction", "available_datasets", "available_models", "default_pairing",
            "dataset_classes", "model_dataset"]
@@ -241,7 +240,7 @@ class ExplorerState:
     @torch.no_grad()
     def predict(self, x: torch.Tensor | None = None) -> Prediction:
         """The model's prediction for ``x`` ``(C, H, W)`` (default: the current image)."""
-        probs = predict(self.model, self.batch(x))[0]
+        probs = torch.softmax(metrics.logits(self.model, self.batch(x)), dim=1)[0].cpu()
         conf, label = probs.max(0)
         return Prediction(probs=probs, label=int(label), confidence=float(conf))
 

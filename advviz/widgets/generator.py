@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from advviz._modules import model_guard, module_device
+from advviz import metrics
+from advviz._modules import module_device
 from advviz.widgets import _render as R
 from advviz.widgets._errors import ErrorArea, guarded
 
@@ -71,8 +72,7 @@ class GeneratorView(W.VBox):
         self.render()
 
     def _predict(self, x: torch.Tensor) -> tuple[int, float]:
-        with model_guard(self.model, freeze=False), torch.no_grad():
-            p = torch.softmax(self.model(x.to(module_device(self.model))), 1)[0].cpu()
+        p = torch.softmax(metrics.logits(self.model, x.to(module_device(self.model))), 1)[0].cpu()
         k = int(p.argmax())
         return k, float(p[k])
 
