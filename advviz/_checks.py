@@ -7,8 +7,8 @@ import torch
 __all__ = ["check_batch", "check_images"]
 
 
-def check_batch(x: torch.Tensor, *, name: str = "x") -> None:
-    """Raise unless ``x`` is a non-empty float ``(B, C, H, W)`` tensor (any value range)."""
+def check_batch(x: torch.Tensor, *, name: str = "x", allow_empty: bool = False) -> None:
+    """Raise unless ``x`` is a float ``(B, C, H, W)`` tensor (any value range), non-empty unless ``allow_empty``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.ndim != 4:
@@ -17,7 +17,7 @@ def check_batch(x: torch.Tensor, *, name: str = "x") -> None:
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype} "
                          "(convert uint8 images with x.float() / 255)")
-    if x.shape[0] == 0:
+    if x.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is an empty batch")
 
 

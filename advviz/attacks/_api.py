@@ -33,6 +33,8 @@ class AttackSpec:
         budget: name of the parameter bounding the perturbation in ``norm`` (``"eps"``), or
             ``None`` when the method is unbounded (C&W, DeepFool minimise the perturbation).
         description: one line for listings and tooltips.
+        recordable: an iterative attack that reports every iterate to :func:`advviz.attacks.record`
+            (``recorder = current_recorder()`` before its loop, ``recorder(x_adv)`` after each step).
         quick: parameter overrides for a fast run (tests, widget previews), e.g. fewer steps.
             Budget semantics checked by the invariant tests, by ``norm``/``budget``:
             ``linf`` + ``eps``: ``max |x_adv - x| <= eps``; ``l2`` + ``eps``: per-image L2 <= eps;
@@ -50,6 +52,7 @@ class AttackSpec:
     budget: str | None = "eps"
     description: str = ""
     quick: Mapping[str, object] = field(default_factory=dict)
+    recordable: bool = False
 
     def defaults(self) -> dict[str, object]:
         """``{param: default}`` for every parameter."""
@@ -64,14 +67,15 @@ ATTACKS: Registry[AttackSpec] = Registry("attack")
 
 def register_attack(name: str, *, params: Sequence[ParamSpec], paper: str = "", norm: str = "linf",
                     targeted: bool = False, budget: str | None = "eps",
-                    description: str = "", quick: Mapping[str, object] | None = None) -> Callable[[AttackFn], AttackFn]:
+                    description: str = "", quick: Mapping[str, object] | None = None,
+                    recordable: bool = False) -> Callable[[AttackFn], AttackFn]:
     """Decorator registering an attack function under ``name`` (duplicates raise)."""
 
     def deco(fn: AttackFn) -> AttackFn:
         ATTACKS.add(name, AttackSpec(name=name, fn=fn, params=tuple(params), paper=paper, norm=norm,
                                      targeted=targeted, budget=budget,
                                      description=description or (fn.__doc__ or "").strip().split("\n")[0],
-                                     quick=dict(quick or {})))
+                                     quick=dict(quick or {}), recordable=recordable))
         return fn
 
     return deco

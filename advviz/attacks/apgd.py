@@ -290,7 +290,7 @@ _ALPHA_MOMENTUM = 0.75
 
 
 @register_attack(
-    "apgd_ce", params=[NORM_EPS_PARAM, N_ITER_PARAM, RESTARTS_PARAM, TARGETED_PARAM, SEED_PARAM, PRECISION_PARAM],
+    "apgd_ce", recordable=True, params=[NORM_EPS_PARAM, N_ITER_PARAM, RESTARTS_PARAM, TARGETED_PARAM, SEED_PARAM, PRECISION_PARAM],
     paper="Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse "
           "parameter-free attacks. ICML 2020",
     norm="linf", targeted=True, budget="eps", quick={"n_iter": 5},
@@ -334,7 +334,7 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | 
 
 
 @register_attack(
-    "apgd_dlr", params=[NORM_EPS_PARAM, N_ITER_PARAM, RESTARTS_PARAM, SEED_PARAM, PRECISION_PARAM],
+    "apgd_dlr", recordable=True, params=[NORM_EPS_PARAM, N_ITER_PARAM, RESTARTS_PARAM, SEED_PARAM, PRECISION_PARAM],
     paper="Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse "
           "parameter-free attacks. ICML 2020",
     norm="linf", targeted=False, budget="eps", quick={"n_iter": 5},

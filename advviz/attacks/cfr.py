@@ -72,6 +72,7 @@ from advviz.attacks._core import (
     working_copy,
 )
 from advviz.attacks.trajectory import current_recorder
+from advviz.explain import cfr_mask, gradcam
 
 __all__ = ["cfr", "cfr_attack", "CFRResult"]
 
@@ -158,8 +159,6 @@ def cfr_attack(
     Returns:
         :class:`CFRResult`.
     """
-    from advviz.explain import cfr_mask, gradcam
-
     check_images(x)
     y = check_labels(y, x)
     if not 0.0 <= tau <= 1.0:
@@ -263,7 +262,7 @@ def _literal(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: 
     return (delta * mask).detach(), used
 
 
-@register_attack("cfr", params=_PARAMS, paper="Qian et al., CFR patch attack (Algorithm 1, eqs. 6-9)",
+@register_attack("cfr", recordable=True, params=_PARAMS, paper="Qian et al., CFR patch attack (Algorithm 1, eqs. 6-9)",
                  norm="l2", targeted=False, budget=None, quick={"steps": 10},
                  description="Grad-CAM soft-mask patch attack with inverse temperature (paper 002)")
 def cfr(

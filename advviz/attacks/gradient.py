@@ -282,7 +282,7 @@ def _iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
 
 
 @register_attack(
-    "fgsm", params=[_EPS, TARGETED_PARAM, SEED_PARAM],
+    "fgsm", recordable=True, params=[_EPS, TARGETED_PARAM, SEED_PARAM],
     paper="Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015",
     norm="linf", targeted=True, budget="eps", quick={},
     description="Fast Gradient Sign Method: one step of size eps along the sign of the loss gradient")
@@ -311,7 +311,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 /
 
 
 @register_attack(
-    "bim", params=[_EPS, ParamSpec("alpha", 1 / 255, low=0.0, high=16 / 255, step=0.5 / 255, per255=True,
+    "bim", recordable=True, params=[_EPS, ParamSpec("alpha", 1 / 255, low=0.0, high=16 / 255, step=0.5 / 255, per255=True,
                                    help="step size per iteration, on the [0, 1] scale"),
                    _STEPS, TARGETED_PARAM, SEED_PARAM, _BEST],
     paper="Kurakin, Goodfellow, Bengio. Adversarial Examples in the Physical World. ICLR Workshop 2017",
@@ -351,7 +351,7 @@ _DECAY = ParamSpec("decay", 1.0, low=0.0, high=2.0, step=0.05, help="momentum de
 
 
 @register_attack(
-    "mifgsm", params=[_EPS, _ALPHA, _STEPS, _DECAY, TARGETED_PARAM, SEED_PARAM, _BEST],
+    "mifgsm", recordable=True, params=[_EPS, _ALPHA, _STEPS, _DECAY, TARGETED_PARAM, SEED_PARAM, _BEST],
     paper="Dong et al. Boosting Adversarial Attacks with Momentum. CVPR 2018",
     norm="linf", targeted=True, budget="eps", quick={"steps": 3},
     description="Momentum Iterative FGSM: sign steps along an accumulated L1-normalised gradient")
@@ -393,7 +393,7 @@ _RESIZE = ParamSpec("resize_rate", 0.9, low=0.5, high=1.0, step=0.01,
 
 
 @register_attack(
-    "difgsm", params=[_EPS, _ALPHA, _STEPS, _P, _RESIZE,
+    "difgsm", recordable=True, params=[_EPS, _ALPHA, _STEPS, _P, _RESIZE,
                       ParamSpec("momentum", 0.0, low=0.0, high=2.0, step=0.05,
                                 help="momentum decay: 0 gives DI²-FGSM, 1.0 gives M-DI²-FGSM"),
                       TARGETED_PARAM, SEED_PARAM, _BEST],
@@ -439,7 +439,7 @@ def difgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8
 
 
 @register_attack(
-    "mdi2fgsm", params=[_EPS, _ALPHA, _STEPS, _P, _RESIZE,
+    "mdi2fgsm", recordable=True, params=[_EPS, _ALPHA, _STEPS, _P, _RESIZE,
                         ParamSpec("momentum", 1.0, low=0.0, high=2.0, step=0.05, help="momentum decay mu"),
                         TARGETED_PARAM, SEED_PARAM, _BEST],
     paper="Xie et al. Improving Transferability of Adversarial Examples with Input Diversity. CVPR 2019",
@@ -479,7 +479,7 @@ _DEFAULTS = {"linf": (8 / 255, 2 / 255), "l2": (0.5, 0.1)}
 
 
 @register_attack(
-    "pgd", params=[_EPS, _ALPHA, _STEPS, ParamSpec("random_start", True, kind="bool",
+    "pgd", recordable=True, params=[_EPS, _ALPHA, _STEPS, ParamSpec("random_start", True, kind="bool",
                                                    help="start at a uniformly random point of the eps ball"),
                    TARGETED_PARAM, SEED_PARAM, _BEST, PRECISION_PARAM],
     paper="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018",
@@ -527,7 +527,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm = "lin
 
 
 @register_attack(
-    "pgd_l2", params=[_L2_EPS, _L2_ALPHA, _STEPS, ParamSpec("random_start", True, kind="bool",
+    "pgd_l2", recordable=True, params=[_L2_EPS, _L2_ALPHA, _STEPS, ParamSpec("random_start", True, kind="bool",
                                                           help="start at a random point of the eps ball"),
                       TARGETED_PARAM, SEED_PARAM, _BEST, PRECISION_PARAM],
     paper="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018",

@@ -26,14 +26,13 @@ from torch import nn
 from advviz import metrics
 from advviz.attacks._api import get, list_attacks
 
-__all__ = ["Frame", "Trajectory", "record", "current_recorder", "RECORDABLE"]
+__all__ = ["Frame", "Trajectory", "record", "current_recorder", "recordable"]
 
 Recorder = Callable[[torch.Tensor], None]
 _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("advviz_attack_recorder", default=None)
 
 #: Registered attacks whose loops report their iterates (APGD: every iterate of its run, from the
 #: random start, stopping where the image is fooled).
-RECORDABLE = ("fgsm", "bim", "mifgsm", "difgsm", "mdi2fgsm", "pgd", "pgd_l2", "cfr", "apgd_ce", "apgd_dlr")
 
 
 def current_recorder() -> Recorder | None:
@@ -96,11 +95,16 @@ class Trajectory:
         return None
 
 
+def recordable() -> list[str]:
+    """The registered attacks whose iterates :func:`record` can follow (``AttackSpec.recordable``)."""
+    return [n for n in list_attacks() if get(n).recordable]
+
+
 def record(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor | int, **params: Any) -> Trajectory:
     """Run attack ``name`` on one image and keep every iteration.
 
     Args:
-        name: a registered iterative attack (:data:`RECORDABLE`).
+        name: a registered iterative attack (:func:`recordable`: its spec has ``recordable=True``).
         model: the classifier (``(B, C, H, W)`` in [0, 1] -> logits).
         x: one image, ``(C, H, W)`` or ``(1, C, H, W)``, in [0, 1].
         y: its label (the target when ``targeted=True``), an int or a ``(1,)`` tensor.
@@ -112,10 +116,9 @@ def record(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor | int, 
     Raises:
         ValueError: an attack without iterations to record, or more than one image.
     """
-    if name not in RECORDABLE:
-        raise ValueError(f"{name!r} has no iterations to record; record() takes "
-                         f"{', '.join(n for n in RECORDABLE if n in list_attacks())}")
     spec = get(name)
+    if not spec.recordable:
+        raise ValueError(f"{name!r} has no iterations to record; record() takes {', '.join(recordable())}")
     xb = x.unsqueeze(0) if x.ndim == 3 else x
     if xb.ndim != 4 or xb.shape[0] != 1:
         raise ValueError(f"record() follows one image: give x as (C, H, W) or (1, C, H, W), got {tuple(x.shape)}")

@@ -33,12 +33,12 @@ from advviz import attacks as A
 from advviz import metrics
 from advviz.benchmarks._setup import resnet20_sample
 
-__all__ = ["format", "run"]
+__all__ = ["format", "run", "import_torchattacks"]
 
 log = logging.getLogger(__name__)
 
 
-def _import_torchattacks() -> Any:
+def import_torchattacks() -> Any:
     try:
         import torchattacks
     except ImportError as exc:
@@ -109,7 +109,7 @@ def run(*, n: int | None = None, quick: bool = False, device: str = "cpu", seed:
         One dict per attack: ``attack, params, n, threads, advviz_ips, torchattacks_ips, speedup,
         advviz_asr, torchattacks_asr, advviz_l2, torchattacks_l2, advviz_linf, torchattacks_linf``.
     """
-    ta = _import_torchattacks()
+    ta = import_torchattacks()
 
     n = n if n is not None else (64 if quick else 256)
     repeats = repeats if repeats is not None else (2 if quick else 3)

@@ -44,7 +44,7 @@ import torch
 
 from advviz.attacks import pgd
 from advviz.benchmarks._setup import resnet20_sample
-from advviz.benchmarks.attacks import _import_torchattacks
+from advviz.benchmarks.attacks import import_torchattacks
 from advviz.evaluate import autoattack
 
 __all__ = ["format", "run"]
@@ -85,7 +85,7 @@ def run(*, n: int | None = None, quick: bool = False, device: str = "cpu", seed:
         torchattacks_robust, torchattacks_seconds, speedup, torchattacks_paper_robust,
         torchattacks_paper_seconds, speedup_paper, pgd20_robust, pgd20_seconds, flags``.
     """
-    ta = _import_torchattacks()
+    ta = import_torchattacks()
 
     n = n if n is not None else (16 if quick else 100)
     budgets = tuple(eps) if eps is not None else ((0.5 / 255,) if quick else (0.25 / 255, 0.5 / 255))

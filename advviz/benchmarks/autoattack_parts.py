@@ -28,7 +28,7 @@ import torch
 
 from advviz import attacks as A
 from advviz.benchmarks._setup import resnet20_sample
-from advviz.benchmarks.attacks import _import_torchattacks
+from advviz.benchmarks.attacks import import_torchattacks
 
 __all__ = ["format", "run"]
 
@@ -69,7 +69,7 @@ def run(*, n: int | None = None, quick: bool = False, device: str = "cpu", seed:
         One dict per budget and attack: ``attack, params, eps, n, advviz_robust, torchattacks_robust,
         advviz_s, torchattacks_s, advviz_linf``.
     """
-    ta = _import_torchattacks()
+    ta = import_torchattacks()
     n = n if n is not None else (32 if quick else 100)
     with resnet20_sample(n=n, device=device, seed=seed) as (model, x, y, _dev):
         return _run(ta, model, x, y, n=n, quick=quick, seed=seed, only=only)

@@ -14,26 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from advviz._checks import check_batch
 from advviz._registry import ParamSpec
 from advviz.defenses import register_purifier
 
 __all__ = ["jpeg"]
-
-
-def _check(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
-    if x.ndim != 4:
-        hint = " (add a batch dimension with x.unsqueeze(0))" if x.ndim == 3 else ""
-        raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}{hint}")
-    if x.shape[1] not in (1, 3):
-        raise ValueError(f"JPEG needs 1 (grayscale) or 3 (RGB) channels, (B, 1, H, W) or (B, 3, H, W) images; "
-                         f"got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a float tensor in [0, 1], got dtype {x.dtype}")
-    x = x.detach()
-    if x.numel() and (not torch.isfinite(x).all() or float(x.min()) < 0.0 or float(x.max()) > 1.0):
-        raise ValueError("x must be finite and lie in [0, 1] (divide 0-255 pixels by 255)")
 
 
 def jpeg(x: torch.Tensor, *, quality: int = 75) -> torch.Tensor:
@@ -47,7 +32,7 @@ def jpeg(x: torch.Tensor, *, quality: int = 75) -> torch.Tensor:
         ``(B, C, H, W)`` tensor of ``x``'s dtype and device, values in ``[0, 1]`` on the
         1/255 grid.
     """
-    _check(x)
+    check_batch(x, allow_empty=True)
     q = int(quality)
     if q != quality or not 1 <= q <= 100:
         raise ValueError(f"quality must be an integer in [1, 100], got {quality!r}")

@@ -31,10 +31,15 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torchvision.models import VGG
 
 from advviz._checks import check_batch
 from advviz._modules import check_model, model_guard
 from advviz.explain._capture import capture_layers
+from advviz.models.lenet import LeNet5
+from advviz.models.mobilenet import CifarMobileNetV2
+from advviz.models.resnet_cifar import CifarResNet
+from advviz.models.vgg_cifar import VGG_CONFIGS, CifarVGG
 
 __all__ = [
     "PRESETS",
@@ -57,23 +62,15 @@ PRESETS = ("stages", "vgg16_blocks", "vgg19_layers")
 
 
 def _is_cifar_vgg(model: nn.Module) -> bool:
-    from advviz.models.vgg_cifar import CifarVGG
-
     return isinstance(model, CifarVGG)
 
 
 def _is_torchvision_vgg(model: nn.Module) -> bool:
-    try:
-        from torchvision.models import VGG
-    except ImportError:  # pragma: no cover - torchvision is a dependency
-        return False
     return isinstance(model, VGG)
 
 
 def _cifar_vgg_blocks(model: nn.Module) -> list[list[str]]:
     """Block -> its layer names (``conv, relu`` pairs then the pool) of a zoo CIFAR VGG."""
-    from advviz.models.vgg_cifar import VGG_CONFIGS
-
     blocks: list[list[str]] = []
     for b, widths in enumerate(VGG_CONFIGS[model.depth], start=1):
         names = []
@@ -141,10 +138,6 @@ def stage_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
         x: an example batch; needed only for models outside the zoo (the stage ends are found
             from one forward pass: per spatial resolution, the last leaf module producing it).
     """
-    from advviz.models.lenet import LeNet5
-    from advviz.models.mobilenet import CifarMobileNetV2
-    from advviz.models.resnet_cifar import CifarResNet
-
     if isinstance(model, LeNet5):
         names = ["relu1", "relu2"]
     elif isinstance(model, CifarResNet):

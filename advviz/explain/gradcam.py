@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from captum.attr import LayerGradCam
 from torch import nn
 
 from advviz._checks import check_batch
@@ -267,8 +268,6 @@ def _direct(model: nn.Module, module: nn.Module, name: str, x: torch.Tensor,
 
 def _captum(model: nn.Module, module: nn.Module, name: str, x: torch.Tensor,
             target: int | Sequence[int] | torch.Tensor | None) -> GradCAMResult:
-    from captum.attr import LayerGradCam
-
     try:
         with torch.no_grad(), capture_layers(model, {name: module}, clone=False, on_output=_check_layer_output):
             logits = model(x)

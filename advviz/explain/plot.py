@@ -19,13 +19,14 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import plotly.graph_objects as go
 import torch
+from matplotlib.figure import Figure
 
 from advviz.explain.perturbation import perturbation_magnitude
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 __all__ = [
     "feature_map_grid",
@@ -120,7 +121,6 @@ def _mosaic(fmap: Any, max_channels: int, cols: int | None) -> tuple[np.ndarray,
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (3.2, 3.2)) -> tuple[Figure, Axes]:
     if ax is not None:
         return ax.figure, ax
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
     return fig, fig.add_subplot()
@@ -230,14 +230,8 @@ def perturbation_heatmap(x: Any, x_adv: Any, reduce: str = "max", *, ax: Axes | 
 # plotly
 # ---------------------------------------------------------------------------------------------
 
-def _go():
-    import plotly.graph_objects as go
-
-    return go
-
-
 def _pfig(fig: Any) -> Any:
-    return _go().Figure() if fig is None else fig
+    return go.Figure() if fig is None else fig
 
 
 def _add(fig: Any, trace: Any, row: int | None, col: int | None) -> None:
@@ -267,7 +261,7 @@ def plotly_image(image: Any, *, fig: Any = None, row: int | None = None, col: in
                  title: str | None = None) -> Any:
     """An image ``(C, H, W)`` in ``[0, 1]`` as a plotly ``Image`` trace; returns the figure."""
     fig = _pfig(fig)
-    _add(fig, _go().Image(z=_rgb_uint8(image), hoverinfo="x+y+z"), row, col)
+    _add(fig, go.Image(z=_rgb_uint8(image), hoverinfo="x+y+z"), row, col)
     _image_axes(fig, row, col, title)
     return fig
 
@@ -283,7 +277,6 @@ def plotly_overlay(image: Any, cam: Any, alpha: float = 0.5, colorscale: str = "
     if heat.shape != rgb.shape[:2]:
         raise ValueError(f"cam {heat.shape} and image {rgb.shape[:2]} must have the same size (gradcam upsamples)")
     fig = _pfig(fig)
-    go = _go()
     _add(fig, go.Image(z=rgb, hoverinfo="skip"), row, col)
     _add(fig, go.Heatmap(z=heat, zmin=0.0, zmax=1.0, colorscale=colorscale, opacity=alpha,
                          showscale=showscale, hovertemplate="x=%{x} y=%{y} cam=%{z:.3f}<extra></extra>"), row, col)
@@ -297,7 +290,7 @@ def plotly_heatmap(values: Any, *, fig: Any = None, row: int | None = None, col:
     """Any 2-D map ``(H, W)`` / ``(1, 1, H, W)`` (mask, Grad-CAM, magnitude) as a heatmap."""
     arr = _map_np(values, "values")
     fig = _pfig(fig)
-    _add(fig, _go().Heatmap(z=arr, zmin=zmin, zmax=zmax, colorscale=colorscale, showscale=showscale), row, col)
+    _add(fig, go.Heatmap(z=arr, zmin=zmin, zmax=zmax, colorscale=colorscale, showscale=showscale), row, col)
     _image_axes(fig, row, col, title)
     return fig
 
@@ -309,7 +302,7 @@ def plotly_feature_grid(fmap: Any, max_channels: int = 16, *, fig: Any = None, r
     mosaic, shown, total = _mosaic(fmap, max_channels, cols)
     fig = _pfig(fig)
     z = np.where(np.isnan(mosaic), None, mosaic).tolist()  # plotly leaves None cells blank
-    _add(fig, _go().Heatmap(z=z, zmin=0.0, zmax=1.0, colorscale=colorscale, showscale=False,
+    _add(fig, go.Heatmap(z=z, zmin=0.0, zmax=1.0, colorscale=colorscale, showscale=False,
                             hoverongaps=False), row, col)
     _image_axes(fig, row, col, title if title is not None else f"{shown} of {total} channels")
     return fig

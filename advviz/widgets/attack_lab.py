@@ -10,7 +10,7 @@ import ipywidgets as W
 import torch
 
 from advviz import attacks, explain, metrics
-from advviz.attacks.trajectory import RECORDABLE, record
+from advviz.attacks.trajectory import record
 from advviz.widgets import _render as R
 from advviz.widgets._budgets import budget_overrides, widened_params
 from advviz.widgets._controls import ParamControls
@@ -201,7 +201,7 @@ class AttackLab(W.VBox):
         spec = inp["spec"]
         t0 = time.perf_counter()
         traj = None
-        if spec.name in RECORDABLE:  # the same attack, its iterates kept
+        if spec.recordable:  # the same attack, its iterates kept
             traj = record(spec.name, job.model, inp["x"], inp["y"], **inp["kwargs"])
             x_adv = traj.x_adv.unsqueeze(0).to(inp["x"].device)
         else:
