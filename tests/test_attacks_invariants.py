@@ -229,3 +229,24 @@ def test_contract_resnet20(name, resnet20, cifar_correct) -> None:
     x, y = cifar_correct
     x, y = x[:2], y[:2]
     assert_contract(spec, resnet20, x, y, _kwargs(spec, seed=0))  # (reproducibility: on the tiny model)
+
+
+# ---------------------------------------------------------------------------------------------
+# "can be recorded" is the spec's field: every attack marked so reports its iterates, no other does
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recordable_is_true_exactly_for_the_attacks_that_report_their_iterates(tiny, device, name):
+    spec = _spec(name)
+    x = torch.rand(1, *TINY, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        y = tiny(x).argmax(1)  # a correctly classified point: every attack runs on it
+    kw = _kwargs(spec)
+    if spec.recordable:
+        traj = attacks.record(name, tiny, x, int(y), **kw)
+        assert len(traj.frames) >= 1  # at least one iterate reported
+        out = spec.fn(tiny, x, y, **kw)
+        assert torch.allclose(getattr(out, "x_adv", out)[0].cpu(), traj.x_adv, atol=1e-6)
+    else:
+        with pytest.raises(ValueError, match="no iterations to record"):
+            attacks.record(name, tiny, x, int(y), **kw)
