@@ -55,6 +55,7 @@ __all__ = [
     "monotonic_flag",
     "probability_flag",
     "probability_rows",
+    "randomized",
 ]
 
 GRAD_SHARE = 0.10
@@ -64,6 +65,32 @@ STEPS_POINTS = 16
 LARGE_EPS_SHARE = 0.10
 BLACKBOX_SHARE = 0.10
 PROB_ATOL = 1e-4
+
+
+def randomized(model: nn.Module, x: torch.Tensor, *, draws: int = 2, atol: float = 0.0) -> bool:
+    """The determinism probe: ``True`` when ``draws`` forward passes of the same batch differ.
+
+    A model (or a defense) that draws random numbers in its forward pass (random resizing, noise,
+    dropout left on, a stochastic purifier) gives another output each time; attacks on it and
+    accuracies measured once are then samples, not values (Athalye, Carlini & Wagner 2018, EOT).
+    The passes run in eval mode (:func:`advviz.metrics.logits`), so dropout and batch statistics do
+    not count; the global random state is forked, so probing draws nothing the caller would see.
+
+    Args:
+        model: the classifier (or defended classifier) as evaluated.
+        x: ``(B, C, H, W)`` images in ``[0, 1]``, a few are enough.
+        draws: forward passes to compare (at least 2).
+        atol: largest absolute difference of the logits still taken as equal.
+
+    Returns:
+        Whether any two passes differ by more than ``atol``.
+    """
+    if draws < 2:
+        raise ValueError(f"draws must be at least 2, got {draws}")
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        first = metrics.logits(model, x)
+        return any(not torch.allclose(metrics.logits(model, x), first, rtol=0.0, atol=atol) for _ in range(draws - 1))
 
 
 def gradient_ok(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
