@@ -44,6 +44,7 @@ from advviz.attacks._core import (
     attack_forward,
     batch_norm,
     check_attack_inputs,
+    check_labels,
     generator,
     input_grad,
     logit_margin,
@@ -245,6 +246,7 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str, eps:
     with attack_forward(model, xc, precision) as net:
         with torch.no_grad():
             logits0 = net(xc)
+        y = check_labels(y, xc, logits0.shape[1])  # a label the output has no column for: say so
         pred = logits0.argmax(dim=1)
         todo = pred != y if targeted else pred == y
         if loss == "dlr-t":

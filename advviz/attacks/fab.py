@@ -25,6 +25,7 @@ from advviz.attacks._core import (
     TARGET_CLASSES_PARAM,
     attack_forward,
     check_attack_inputs,
+    check_labels,
     generator,
     input_grad,
     norm_eps,
@@ -183,6 +184,7 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None
     with attack_forward(model, xc, precision) as net:
         with torch.no_grad():
             logits0 = net(xc)
+        y = check_labels(y, xc, logits0.shape[1])  # a label the output has no column for: say so
         todo = logits0.argmax(dim=1) == y
         order = logits0.argsort(dim=1, descending=True)
         best = torch.full((xc.shape[0],), float("inf"), device=x.device, dtype=xc.dtype)

@@ -24,6 +24,7 @@ from advviz.attacks._core import (
     attack_forward,
     batch_norm,
     check_attack_inputs,
+    check_labels,
     generator,
     logit_margin,
     norm_eps,
@@ -231,7 +232,9 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | N
     gen = generator(seed, x.device)
     out = xc.clone()
     with attack_forward(model, xc, precision) as net, torch.no_grad():
-        margin0 = _margin(net(xc), y, targeted)
+        logits0 = net(xc)
+        y = check_labels(y, xc, logits0.shape[1])  # a label the output has no column for: say so
+        margin0 = _margin(logits0, y, targeted)
         idx = (margin0 > 0).nonzero().squeeze(1)
         if idx.numel():
             xs, ys = xc[idx], y[idx]

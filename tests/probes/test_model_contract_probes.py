@@ -164,3 +164,16 @@ def test_autoattack_and_robust_accuracy_cast_float64_input_to_the_model(lenet) -
     assert [r["clean"] for r in res64.samples.values()] == [r["clean"] for r in res32.samples.values()]
     assert res64.flags == res32.flags
     assert all(r["checks"]["grad_ok"] for r in res64.samples.values())  # the gradient check ran on float64 input
+
+
+@pytest.mark.parametrize("name", ["apgd_ce", "apgd_dlr", "apgd_t", "fab", "square"])
+def test_autoattack_stages_refuse_a_label_the_output_has_no_column_for(name):
+    """Issue 24 item 16 for the AutoAttack stages: label 10 on a 10-class model without
+    ``num_classes`` used to count as misclassified and never be attacked (a silent answer)."""
+    from advviz import attacks
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 10)).eval()
+    x = torch.rand(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"label outside \[0, 10\)"):
+        attacks.get(name).fn(model, x, torch.tensor([1, 10]), **attacks.get(name).quick)
