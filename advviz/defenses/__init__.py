@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from advviz._checks import check_batch
 from advviz._registry import ParamSpec, Registry, check_params
 
-__all__ = ["PurifierSpec", "register_purifier", "list_purifiers", "get", "PURIFIERS", "jpeg", "defended", "Defended"]
+__all__ = ["PurifierSpec", "register_purifier", "list_purifiers", "get", "check_purifier_input", "PURIFIERS", "jpeg",
+           "defended", "Defended"]
 
 PurifierFn = Callable[..., torch.Tensor]
 
@@ -81,6 +83,20 @@ def register_purifier(name: str, *, params: Sequence[ParamSpec], paper: str = ""
         return fn
 
     return deco
+
+
+def check_purifier_input(x: torch.Tensor, *, channels: Sequence[int] = (1, 3), what: str = "this purifier") -> None:
+    """The purifiers' input contract: a float ``(B, C, H, W)`` batch (``B`` may be 0) in ``[0, 1]``
+    with ``C`` in ``channels``; one clear error otherwise."""
+    check_batch(x, allow_empty=True)
+    if x.shape[1] not in channels:
+        shapes = " or ".join(f"(B, {c}, H, W)" for c in channels)
+        kinds = {1: "grayscale", 3: "RGB"}
+        names = " or ".join(f"{c} ({kinds.get(c, str(c) + '-channel')})" for c in channels)
+        raise ValueError(f"{what} needs {names} channels, {shapes} images; got {tuple(x.shape)}")
+    x = x.detach()
+    if x.numel() and (not torch.isfinite(x).all() or float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise ValueError("x must be finite and lie in [0, 1] (divide 0-255 pixels by 255)")
 
 
 def list_purifiers() -> list[str]:

@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from advviz._checks import check_batch
 from advviz._registry import ParamSpec
-from advviz.defenses import register_purifier
+from advviz.defenses import check_purifier_input, register_purifier
 
 __all__ = ["jpeg"]
 
@@ -32,7 +31,7 @@ def jpeg(x: torch.Tensor, *, quality: int = 75) -> torch.Tensor:
         ``(B, C, H, W)`` tensor of ``x``'s dtype and device, values in ``[0, 1]`` on the
         1/255 grid.
     """
-    check_batch(x, allow_empty=True)
+    check_purifier_input(x, what="JPEG")
     q = int(quality)
     if q != quality or not 1 <= q <= 100:
         raise ValueError(f"quality must be an integer in [1, 100], got {quality!r}")

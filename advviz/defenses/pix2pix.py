@@ -63,11 +63,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advviz import artifacts, attacks, train
-from advviz._checks import check_batch
 from advviz._modules import model_guard, module_device
 from advviz._registry import ParamSpec
 from advviz.artifacts import recipes as _recipes
-from advviz.defenses import register_purifier
+from advviz.defenses import check_purifier_input, register_purifier
 from advviz.explain import capture_layers
 from advviz.explain.features import vgg19_layers
 from advviz.train import batches, default_device
@@ -491,7 +490,7 @@ def purify(net: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.T
     gradient either way when they are frozen. The network's mode is restored afterwards; ``x``
     is not modified.
     """
-    check_batch(x.detach(), allow_empty=True)
+    check_purifier_input(x.detach())
     dev = module_device(net, default=x.device)
     if dev != x.device:
         raise ValueError(f"the purifier's network is on {dev} and the images on {x.device}; load the network "
