@@ -45,10 +45,13 @@ from advviz._paths import data_root
 from advviz.data import CIFAR10_CLASSES, DIGIT_CLASSES
 from advviz.train import predict
 
-__all__ = ["ExplorerState", "ModelInfo", "Prediction", "available_datasets", "available_models", "default_pairing",
+__all__ = ["DATASET_SHAPES", "ExplorerState", "ModelInfo", "Prediction", "available_datasets", "available_models", "default_pairing",
            "dataset_classes", "model_dataset", "model_menu", "pretrained_info"]
 
 TOPICS = ("model", "image", "adversarial")
+
+#: the image shape ``(C, H, W)`` of each named dataset
+DATASET_SHAPES = {"digits": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
 def available_datasets() -> list[str]:

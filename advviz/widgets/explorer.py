@@ -18,7 +18,15 @@ from torch.nn import functional as F
 from advviz import artifacts, data, models
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._jobs import Ticker
-from advviz.widgets._state import ExplorerState, ModelInfo, default_pairing, model_menu, pretrained_info
+from advviz.widgets._state import (
+    DATASET_SHAPES,
+    ExplorerState,
+    ModelInfo,
+    available_datasets,
+    default_pairing,
+    model_menu,
+    pretrained_info,
+)
 from advviz.widgets.attack_lab import AttackLab
 from advviz.widgets.cfr import CFRView
 from advviz.widgets.features import FeatureMapView
@@ -159,6 +167,15 @@ class TrainingNotice(W.VBox):
             self.layout.display = "none"
 
 
+def _images_for(size: tuple[int, int, int], default: str) -> str:
+    """The dataset to show a model that names none: one of its image shape, else one of its channels."""
+    here = available_datasets()
+    same = [d for d in here if DATASET_SHAPES.get(d) == tuple(size)]
+    if same:
+        return same[0]
+    return default if DATASET_SHAPES.get(default, (0,))[0] == size[0] else ("digits" if size[0] == 1 else default)
+
+
 def _in_kernel() -> bool:
     try:
         from IPython import get_ipython
@@ -260,7 +277,8 @@ class Explorer(W.VBox):
             raise TypeError(f"model must be a pretrained entry's name or an nn.Module, got {type(model).__name__}")
         quick = fast_mode() if quick is None else quick
         if dataset is None:
-            dataset = self.state.dataset if self.state.dataset in data.DATASETS else ds_default
+            dataset = self.state.dataset if self.state.dataset in available_datasets() else \
+                _images_for(self.state.input_size, ds_default)
         self.picker = ImagePicker(self.state, dataset=dataset, index=index)
         self.cfr = CFRView(self.state)
         self.attack_lab = AttackLab(self.state, background=background, quick=quick)

@@ -193,7 +193,7 @@ class PurifierLab(W.VBox):
         ])
         self._refresh_menu()
         self._build_controls()
-        if live and state.x is not None:
+        if state.x is not None:  # live: purified now; else the picked image waits for Apply
             self._on_state(state)
 
     # ------------------------------------------------------------------------------------ menu
@@ -206,7 +206,7 @@ class PurifierLab(W.VBox):
             if why is not None:
                 self.unfit[name] = why
         options = [(n if n not in self.unfit else f"{n} — not for this model", n) for n in defenses.list_purifiers()]
-        fits = [n for n, _ in options if n not in self.unfit]
+        fits = [n for _, n in options if n not in self.unfit]
         c, h, w = size
         self.fit_note.value = ("" if len(fits) > 1 else
                                f'<div style="font-size:12px;color:#9a7d0a">Only {", ".join(fits) or "no purifier"} '
@@ -221,7 +221,7 @@ class PurifierLab(W.VBox):
         try:
             self.purifier.options = options
             if cur in self.unfit:
-                fits = [n for n, _ in options if n not in self.unfit]
+                fits = [n for _, n in options if n not in self.unfit]
                 cur = "jpeg" if "jpeg" in fits else (fits[0] if fits else cur)
             self.purifier.value = cur
         finally:
@@ -229,7 +229,10 @@ class PurifierLab(W.VBox):
 
     def _build_controls(self) -> None:
         spec = defenses.get(self.purifier.value)
-        self.apply_button.disabled = self.purifier.value in self.unfit
+        unfit = self.purifier.value in self.unfit
+        self.apply_button.disabled = unfit
+        self.output_img.placeholder = (f"{self.purifier.value} does not take this model's images" if unfit else
+                                       "the purified image appears here")
         self.controls = ParamControls(spec.params, spec.defaults())
         self.controls.observe_all(self._on_change)
         self.controls_box.children = [self.controls]
@@ -309,11 +312,9 @@ class PurifierLab(W.VBox):
             return None
         if self.purifier.value in self.unfit:
             self._clear()  # the input slot keeps the picked image (never "pick an image")
-            self.output_img.placeholder = f"{self.purifier.value} does not take this model's images"
             self.errors.message(f"{self.purifier.value} is not available for {st.model_name}: "
                                 f"{self.unfit[self.purifier.value]}. Choose another purifier.", kind="warning")
             return None
-        self.output_img.placeholder = "the purified image appears here"
         x_in, use_adv = self._input()
         assert x_in is not None
         if self.source.value == "adversarial" and not use_adv:

@@ -15,13 +15,13 @@ from advviz import data, models, train
 from advviz.widgets import _render as R
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._jobs import Job, JobRunner
-from advviz.widgets._state import ExplorerState, available_datasets, dataset_classes
+from advviz.widgets._state import DATASET_SHAPES, ExplorerState, available_datasets, dataset_classes
 
 __all__ = ["TrainPanel"]
 
 CURRENT = "current model (fine-tune a copy)"
 # image side of each dataset the Train tab offers (architectures take any channel count)
-DATASET_SIDE = {"digits": (28, 28), "mnist": (28, 28), "cifar10": (32, 32)}
+DATASET_SIDE = {name: shape[1:] for name, shape in DATASET_SHAPES.items()}
 
 
 @functools.lru_cache(maxsize=1)
