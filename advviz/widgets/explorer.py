@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import math
 import os
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,8 +49,8 @@ TAB_CSS = ("<style>.advviz-explorer .widget-tab .lm-TabBar-tab { flex: 0 1 auto 
            ".advviz-explorer svg { max-width: 100%; height: auto; }"
            ".advviz-explorer .widget-html-content { max-width: 100%; }</style>")
 
-#: Timed training steps of the first-use estimate (after one warm-up step).
-PROBE_STEPS = 3
+#: About how long the first-use estimate times training steps (seconds; at least 3 steps).
+PROBE_SECONDS = 1.0
 
 
 def fast_mode() -> bool:
@@ -67,15 +66,15 @@ def needs_first_use_training(name: str) -> bool:
         return False
 
 
-def first_use_estimate(name: str, *, steps: int = PROBE_STEPS) -> tuple[float, str] | None:
+def first_use_estimate(name: str, *, seconds: float = PROBE_SECONDS) -> tuple[float, str] | None:
     """How long training ``name`` on first use will take here: ``(seconds, how it was measured)``.
 
-    Measured now, on this machine and under its present load: ``steps`` training steps (forward,
-    backward, optimiser step at the recipe's batch size, after one warm-up step) of a fresh copy of
-    the architecture, their median time multiplied by the recipe's number of steps
-    (``epochs x ceil(images / batch_size)``). A constant would be wrong on most machines: LeNet-5
-    on the digits took 8.9 s in a quiet JupyterLab and 48.7 s on a loaded 2-core machine.
-    ``None`` when ``name`` has no supervised training recipe.
+    Measured now, on this machine and under its present load: training steps (forward, backward,
+    optimiser step at the recipe's batch size, after one warm-up step) of a fresh copy of the
+    architecture for about ``seconds`` (at least 3, at most 50 steps), their mean time multiplied by
+    the recipe's number of steps (``epochs x ceil(images / batch_size)``). A constant would be wrong
+    on most machines: LeNet-5 on the digits took 8.9 s in a quiet JupyterLab and 48.7 s on a loaded
+    2-core machine. ``None`` when ``name`` has no supervised training recipe.
     """
     try:
         spec = artifacts.get_spec(name)
@@ -91,23 +90,24 @@ def first_use_estimate(name: str, *, steps: int = PROBE_STEPS) -> tuple[float, s
             n = len(data.load(ds_name, split))
         except (data.DatasetNotFoundError, ValueError):
             return None
-    times = []
+    times: list[float] = []
     with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
         model = spec.make().train()
         size = spec.input_size or tuple(getattr(model, "input_size", (3, 32, 32)))
         bs = int(r.batch_size)
         x, y = torch.rand(bs, *size), torch.randint(0, int(getattr(model, "num_classes", 10)), (bs,))
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        for i in range(steps + 1):
+        start = time.perf_counter()
+        while len(times) < 51 and (len(times) < 4 or time.perf_counter() - start < seconds):
             t0 = time.perf_counter()
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
             opt.step()
-            if i:
-                times.append(time.perf_counter() - t0)
+            times.append(time.perf_counter() - t0)
+    times = times[1:]  # the first step warms up
     total = int(r.epochs) * math.ceil(n / bs)
-    per = statistics.median(times)
-    return per * total, f"{steps} training steps timed here just now, {per:.2f} s each, x {total} steps"
+    per = sum(times) / len(times)
+    return per * total, f"{len(times)} training steps timed here just now, {per:.3f} s each, x {total} steps"
 
 
 class TrainingNotice(W.VBox):
