@@ -212,7 +212,7 @@ def pretrained_info(name: str) -> dict[str, Any]:
     was loaded (its record is then at hand; nothing is downloaded or trained here)."""
     ds = model_dataset(name)
     rec = artifacts.record(name) if artifacts.status(name)["present"] else None
-    where = f"{rec.source}, {rec.path}" if rec is not None else artifacts.status(name)["where"]
+    where = rec.source if rec is not None else artifacts.status(name)["where"]  # the file: record.path
     prov = (f"advviz zoo entry {name} (sha256 {rec.sha256[:12]}…, {where})" if rec is not None and rec.sha256 else
             f"advviz zoo entry {name} ({where})")
     return {"dataset": ds, "classes": dataset_classes(ds) if ds else None, "provenance": prov, "record": rec,

@@ -104,6 +104,12 @@ NEWS = "text=Would you like to get notified about official Jupyter news"
 OVERFLOW = """() => { const p = document.querySelector('.advviz-explorer .lm-TabPanel-stackedPanel, .advviz-explorer .widget-tab-contents');
   const e = document.querySelector('.advviz-explorer'); return e.scrollWidth - e.clientWidth; }"""
 ERROR_BOXES = """() => Array.from(document.querySelectorAll('.advviz-error-box')).map(e => e.textContent.slice(0, 300))"""
+# the text of every code cell's stream outputs, read from the notebook's model
+CELL_OUTPUTS = """() => { const nb = window.jupyterapp.shell.currentWidget.content.model; const out = [];
+  for (let i = 0; i < nb.cells.length; i++) { const c = nb.cells.get(i); if (c.type !== 'code') continue;
+    for (let j = 0; j < c.outputs.length; j++) { const o = c.outputs.get(j).toJSON();
+      out.push(Array.isArray(o.text) ? o.text.join('') : (o.text || '')); } }
+  return out; }"""
 TAB = "() => { const t = document.querySelector('.advviz-explorer .lm-TabBar-tab.lm-mod-current'); return t && t.textContent; }"
 
 
@@ -282,15 +288,18 @@ def test_your_model_notebook_at_1024x768(lab, tmp_path):
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
             page.wait_for_function(KERNEL_IDLE, timeout=120_000)
             open_file_browser(page)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            page.wait_for_function(ALL_RUN, timeout=400_000)
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # not awaited
+            try:
+                page.wait_for_function(ALL_RUN, timeout=400_000)
+            finally:
+                page.screenshot(path=str(OUT / f"{tag}_00_run_all.png"), full_page=True)
             page.locator("img.advviz-cam").first.wait_for(state="visible", timeout=60_000)
             page.locator(".advviz-explorer").first.scroll_into_view_if_needed()
             page.wait_for_timeout(1000)
             page.screenshot(path=str(OUT / f"{tag}_01_ran_all.png"))
             assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] "
                                 ".jp-RenderedText:has-text('Traceback')").count() == 0
-            outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+            outputs = page.evaluate(CELL_OUTPUTS)  # from the notebook's model: JupyterLab renders only what is in view
             assert any("rounding flagged for gradient masking: True" in t for t in outputs), outputs[-3:]
             assert "lab net" in page.locator(".advviz-model-info").first.inner_text()
             geometry = page.evaluate(GEOMETRY)
