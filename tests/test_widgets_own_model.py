@@ -11,7 +11,6 @@ Every test runs under ``no_hidden_errors`` (from ``tests/test_widgets.py``).
 from __future__ import annotations
 
 import re
-import threading
 
 import pytest
 import torch
@@ -364,7 +363,7 @@ def test_the_trajectory_chart_marks_the_step_shown(digit_state):
     lab.step.value = n
     last = lab.traj_chart.value
     lab.step.value = 1
-    assert lab.traj_chart.value != last and f"step 1 shown" in lab.traj_chart.value
+    assert lab.traj_chart.value != last and "step 1 shown" in lab.traj_chart.value
 
 
 def test_state_holds_the_model_as_a_unit(lenet_digits):

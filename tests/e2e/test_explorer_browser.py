@@ -302,6 +302,9 @@ def test_your_model_notebook_at_1024x768(lab, tmp_path):
             outputs = page.evaluate(CELL_OUTPUTS)  # from the notebook's model: JupyterLab renders only what is in view
             assert any("rounding flagged for gradient masking: True" in t for t in outputs), outputs[-3:]
             assert "lab net" in page.locator(".advviz-model-info").first.inner_text()
+            page.locator(".advviz-title").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(OUT / f"{tag}_02_header.png"))
             geometry = page.evaluate(GEOMETRY)
             (OUT / f"{tag}_geometry.json").write_text(__import__("json").dumps(geometry))
             assert geometry["panel"] < 620, geometry  # the file browser is open: a narrow panel
