@@ -283,9 +283,15 @@ def test_your_model_notebook_at_1024x768(lab, tmp_path):
         try:
             page = browser.new_page()
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            page.goto(f"{lab.base_url}/lab/tree/06_your_model.ipynb?token={lab.token}", wait_until="domcontentloaded",
-                      timeout=120_000)
+            # a workspace of its own, reset: JupyterLab does not restore the explorer notebook's tab (two
+            # notebooks restored together ask "Select Kernel" for the second one)
+            page.goto(f"{lab.base_url}/lab/workspaces/own-model/tree/06_your_model.ipynb?reset&token={lab.token}",
+                      wait_until="domcontentloaded", timeout=120_000)
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+            page.wait_for_timeout(1500)
+            accept = page.locator(".jp-Dialog .jp-mod-accept")
+            if accept.count():  # a kernel dialog all the same: take the default kernel
+                accept.first.click()
             page.wait_for_function(KERNEL_IDLE, timeout=120_000)
             open_file_browser(page)
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # not awaited
@@ -302,7 +308,7 @@ def test_your_model_notebook_at_1024x768(lab, tmp_path):
             outputs = page.evaluate(CELL_OUTPUTS)  # from the notebook's model: JupyterLab renders only what is in view
             assert any("rounding flagged for gradient masking: True" in t for t in outputs), outputs[-3:]
             assert "lab net" in page.locator(".advviz-model-info").first.inner_text()
-            page.locator(".advviz-title").first.scroll_into_view_if_needed()
+            page.locator(".advviz-title").first.evaluate("el => el.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(500)
             page.screenshot(path=str(OUT / f"{tag}_02_header.png"))
             geometry = page.evaluate(GEOMETRY)
