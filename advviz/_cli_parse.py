@@ -10,6 +10,11 @@ model, dataset or batch is touched, so that a bad option costs nothing and says 
 * :func:`parse_attacks` (``--attacks``: names with typed parameters);
 * :func:`positive_int` (an ``argparse`` type), :func:`parse_device` (``--device``);
 * :func:`check_writable` (``--json``, ``--plot``, ``--resume``);
+* :func:`parse_model_options` (``--model``, ``--arch``/``--weights``, ``--input-size``, ``--mean``,
+  ``--std``, ``--classes`` of ``advviz evaluate`` and ``advviz explore``): a :class:`ModelChoice`
+  that builds the model (:meth:`ModelChoice.build`), writes the same steps as notebook code
+  (:meth:`ModelChoice.code`) and records the weights' provenance (:meth:`ModelChoice.provenance`);
+  :func:`parse_data` (``--data``: a dataset name or a folder of images);
 * :func:`attach_dash_values`: ``--eps -1/255`` reaches the budget check instead of argparse's
   "expected one argument".
 """
@@ -18,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import inspect
+import os
 import re
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +35,17 @@ from typing import Any
 
 import torch
 
+from torch import nn
+
 from advviz import attacks as A
+from advviz import data, models
 from advviz._registry import ParamSpec, parse_number
+from advviz._weights import sha256_file
 from advviz.attacks._core import check_budget
 
-__all__ = ["RUNNER_KEYS", "attach_dash_values", "check_writable", "parse_attacks", "parse_budgets", "parse_device",
-           "parse_eps", "parse_value", "positive_int"]
+__all__ = ["RUNNER_KEYS", "ModelChoice", "add_model_options", "attach_dash_values", "check_writable", "parse_attacks",
+           "parse_budgets", "parse_data", "parse_device", "folder_classes", "parse_eps", "parse_model_options", "parse_value",
+           "positive_int"]
 
 #: attack parameters ``robust_accuracy`` sets itself (with the option that sets them), or that do not
 #: apply to robust accuracy (``None``): never given per attack on the command line
@@ -323,3 +336,225 @@ def attach_dash_values(argv: Sequence[str], options: Sequence[str] = ("--eps",))
         out.append(a)
         i += 1
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the model and the images of `advviz evaluate` / `advviz explore`
+# ---------------------------------------------------------------------------------------------
+
+#: weight files ``--weights`` takes (read safely: safetensors, or ``torch.load(weights_only=True)``)
+WEIGHT_SUFFIXES = (".safetensors", ".th", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def add_model_options(p: argparse.ArgumentParser, *, model_help: str) -> None:
+    """The options that name a model (a zoo entry, an architecture with a weight file, or a factory)."""
+    g = p.add_argument_group("your own model", "a zoo entry, an architecture with a weight file, or a factory; "
+                                               "--input-size/--mean/--std wrap it (advviz.models.wrap)")
+    g.add_argument("--model", dest="model_option", default=None, metavar="NAME_OR_FACTORY", help=model_help)
+    g.add_argument("--arch", default=None, help="an architecture (advviz.models.list_models(): resnet20, lenet5, "
+                                                "vgg16...), with --weights")
+    g.add_argument("--weights", default=None, help="its weight file: .safetensors, or a PyTorch .th/.pt state dict "
+                                                   "(read with weights_only=True, never unpickled)")
+    g.add_argument("--input-size", default=None, metavar="C,H,W",
+                   help="the image size the model takes, e.g. 3,32,32 (needed when the model does not declare it)")
+    g.add_argument("--mean", default=None, help="per-channel normalisation mean on the [0, 1] scale, e.g. "
+                                                "0.485,0.456,0.406 (the model then takes [0, 1] images)")
+    g.add_argument("--std", default=None, help="per-channel normalisation std, with --mean")
+    g.add_argument("--classes", default=None,
+                   help="the model's class names in the order of its outputs: comma-separated, or a dataset name "
+                        "(cifar10, digits, mnist); a --data folder's class folders are matched to them by name")
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        vals = tuple(float(parse_number(t)) for t in str(text).split(",") if t.strip())
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: write numbers separated by commas, e.g. {option} 0.5,0.5,0.5") from None
+    if not vals:
+        raise ValueError(f"{option} is empty")
+    return vals
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    """The model the command line names, checked (:func:`parse_model_options`); nothing loaded yet.
+
+    Attributes:
+        name: a pretrained entry (``resnet20_cifar10``), or ``None``.
+        arch, weights: an architecture and the absolute path of its weight file, or ``None``.
+        factory: ``"package.module:function"`` / ``"file.py:function"`` (:func:`advviz.models.from_factory`).
+        input_size, mean, std: :func:`advviz.models.wrap`'s settings, when given.
+        classes: the model's class names, when given.
+        cwd: the folder a factory's module is imported from.
+    """
+
+    name: str | None = None
+    arch: str | None = None
+    weights: str | None = None
+    factory: str | None = None
+    input_size: tuple[int, ...] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    classes: tuple[str, ...] | None = None
+    cwd: str = ""
+
+    @property
+    def label(self) -> str:
+        """A display name: the entry, the weight file's name, or the factory."""
+        return self.name or (Path(self.weights).name if self.weights else str(self.factory))
+
+    @property
+    def named(self) -> bool:
+        """A zoo entry (whose dataset and provenance the store knows)."""
+        return self.name is not None
+
+    def _wrap_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in (("input_size", self.input_size), ("mean", self.mean), ("std", self.std)) if v}
+
+    def build(self, device: torch.device | str | None = None) -> nn.Module:
+        """The model, eval mode: loaded, built by its factory, and wrapped when asked or needed.
+
+        Raises:
+            ValueError: a model without a declared input size and no ``--input-size`` (and what
+                :func:`advviz.models.wrap` refuses); the loaders' errors otherwise.
+        """
+        if self.name is not None:
+            model = models.load(self.name, device=device)
+        elif self.arch is not None:
+            model = models.load(self.arch, weights=self.weights, device=device)
+        else:
+            if self.cwd and self.cwd not in sys.path:
+                sys.path.insert(0, self.cwd)
+            model = models.from_factory(str(self.factory))
+        wrap = self._wrap_kwargs()
+        if wrap or getattr(model, "input_size", None) is None:
+            if "input_size" not in wrap and getattr(model, "input_size", None) is None:
+                raise ValueError(f"{self.label} does not say which image size it takes: give --input-size C,H,W "
+                                 "(e.g. 3,32,32), and --mean/--std if it was trained on normalised images")
+            model = models.wrap(model, name=self.label, **wrap)
+        return model.to(device) if device is not None else model
+
+    def code(self) -> list[str]:
+        """The same steps as notebook code (``model = ...``), for ``advviz explore``'s notebook."""
+        if self.name is not None:
+            lines = [f"model = models.load({self.name!r})"]
+        elif self.arch is not None:
+            lines = [f"model = models.load({self.arch!r}, weights={self.weights!r})  # read safely (weights_only)"]
+        else:
+            lines = (["import sys", f"sys.path.insert(0, {self.cwd!r})  # where advviz explore was started"]
+                     if self.cwd else [])
+            lines.append(f"model = models.from_factory({self.factory!r})")
+        wrap = self._wrap_kwargs()
+        if wrap:
+            args = ", ".join(f"{k}={v!r}" for k, v in wrap.items())
+            lines.append(f"model = models.wrap(model, {args}, name={self.label!r})")
+        return lines
+
+    def provenance(self) -> dict[str, Any]:
+        """What to record beside the results: the weight file's path and sha256, or the factory and the
+        sha256 of its source file (``{}`` for a zoo entry: the store records it)."""
+        if self.weights is not None:
+            return {"weights_file": {"path": self.weights, "sha256": sha256_file(self.weights), "arch": self.arch}}
+        if self.factory is not None:
+            where = self.factory.rpartition(":")[0]
+            path = Path(where) if where.endswith(".py") else None
+            if path is None:
+                spec = importlib.util.find_spec(where) if where else None
+                path = Path(spec.origin) if spec is not None and spec.origin else None
+            return {"factory": {"spec": self.factory, "file": str(path) if path else None,
+                                "sha256": sha256_file(path) if path is not None and path.is_file() else None}}
+        return {}
+
+
+def parse_model_options(args: argparse.Namespace, *, positional: str | None = None) -> ModelChoice:
+    """Read the model options into a :class:`ModelChoice`, checked before anything is loaded.
+
+    Exactly one of: a pretrained entry (``positional`` or ``--model NAME``), ``--arch`` with
+    ``--weights``, or a factory (``--model pkg.module:build``, recognised by its colon).
+
+    Raises:
+        ValueError: none or several sources, ``--weights`` without ``--arch`` (or the reverse), an
+            unknown name, a missing weight file, unreadable sizes or statistics; the message says
+            what to write.
+    """
+    option = getattr(args, "model_option", None)
+    factory = option if option and ":" in option else None
+    name = positional or (option if option and not factory else None)
+    if positional and option:
+        raise ValueError(f"give the model once: either {positional} or --model {option}")
+    if getattr(args, "weights", None) and not getattr(args, "arch", None):
+        raise ValueError("--weights needs --arch: the architecture the file belongs to (e.g. --arch resnet20)")
+    arch = getattr(args, "arch", None)
+    if arch and not getattr(args, "weights", None):
+        raise ValueError(f"--arch {arch} needs --weights FILE (a fresh, untrained {arch} would tell nothing)")
+    sources = [s for s in (name, arch, factory) if s]
+    if len(sources) != 1:
+        raise ValueError("name one model: a pretrained entry (" + ", ".join(models.list_models(pretrained=True)) +
+                         "), --arch NAME --weights FILE, or --model package.module:function" if not sources else
+                         f"name one model, not several ({', '.join(sources)})")
+    weights = None
+    if name is not None and name not in models.list_models(pretrained=True):
+        hint = (f" (an architecture: give --arch {name} --weights FILE)" if name in models.list_models() else "")
+        raise ValueError(f"unknown pretrained model {name!r}{hint}; pretrained: "
+                         f"{', '.join(models.list_models(pretrained=True))}")
+    if arch is not None:
+        if arch not in models.list_models():
+            raise ValueError(f"--arch {arch}: unknown architecture; choose one of {', '.join(models.list_models())}")
+        path = Path(args.weights).expanduser()
+        if not path.is_file():
+            raise ValueError(f"--weights {args.weights}: no such file")
+        if path.suffix.lower() not in WEIGHT_SUFFIXES:
+            raise ValueError(f"--weights {path.name}: advviz reads {', '.join(WEIGHT_SUFFIXES)} weight files")
+        weights = str(path.resolve())
+    size = None
+    if getattr(args, "input_size", None):
+        try:
+            size = tuple(int(t) for t in str(args.input_size).replace("x", ",").split(",") if t.strip())
+        except ValueError:
+            raise ValueError(f"--input-size {args.input_size!r}: write C,H,W, e.g. 3,32,32") from None
+        if len(size) not in (1, 2, 3) or min(size) < 1:
+            raise ValueError(f"--input-size {args.input_size!r}: write C,H,W, e.g. 3,32,32")
+    mean, std = _floats(getattr(args, "mean", None), "--mean"), _floats(getattr(args, "std", None), "--std")
+    if (mean is None) != (std is None):
+        raise ValueError("give --mean and --std together (the normalisation the model was trained with)")
+    classes = None
+    text = getattr(args, "classes", None)
+    if text:
+        classes = (tuple(data.CIFAR10_CLASSES if text == "cifar10" else data.DIGIT_CLASSES) if text in data.DATASETS
+                   else tuple(c.strip() for c in text.split(",") if c.strip()))
+    return ModelChoice(name=name, arch=arch, weights=weights, factory=factory, input_size=size, mean=mean, std=std,
+                       classes=classes, cwd=os.getcwd() if factory else "")
+
+
+def parse_data(text: str | None) -> str | Path | None:
+    """``--data``: a dataset name (``digits``, ``mnist``, ``cifar10``) or a folder of images.
+
+    Raises:
+        ValueError: neither a dataset name nor a folder.
+    """
+    if text is None or text in data.DATASETS:
+        return text
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    raise ValueError(f"--data {text}: neither a dataset ({', '.join(data.DATASETS)}) nor a folder of images")
+
+
+def folder_classes(path: Path, classes: Sequence[str] | None, num_classes: int) -> list[str] | None:
+    """The class names to match a folder's class folders against (:func:`advviz.data.folder`'s
+    ``classes``): the model's names when known; else output indices, when the folders are named
+    ``0``, ``1``... .
+
+    Raises:
+        ValueError: named class folders and no class names to match them to.
+    """
+    if classes:
+        return list(classes)
+    subdirs = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if subdirs and not all(d.isdigit() for d in subdirs):
+        raise ValueError(f"{path} has class folders ({', '.join(subdirs[:6])}) but the model's class names are not "
+                         "known: give --classes (its class names in output order, comma-separated, or a dataset "
+                         "name such as cifar10) so that each folder is matched to its output")
+    return [str(i) for i in range(num_classes)]

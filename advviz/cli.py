@@ -15,17 +15,23 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
 from advviz import artifacts, data, distributed, models
 from advviz._cli_parse import (
+    ModelChoice,
+    add_model_options,
     attach_dash_values,
     check_writable,
+    folder_classes,
     parse_attacks,
     parse_budgets,
+    parse_data,
     parse_device,
+    parse_model_options,
     positive_int,
 )
 from advviz._modules import module_device
@@ -80,9 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None)
     t.add_argument("--seed", type=int, default=0)
 
-    e = sub.add_parser("explore", help="open the explorer notebook in JupyterLab")
+    e = sub.add_parser("explore", help="open the explorer notebook in JupyterLab (on your own model and images)",
+                       description="Open the explorer in JupyterLab. With a model option and/or --data, it opens a "
+                                   "notebook written for them (<advviz cache>/explorer/your_model.ipynb, rewritten at "
+                                   "each such launch) whose first cell loads them with advviz's public functions.")
     e.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     e.add_argument("--no-browser", action="store_true", help="only print the URL")
+    e.add_argument("--data", default=None, help="the images to explore: a dataset (digits, mnist, cifar10) or a folder "
+                                                "(one sub-folder per class, or a flat folder)")
+    add_model_options(e, model_help="a pretrained entry (resnet20_cifar10) or a factory returning an nn.Module: "
+                                    "package.module:function or path/to/file.py:function")
 
     r = sub.add_parser("reproduce", help="re-run a paper's experiment headless and compare with the paper")
     r.add_argument("paper", choices=sorted(PAPERS))
@@ -99,15 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("evaluate", help="robust accuracy of a model (optionally defended) per budget and attack",
                        description="Robust accuracy per eps and attack (AutoAttack by default), sanity flags, "
                                    "per-sample results by dataset index; resumable.")
-    v.add_argument("model", help="pretrained model name (advviz.models.list_models(pretrained=True))")
+    v.add_argument("model", nargs="?", default=None,
+                   help="pretrained model name (advviz.models.list_models(pretrained=True)); or name your own model "
+                        "with --arch/--weights or --model")
     v.add_argument("--defense", default=None, help="purifier in front of the model (advviz.defenses.list_purifiers())")
     v.add_argument("--threat", choices=("oblivious", "adaptive"), default="adaptive",
                    help="with --defense: attack the bare model (oblivious) or the whole defense, with BPDA through "
                         "non-differentiable purifiers (adaptive, default)")
     v.add_argument("--eot", type=positive_int, default=1,
                    help="adaptive: average logits over this many purifier draws (EOT)")
-    v.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
-    v.add_argument("--split", default="test")
+    v.add_argument("--data", default=None, help="dataset (digits, mnist, cifar10) or a folder of images, one "
+                                                "sub-folder per class (default: the dataset a pretrained model was "
+                                                "trained on)")
+    v.add_argument("--split", default="test", help="the dataset's split (not used with a folder)")
     v.add_argument("--eps", default="8/255", help="comma-separated budgets on the [0, 1] scale, each >= 0, e.g. "
                                                    "2/255,4/255,8/255 (default 8/255)")
     v.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
@@ -135,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--nproc", type=positive_int, default=None,
                    help="run on N processes through torchrun (one per GPU; gloo on a CPU); the per-sample results "
                         "are those of one process")
+    add_model_options(v, model_help="a factory returning an nn.Module: package.module:function or "
+                                    "path/to/file.py:function (or a pretrained entry, as the positional name)")
 
     b = sub.add_parser("bench", help="benchmarks (advviz beside the reference implementation)")
     b.add_argument("what", choices=sorted(BENCHES))
@@ -195,18 +214,24 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             check_writable(path, option)
     if args.resume:
         check_writable(args.resume, "--resume", make_folders=True)
+    choice = parse_model_options(args, positional=args.model)
+    where = parse_data(args.data)
+    if where is None and not choice.named:
+        raise ValueError(f"--data is needed for {choice.label}: a dataset (digits, mnist, cifar10) or a folder of images")
     if args.nproc is not None and not distributed.active() and "WORLD_SIZE" not in os.environ:
         return _relaunch_with_torchrun(args.nproc, argv)
     many = distributed.init(device_asked)
     device = device_asked if device_asked is not None else (distributed.local_device() if many else None)
     with artifacts.track() as used:  # every artefact behind the numbers, the purifier's included
-        model = models.load(args.model, device=device)
-        dataset_name = args.data or models.get_weights_spec(args.model).dataset
-        dataset = data.load(dataset_name, args.split)
+        model = choice.build(device)
+        dataset, dataset_name = _evaluation_data(choice, model, where, args.split)
         attacked, evaluated, threat = threat_models(model, args.defense, threat=args.threat, eot_samples=args.eot)
         if args.defense is not None:
             _first_forward(evaluated, dataset, device)
-    meta = {"model": args.model, "data": dataset_name, "split": args.split, **threat,
+    own = choice.provenance()  # the weight file's (or the factory's) sha256; the store records its own
+    meta = {"model": choice.label, "data": dataset_name, "split": args.split if isinstance(where, str) or where is None
+            else "folder", **threat, **own,
+            **({"data_sha256": dataset.sha256} if getattr(dataset, "sha256", None) else {}),
             "artifacts": {r.name: r.sha256 for r in artifacts.records(used, on_disk_only=True)}}
     result = robust_accuracy(evaluated, dataset, attacks=attacks, eps=eps, norm=args.norm, n=args.n,
                              batch_size=args.batch_size, device=device, progress=not args.no_progress,
@@ -218,10 +243,10 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             # the records of the files actually loaded (model and defense), read from the store
-            provenance = artifacts.provenance(used, on_disk_only=True)
+            provenance = artifacts.provenance(used, on_disk_only=True) + [_own_provenance(own)] * bool(own)
             json.dump(result.to_json(provenance=provenance), fh, indent=1)
     if args.plot:
-        title = f"{args.model}{' + ' + args.defense + ' (' + args.threat + ')' if args.defense else ''} on " \
+        title = f"{choice.label}{' + ' + args.defense + ' (' + args.threat + ')' if args.defense else ''} on " \
                 f"{result.n} {dataset_name} images: security curve"
         result.figure(title=title).write_html(args.plot, include_plotlyjs=True)
     if not result.complete:
@@ -229,6 +254,69 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
                                                         if args.resume else ""), err=True)
         return 130
     return 0
+
+
+def _evaluation_data(choice: ModelChoice, model: torch.nn.Module, where: str | os.PathLike[str] | None,
+                     split: str) -> tuple[Dataset, str]:
+    """The images ``advviz evaluate`` runs on, and their name: a named dataset's split, or a folder
+    read at the model's input size with its class folders matched to the model's classes."""
+    if where is None:  # a pretrained entry's own dataset
+        name = models.get_weights_spec(str(choice.name)).dataset
+        return data.load(name, split), name
+    if isinstance(where, str):
+        return data.load(where, split), where
+    size = tuple(getattr(model, "input_size"))
+    classes = choice.classes or getattr(model, "classes", None)
+    if classes is None and choice.named:
+        ds = models.get_weights_spec(str(choice.name)).dataset
+        classes = data.CIFAR10_CLASSES if ds == "cifar10" else data.DIGIT_CLASSES
+    k = int(getattr(model, "num_classes", 0) or 0)
+    dataset = data.folder(where, size=size, classes=folder_classes(where, classes, k))
+    if bool((dataset.labels < 0).any()):
+        raise ValueError(f"{where} holds images without a class folder: robust accuracy needs the true label of "
+                         "every image; put them into one sub-folder per class")
+    return dataset, str(where)
+
+
+def _own_provenance(own: dict) -> dict:
+    """A provenance entry (as the store's records are written) for a weight file or a factory."""
+    if "weights_file" in own:
+        f = own["weights_file"]
+        return {"name": Path(f["path"]).name, "sha256": f["sha256"], "source": "weights file", "path": f["path"],
+                "arch": f["arch"]}
+    f = own["factory"]
+    return {"name": f["spec"], "sha256": f["sha256"], "source": "factory", "path": f["file"]}
+
+
+def _explore(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``advviz explore``: the explorer notebook; with a model or ``--data``, a notebook written for them
+    (:func:`advviz.widgets.launch.model_notebook`) whose first cell loads them with the public functions."""
+    mod = importlib.import_module("advviz.widgets.launch")
+    if not any(getattr(args, k, None) for k in ("model_option", "arch", "weights", "data")):
+        return int(mod.main(port=args.port, open_browser=not args.no_browser, report=_out) or 0)
+    where = parse_data(args.data)
+    choice = parse_model_options(args) if any(getattr(args, k, None) for k in ("model_option", "arch", "weights")) \
+        else None
+    code = ["from advviz import models", "from advviz.widgets import Explorer", ""]
+    kwargs = [f"dataset={str(where)!r}"] if where is not None else []
+    if choice is None or (choice.named and not choice.input_size and not choice.mean):
+        target = repr(choice.name) if choice is not None else "None"  # a zoo entry: the store describes it
+    else:
+        target = "model"
+        code += choice.code()
+        prov = choice.provenance()
+        if prov:
+            what = prov.get("weights_file") or prov["factory"]
+            source = what.get("path") or what.get("file") or what.get("spec")
+            digest = (what.get("sha256") or "?")[:12]
+            line = f"{source} (sha256 {digest}...)"
+            kwargs.append(f"provenance={line!r}")
+        kwargs.append(f"name={choice.label!r}")
+    if choice is not None and choice.classes:
+        kwargs.append(f"classes={list(choice.classes)!r}")
+    code += [f"explorer = Explorer({', '.join([target] + kwargs)})", "explorer"]
+    nb = mod.model_notebook("\n".join(code), command="advviz explore " + " ".join(argv[1:]))
+    return int(mod.main(port=args.port, open_browser=not args.no_browser, report=_out, notebook=nb) or 0)
 
 
 def _first_forward(model: torch.nn.Module, dataset: Dataset, device: torch.device | None) -> None:
@@ -255,8 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if text:  # under torchrun only rank 0 reports
                 _out(text)
         elif args.command == "explore":
-            mod = importlib.import_module("advviz.widgets.launch")
-            return int(mod.main(port=args.port, open_browser=not args.no_browser, report=_out) or 0)
+            return _explore(args, sys.argv[1:] if argv is None else list(argv))
         elif args.command == "reproduce":
             mod = importlib.import_module(PAPERS[args.paper])
             extra = {}

@@ -50,6 +50,8 @@ __all__ = [
     "sample",
     "load_image",
     "open_image",
+    "folder",
+    "IMAGE_SUFFIXES",
     "MAX_IMAGE_PIXELS",
     "DatasetNotFoundError",
     "cifar_augment",
@@ -85,6 +87,8 @@ class ImageDataset(Dataset):
         classes: class names, index ``i`` names label ``i``.
         name: dataset name, for messages.
         split: split name, for messages.
+        files: the image files, in dataset order (:func:`folder`; ``None`` otherwise).
+        sha256: a digest of the images' files (:func:`folder`; ``None`` otherwise).
     """
 
     def __init__(
@@ -95,6 +99,8 @@ class ImageDataset(Dataset):
         *,
         name: str = "",
         split: str = "",
+        files: Sequence[str] | None = None,
+        sha256: str | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError("images must be a (N, C, H, W) uint8 tensor")
@@ -105,6 +111,8 @@ class ImageDataset(Dataset):
         self.classes = list(classes)
         self.name = name
         self.split = split
+        self.files = list(files) if files is not None else None
+        self.sha256 = sha256
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -127,8 +135,9 @@ class ImageDataset(Dataset):
     def subset(self, indices: Sequence[int] | torch.Tensor, *, split: str | None = None) -> ImageDataset:
         """A new dataset holding the given indices (data shared where possible)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
+        files = [self.files[int(i)] for i in idx] if self.files is not None else None
         return ImageDataset(self.images[idx], self.labels[idx], self.classes, name=self.name,
-                            split=split if split is not None else self.split)
+                            split=split if split is not None else self.split, files=files)
 
     def __repr__(self) -> str:
         return (f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
@@ -437,7 +446,7 @@ def _gather(dataset: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def load_image(source: Any, *, size: int | tuple[int, int] | None = None,
-               channels: int | None = None) -> torch.Tensor:
+               channels: int | None = None, crop: bool = False) -> torch.Tensor:
     """Load a user's image as a ``(C, H, W)`` float tensor in ``[0, 1]``, as an image viewer shows it.
 
     * **Transparency** (RGBA, LA, a palette or grayscale with a transparent colour, an
@@ -461,6 +470,9 @@ def load_image(source: Any, *, size: int | tuple[int, int] | None = None,
             float in [0, 1]).
         size: resize to ``size`` (int: square) with bilinear, antialiased resampling.
         channels: convert to 1 (grayscale, ITU-R 601 luma) or 3 (RGB) channels.
+        crop: with ``size``, first centre-crop the image to ``size``'s aspect ratio (the largest
+            centred window), so that it is resized without being squashed (what the explorer's
+            upload and :func:`folder` do).
 
     Returns:
         ``(C, H, W)`` float32 tensor in ``[0, 1]``.
@@ -486,10 +498,23 @@ def load_image(source: Any, *, size: int | tuple[int, int] | None = None,
         x = _convert_channels(x, channels)
     if size is not None:
         hw = (size, size) if isinstance(size, int) else tuple(size)
+        if crop:
+            x = _centre_crop(x, hw)
         if x.shape[1:] != hw:
             x = F.interpolate(x.unsqueeze(0), size=hw, mode="bilinear", align_corners=False,
                               antialias=True).squeeze(0).clamp_(0, 1)
     return x.contiguous()
+
+
+def _centre_crop(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """The largest centred window of ``x`` ``(C, H, W)`` with the aspect ratio of ``hw``."""
+    h, w = hw
+    ih, iw = x.shape[1:]
+    if iw * h == ih * w:
+        return x
+    cw, ch = (iw, round(iw * h / w)) if iw * h < ih * w else (round(ih * w / h), ih)
+    left, top = (iw - cw) // 2, (ih - ch) // 2
+    return x[:, top:top + ch, left:left + cw]
 
 
 def open_image(source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, name: str | None = None,
@@ -637,6 +662,110 @@ def _convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
         return x.expand(3, -1, -1).clone()
     weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
     return (x * weights).sum(0, keepdim=True)
+
+
+#: The file types :func:`folder` reads (Pillow decodes them all).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _image_files(where: Path) -> list[Path]:
+    return sorted(p for p in where.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def folder(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+           size: int | Sequence[int] | None = None, classes: Sequence[str] | None = None,
+           channels: int | None = None) -> ImageDataset:
+    """Your own images as a dataset: a folder of class folders, a flat folder, or a list of files.
+
+    * **A folder of class folders** (torchvision's ImageFolder layout, ``path/<class>/*.jpg``):
+      each image's label is its folder's class. With ``classes`` (the model's class names, in the
+      order of its outputs) a folder named like one of them gets that class's index (``cat/`` is 3
+      for CIFAR-10's names); a folder named otherwise is refused. Without it, the classes are the
+      folder names in sorted order.
+    * **A flat folder** (images directly in ``path``) or **a list of image files**: the labels are
+      unknown (``-1``).
+
+    Every image is read as a viewer shows it (:func:`load_image`: EXIF orientation, transparency
+    over white, size limits), centre-cropped to the aspect ratio of ``size`` and resized to it
+    (what the explorer's upload does), and converted to ``channels``.
+
+    Args:
+        path: the folder, or a list of image files (:data:`IMAGE_SUFFIXES`).
+        size: the model's ``(C, H, W)`` (its ``input_size``), ``(H, W)``, or one side. ``None``:
+            every image must already have the same size.
+        classes: the model's class names (see above).
+        channels: 1 or 3 (default: ``size``'s ``C``, else 3 when any image is in colour, else 1).
+
+    Returns:
+        An :class:`ImageDataset` (``name`` the folder's name, ``split`` ``"folder"``) with
+        ``.files`` (the image paths, in dataset order) and ``.sha256`` (one digest of every
+        file's name and content: the identity of the images, for provenance).
+
+    Raises:
+        FileNotFoundError: ``path`` or a listed file does not exist.
+        ValueError: no image found, a class folder not in ``classes``, images of different sizes
+            without ``size``, or a file that is not a readable image (the message names it).
+    """
+    if isinstance(path, (str, os.PathLike)):
+        root = Path(path).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"image folder not found: {root}")
+        if not root.is_dir():
+            raise ValueError(f"{root} is a file, not a folder: pass the folder that holds the images, or a list of "
+                             "files")
+        subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and _image_files(d))
+        name = root.resolve().name
+        if subdirs:
+            found = [d.name for d in subdirs]
+            if classes is not None:
+                names = [str(c) for c in classes]
+                unknown = [c for c in found if c not in names]
+                if unknown:
+                    raise ValueError(f"{root}: the class folder(s) {', '.join(unknown)} are not among the classes "
+                                     f"given ({', '.join(names[:12])}{', ...' if len(names) > 12 else ''}); rename "
+                                     "them, or leave classes out to number the folders in sorted order")
+                index = {c: i for i, c in enumerate(names)}
+            else:
+                names, index = found, {c: i for i, c in enumerate(found)}
+            files = [(p, index[d.name]) for d in subdirs for p in _image_files(d)]
+        else:
+            names = [str(c) for c in classes] if classes is not None else []
+            files = [(p, -1) for p in _image_files(root)]
+        if not files:
+            raise ValueError(f"no image found in {root} (looked for {', '.join(IMAGE_SUFFIXES)}, directly in it or "
+                             "in one folder per class)")
+    else:
+        files = [(Path(p).expanduser(), -1) for p in path]
+        if not files:
+            raise ValueError("the list of image files is empty")
+        names, name = ([str(c) for c in classes] if classes is not None else []), "files"
+        for p, _ in files:
+            if not p.is_file():
+                raise FileNotFoundError(f"image file not found: {p}")
+    want = tuple(int(v) for v in ((size, size) if isinstance(size, int) else size)) if size is not None else None
+    if want is not None and len(want) == 3:
+        channels = want[0] if channels is None else channels
+        want = want[1:]
+    if want is not None and (len(want) != 2 or min(want) < 1):
+        raise ValueError(f"size must be (C, H, W), (H, W) or one side; got {size!r}")
+    digest = hashlib.sha256()
+    images = []
+    for p, _ in files:
+        blob = p.read_bytes()
+        digest.update(f"{p.name}\0{hashlib.sha256(blob).hexdigest()}\n".encode())
+        x = _pil_to_tensor(open_image(blob, name=str(p)))
+        images.append(load_image(x, size=want, crop=True) if want is not None else x)
+    if channels is None:
+        channels = 3 if any(x.shape[0] == 3 for x in images) else 1
+    images = [_convert_channels(x, channels) for x in images]
+    shapes = sorted({tuple(x.shape[1:]) for x in images})
+    if len(shapes) > 1:
+        raise ValueError(f"the images have different sizes ({', '.join('x'.join(map(str, s)) for s in shapes[:4])}"
+                         f"{', ...' if len(shapes) > 4 else ''}): give size= (the model's input_size) to resize them")
+    stack = (torch.stack(images) * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return ImageDataset(stack, torch.tensor([y for _, y in files], dtype=torch.int64), names, name=name,
+                        split="folder", files=[str(p) for p, _ in files], sha256=digest.hexdigest())
 
 
 def cifar_augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

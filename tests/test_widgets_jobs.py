@@ -191,7 +191,7 @@ def test_robustness_cifar_defaults_start_below_1_over_255_behind_jpeg():
     """ResNet-20 is at 0 robust accuracy from 1/255 on: the grid starts at 0.25/255 and 0.5/255. JPEG is
     the first purifier offered for colour images too (the menu's first entry, cgan, was kept)."""
     from advviz import models
-    from advviz.evaluate import parse_eps
+    from advviz._cli_parse import parse_eps
     from advviz.widgets import ExplorerState
     from advviz.widgets.robustness import RobustnessView, default_grid
 

@@ -4,6 +4,9 @@
 * ``load(name, weights=None)``: an eval-mode model with weights: ``name`` is a pretrained entry
   (``list_models(pretrained=True)``, e.g. ``"resnet20_cifar10"``) or an architecture with
   ``weights`` a file path (``.safetensors`` or a PyTorch checkpoint) or a pretrained name.
+* ``wrap(module, mean=, std=, input_size=, classes=, name=)``: a user's own ``nn.Module`` as one
+  object the library understands (normalisation inside, input size, classes, Grad-CAM layer);
+  ``from_factory("pkg.module:build")`` builds one from a factory function.
 * Pretrained entries are entries of the artefact store (:mod:`advviz.artifacts`, the one path
   for every network): :func:`register_weights` declares one there, and :func:`load` obtains it
   there: ``$ADVVIZ_WEIGHTS``, the weights advviz ships, the user cache, then a download with a
@@ -32,6 +35,7 @@ from advviz._registry import Registry
 from advviz._weights import CheckpointError, load_state_file, save_weights
 from advviz.artifacts import recipes as R
 from advviz.models._base import Classifier, Normalize
+from advviz.models._wrap import Wrapped, from_factory, wrap
 from advviz.models.highres import HighResResNet
 from advviz.models.lenet import LeNet5
 from advviz.models.mobilenet import CifarMobileNetV2
@@ -53,6 +57,9 @@ __all__ = [
     "get_weights_spec",
     "save_weights",
     "load_state_file",
+    "wrap",
+    "Wrapped",
+    "from_factory",
 ]
 
 log = logging.getLogger(__name__)

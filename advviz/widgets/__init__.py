@@ -13,7 +13,9 @@
 * :class:`RobustnessView` — security curves of the model and of the model behind a purifier
   (oblivious or adaptive) by ``advviz.evaluate.robust_accuracy``, in the background with Stop; a
   point's broken images load into the picker, with the attacked version that broke them.
-* :class:`Explorer` — all of them around one shared :class:`ExplorerState`.
+* :class:`Explorer` — all of them around one shared :class:`ExplorerState`, which holds the model as
+  a unit (:class:`ModelInfo`): a zoo entry, a model trained in the Train tab, or your own
+  ``nn.Module`` (``Explorer(module, classes=..., input_size=..., mean=..., std=...)``).
 
 Errors raised in any callback are shown inside the component (:class:`ErrorArea`). The attack lab,
 the Robustness and the Train tab run their work through one job runner (``advviz.widgets._jobs``):
@@ -22,7 +24,14 @@ a result whose model or image changed meanwhile is dropped with a message, ``wai
 """
 
 from advviz.widgets._errors import REPORTED, ErrorArea, guarded
-from advviz.widgets._state import ExplorerState, Prediction, available_datasets, available_models, default_pairing
+from advviz.widgets._state import (
+    ExplorerState,
+    ModelInfo,
+    Prediction,
+    available_datasets,
+    available_models,
+    default_pairing,
+)
 from advviz.widgets.attack_lab import AttackLab
 from advviz.widgets.cfr import CFRView
 from advviz.widgets.explorer import Explorer, fast_mode
@@ -42,6 +51,7 @@ __all__ = [
     "Explorer",
     "ExplorerState",
     "FeatureMapView",
+    "ModelInfo",
     "GeneratorView",
     "ImagePicker",
     "Prediction",

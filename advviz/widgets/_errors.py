@@ -50,10 +50,16 @@ REPORTED: list[ReportedError] = []
 _lock = threading.Lock()
 
 
+#: CSS that keeps a box inside its panel: no wider than it, long words (paths) broken.
+_FIT = "max-width:100%;box-sizing:border-box;overflow-wrap:anywhere;"
+
+
 class ErrorArea(W.HTML):
-    """An HTML box that is empty until an error is shown; :meth:`clear` hides it again."""
+    """An HTML box that is empty until an error is shown; :meth:`clear` hides it again. It is never
+    wider than the panel that holds it (long paths and tracebacks wrap)."""
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("layout", W.Layout(max_width="100%"))
         super().__init__(value="", **kwargs)
         self.add_class("advviz-error")
         self.last: BaseException | None = None
@@ -70,11 +76,11 @@ class ErrorArea(W.HTML):
         place = COMPONENT_NAMES.get(owner, owner)
         heading = f"Problem in the {place}" if place else "Problem"
         self.value = (
-            '<div class="advviz-error-box" style="border:1px solid #c0392b;background:#fdecea;color:#7b241c;'
+            f'<div class="advviz-error-box" style="border:1px solid #c0392b;background:#fdecea;color:#7b241c;{_FIT}'
             'padding:6px 8px;border-radius:4px;font-family:sans-serif;font-size:13px">'
             f"<b>{html.escape(heading)}:</b> {html.escape(str(exc) or type(exc).__name__)}"
             '<details><summary style="cursor:pointer">details for developers</summary>'
-            f'<pre style="font-size:11px;white-space:pre-wrap">{html.escape(type(exc).__name__)} in '
+            f'<pre style="font-size:11px;white-space:pre-wrap;{_FIT}">{html.escape(type(exc).__name__)} in '
             f"{html.escape(where or '?')}\n\n{html.escape(tb)}</pre></details></div>")
 
     def message(self, text: str, *, kind: str = "info") -> None:
@@ -82,7 +88,7 @@ class ErrorArea(W.HTML):
         colours = {"info": ("#1f618d", "#eaf2f8"), "warning": ("#9a7d0a", "#fef9e7")}
         fg, bg = colours.get(kind, colours["info"])
         self.last = None
-        self.value = (f'<div class="advviz-notice" style="border:1px solid {fg};background:{bg};color:{fg};'
+        self.value = (f'<div class="advviz-notice" style="border:1px solid {fg};background:{bg};color:{fg};{_FIT}'
                       f'padding:6px 8px;border-radius:4px;font-family:sans-serif;font-size:13px">'
                       f"{html.escape(text)}</div>")
 

@@ -23,8 +23,11 @@ move the **τ** slider to see the soft mask change, run any registered attack, p
 look at feature maps, and retrain the model — all around one shared image and model.
 
 * Offline with no data, the explorer uses scikit-learn's **digits** with **LeNet-5** (trained on
-  first use, about 15 s). With CIFAR-10 and the ResNet-20 weights available (`ADVVIZ_DATA`,
-  `ADVVIZ_WEIGHTS`, or a network), it uses **CIFAR-10** with **ResNet-20**.
+  first use: the notice gives the time it will take on your machine, timed just before it starts;
+  8.9 s on a quiet 2-core CPU, 48.7 s on a busy one). With CIFAR-10 and the ResNet-20 weights
+  available (`ADVVIZ_DATA`, `ADVVIZ_WEIGHTS`, or a network), it uses **CIFAR-10** with **ResNet-20**.
+* Your own model and images: `Explorer(my_module, classes=..., input_size=..., mean=..., std=...,
+  dataset="my_photos/")`; notebook 06 walks through it.
 * `ADVVIZ_FAST=1` starts the attack controls from each attack's quick settings (used in CI).
 * Errors in any control appear in a red box inside the widget."""),
     ("code", """\
@@ -93,13 +96,19 @@ put in front of a classifier, and which one harms clean images?
 
 <details><summary>Answer</summary>
 
-The tab's table (ResNet-20 on 256 CIFAR-10 test images, seed 0; FGSM 8/255) answers it: without a
-purifier accuracy falls from 0.816 to 0.059. **UDDN** brings it back to 0.664 and keeps clean images
-at 0.824: the one to deploy. The cGAN (trained on FGSM) gets 0.336, pix2pix 0.246. The **DAE**
-gets 0.203 under FGSM and only 0.195 on *clean* images (against 0.816 without it): it ruins the
-images it should leave alone (notebook 05 discusses why). One image is not a rate: a purifier with 0.664 accuracy still fails on one image
-in three, so try several images before you judge. JPEG has no row in the table: compare it with
-UDDN on your images.
+The tab's table (ResNet-20 on 256 CIFAR-10 test images, seed 0; FGSM 8/255 and PGD-10 made on
+ResNet-20 alone, the *oblivious* threat model) answers it: without a purifier accuracy falls from
+0.816 to 0.059 under FGSM (0.000 under PGD-10). **UDDN** brings it back to 0.664 (0.668 under
+PGD-10) and keeps clean images at 0.824: the one to deploy. The DAE gets 0.348 under FGSM (0.535
+under PGD-10), the cGAN trained on FGSM 0.336, pix2pix 0.246. Every learned purifier but UDDN
+costs clean images a few points (0.766 to 0.789 against 0.816; the DAE 0.781). These attacks did
+not know about the purifier: the Robustness tab's *adaptive* threat model attacks the purifier and
+the model together, so compare the two curves there. One image is not a rate: a purifier with
+0.664 accuracy still fails on one image in three, so try several images before you judge. JPEG
+has no row in the table: compare it with UDDN on your images. Offline (digits with LeNet-5) only
+`jpeg` fits the model, since the learned purifiers were trained on CIFAR-10 colour images (the tab
+says so): compare JPEG qualities on the digits, or get CIFAR-10 and ResNet-20 for this task
+(README, "Data and weights").
 </details>
 
 ### Task 4: train a model of your own (Train tab)

@@ -118,7 +118,9 @@ def _fig_svg(fig) -> str:  # noqa: ANN001 - a matplotlib Figure
     with matplotlib.rc_context({"svg.fonttype": "none"}):
         fig.savefig(buf, format="svg")
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    svg = text[text.index("<svg"):]
+    # never wider than the panel that holds it: scaled down (aspect kept) where the panel is narrower
+    return svg.replace("<svg ", '<svg style="max-width:100%;height:auto" ', 1)
 
 
 def _fig_png(fig) -> bytes:  # noqa: ANN001 - a matplotlib Figure
@@ -200,9 +202,11 @@ def history_svg(history: Sequence[dict[str, float]], *, batch_losses: Sequence[f
 
 def line_svg(xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]], *, xlabel: str, ylabel: str,
              title: str = "", xticks: Sequence[str] | None = None, mark: float | None = None,
-             size: tuple[float, float] = (4.6, 2.2), legend: bool | None = None) -> str:
-    """Lines ``(label, ys)`` over ``xs`` as inline SVG; ``mark`` draws a dashed vertical line there;
-    ``legend`` (default: when there are several lines) names the lines."""
+             current: float | None = None, size: tuple[float, float] = (4.6, 2.2),
+             legend: bool | None = None) -> str:
+    """Lines ``(label, ys)`` over ``xs`` as inline SVG; ``mark`` draws a dashed vertical line there,
+    ``current`` a solid one with each line's point at that x ringed (the step shown); ``legend``
+    (default: when there are several lines) names the lines."""
     fig = Figure(figsize=size, dpi=80, layout="constrained")
     ax = fig.subplots()
     colours = ["#c0392b", "#2e86c1", "#27ae60", "#8e44ad"]
@@ -210,6 +214,12 @@ def line_svg(xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]],
         ax.plot(list(xs), list(ys), "o-", ms=3, lw=1.4, color=colours[i % len(colours)], label=label)
     if mark is not None:
         ax.axvline(mark, color="#7f8c8d", ls="--", lw=1)
+    if current is not None:
+        ax.axvline(current, color="#f39c12", ls="-", lw=2, alpha=0.8)
+        for _, ys in series:
+            pts = [(x, y) for x, y in zip(xs, ys) if x == current and y == y]
+            if pts:
+                ax.plot([pts[0][0]], [pts[0][1]], "o", ms=8, mfc="none", mec="#f39c12", mew=2)
     if xticks is not None:
         ax.set_xticks(list(xs), list(xticks), rotation=45, ha="right", fontsize=7)
     ax.set_xlabel(xlabel, fontsize=8)
@@ -232,8 +242,8 @@ def colorbar_html(cmap: str, lo: float, hi: float, *, label: str, fmt: str = "{:
     stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / 10:.0f}%" for i, (r, g, b) in
                       enumerate(lut[np.linspace(0, 255, 11).astype(int)]))
     mid = (lo + hi) / 2
-    return (f'<div class="advviz-colorbar" style="width:{width}px;font-family:sans-serif;font-size:11px;color:#333;'
-            'line-height:1.25">'
+    return (f'<div class="advviz-colorbar" style="width:{width}px;max-width:100%;font-family:sans-serif;'
+            'font-size:11px;color:#333;line-height:1.25">'
             f'<div style="height:10px;border:1px solid #999;background:linear-gradient(to right, {stops})"></div>'
             f'<div style="display:flex;justify-content:space-between"><span>{fmt.format(lo)}</span>'
             f"<span>{fmt.format(mid)}</span><span>{fmt.format(hi)}</span></div>"

@@ -1,4 +1,4 @@
-"""The explorer's shared state: one current model, one current image, one adversarial image.
+"""The explorer's shared state: one current model (as a unit), one current image, one adversarial image.
 
 :class:`ExplorerState` is a small observable object. Components subscribe to topics with
 :meth:`ExplorerState.observe` and are called back, in the thread that made the change, when
@@ -10,20 +10,30 @@ the topic changes:
   and :meth:`set_label` (the user names the true class of an upload);
 * ``"adversarial"``: :meth:`set_adversarial` (an attack's result, or ``None``).
 
+**The model is held as a unit**, :class:`ModelInfo` (``state.info``): the module with its display
+name, the input it takes (channels, size, value range, whether normalisation is inside), its
+classes, the dataset it was trained on (if any) and its provenance (the artefact store's record,
+a weight file's sha256, "trained in the Train tab", or "defined in this notebook"). Every tab
+reads the state (``state.info``, and the shortcuts ``state.model_name``, ``state.classes``,
+``state.dataset``, ``state.input_size``), never a registry name: a model trained in the Train tab
+or brought by the user is as complete as a zoo entry. :func:`pretrained_info` describes a zoo
+entry from the store, once, when the header's menu or :meth:`ExplorerState.from_pretrained` loads it.
+
 Each change of the model or the image also counts up that topic's *version*
 (:meth:`ExplorerState.versions`): a background job (:mod:`advviz.widgets._jobs`) records the
 versions it started with, and drops its result when the model or the image changed meanwhile.
 
-It also knows which datasets and pretrained models this machine can use, and picks the
-default pairing: CIFAR-10 + ResNet-20 when both are present (``$ADVVIZ_DATA`` and
+It also knows which datasets and pretrained models this machine can use (:func:`model_menu`
+says, for each entry, whether its weights are here and what to set when they are not), and picks
+the default pairing: CIFAR-10 + ResNet-20 when both are present (``$ADVVIZ_DATA`` and
 ``$ADVVIZ_WEIGHTS``) or downloadable, else the offline digits + LeNet-5.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,10 +44,13 @@ from advviz._modules import module_device
 from advviz._paths import data_root
 from advviz.data import CIFAR10_CLASSES, DIGIT_CLASSES
 
-__all__ = ["ExplorerState", "Prediction", "available_datasets", "available_models", "default_pairing",
-           "dataset_classes", "model_dataset"]
+__all__ = ["DATASET_SHAPES", "ExplorerState", "ModelInfo", "Prediction", "available_datasets", "available_models", "default_pairing",
+           "dataset_classes", "model_dataset", "model_menu", "pretrained_info"]
 
 TOPICS = ("model", "image", "adversarial")
+
+#: the image shape ``(C, H, W)`` of each named dataset
+DATASET_SHAPES = {"digits": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
 def available_datasets() -> list[str]:
@@ -52,19 +65,46 @@ def available_datasets() -> list[str]:
     return out
 
 
-def available_models() -> list[str]:
-    """Pretrained entries usable here: advviz-trained ones (trained on first use) and files on disk.
+def _explorable(name: str) -> bool:
+    """A pretrained classifier that takes its dataset's images at native size (the explorer feeds
+    images as they are; e.g. the two-stream detector's 64x64 network is left out)."""
+    return models.get_weights_spec(name).input_size is None
 
-    Only models that take their dataset's images at native size are listed (the explorer feeds
-    images as they are; e.g. the two-stream detector's 64x64 network is left out).
+
+def available_models() -> list[str]:
+    """Pretrained entries usable here: advviz-trained ones (trained on first use) and files on disk
+    (and downloadable ones when downloads are allowed)."""
+    return [name for name, where, _ in model_menu() if where != "unavailable"]
+
+
+def model_menu() -> list[tuple[str, str, str]]:
+    """Every pretrained entry the explorer can show: ``(name, where, what to do)``.
+
+    ``where`` is :func:`advviz.artifacts.status`'s: ``"weights folder"``, ``"shipped"``, ``"cache"``
+    (on disk), ``"train"`` (trained on first use), ``"download"`` (fetched on first use: needs a
+    network) or ``"unavailable"``; ``what to do`` says how to get the weights when they are not on
+    disk (``""`` otherwise).
     """
-    names = []
+    out = []
     for name in models.list_models(pretrained=True):
-        if models.get_weights_spec(name).input_size is not None:
+        if not _explorable(name):
             continue
-        if artifacts.status(name)["where"] != "unavailable":
-            names.append(name)
-    return names
+        st = artifacts.status(name)
+        spec = artifacts.get_spec(name)
+        if st["present"]:
+            todo = ""
+        elif st["where"] == "train":
+            todo = "trained on first use"
+        elif st["where"] == "download":
+            todo = (f"downloaded on first use (needs a network); offline, put {spec.filename} into a folder and "
+                    "set ADVVIZ_WEIGHTS to it")
+        elif spec.url:
+            todo = (f"its weights are missing: put {spec.filename} into a folder and set ADVVIZ_WEIGHTS to it "
+                    "(or unset ADVVIZ_OFFLINE to download it)")
+        else:
+            todo = f"its weights are missing: {spec.description or 'set ADVVIZ_WEIGHTS to a folder holding ' + spec.filename}"
+        out.append((name, st["where"], todo))
+    return out
 
 
 def model_dataset(model_name: str) -> str | None:
@@ -96,73 +136,177 @@ class Prediction:
     confidence: float
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """The explorer's model as a unit: what it is, what it takes, what it outputs, where it came from.
+
+    Attributes:
+        name: the display name (``"resnet20_cifar10"``, ``"my_net"``).
+        input_size: ``(C, H, W)`` it takes (``None``: not declared; the state then uses the
+            current image's shape).
+        classes: one name per output (indices as text when unknown).
+        dataset: the dataset it was trained on, if known (``"cifar10"``, ``"digits"``, any text).
+        normalization: ``"inside"`` (its first layer normalises ``[0, 1]`` images) or ``"none
+            declared"`` (it gets ``[0, 1]`` images as they are).
+        mean, std: the normalisation inside, when known.
+        provenance: one line: where it came from.
+        record: the artefact store's :class:`~advviz.artifacts.Record` of a zoo entry.
+        sha256: the sha256 of the weight file it was read from, when known.
+        value_range: the pixel range it takes: always ``(0, 1)``, advviz's contract.
+    """
+
+    name: str
+    input_size: tuple[int, int, int] | None
+    classes: tuple[str, ...]
+    dataset: str | None = None
+    normalization: str = "none declared"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    provenance: str = "defined in this notebook"
+    record: Any = field(default=None, compare=False)
+    sha256: str | None = None
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def channels(self) -> int | None:
+        """Image channels it takes (``None`` when its input size is not declared)."""
+        return self.input_size[0] if self.input_size is not None else None
+
+    def summary(self) -> str:
+        """One line of plain text: input, classes, dataset, normalisation, provenance."""
+        size = "x".join(map(str, self.input_size)) if self.input_size else "any size"
+        norm = "normalisation inside" if self.normalization == "inside" else "no normalisation declared"
+        data = f"trained on {self.dataset}" if self.dataset else "dataset unknown"
+        return (f"{self.name}: {size} images in [0, 1] ({norm}), {len(self.classes)} classes, {data}; "
+                f"{self.provenance}")
+
+
+def _normalize_layer(model: nn.Module) -> models.Normalize | None:
+    return next((m for m in model.modules() if isinstance(m, models.Normalize)), None)
+
+
+def describe(model: nn.Module, *, name: str = "", classes: Sequence[str] | None = None, dataset: str | None = None,
+             provenance: str | None = None, record: Any = None, sha256: str | None = None) -> ModelInfo:
+    """:class:`ModelInfo` of ``model`` from what is given, else from what the model declares
+    (``input_size``, ``classes``, ``num_classes``, ``dataset``, ``name``, a ``Normalize`` layer)."""
+    size = getattr(model, "input_size", None)
+    n = int(getattr(model, "num_classes", 0) or 0)
+    names = classes or getattr(model, "classes", None) or ([str(i) for i in range(n)] if n else [])
+    norm = _normalize_layer(model)
+    own_dataset = getattr(model, "dataset", None)
+    return ModelInfo(
+        name=name or getattr(model, "name", None) or type(model).__name__,
+        input_size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
+        classes=tuple(str(c) for c in names),
+        dataset=dataset if dataset is not None else (own_dataset if isinstance(own_dataset, str) else None),
+        normalization="inside" if norm is not None else "none declared",
+        mean=tuple(norm.mean.flatten().tolist()) if norm is not None else None,
+        std=tuple(norm.std.flatten().tolist()) if norm is not None else None,
+        provenance=provenance or "defined in this notebook", record=record, sha256=sha256)
+
+
+def pretrained_info(name: str) -> dict[str, Any]:
+    """What the store says of zoo entry ``name``: ``{"dataset", "classes", "provenance", "record",
+    "sha256"}`` (the keyword arguments of :meth:`ExplorerState.set_model`). Call it after the entry
+    was loaded (its record is then at hand; nothing is downloaded or trained here)."""
+    ds = model_dataset(name)
+    rec = artifacts.record(name) if artifacts.status(name)["present"] else None
+    where = rec.source if rec is not None else artifacts.status(name)["where"]  # the file: record.path
+    prov = (f"advviz zoo entry {name} (sha256 {rec.sha256[:12]}…, {where})" if rec is not None and rec.sha256 else
+            f"advviz zoo entry {name} ({where})")
+    return {"dataset": ds, "classes": dataset_classes(ds) if ds else None, "provenance": prov, "record": rec,
+            "sha256": rec.sha256 if rec is not None and rec.sha256 else None}
+
+
+def _from_store(name: str, **given: Any) -> dict[str, Any]:
+    """``describe``'s keyword arguments: those given; a zoo entry's name with nothing else given
+    (``ExplorerState(model, model_name="lenet5_digits")``) is described by the store, once, here."""
+    if name and given.get("dataset") is None and given.get("provenance") is None and given.get("record") is None \
+            and name in models.list_models(pretrained=True):
+        store = pretrained_info(name)
+        given = {**store, **{k: v for k, v in given.items() if v is not None}}
+    return {"name": name, **given}
+
+
 class ExplorerState:
-    """The current model and image shared by every component.
+    """The current model (as a :class:`ModelInfo` unit) and image shared by every component.
 
     Args:
         model: a classifier taking ``(B, C, H, W)`` in ``[0, 1]`` (put in eval mode).
-        model_name: a name for display (``"resnet20_cifar10"``).
-        classes: class names (default: ``model.classes`` or the model's dataset's, else indices).
+        model_name: a name for display (default: the model's ``name``, else its class name). A zoo
+            entry's name with no ``dataset``/``provenance`` given is described by the store
+            (:func:`pretrained_info`).
+        classes: class names (default: ``model.classes``, else indices).
         device: where the model runs (default: where its parameters are).
+        dataset: the dataset it was trained on, if known (default: ``model.dataset``, if any).
+        provenance: where it came from, one line (default: "defined in this notebook").
+        record: the store's :class:`~advviz.artifacts.Record` of a zoo entry.
+        sha256: the sha256 of its weight file, when known.
     """
 
     def __init__(self, model: nn.Module, *, model_name: str = "", classes: list[str] | None = None,
-                 device: str | torch.device | None = None, dataset: str | None = None) -> None:
+                 device: str | torch.device | None = None, dataset: str | None = None, provenance: str | None = None,
+                 record: Any = None, sha256: str | None = None) -> None:
         self._listeners: dict[str, list[Callable[[ExplorerState], Any]]] = {t: [] for t in TOPICS}
         self._late: dict[str, list[Callable[[ExplorerState], Any]]] = {t: [] for t in TOPICS}
         self.lock = threading.RLock()
         self._versions = {"model": 0, "image": 0}
+        model.eval()
         self.model: nn.Module = model
-        self.model_name = model_name
-        self.classes: list[str] = []
+        self.info: ModelInfo = describe(model, **_from_store(model_name, classes=classes, dataset=dataset,
+                                                             provenance=provenance, record=record, sha256=sha256))
         self.device = torch.device(device) if device is not None else module_device(model)
         self.x: torch.Tensor | None = None
         self.y: int | None = None
         self.source: str = ""
         self.x_adv: torch.Tensor | None = None
         self.attack: str = ""
-        self._dataset = dataset
-        self._set_model_fields(model, model_name, classes)
 
     # --------------------------------------------------------------------------------- model
     @classmethod
     def from_pretrained(cls, name: str, *, device: str | torch.device | None = None) -> ExplorerState:
         """A state holding ``advviz.models.load(name)`` (LeNet-5 on digits trains on first use)."""
         model = models.load(name, device=device)
-        ds = model_dataset(name)
-        return cls(model, model_name=name, classes=dataset_classes(ds) if ds else None, device=device, dataset=ds)
+        return cls(model, model_name=name, device=device, **pretrained_info(name))
 
-    def _set_model_fields(self, model: nn.Module, name: str, classes: list[str] | None) -> None:
-        model.eval()
-        self.model = model
-        self.model_name = name or type(model).__name__
-        n = int(getattr(model, "num_classes", 0) or 0)
-        names = classes or getattr(model, "classes", None) or ([str(i) for i in range(n)] if n else [])
-        self.classes = list(names)
+    @property
+    def model_name(self) -> str:
+        """The model's display name (:attr:`ModelInfo.name`)."""
+        return self.info.name
+
+    @property
+    def classes(self) -> list[str]:
+        """The model's class names, one per output (:attr:`ModelInfo.classes`)."""
+        return list(self.info.classes)
 
     @property
     def dataset(self) -> str | None:
-        """The dataset the current model was trained on (a zoo entry's, or the one given), if known."""
-        return self._dataset or model_dataset(self.model_name)
+        """The dataset the current model was trained on, if known (:attr:`ModelInfo.dataset`)."""
+        return self.info.dataset
 
     def set_model(self, model: nn.Module, *, name: str = "", classes: list[str] | None = None,
-                  dataset: str | None = None) -> None:
-        """Swap in a model (eval mode) and notify ``"model"``; the adversarial image is dropped.
+                  dataset: str | None = None, provenance: str | None = None, record: Any = None,
+                  sha256: str | None = None) -> None:
+        """Swap in a model (eval mode) with its description, and notify ``"model"``; the adversarial
+        image is dropped.
 
-        When the current image does not fit the new model's declared ``input_size`` (or its
-        number of classes differs), the image is dropped too (``x`` is ``None`` during the
-        notification): the image picker then supplies one that fits.
+        The arguments are :class:`ExplorerState`'s. When the current image does not fit the new
+        model's declared ``input_size`` (or its number of classes differs), the image is dropped
+        too (``x`` is ``None`` during the notification): the image picker then supplies one that fits.
         """
         with self.lock:
-            old_k = len(self.classes)
-            self._dataset = dataset
-            self._set_model_fields(model, name, classes or (self.classes if name == self.model_name else None))
+            old_k = len(self.info.classes)
+            keep = classes or (self.classes if name and name == self.model_name else None)
+            model.eval()
+            self.model = model
+            self.info = describe(model, **_from_store(name, classes=keep, dataset=dataset, provenance=provenance,
+                                                      record=record, sha256=sha256))
             self.device = module_device(model)
             self.x_adv, self.attack = None, ""
             self._versions["model"] += 1
-            size = getattr(model, "input_size", None)
+            size = self.info.input_size
             if self.x is not None and ((size is not None and tuple(self.x.shape) != tuple(size))
-                                       or (self.y is not None and len(self.classes) != old_k)):
+                                       or (self.y is not None and len(self.info.classes) != old_k)):
                 self.x, self.y, self.source = None, None, ""
                 self._versions["image"] += 1
         self._notify("model")
@@ -181,8 +325,9 @@ class ExplorerState:
 
     @property
     def input_size(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` the model takes (zoo models declare it; otherwise the current image's)."""
-        size = getattr(self.model, "input_size", None)
+        """``(C, H, W)`` the model takes (:attr:`ModelInfo.input_size`; when it declares none, the
+        current image's)."""
+        size = self.info.input_size
         if size is not None:
             return tuple(size)  # type: ignore[return-value]
         if self.x is not None:

@@ -23,6 +23,19 @@ __all__ = ["AttackLab"]
 SLOT = 180  # displayed size of each result image (pixels)
 
 
+def _settings(kwargs: dict[str, Any]) -> str:
+    """An attack's settings in one line: budgets also in /255 (``eps 0.0314 = 8/255, steps 10``)."""
+    parts = []
+    for k, v in kwargs.items():
+        if isinstance(v, float) and k in ("eps", "alpha") and 0 < v <= 1:
+            parts.append(f"{k} {v:.4g} = {v * 255:.3g}/255")
+        elif isinstance(v, float):
+            parts.append(f"{k} {v:.4g}")
+        elif v is not None and k != "targeted":
+            parts.append(f"{k} {v}")
+    return ", ".join(parts) or "its defaults"
+
+
 class AttackLab(W.VBox):
     """Attack dropdown (from ``advviz.attacks.list_attacks()``) with controls built from its specs.
 
@@ -76,7 +89,10 @@ class AttackLab(W.VBox):
         self.amplified = R.ImageSlot("the change the attack makes, magnified", size=SLOT)
         self.heatmap = R.ImageSlot("where and which way pixels changed", size=SLOT)
         self.amplified_caption = W.HTML("<b>perturbation (amplified)</b>")
+        self.amplified_scale = W.HTML()
         self.heatmap_scale = W.HTML()
+        self.result_title = W.HTML()
+        self.result_title.add_class("advviz-attack-result-title")
         self.bars = W.HTML()
         self.bars.add_class("advviz-bars")
         self.norms = W.HTML()
@@ -99,14 +115,17 @@ class AttackLab(W.VBox):
         self.run_button.on_click(self._on_run)
         state.observe(self._on_image, "image")
         state.observe(self._on_model, "model")
+        state.observe(self._on_adv, "adversarial")
 
         super().__init__(children=[
             R.row(self.attack, self.target),
             self.describe,
             self.controls_box,
             R.row(self.run_button, self.progress, self.status),
+            self.result_title,
             R.row(R.captioned(self.original, "original"), R.captioned(self.adversarial, "adversarial"),
-                  W.VBox([self.amplified_caption, self.amplified], layout=W.Layout(flex="0 0 auto")),
+                  W.VBox([self.amplified_caption, self.amplified, self.amplified_scale],
+                         layout=W.Layout(flex="0 0 auto")),
                   R.captioned(self.heatmap, "signed change δ = x_adv − x", below=self.heatmap_scale)),
             R.row(self.bars, self.norms),
             W.HTML("<b>attack trajectory</b> — every iteration, recorded by <code>advviz.attacks.record</code>"),
@@ -163,12 +182,14 @@ class AttackLab(W.VBox):
             y = st.label_tensor(st.y if st.y is not None else before.label)
         self.errors.clear()
         self.run_button.disabled = True
+        self._clear_result()  # nothing of the previous run stays on screen while this one runs
         self.progress.layout.visibility = "visible"
         self.progress.value = 0.0
         self.progress.bar_style = "info"
         self.status.value = f"running {html.escape(spec.name)}…"
         self.jobs.start(self._attack, name=spec.name,
-                        inputs={"spec": spec, "x": x, "y": y, "kwargs": kwargs, "before": before, "targeted": targeted},
+                        inputs={"spec": spec, "x": x, "y": y, "kwargs": kwargs, "before": before, "targeted": targeted,
+                                "true": st.y},
                         done=self._show, dropped=self._dropped, failed=self._failed, ended=self._ended)
         if wait:
             self.wait()
@@ -215,13 +236,19 @@ class AttackLab(W.VBox):
         self.run_button.disabled = False
         self.progress.value = 1.0
 
-    def _dropped(self, job: Job, reason: str) -> None:
-        """The model or the image changed while the attack ran: nothing of it is shown for the new state."""
+    def _clear_result(self) -> None:
+        """Empty the result panel (images, bars, norms, scales, trajectory)."""
         self.last_result = None
         self._show_trajectory(None)
         for img in (self.adversarial, self.amplified, self.heatmap):
             img.value = b""
-        self.bars.value = self.norms.value = self.heatmap_scale.value = ""
+        self.bars.value = self.norms.value = self.heatmap_scale.value = self.amplified_scale.value = ""
+        self.result_title.value = ""
+        self.amplified_caption.value = "<b>perturbation (amplified)</b>"
+
+    def _dropped(self, job: Job, reason: str) -> None:
+        """The model or the image changed while the attack ran: nothing of it is shown for the new state."""
+        self._clear_result()
         what = "model" if reason == CHANGED["model"] else "image"
         self._final_status(f"dropped: {reason} while {html.escape(job.name)} ran; run it again", "warning")
         self.errors.message(f"The {job.name} result was dropped: {reason} while the attack ran, and the result "
@@ -233,7 +260,6 @@ class AttackLab(W.VBox):
         inp = job.inputs
         x, x_adv, secs = inp["x"], out["x_adv"], out["seconds"]
         before = inp["before"]
-        self._show_trajectory(out["trajectory"])
         after = st.predict(x_adv[0].cpu())
         norms = metrics.lp_norms(x, x_adv)
         s = float(metrics.ssim(x, x_adv))
@@ -244,6 +270,9 @@ class AttackLab(W.VBox):
         self.amplified.value = R.png(R.to_uint8(explain.amplify(delta)[0]))
         self.amplified_caption.value = (f"<b>perturbation amplified ×{0.5 / peak:.0f}</b>" if peak > 0 else
                                         "<b>perturbation (none: the image is unchanged)</b>")
+        self.amplified_scale.value = (R.colorbar_html("gray", -peak * 255, peak * 255, fmt="{:+.1f}", width=SLOT,
+                                                      label="change per channel (/255); grey: none")
+                                      if peak > 0 else "")
         mean_delta = delta[0].mean(0)
         top = float(mean_delta.abs().max())
         self.heatmap.value = R.png(R.signed_map(mean_delta, top))
@@ -253,12 +282,26 @@ class AttackLab(W.VBox):
                                      st.classes, highlight=st.y)
         y0 = int(inp["y"][0])
         success = (after.label == y0) if inp["targeted"] else (after.label != y0)
+        true = inp["true"]
+        already = not inp["targeted"] and true is not None and before.label != true
+        if inp["targeted"]:
+            verdict, answer = "target reached", "yes" if success else "no"
+        elif already:
+            verdict, answer = "fooled", (f"already misclassified before the attack (true label "
+                                         f"{html.escape(st.class_name(true))})")
+        elif true is None:
+            verdict, answer = "prediction changed", ("yes" if success else "no") + " (true label unknown)"
+        else:
+            verdict, answer = "fooled", "yes" if success else "no"
+        name = inp["spec"].name
+        self.result_title.value = (f'<div style="font-family:sans-serif;font-size:13px"><b>result of '
+                                   f"{html.escape(name)}</b> ({html.escape(_settings(inp['kwargs']))})</div>")
         self.norms.value = (
             '<table class="advviz-norms" style="font-family:sans-serif;font-size:13px">'
+            f"<tr><td>attack</td><td><b>{html.escape(name)}</b></td></tr>"
             f"<tr><td>prediction</td><td>{html.escape(st.class_name(before.label))} ({before.confidence:.1%}) → "
             f"<b>{html.escape(st.class_name(after.label))}</b> ({after.confidence:.1%})</td></tr>"
-            f"<tr><td>{'target reached' if inp['targeted'] else 'fooled'}</td>"
-            f"<td>{'yes' if success else 'no'}</td></tr>"
+            f"<tr><td>{verdict}</td><td>{answer}</td></tr>"
             f"<tr><td>ℓ0 (changed elements)</td><td>{norms['l0']:.0f}</td></tr>"
             f"<tr><td>ℓ1</td><td>{norms['l1']:.3f}</td></tr>"
             f"<tr><td>ℓ2</td><td>{norms['l2']:.4f}</td></tr>"
@@ -268,7 +311,8 @@ class AttackLab(W.VBox):
         self._final_status(f"done in {secs:.2f} s", "success")
         self.last_result = {"attack": inp["spec"].name, "params": dict(inp["kwargs"]), "seconds": secs,
                             "before": before.label, "after": after.label, "success": bool(success),
-                            "ssim": s, **norms}
+                            "already_misclassified": already, "ssim": s, **norms}
+        self._show_trajectory(out["trajectory"])
         st.set_adversarial(x_adv[0], attack=inp["spec"].name)
 
     # ------------------------------------------------------------------------------------ trajectory
@@ -299,13 +343,23 @@ class AttackLab(W.VBox):
             f'<div style="display:flex;margin-left:0">{"".join(cells)}</div>'
             f'<div>green: still {"not the target" if traj.targeted else "the true class"}; red: '
             f'{"the target reached" if traj.targeted else "fooled"} — {where}</div></div>')
+        k = flip if flip is not None else n
+        if self.step.value == k:
+            self._render_step(k)
+        else:
+            self.step.value = k  # renders the step (its observer)
+
+    def _draw_chart(self, current: int) -> None:
+        """Loss and margin per step, the flip dashed and the step shown marked (a solid line and dots)."""
+        traj = self.trajectory
         steps = [f.step for f in traj.frames]
         self.traj_chart.value = R.line_svg(
             [0] + steps, [("loss (cross-entropy to y)", [float("nan")] + [f.loss for f in traj.frames]),
                           ("margin (logit of y − best other)", [traj.clean_margin] + [f.margin for f in traj.frames])],
-            xlabel="step (0 = the clean image)", ylabel="value", title="loss and margin per step", mark=flip)
-        self.step.value = flip if flip is not None else n
-        self._render_step(self.step.value)
+            xlabel="step (0 = the clean image)", ylabel="value",
+            title=f"loss and margin per step (step {current} shown" +
+                  (f", flip at {traj.flip_step})" if traj.flip_step is not None else ")"),
+            mark=traj.flip_step, current=current)
 
     def _render_step(self, k: int) -> None:
         traj = self.trajectory
@@ -313,6 +367,7 @@ class AttackLab(W.VBox):
             return
         f = traj.frames[k - 1]
         st = self.state
+        self._draw_chart(k)
         self.step_img.value = R.png(R.to_uint8(f.x_adv))
         self.step_info.value = (
             '<table class="advviz-traj-table" style="font-family:sans-serif;font-size:13px">'
@@ -338,10 +393,23 @@ class AttackLab(W.VBox):
         self._build_controls()
 
     @guarded
+    def _on_adv(self, state: ExplorerState) -> None:
+        """Another tab made the explorer's adversarial image: the panel says whose result it shows."""
+        mine = self.last_result["attack"] if self.last_result else None
+        if mine is None or state.x_adv is None or state.attack == mine:
+            return
+        self.result_title.value = (
+            '<div style="font-family:sans-serif;font-size:13px"><b>result of '
+            f"{html.escape(mine)}</b> ({html.escape(_settings(self.last_result['params']))}) — the explorer's "
+            f"adversarial image is now <b>{html.escape(state.attack)}</b>'s (made in another tab); the other tabs "
+            "show that one</div>")
+
+    @guarded
     def _on_image(self, state: ExplorerState) -> None:
         for img in (self.original, self.adversarial, self.amplified, self.heatmap):
             img.value = b""
-        self.bars.value = self.norms.value = self.heatmap_scale.value = ""
+        self.bars.value = self.norms.value = self.heatmap_scale.value = self.amplified_scale.value = ""
+        self.result_title.value = ""
         self.amplified_caption.value = "<b>perturbation (amplified)</b>"
         if not self.running:
             self.last_result = None

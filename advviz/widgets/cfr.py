@@ -43,6 +43,9 @@ def cam_layers(model: nn.Module, input_size: tuple[int, int, int], device: torch
 class CFRView(W.VBox):
     """Image with its Grad-CAM overlay, the CFR soft mask (eq. 6) and a τ slider; runs the CFR attack.
 
+    The soft mask is drawn scaled to its own maximum (its pattern shows at any τ; the colour bar
+    gives the maximum), or, with "mask on a fixed 0–1 scale", on one scale for every τ.
+
     Args:
         state: the shared :class:`ExplorerState`.
         tau: initial threshold τ in [0, 1].
@@ -71,6 +74,10 @@ class CFRView(W.VBox):
         self.cam_scale = W.HTML(R.colorbar_html("jet", 0.0, 1.0, label="Grad-CAM relevance (1 = the map's maximum)",
                                                 width=SLOT))
         self.mask_scale = W.HTML()
+        self.mask_fixed = W.Checkbox(value=False, description="mask on a fixed 0–1 scale", indent=False,
+                                     layout=W.Layout(width="220px"))
+        self.mask_fixed.add_class("advviz-mask-fixed")
+        self.mask_caption = W.HTML("<b>soft mask M̃ (scaled to its max)</b>")
         self.mask_info = W.HTML()
         self.run_button = W.Button(description="run CFR attack", icon="bolt", button_style="danger",
                                    layout=W.Layout(width="180px"))
@@ -82,14 +89,15 @@ class CFRView(W.VBox):
         self.layer.observe(self._on_layer, names="value")
         self._populate_layers(layer)
         self.tau.observe(self._on_tau, names="value")
+        self.mask_fixed.observe(self._on_tau, names="value")
         self.run_button.on_click(self._on_run)
         state.observe(self._on_model, "model")
         state.observe(self._on_image, "image")
 
         super().__init__(children=[
-            R.row(self.layer, self.tau),
+            R.row(self.layer, self.tau, self.mask_fixed),
             R.row(R.captioned(self.overlay, "image + Grad-CAM", below=self.cam_scale),
-                  R.captioned(self.mask, "soft mask M̃ (scaled to its max)", below=self.mask_scale),
+                  W.VBox([self.mask_caption, self.mask, self.mask_scale], layout=W.Layout(flex="0 0 auto")),
                   R.captioned(self.masked, "image × mask")),
             self.mask_info,
             self.run_button,
@@ -141,8 +149,10 @@ class CFRView(W.VBox):
             m = explain.cfr_mask(self._cam, float(self.tau.value))[0, 0].numpy()
         top = float(m.max())
         scaled = m / top if top > 0 else m
-        self.mask.value = R.png(R.colorize(scaled, "inferno", vmax=1.0))
-        self.mask_scale.value = R.colorbar_html("inferno", 0.0, top, fmt="{:.2g}", width=SLOT,
+        fixed = bool(self.mask_fixed.value)  # a fixed scale: masks at different τ compare colour for colour
+        self.mask.value = R.png(R.colorize(m if fixed else scaled, "inferno", vmax=1.0))
+        self.mask_caption.value = f"<b>soft mask M̃ ({'on a fixed 0–1 scale' if fixed else 'scaled to its max'})</b>"
+        self.mask_scale.value = R.colorbar_html("inferno", 0.0, 1.0 if fixed else top, fmt="{:.2g}", width=SLOT,
                                                 label="mask weight M̃ (0 = outside the CFR)")
         self.masked.value = R.png(R.blend(np.zeros_like(self._base), self._base, scaled))
         frac = float((m > 0).mean())

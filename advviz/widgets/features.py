@@ -99,7 +99,7 @@ class FeatureMapView(W.VBox):
         self.clean_grid.add_class("advviz-fmap-clean")
         self.adv_grid = W.HBox(self.adv_tiles, layout=W.Layout(flex_flow="row wrap", width=width, max_width="100%"))
         self.adv_caption = W.HTML()
-        self.tile_scale = W.HTML(R.colorbar_html("viridis", 0, 1, fmt="{:.0f}", width=cols * (TILE + 4),
+        self.tile_scale = W.HTML(R.colorbar_html("viridis", 0, 1, fmt="{:g}", width=cols * (TILE + 4),
                                                  label="each tile: its own minimum (0) to maximum (1)"))
         self.big_clean = R.ImageSlot("click a channel number to enlarge it", size=BIG, css_class="advviz-fmap-big")
         self.big_adv = R.ImageSlot("run an attack to compare", size=BIG)

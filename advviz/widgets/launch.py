@@ -39,7 +39,7 @@ from advviz.widgets._notebook import write_notebook
 
 log = logging.getLogger(__name__)
 
-__all__ = ["find_notebook", "working_copy", "lab_command", "free_port", "LabServer", "start", "main",
+__all__ = ["find_notebook", "working_copy", "model_notebook", "lab_command", "free_port", "LabServer", "start", "main",
            "QUIET_LAB_ARGS"]
 
 NOTEBOOK = "00_explorer.ipynb"
@@ -102,6 +102,38 @@ def working_copy(folder: str | os.PathLike[str] | None = None) -> Path:
     if changed:
         nbformat.write(nb, str(copy))
     return copy
+
+
+MODEL_NOTEBOOK = "your_model.ipynb"
+
+
+def model_notebook(code: str, *, command: str = "advviz explore", folder: str | os.PathLike[str] | None = None) -> Path:
+    """The notebook ``advviz explore --model/--arch/--data …`` opens: a short note and one code cell,
+    ``code``, that loads the model and opens the explorer on the images with advviz's public functions.
+
+    It is rewritten at each such launch (``<advviz cache>/explorer/your_model.ipynb``); copy it
+    elsewhere to keep your edits.
+
+    Args:
+        code: the cell's source.
+        command: the command line, quoted in the note.
+        folder: where it is written (default ``<advviz cache>/explorer``).
+    """
+    import nbformat
+
+    base = Path(folder) if folder is not None else cache_dir() / "explorer"
+    base.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nb.cells = [nbformat.v4.new_markdown_cell(
+                    f"# advviz explorer on your model\n\nWritten by `{command}`: the cell below loads the model and "
+                    "opens the explorer on the images, with advviz's public functions (the same steps work in any "
+                    "notebook). This file is rewritten at each such launch: copy it elsewhere to keep your edits. "
+                    "The guided tour is in the explorer notebook (`advviz explore` without options)."),
+                nbformat.v4.new_code_cell(code)]
+    path = base / MODEL_NOTEBOOK
+    nbformat.write(nb, str(path))
+    return path
 
 
 def free_port() -> int:
@@ -200,11 +232,14 @@ def start(port: int = 0, *, notebook: str | os.PathLike[str] | None = None, toke
     return LabServer(process=proc, url=url, base_url=base, token=token, root=root, notebook=nb)
 
 
-def main(port: int = 0, open_browser: bool = True, report: Callable[[str], None] | None = None) -> int:
+def main(port: int = 0, open_browser: bool = True, report: Callable[[str], None] | None = None,
+         notebook: str | os.PathLike[str] | None = None) -> int:
     """Serve the explorer notebook until Ctrl-C; report its URL; open a browser if possible.
 
     Args:
         port: port on 127.0.0.1 (0: a free one).
+        notebook: the notebook to open (default: :func:`working_copy`; ``advviz explore --model …``
+            passes :func:`model_notebook`'s).
         open_browser: open the URL in a browser when a display exists.
         report: receives the lines for the user (the URL, display hints); the CLI passes its
             terminal writer. Default: ``logging`` at INFO level.
@@ -213,11 +248,12 @@ def main(port: int = 0, open_browser: bool = True, report: Callable[[str], None]
         0 after a clean shutdown, else the server's exit status.
     """
     say = report or log.info
-    nb = working_copy()
+    nb = Path(notebook) if notebook is not None else working_copy()
     log_path = cache_dir() / "explorer" / "jupyterlab.log"
     server = start(port, notebook=nb, log_path=log_path)
     say(f"advviz explorer: {server.url}")
-    say(f"notebook (a working copy; the repository's stays clean): {nb}")
+    say(f"notebook (a working copy; the repository's stays clean): {nb}" if notebook is None else
+        f"notebook (written for your model and images; rewritten at each launch): {nb}")
     say(f"server log: {log_path}")
     if open_browser and _has_display():
         webbrowser.open(server.url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import time
 from typing import Any
@@ -16,7 +17,7 @@ from advviz.widgets._controls import ParamControls
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._state import ExplorerState
 
-__all__ = ["PurifierLab", "purifier_fit", "OPTION_MEANINGS", "MEASURED"]
+__all__ = ["PurifierLab", "purifier_fit", "OPTION_MEANINGS", "MEASURED", "measured_table"]
 
 SLOT = 180
 
@@ -47,6 +48,30 @@ MEASURED: dict[str, tuple[float, float, float]] = {
     "dae_resnet20_cifar10": (0.781, 0.348, 0.535),
 }
 MEASURED_SOURCE = "ResNet-20 accuracy on 256 JPEG CIFAR-10 test images (seed 0)"
+#: The model and threat model behind :data:`MEASURED`.
+MEASURED_MODEL = "resnet20_cifar10"
+MEASURED_THREAT = ("oblivious threat model: FGSM (8/255) and PGD-10 (8/255, step 2/255, random start) made on "
+                   "ResNet-20 alone, then purified and classified")
+
+
+def measured_table(current: str | None = None, *, same: bool = False) -> str:
+    """:data:`MEASURED` as one HTML table, purifier × clean / FGSM / PGD-10, with its threat model and data.
+
+    ``current`` (the explorer's model's display name) adds whether the numbers are this model's
+    (``same``: it is the store's :data:`MEASURED_MODEL`).
+    """
+    rows = "".join(
+        f"<tr><td>{html.escape(k if k != 'none' else 'no purifier')}</td>"
+        + "".join(f'<td style="text-align:right;padding:0 6px">{v:.3f}</td>' for v in vals) + "</tr>"
+        for k, vals in MEASURED.items())
+    whose = ("" if current is None else " — the current model's numbers" if same else
+             f" — measured for ResNet-20, not for {html.escape(current)}")
+    return ('<details class="advviz-purifier-table" style="font-family:sans-serif;font-size:12px;max-width:100%">'
+            f"<summary>measured accuracy behind each purifier{whose}</summary>"
+            '<table style="border-collapse:collapse"><tr><th style="text-align:left">purifier (weights)</th>'
+            "<th>clean</th><th>FGSM</th><th>PGD-10</th></tr>" + rows + "</table>"
+            f'<div style="color:#555">{html.escape(MEASURED_SOURCE)}; {html.escape(MEASURED_THREAT)}. JPEG has no '
+            "row: it has no weights; compare it on your images.</div></details>")
 
 
 def purifier_fit(name: str, input_size: tuple[int, int, int]) -> str | None:
@@ -61,6 +86,13 @@ def purifier_fit(name: str, input_size: tuple[int, int, int]) -> str | None:
     rec = _record(name, spec.defaults())
     if rec is not None and not rec["available"] and input_size[0] == 3:
         return None
+    return _fit(name, tuple(input_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _fit(name: str, input_size: tuple[int, int, int]) -> str | None:
+    """:func:`purifier_fit` of a purifier that can run here (one zero batch; cached per size)."""
+    spec = defenses.get(name)
     try:
         spec(torch.zeros(1, *input_size))
     except ValueError as exc:
@@ -93,12 +125,14 @@ class PurifierLab(W.VBox):
     """Purifier dropdown (``advviz.defenses.list_purifiers()``), its controls, and the result.
 
     The menu offers the purifiers that take the current model's images; the others stay listed,
-    marked "not for this model", and choosing one says why instead of running it. The input is
+    marked "not for this model", and choosing one says why instead of running it (Apply is
+    disabled; the input slot still shows the picked image); when only one fits, the tab says why
+    and what to set for the others. The input is
     the adversarial image when there is one, else the clean image; the "input" toggle always
     says which one is shown (it switches to "clean" when no attack has run on this image). With
     "live" on, every control change re-purifies and re-predicts. Each option of the learned
     purifiers is explained in one line, with the purifier's training record and its measured
-    accuracy (:data:`MEASURED`).
+    accuracy (:data:`MEASURED`, also shown as one table: :func:`measured_table`).
 
     Args:
         state: the shared :class:`ExplorerState`.
@@ -134,6 +168,9 @@ class PurifierLab(W.VBox):
         self.input_caption = W.HTML("<b>input</b>")
         self.bars = W.HTML()
         self.summary = W.HTML()
+        self.table = W.HTML()
+        self.fit_note = W.HTML()
+        self.fit_note.add_class("advviz-purifier-fit-note")
         self.purifier.observe(self._on_purifier, names="value")
         self.source.observe(self._on_change, names="value")
         self.apply_button.on_click(self._on_apply)
@@ -142,6 +179,7 @@ class PurifierLab(W.VBox):
         state.observe(self._on_model, "model")
         super().__init__(children=[
             R.row(self.purifier, self.live, self.apply_button),
+            self.fit_note,
             self.describe,
             self.source,
             self.controls_box,
@@ -150,11 +188,12 @@ class PurifierLab(W.VBox):
             R.row(W.VBox([self.input_caption, self.input_img], layout=W.Layout(flex="0 0 auto")),
                   R.captioned(self.output_img, "purified"), self.bars),
             self.summary,
+            self.table,
             self.errors,
         ])
         self._refresh_menu()
         self._build_controls()
-        if live and state.x is not None:
+        if state.x is not None:  # live: purified now; else the picked image waits for Apply
             self._on_state(state)
 
     # ------------------------------------------------------------------------------------ menu
@@ -167,12 +206,22 @@ class PurifierLab(W.VBox):
             if why is not None:
                 self.unfit[name] = why
         options = [(n if n not in self.unfit else f"{n} — not for this model", n) for n in defenses.list_purifiers()]
+        fits = [n for _, n in options if n not in self.unfit]
+        c, h, w = size
+        self.fit_note.value = ("" if len(fits) > 1 else
+                               f'<div style="font-size:12px;color:#9a7d0a">Only {", ".join(fits) or "no purifier"} '
+                               f"fits {html.escape(self.state.model_name)}'s {c}x{h}x{w} images: the learned "
+                               "purifiers (cgan, pix2pix, uddn, dae) were trained on CIFAR-10 colour images. To compare "
+                               "them (the guided tour's Task 3), use CIFAR-10 with ResNet-20: set ADVVIZ_DATA and "
+                               "ADVVIZ_WEIGHTS (README, “Data and weights”) and restart the kernel.</div>")
+        rec = self.state.info.record
+        self.table.value = measured_table(self.state.model_name, same=rec is not None and rec.name == MEASURED_MODEL)
         cur = self.purifier.value
         self._quiet = True
         try:
             self.purifier.options = options
             if cur in self.unfit:
-                fits = [n for n, _ in options if n not in self.unfit]
+                fits = [n for _, n in options if n not in self.unfit]
                 cur = "jpeg" if "jpeg" in fits else (fits[0] if fits else cur)
             self.purifier.value = cur
         finally:
@@ -180,6 +229,10 @@ class PurifierLab(W.VBox):
 
     def _build_controls(self) -> None:
         spec = defenses.get(self.purifier.value)
+        unfit = self.purifier.value in self.unfit
+        self.apply_button.disabled = unfit
+        self.output_img.placeholder = (f"{self.purifier.value} does not take this model's images" if unfit else
+                                       "the purified image appears here")
         self.controls = ParamControls(spec.params, spec.defaults())
         self.controls.observe_all(self._on_change)
         self.controls_box.children = [self.controls]
@@ -239,7 +292,11 @@ class PurifierLab(W.VBox):
                 self._quiet = False
 
     def _clear(self, note: str = "") -> None:
-        self.input_img.value = self.output_img.value = b""
+        """Empty the result; the input slot shows the image that would be purified (when there is one)."""
+        x_in, _ = self._input()
+        fits = x_in is not None and tuple(x_in.shape) == tuple(self.state.input_size)
+        self.input_img.value = R.png(R.to_uint8(x_in)) if fits else b""
+        self.output_img.value = b""
         self.bars.value = ""
         self.summary.value = note
         self.last_result = None
@@ -254,7 +311,7 @@ class PurifierLab(W.VBox):
             self._clear()
             return None
         if self.purifier.value in self.unfit:
-            self._clear()
+            self._clear()  # the input slot keeps the picked image (never "pick an image")
             self.errors.message(f"{self.purifier.value} is not available for {st.model_name}: "
                                 f"{self.unfit[self.purifier.value]}. Choose another purifier.", kind="warning")
             return None

@@ -156,13 +156,25 @@ class RobustnessView(W.VBox):
         st = self.state
         if self.purifier.value is None:
             raise ValueError(f"no registered purifier takes {st.model_name}'s images")
-        if self.picker is not None and self.picker.data is not None:  # the picker's dataset and split
-            dataset, ds_name = self.picker.data, f"{self.picker.dataset.value}/{self.picker.split.value}"
+        picker_data = None
+        if self.picker is not None and self.picker.data is not None:  # the picker's images, as the model takes them
+            missing = self.picker.unknown_labels()
+            if missing:
+                raise ValueError(
+                    f"{missing} of the {len(self.picker.data)} images of {self.picker.source_name} have no label "
+                    f"{st.model_name} knows (no class folder, or a class the model does not have), and robust "
+                    "accuracy needs the true label of every image: use a folder with one sub-folder per class, named "
+                    "like the model's classes, or a dataset the model was trained on")
+            picker_data = self.picker.data
+            dataset, ds_name = self.picker.model_data(), self.picker.source_name
+        elif st.dataset in data.DATASETS:
+            dataset, ds_name = data.load(st.dataset, "test"), f"{st.dataset}/test"
         else:
-            dataset, ds_name = data.load(st.dataset or "digits", "test"), f"{st.dataset or 'digits'}/test"
+            raise ValueError(f"{st.model_name} names no dataset advviz has: give the Robustness tab an image picker "
+                             "(the explorer does) with labelled images")
         settings["n"] = min(settings["n"], len(dataset))
         attacked, scored, cfg = threat_models(st.model, self.purifier.value, threat=self.threat.value)
-        inputs = {"dataset": dataset, "dataset_name": ds_name, "settings": settings,
+        inputs = {"dataset": dataset, "dataset_name": ds_name, "settings": settings, "picker_data": picker_data,
                   "models": {"model": (st.model, st.model), "defended": (attacked, scored)}, "threat": cfg,
                   "purifier": self.purifier.value, "model_name": st.model_name}
         self.errors.clear()
@@ -209,7 +221,7 @@ class RobustnessView(W.VBox):
                            "robust": {e: [] for e in eps}, "x_adv": {e: {} for e in eps}} for c in CURVES},
             "evaluations": {}, "flags": {}, "settings": dict(cfg), "purifier": inp["purifier"],
             "threat": inp["threat"], "model": inp["model_name"], "steps": cfg["attacks"][0][1]["steps"],
-            "dataset": inp["dataset"], "dataset_name": inp["dataset_name"]}
+            "dataset": inp["dataset"], "dataset_name": inp["dataset_name"], "picker_data": inp["picker_data"]}
         units = 2 * cfg["n"]
         for curve in CURVES:
             attack_model, eval_model = inp["models"][curve]
@@ -369,7 +381,7 @@ class RobustnessView(W.VBox):
             raise RuntimeError("no security curve yet: press Run first")
         x, y = res["dataset"][int(index)]
         x_adv = self.adversarial_image(curve, eps, index) if curve is not None and eps is not None else None
-        if self.picker is not None and self.picker.data is res["dataset"]:
+        if self.picker is not None and res["picker_data"] is not None and self.picker.data is res["picker_data"]:
             self.picker.select_index(index)
         else:
             self.state.set_image(x, int(y), source=f"{res['dataset_name']} #{index} (robustness tab)")

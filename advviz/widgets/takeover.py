@@ -38,7 +38,7 @@ class TakeoverView(W.VBox):
         self.alpha = alpha
         self.divergence: dict[str, float] = {}
         self.chart = W.HTML(R.placeholder_html("run an attack (Attack lab or CFR tab): this view shows where in the "
-                                               "network its change takes over", SLOT).replace("width:178px", "width:460px"))
+                                               "network its change takes over", SLOT).replace("width:178px", "width:460px;max-width:100%"))
         self.chart.add_class("advviz-takeover-chart")
         self.cam_true = R.ImageSlot("Grad-CAM of the true class", size=SLOT, css_class="advviz-takeover-cam")
         self.cam_adv = R.ImageSlot("Grad-CAM of the adversarial class", size=SLOT, css_class="advviz-takeover-cam")
@@ -96,11 +96,13 @@ class TakeoverView(W.VBox):
                            f"{' — the attack did not change the prediction' if y_adv == y_true else ''}</div>")
 
     def _clear(self) -> None:
+        """Nothing of an earlier adversarial image stays: chart, maps, captions and the summary."""
         self.divergence = {}
         self.cam_true.value = self.cam_adv.value = b""
+        self.true_caption.value, self.adv_caption.value = "<b>true class</b>", "<b>adversarial class</b>"
         self.info.value = ""
         self.chart.value = R.placeholder_html("run an attack (Attack lab or CFR tab): this view shows where in the "
-                                              "network its change takes over", SLOT).replace("width:178px", "width:460px")
+                                              "network its change takes over", SLOT).replace("width:178px", "width:460px;max-width:100%")
 
     @guarded
     def _on_adv(self, state: ExplorerState) -> None:

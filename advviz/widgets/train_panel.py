@@ -15,13 +15,13 @@ from advviz import data, models, train
 from advviz.widgets import _render as R
 from advviz.widgets._errors import ErrorArea, guarded
 from advviz.widgets._jobs import Job, JobRunner
-from advviz.widgets._state import ExplorerState, available_datasets, dataset_classes, model_dataset
+from advviz.widgets._state import DATASET_SHAPES, ExplorerState, available_datasets, dataset_classes
 
 __all__ = ["TrainPanel"]
 
 CURRENT = "current model (fine-tune a copy)"
 # image side of each dataset the Train tab offers (architectures take any channel count)
-DATASET_SIDE = {"digits": (28, 28), "mnist": (28, 28), "cifar10": (32, 32)}
+DATASET_SIDE = {name: shape[1:] for name, shape in DATASET_SHAPES.items()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,7 +107,7 @@ class TrainPanel(W.VBox):
         self._fit_state: Any = None
         self.jobs = JobRunner(self, background=background, name="advviz-train")
         names = available_datasets()
-        ds = dataset or model_dataset(state.model_name) or "digits"
+        ds = dataset or state.dataset or "digits"
         self.dataset = W.Dropdown(options=names, value=ds if ds in names else "digits", description="dataset",
                                   layout=W.Layout(width="220px"))
         fits, _ = fitting_architectures(self.dataset.value)
@@ -136,7 +136,7 @@ class TrainPanel(W.VBox):
         self.progress = W.IntProgress(value=0, min=0, max=1, description="progress", layout=W.Layout(width="420px"))
         self.status = W.HTML()
         self.plot = W.HTML(R.placeholder_html("the loss and accuracy curves appear here once training starts", 180)
-                           .replace("width:178px", "width:420px"))
+                           .replace("width:178px", "width:420px;max-width:100%"))
         self.plot.add_class("advviz-train-plot")
         self.start_button.on_click(self._on_start)
         self.stop_button.on_click(self._on_stop)
@@ -222,7 +222,9 @@ class TrainPanel(W.VBox):
         self.start_button.disabled = True
         self.stop_button.disabled = False
         inputs = {"model": model, "data": train_data, "name": name, "dataset": self.dataset.value,
-                  "classes": dataset_classes(self.dataset.value),
+                  "classes": list(getattr(train_data, "classes", None) or dataset_classes(self.dataset.value)),
+                  "recipe": (f"{len(train_data)} {self.dataset.value} train images, lr {lr:g}, batch {bs}, "
+                             f"seed {self.seed}"),
                   "fit": dict(epochs=epochs, lr=lr, batch_size=bs, val_data=val, device=self.state.device,
                               seed=self.seed, progress=False, description="TrainPanel")}
         self.jobs.start(self._train, name=name, inputs=inputs, depends=(), done=self._trained, failed=self._failed,
@@ -239,7 +241,8 @@ class TrainPanel(W.VBox):
         t = self.trained
         if t is None:
             raise RuntimeError("no trained model to use yet: press Start and let at least one epoch complete")
-        self.state.set_model(t["model"], name=t["name"], classes=t["classes"], dataset=t["dataset"])
+        self.state.set_model(t["model"], name=t["name"], classes=t["classes"], dataset=t["dataset"],
+                             provenance=t["provenance"])
         self.use_button.disabled = True
         self.status.value = f"the explorer now uses {html.escape(t['name'])}"
 
@@ -254,7 +257,9 @@ class TrainPanel(W.VBox):
         if r.epochs_completed > 0:
             name = f"{inp['name']} ({r.epochs_completed} ep)"
             self.trained = {"model": inp["model"].eval(), "name": name, "classes": inp["classes"],
-                            "dataset": inp["dataset"]}
+                            "dataset": inp["dataset"],
+                            "provenance": (f"trained in the Train tab: {r.epochs_completed} epoch(s) on "
+                                           f"{inp['recipe']}")}
             self.use_button.disabled = False
             self.progress.bar_style = "success" if not r.interrupted else "warning"
             self.status.value = (f"{'stopped; kept' if r.interrupted else 'done:'} {r.epochs_completed} complete "

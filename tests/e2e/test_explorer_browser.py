@@ -8,7 +8,10 @@ nothing is cut off; moves the τ slider with the keyboard and checks that the re
 ``<img>`` changed; runs an attack and checks that the status reads "done" (and still does a
 second later); scrubs a PGD trajectory and opens the "Takeover" tab; switches the header's
 model and checks that no error box appears; uploads an
-image through the FileUpload's file input (1024x768 only). Screenshots go to
+image through the FileUpload's file input (1024x768 only). JupyterLab's file browser is open (the
+explorer then has about 570 pixels at 1024x768), and on every tab no element of the explorer is
+wider than the panel that holds it (``WIDER_THAN_PANEL``); the panel's width and where the tabs
+start are written to ``test-output/e2e/<size>_geometry.json``. Screenshots go to
 ``test-output/e2e/<width>x<height>_*.png``.
 
 Needs ``/usr/bin/chromium`` (Debian's ``chromium`` package); skipped with that reason otherwise.
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e._browser import CHROMIUM, CHROMIUM_ARGS, OUT, ROOT
+from tests.e2e._browser import CHROMIUM, CHROMIUM_ARGS, GEOMETRY, OUT, ROOT, WIDER_THAN_PANEL, open_file_browser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -57,6 +60,7 @@ def lab(tmp_path_factory):
     nb_dir.mkdir()
     nb = nb_dir / "00_explorer.ipynb"
     shutil.copy(launch.find_notebook(), nb)
+    shutil.copy(ROOT / "notebooks" / "06_your_model.ipynb", nb_dir / "06_your_model.ipynb")
     OUT.mkdir(parents=True, exist_ok=True)
     server = launch.start(0, notebook=nb, env=env, log_path=OUT / "jupyterlab.log",
                           extra_args=["--LabApp.expose_app_in_browser=True"])
@@ -100,6 +104,12 @@ NEWS = "text=Would you like to get notified about official Jupyter news"
 OVERFLOW = """() => { const p = document.querySelector('.advviz-explorer .lm-TabPanel-stackedPanel, .advviz-explorer .widget-tab-contents');
   const e = document.querySelector('.advviz-explorer'); return e.scrollWidth - e.clientWidth; }"""
 ERROR_BOXES = """() => Array.from(document.querySelectorAll('.advviz-error-box')).map(e => e.textContent.slice(0, 300))"""
+# the text of every code cell's stream outputs, read from the notebook's model
+CELL_OUTPUTS = """() => { const nb = window.jupyterapp.shell.currentWidget.content.model; const out = [];
+  for (let i = 0; i < nb.cells.length; i++) { const c = nb.cells.get(i); if (c.type !== 'code') continue;
+    for (let j = 0; j < c.outputs.length; j++) { const o = c.outputs.get(j).toJSON();
+      out.push(Array.isArray(o.text) ? o.text.join('') : (o.text || '')); } }
+  return out; }"""
 TAB = "() => { const t = document.querySelector('.advviz-explorer .lm-TabBar-tab.lm-mod-current'); return t && t.textContent; }"
 
 
@@ -128,6 +138,7 @@ def test_explorer_in_a_real_browser(lab, tmp_path, size):
             page.goto(lab.url, wait_until="domcontentloaded", timeout=120_000)
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
             page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+            open_file_browser(page)  # a teacher's layout: the explorer then has ~570 px at 1024x768
             page.screenshot(path=str(OUT / f"{tag}_01_opened.png"))
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_function(ALL_RUN, timeout=300_000)
@@ -145,6 +156,9 @@ def test_explorer_in_a_real_browser(lab, tmp_path, size):
             assert any("within budget: True" in t for t in summary), summary[-3:]
             assert page.evaluate(BAD_IMAGES) == []
             assert page.evaluate(OVERFLOW) <= 1
+            assert page.evaluate(WIDER_THAN_PANEL) == []
+            geometry = page.evaluate(GEOMETRY)
+            (OUT / f"{tag}_geometry.json").write_text(__import__("json").dumps(geometry))
             assert page.locator(NEWS).count() == 0, "JupyterLab's news pop-up is shown"
 
             # move the tau slider of the first explorer with the keyboard
@@ -177,6 +191,7 @@ def test_explorer_in_a_real_browser(lab, tmp_path, size):
             page.locator(".advviz-adv-image").first.scroll_into_view_if_needed()
             page.wait_for_timeout(500)
             assert page.evaluate(BAD_IMAGES) == [] and page.evaluate(OVERFLOW) <= 1
+            assert page.evaluate(WIDER_THAN_PANEL) == []
             page.screenshot(path=str(OUT / f"{tag}_04_attack.png"))
             # the attack's trajectory: the notebook's attack is FGSM (one step); run PGD for a scrubber
             page.locator(".advviz-attack-name select").first.select_option("pgd")
@@ -195,16 +210,17 @@ def test_explorer_in_a_real_browser(lab, tmp_path, size):
             page.locator(".advviz-takeover-chart svg").first.wait_for(state="visible", timeout=60_000)
             page.wait_for_timeout(500)
             assert page.evaluate(BAD_IMAGES) == [] and page.evaluate(ERROR_BOXES) == []
+            assert page.evaluate(WIDER_THAN_PANEL) == []
             page.screenshot(path=str(OUT / f"{tag}_04c_takeover.png"))
             _tab(page, "Purifiers")
             page.wait_for_function(KERNEL_IDLE, timeout=60_000)
-            assert page.evaluate(BAD_IMAGES) == []
+            assert page.evaluate(BAD_IMAGES) == [] and page.evaluate(WIDER_THAN_PANEL) == []
             page.screenshot(path=str(OUT / f"{tag}_05_purifiers.png"))
             _tab(page, "Features")
             page.locator(".advviz-fmap-channel").nth(2).click()
             page.wait_for_function(KERNEL_IDLE, timeout=60_000)
             page.wait_for_timeout(500)
-            assert page.evaluate(BAD_IMAGES) == []
+            assert page.evaluate(BAD_IMAGES) == [] and page.evaluate(WIDER_THAN_PANEL) == []
             page.screenshot(path=str(OUT / f"{tag}_06_feature_maps.png"))
 
             # switch the header's model: every component follows, no error box anywhere (on a
@@ -226,7 +242,7 @@ def test_explorer_in_a_real_browser(lab, tmp_path, size):
             page.locator(".advviz-explorer").first.scroll_into_view_if_needed()
             page.screenshot(path=str(OUT / f"{tag}_07_model_switched.png"))
             _tab(page, "Train")
-            assert page.evaluate(BAD_IMAGES) == []
+            assert page.evaluate(BAD_IMAGES) == [] and page.evaluate(WIDER_THAN_PANEL) == []
             page.screenshot(path=str(OUT / f"{tag}_08_train.png"))
             _tab(page, "CFR")
 
@@ -250,4 +266,76 @@ def test_explorer_in_a_real_browser(lab, tmp_path, size):
                 page.screenshot(path=str(OUT / f"{tag}_09_uploaded.png"))
         finally:
             (OUT / f"{tag}_console.log").write_text("\n".join(console) if "console" in locals() else "")
+            browser.close()
+
+
+def test_your_model_notebook_at_1024x768(lab, tmp_path):
+    """Notebook 06 (a user's network and a folder of photos) in JupyterLab with the file browser open:
+    every tab of its explorer, nothing wider than its panel, no error box."""
+    from playwright.sync_api import sync_playwright
+
+    tag = "06_1024x768"
+    with sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                       headless=True, args=CHROMIUM_ARGS,
+                                                       viewport={"width": 1024, "height": 768})
+        console: list[str] = []
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            # a workspace of its own, reset: JupyterLab does not restore the explorer notebook's tab (two
+            # notebooks restored together ask "Select Kernel" for the second one)
+            page.goto(f"{lab.base_url}/lab/workspaces/own-model/tree/06_your_model.ipynb?reset&token={lab.token}",
+                      wait_until="domcontentloaded", timeout=120_000)
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+            page.wait_for_timeout(1500)
+            accept = page.locator(".jp-Dialog .jp-mod-accept")
+            if accept.count():  # a kernel dialog all the same: take the default kernel
+                accept.first.click()
+            page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+            open_file_browser(page)
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # not awaited
+            try:
+                page.wait_for_function(ALL_RUN, timeout=400_000)
+            finally:
+                page.screenshot(path=str(OUT / f"{tag}_00_run_all.png"), full_page=True)
+            page.locator("img.advviz-cam").first.wait_for(state="visible", timeout=60_000)
+            page.locator(".advviz-explorer").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(OUT / f"{tag}_01_ran_all.png"))
+            assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] "
+                                ".jp-RenderedText:has-text('Traceback')").count() == 0
+            outputs = page.evaluate(CELL_OUTPUTS)  # from the notebook's model: JupyterLab renders only what is in view
+            assert any("rounding flagged for gradient masking: True" in t for t in outputs), outputs[-3:]
+            assert "lab net" in page.locator(".advviz-model-info").first.inner_text()
+            page.locator(".advviz-title").first.evaluate("el => el.scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(OUT / f"{tag}_02_header.png"))
+            geometry = page.evaluate(GEOMETRY)
+            (OUT / f"{tag}_geometry.json").write_text(__import__("json").dumps(geometry))
+            assert geometry["panel"] < 620, geometry  # the file browser is open: a narrow panel
+            widths = {}
+            for title in ("CFR", "Attack lab", "Purifiers", "Features", "Takeover", "Train", "Robustness"):
+                _tab(page, title)
+                if title == "Attack lab":
+                    page.locator(".advviz-attack-run").first.click()
+                    page.wait_for_function("() => document.querySelector('.advviz-attack-status').textContent"
+                                           ".startsWith('done')", timeout=120_000)
+                if title == "Features":
+                    page.locator(".advviz-fmap-channel").nth(1).click()
+                if title == "Robustness":
+                    page.locator(".advviz-robust-run").first.click()
+                    page.wait_for_function("() => document.querySelector('.advviz-robust-status').textContent"
+                                           ".startsWith('done')", timeout=240_000)
+                    page.locator(".advviz-robust-chart svg").first.wait_for(state="visible", timeout=30_000)
+                page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+                page.wait_for_timeout(700)
+                page.screenshot(path=str(OUT / f"{tag}_{title.replace(' ', '_').lower()}.png"), full_page=True)
+                widths[title] = page.evaluate(WIDER_THAN_PANEL)
+                assert page.evaluate(ERROR_BOXES) == [], title
+                assert page.evaluate(BAD_IMAGES) == [], title
+            (OUT / f"{tag}_too_wide.json").write_text(__import__("json").dumps(widths))
+            assert widths == {t: [] for t in widths}, widths
+        finally:
+            (OUT / f"{tag}_console.log").write_text("\n".join(console))
             browser.close()
