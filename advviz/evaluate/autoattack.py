@@ -39,9 +39,10 @@ What else the chain does, and why (each recorded in :attr:`Report.config`):
 * **Checks** (``checks=True``): gradients (margin and cross-entropy), outputs, a large-eps
   attack, the chain's first iterative attack again with twice the steps and with
   :data:`~advviz.evaluate.flags.RESTARTS` random starts on the first
-  :data:`~advviz.evaluate.flags.STEPS_POINTS` correctly classified points, and, when Square
-  follows gradient attacks, black-box beating white-box at the reference's threshold. See
-  :mod:`advviz.evaluate.flags` for each flag.
+  :data:`~advviz.evaluate.flags.STEPS_POINTS` correctly classified points. Always: the
+  determinism probe, the class count, the budget, and, when Square follows gradient attacks,
+  black-box beating white-box at the reference's threshold. See :mod:`advviz.evaluate.flags`
+  for each flag.
 * **Provenance**: :attr:`Report.provenance` holds the sha256 of the model's (and the attack
   model's) tensors and the records of the artefacts given by the caller or loaded during the
   call (a purifier's networks).

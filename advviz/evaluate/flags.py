@@ -318,8 +318,8 @@ def few_classes_flag(n_classes: int, skipped: Sequence[str], cut: Mapping[str, t
     parts += [f"{name} asked for {asked} target classes, only {got} exist (run with {got})"
               for name, (asked, got) in cut.items()]
     return (f"few-classes: the model has {n_classes} classes: " + "; ".join(parts) + ". The evaluation rests on "
-            "the other attacks: add a margin-loss attack (e.g. apgd_ce and pgd, or fab) so that it is not weaker "
-            "than intended")
+            "the attacks that remain, so it may be weaker than the standard one; if the model's softmax saturates, "
+            "add an attack on the logit margin (FAB, or a CW-loss attack), which needs no third class")
 
 
 def budget_flag(counts: Mapping[str, int]) -> str | None:

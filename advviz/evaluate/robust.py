@@ -358,6 +358,12 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
                     should_stop: Callable[[], bool] | None = None) -> Result:
     """Robust accuracy per budget and attack over a dataset (the security curve), resumable.
 
+    The model is probed for randomness (:func:`advviz.evaluate.flags.randomized`) on the first
+    :data:`~advviz.evaluate.flags.PROBE_POINTS` points of the selection (a resumed run takes the
+    verdict its file recorded); a randomized model's points are judged by
+    :data:`~advviz.evaluate.flags.JUDGE_DRAWS` draws (correct only if correct in all of them, its
+    random draws seeded per batch), recorded in ``config["judge"]``.
+
     Args:
         model: classifier (an ``nn.Module``) taking ``(B, C, H, W)`` in ``[0, 1]`` and returning one
             logits tensor ``(B, K)``; its predictions decide robustness. A model returning a tuple
@@ -387,10 +393,6 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
         attack_model: the model the attacks differentiate (default ``model``): the bare classifier
             for an oblivious evaluation, a BPDA/EOT wrapper for an adaptive one.
         batch_invariant: attack each point alone (per-point results independent of batching).
-        The model is probed for randomness (:func:`advviz.evaluate.flags.randomized`) on the first
-            :data:`~advviz.evaluate.flags.PROBE_POINTS` points of the selection; a randomized model's
-            points are judged by :data:`~advviz.evaluate.flags.JUDGE_DRAWS` draws (correct only if
-            correct in all), recorded in ``config["judge"]``.
         meta: extra configuration recorded with the results (model name, data, threat model).
         steps_check: run every iterative attack (``steps``/``n_iter``; for the ``"autoattack"``
             entry its first, APGD-CE) again with ``k`` and ``2k`` steps on the first
