@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-steps-check", action="store_true",
                    help="skip the steps check (iterative attacks rerun with k and 2k steps on 16 points; more "
                         "steps doing worse raises the non-monotonic flag)")
+    v.add_argument("--no-restarts-check", action="store_true",
+                   help="skip the restarts check (attacks with a random start rerun from 3 starts on 16 points; more "
+                        "starts breaking more points raises the restarts flag)")
     v.add_argument("--nproc", type=positive_int, default=None,
                    help="run on N processes through torchrun (one per GPU; gloo on a CPU); the per-sample results "
                         "are those of one process")
@@ -162,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", default=None, help="write the rows as JSON to this path")
+    b.add_argument("--model", default=None, help="autoattack: the pretrained model (default resnet20_cifar10)")
+    b.add_argument("--eps", default=None, help="autoattack: comma-separated L-inf budgets, e.g. 0.25/255,0.5/255")
+    b.add_argument("--defense", default=None, help="autoattack: a purifier in front of the model")
+    b.add_argument("--threat", choices=("oblivious", "adaptive"), default=None,
+                   help="autoattack with --defense: the threat model (default adaptive)")
+    b.add_argument("--repeats", type=positive_int, default=None, help="autoattack: timed rounds (median; default 3)")
+    b.add_argument("--threads", type=positive_int, default=None, help="torch threads during the benchmark")
 
     a = sub.add_parser("artifacts", help="the networks advviz downloads or trains: list, build, ship")
     asub = a.add_subparsers(dest="action", required=True)
@@ -236,14 +246,15 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     result = robust_accuracy(evaluated, dataset, attacks=attacks, eps=eps, norm=args.norm, n=args.n,
                              batch_size=args.batch_size, device=device, progress=not args.no_progress,
                              resume=args.resume, seed=args.seed, version=args.version, attack_model=attacked,
-                             batch_invariant=args.batch_invariant, meta=meta, steps_check=not args.no_steps_check)
+                             batch_invariant=args.batch_invariant, meta=meta, steps_check=not args.no_steps_check,
+                             restarts_check=not args.no_restarts_check)
     if not distributed.is_main():  # rank 0 reports and writes for all
         return 0 if result.complete else 130
-    _out(result.format())
+    # the records of the files actually loaded (model and defense), read from the store
+    provenance = artifacts.provenance(used, on_disk_only=True) + [_own_provenance(own)] * bool(own)
+    _out("\n".join([result.format(), "artefacts:", *(f"  {line}" for line in artifacts.provenance_lines(provenance))]))
     if args.json:
         with open(args.json, "w") as fh:
-            # the records of the files actually loaded (model and defense), read from the store
-            provenance = artifacts.provenance(used, on_disk_only=True) + [_own_provenance(own)] * bool(own)
             json.dump(result.to_json(provenance=provenance), fh, indent=1)
     if args.plot:
         title = f"{choice.label}{' + ' + args.defense + ' (' + args.threat + ')' if args.defense else ''} on " \
@@ -371,7 +382,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _out(f"wrote {artifacts.write_weights_readme()}" if args.write else artifacts.weights_readme())
         elif args.command == "bench":
             mod = importlib.import_module(BENCHES[args.what])
-            rows = mod.run(n=args.n, quick=args.quick, device=args.device, seed=args.seed)
+            extra = {k: v for k, v in (("model", args.model), ("defense", args.defense), ("threat", args.threat),
+                                       ("repeats", args.repeats), ("threads", args.threads),
+                                       ("eps", parse_budgets(args.eps, norm="Linf") if args.eps else None))
+                     if v is not None}
+            takes = inspect.signature(mod.run).parameters
+            for key in extra:
+                if key not in takes:
+                    raise ValueError(f"bench {args.what} has no --{key} option")
+            rows = mod.run(n=args.n, quick=args.quick, device=args.device, seed=args.seed, **extra)
             _out(mod.format(rows))
             if args.json:
                 with open(args.json, "w") as fh:

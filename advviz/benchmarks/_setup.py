@@ -1,4 +1,5 @@
-"""What the side-by-side benchmarks share: the thread count, ResNet-20 and its CIFAR-10 sample."""
+"""What the side-by-side benchmarks share: the thread count, a model (ResNet-20 by default) and a
+sample of test images it classifies correctly."""
 
 from __future__ import annotations
 
@@ -10,24 +11,30 @@ import torch
 
 from advviz import data, models
 
-__all__ = ["resnet20_sample"]
+__all__ = ["model_sample", "resnet20_sample"]
 
 
 @contextlib.contextmanager
-def resnet20_sample(*, n: int, device: str | torch.device = "cpu", seed: int = 0, threads: int | None = None
-                    ) -> Iterator[tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.device]]:
-    """Set the threads, load ResNet-20 and ``n`` CIFAR-10 test images it classifies correctly.
+def model_sample(name: str = "resnet20_cifar10", *, n: int, device: str | torch.device = "cpu", seed: int = 0,
+                 threads: int | None = None, judge: torch.nn.Module | None = None,
+                 ) -> Iterator[tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.device]]:
+    """Set the threads, load pretrained model ``name`` and ``n`` test images of its dataset it
+    classifies correctly.
 
     Args:
+        name: a pretrained entry (:func:`advviz.models.list_models` with ``pretrained=True``, or any
+            artefact with an architecture, e.g. ``resnet20_cifar10_pgd_at``).
         n: number of images (:func:`advviz.data.sample` with ``model=``, seeded with ``seed``).
         device: where the model and images go.
         seed: seeds the sample.
         threads: ``torch.set_num_threads`` inside the block (restored afterwards); default
             ``$ADVVIZ_BENCH_THREADS`` if set, else unchanged. On a machine shared with other
             jobs, 1 thread avoids OpenMP spin-waiting (several times faster for every library).
+        judge: a callable ``model -> model`` whose result must classify the sample correctly too
+            (e.g. a defense around the model); default the model itself.
 
     Yields:
-        ``(model, x (n, 3, 32, 32) in [0, 1], y (n,), device)``.
+        ``(model, x (n, C, H, W) in [0, 1], y (n,), device)``.
     """
     old = torch.get_num_threads()
     if threads is None and os.environ.get("ADVVIZ_BENCH_THREADS"):
@@ -36,8 +43,18 @@ def resnet20_sample(*, n: int, device: str | torch.device = "cpu", seed: int = 0
         torch.set_num_threads(int(threads))
     try:
         dev = torch.device(device)
-        model = models.load("resnet20_cifar10", device=dev)
-        x, y = data.sample(data.load("cifar10", "test"), n, seed=seed, model=model, device=dev)
+        model = models.load(name, device=dev)
+        keep = [model] if judge is None else [model, judge(model)]
+        x, y = data.sample(data.load(models.get_weights_spec(name).dataset, "test"), n, seed=seed, model=keep,
+                           device=dev)
         yield model, x.to(dev), y.to(dev), dev
     finally:
         torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def resnet20_sample(*, n: int, device: str | torch.device = "cpu", seed: int = 0, threads: int | None = None
+                    ) -> Iterator[tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.device]]:
+    """:func:`model_sample` of ResNet-20 (``resnet20_cifar10``) on CIFAR-10."""
+    with model_sample("resnet20_cifar10", n=n, device=device, seed=seed, threads=threads) as out:
+        yield out

@@ -6,8 +6,11 @@
   curve), per-sample results by dataset index, progress, Ctrl-C and resume.
 * :func:`threat_models`: oblivious and adaptive (BPDA, EOT) evaluation of a purifier defense,
   built on :func:`advviz.defenses.defended`.
-* :mod:`advviz.evaluate.flags`: the sanity checks (masked gradients, probability outputs,
-  accuracy not reaching 0 at a large budget, non-monotonic curves, black-box beating white-box).
+* :mod:`advviz.evaluate.flags`: the sanity checklist (masked gradients, a saturated softmax,
+  probability outputs, a randomized model, accuracy not reaching 0 at a large budget,
+  non-monotonic curves, more steps or restarts breaking more points, black-box beating white-box
+  at the reference's threshold, too few classes for DLR or targets), each flag saying what it
+  means and what to do.
 """
 
 from advviz.evaluate.autoattack import VERSIONS, Report, autoattack, batch_seed, sample_seed

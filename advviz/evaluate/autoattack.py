@@ -14,6 +14,39 @@ only on the points the previous ones left robust.
 A point counts as broken by the first attack whose output is misclassified by ``model``;
 misclassified clean points are ``"clean"`` and never attacked.
 
+What else the chain does, and why (each recorded in :attr:`Report.config`):
+
+* **Judging a random model** (Athalye et al. 2018): the determinism probe
+  (:func:`advviz.evaluate.flags.randomized`, two forward passes of the first
+  :data:`~advviz.evaluate.flags.PROBE_POINTS` images) decides how points are judged. A
+  deterministic model is judged by one forward pass. A randomized one is judged by
+  :data:`~advviz.evaluate.flags.JUDGE_DRAWS` draws, and a point counts as correct (clean, or after
+  an attack) only if **every** draw classifies it correctly: a defense must be right reliably,
+  and a lucky or unlucky single draw can no longer make two identical calls disagree. The
+  global random state is seeded from ``(seed, indices)`` inside the call (and restored after
+  it), so a randomized model draws the same numbers in two identical calls. ``config["judge"]``
+  holds the rule and the draws; the ``randomized`` flag says to attack with EOT.
+* **Oblivious evaluation** (``attack_model`` another model than ``model``, e.g. the bare
+  classifier of a defense): a point ``model`` classifies correctly but ``attack_model`` already
+  gets wrong would be returned unchanged by the attacks (they skip what their model already
+  misclassifies) and counted as robust without having been attacked. Those points are attacked
+  all the same: on a model with ``attack_model``'s gradients and ``model``'s values (its logits,
+  straight through: the attack's steps follow the attacked model, and it stops, keeps its best
+  iterate and skips points by what ``model`` says), so that every point is scored on ``model``.
+* **Too few classes**: with 2 classes the DLR losses are constant (no gradient), so
+  ``apgd_dlr`` and ``apgd_t`` are skipped; target counts above ``K - 1`` are cut to ``K - 1``;
+  the ``few-classes`` flag says which.
+* **Checks** (``checks=True``): gradients (margin and cross-entropy), outputs, a large-eps
+  attack, the chain's first iterative attack again with twice the steps and with
+  :data:`~advviz.evaluate.flags.RESTARTS` random starts on the first
+  :data:`~advviz.evaluate.flags.STEPS_POINTS` correctly classified points. Always: the
+  determinism probe, the class count, the budget, and, when Square follows gradient attacks,
+  black-box beating white-box at the reference's threshold. See :mod:`advviz.evaluate.flags`
+  for each flag.
+* **Provenance**: :attr:`Report.provenance` holds the sha256 of the model's (and the attack
+  model's) tensors and the records of the artefacts given by the caller or loaded during the
+  call (a purifier's networks).
+
 The attacks are looked up by name in :mod:`advviz.attacks` (``get(name)``); the parameters above
 are passed under whichever of their usual names the attack's signature has (``steps`` or
 ``n_iter``, ``n_queries`` or ``queries``...), and :attr:`Report.config` records exactly what
@@ -32,6 +65,7 @@ speed.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import time
@@ -42,14 +76,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from advviz import artifacts, metrics
 from advviz import attacks as A
-from advviz import metrics
 from advviz._checks import check_images
+from advviz._modules import model_logits
+from advviz._weights import tensors_sha256
 from advviz.attacks._core import check_labels
 from advviz.attacks.gradient import check_norm_budget
 from advviz.evaluate import flags as F
 
-__all__ = ["Report", "autoattack", "batch_seed", "sample_seed", "VERSIONS", "run_attack"]
+__all__ = ["Report", "autoattack", "batch_seed", "sample_seed", "VERSIONS", "run_attack", "check_runs",
+           "correct_in_every_draw", "weights_identity", "DLR_ATTACKS", "JUDGE_RULE", "fit_classes",
+           "iteration_count", "restart_plan", "check_label", "convergence_flags"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +101,13 @@ PARAM_ALIASES: dict[str, tuple[str, ...]] = {
     "queries": ("n_queries", "queries", "max_queries"),
     "p_init": ("p_init",),
 }
+
+#: attacks on a DLR loss and the classes it needs to have a gradient: with 2 classes both the DLR
+#: and the targeted DLR are constant (+-1); with 3 the targeted DLR's 4th logit is the smallest
+DLR_ATTACKS: dict[str, int] = {"apgd_dlr": 3, "apgd_t": 3}
+
+#: how a randomized model's points are judged (recorded in ``config["judge"]``)
+JUDGE_RULE = "correct only if classified correctly in every one of the draws"
 
 VERSIONS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "standard": (
@@ -110,9 +155,17 @@ class Report:
             misclassified to begin with, ``None`` when it stayed robust.
         x_adv: ``(B, C, H, W)``: the breaking attack's output where a point was broken, else ``x``.
         flags: sanity flags (:mod:`advviz.evaluate.flags`), one line each; none for a healthy model.
-        config: eps, norm, version, seed, the attacks and the parameters each received.
-        seconds: wall time per attack.
+        config: eps, norm, version, seed, the attacks and the parameters each received, how points
+            were judged (``"judge"``), what the checks ran (``"checks"``).
+        seconds: wall time per attack (and ``"checks"``: the sanity checks).
         reached: per attack, how many points it was run on.
+        randomized: the determinism probe's verdict (:func:`advviz.evaluate.flags.randomized`):
+            ``True`` when two forward passes of the same images differ (the points were then
+            judged by repeated draws), ``None`` when the caller chose the draws (``draws=``).
+        provenance: ``{"weights": {"model": sha256 of its tensors[, "attack_model": ...]},
+            "artifacts": [record dicts]}``: the identity of the networks behind the numbers
+            (:func:`advviz._weights.tensors_sha256`; the artefact records given as ``provenance=``
+            or loaded during the call, :class:`advviz.artifacts.Record`).
     """
 
     robust_accuracy: float
@@ -123,6 +176,8 @@ class Report:
     config: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     reached: dict[str, int] = field(default_factory=dict)
+    randomized: bool | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def robust(self) -> torch.Tensor:
@@ -134,12 +189,28 @@ class Report:
         lines = [f"AutoAttack ({self.config['version']}, {self.config['norm']}, eps={self.config['eps']:.5g}, "
                  f"seed {self.config['seed']}): clean {self.clean_accuracy:.3f}, robust {self.robust_accuracy:.3f} "
                  f"on {len(self.per_sample)} points"]
-        for name in self.seconds:
+        for name in self.reached:
             broke = sum(1 for s in self.per_sample if s == name)
             lines.append(f"  {name:<10} ran on {self.reached.get(name, 0):>5}, broke {broke:>5}, "
-                         f"{self.seconds[name]:.1f} s")
+                         f"{self.seconds.get(name, 0.0):.1f} s")
+        if "checks" in self.seconds:
+            lines.append(f"  checks     {self.seconds['checks']:.1f} s")
+        judge = self.config.get("judge", {})
+        if judge.get("draws", 1) > 1:
+            lines.append(f"  judged by {judge['draws']} draws per point ({judge['rule']})")
         lines += [f"  flag {f}" for f in self.flags] or ["  no flags"]
         return "\n".join(lines)
+
+
+def weights_identity(model: nn.Module, attack_model: nn.Module | None = None) -> dict[str, str | None]:
+    """``{"model": sha256 of its tensors[, "attack_model": ...]}`` (:func:`advviz._weights.tensors_sha256`,
+    names left out): the identity of the weights behind an evaluation's numbers. A network outside
+    the modules' state (a purifier function's own network) is not in it: its artefact record is."""
+    ident: dict[str, str | None] = {"model": tensors_sha256(model, names=False) if isinstance(model, nn.Module) else None}
+    if attack_model is not None and attack_model is not model:
+        ident["attack_model"] = (tensors_sha256(attack_model, names=False) if isinstance(attack_model, nn.Module)
+                                 else None)
+    return ident
 
 
 def _norm(norm: str) -> str:
@@ -186,6 +257,45 @@ def _resolve_params(name: str, fn: Any, canonical: Mapping[str, Any], norm: str)
     return out
 
 
+def _param_value(fn: Any, params: Mapping[str, Any], key: str) -> tuple[str | None, Any]:
+    """The name under which ``fn`` takes canonical parameter ``key`` and the value it will get
+    (``params``' own, under the canonical or the signature's name, else the signature's default)."""
+    sig = inspect.signature(fn).parameters
+    hit = next((n for n in PARAM_ALIASES.get(key, (key,)) if n in sig), None)
+    if hit is None:
+        return None, None
+    for name in (key, hit):
+        if name in params:
+            return hit, params[name]
+    default = sig[hit].default
+    return hit, None if default is inspect.Parameter.empty else default
+
+
+def fit_classes(plan: Sequence[tuple[str, Mapping[str, Any]]], n_classes: int
+                ) -> tuple[list[tuple[str, dict[str, Any]]], list[str], dict[str, tuple[int, int]]]:
+    """The plan for a model with ``n_classes`` outputs: DLR attacks that cannot work dropped
+    (:data:`DLR_ATTACKS`), target counts above ``n_classes - 1`` cut.
+
+    Returns:
+        ``(plan, skipped names, {name: (targets asked, targets run)})``.
+    """
+    out: list[tuple[str, dict[str, Any]]] = []
+    skipped: list[str] = []
+    cut: dict[str, tuple[int, int]] = {}
+    for name, params in plan:
+        if n_classes < DLR_ATTACKS.get(name, 0):
+            skipped.append(name)
+            continue
+        params = dict(params)
+        hit, asked = _param_value(A.get(name).fn, params, "n_target_classes")
+        if hit is not None and asked is not None and int(asked) > n_classes - 1:
+            cut[name] = (int(asked), n_classes - 1)
+            params.pop("n_target_classes", None)
+            params[hit] = n_classes - 1
+        out.append((name, params))
+    return out, skipped, cut
+
+
 def _within_budget(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     d = (x_adv - x).flatten(1)
     size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
@@ -193,9 +303,54 @@ def _within_budget(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) 
     return (size <= eps * (1 + 1e-5) + 1e-6) & in_box
 
 
+def correct_in_every_draw(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, draws: int = 1,
+                          batch_size: int = 256) -> torch.Tensor:
+    """Per point ``(B,)`` bool: ``model`` classifies it as ``y`` in every one of ``draws`` forward
+    passes (one pass for a deterministic model; see the module docstring for randomized ones)."""
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.bool, device=y.device)
+    ok = metrics.predictions(model, x, batch_size=batch_size) == y
+    for _ in range(int(draws) - 1):
+        ok &= metrics.predictions(model, x, batch_size=batch_size) == y
+    return ok
+
+
+class _Judged(nn.Module):
+    """An oblivious attack's model for points its own model already misclassifies: the attacked
+    model's gradients with the evaluated model's logits (``a + (m - a).detach()``), so that the
+    attack follows the attacked model but stops, keeps its best iterate and skips by the evaluated
+    model's predictions."""
+
+    def __init__(self, attack_model: nn.Module, model: nn.Module) -> None:
+        super().__init__()
+        self.attacked = attack_model
+        self.judge = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = model_logits(self.attacked, x)
+        with torch.no_grad():
+            m = model_logits(self.judge, x).to(a.dtype)
+        return a + (m - a).detach()
+
+
+def _calls(fn: Any, kw: Mapping[str, Any], net: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *,
+           eps: float, seed: int, batch_size: int, batch_invariant: bool, takes_seed: bool) -> torch.Tensor:
+    """``fn`` over ``x`` in calls of ``batch_size`` points (one per point when ``batch_invariant``),
+    each seeded by :func:`batch_seed` / :func:`sample_seed` of the points' dataset indices."""
+    x_adv = x.clone()
+    step = 1 if batch_invariant else batch_size
+    for s in range(0, x.shape[0], step):
+        sl = slice(s, s + step)
+        call = dict(kw)
+        if takes_seed:
+            call["seed"] = sample_seed(seed, int(idx[sl][0])) if batch_invariant else batch_seed(seed, idx[sl])
+        x_adv[sl] = fn(net, x[sl], y[sl], eps=eps, **call).detach().to(x.dtype)
+    return x_adv
+
+
 def run_attack(name: str, params: Mapping[str, Any], attack_model: nn.Module, model: nn.Module, x: torch.Tensor,
                y: torch.Tensor, *, eps: float, norm: str, seed: int, indices: torch.Tensor, batch_size: int,
-               batch_invariant: bool) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
+               batch_invariant: bool, draws: int = 1) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
     """Run one registered attack on ``x`` and judge it on ``model``.
 
     Args:
@@ -203,12 +358,16 @@ def run_attack(name: str, params: Mapping[str, Any], attack_model: nn.Module, mo
         params: canonical or literal parameters (see the module docstring).
         attack_model: the model whose gradients the attack follows (``model`` for white-box).
         model: the model whose predictions decide success.
-        x, y: ``(B, C, H, W)`` points and ``(B,)`` labels.
+        x, y: ``(B, C, H, W)`` points and ``(B,)`` labels (points ``model`` classifies correctly).
         eps, norm: the budget.
         seed: the run's seed; each call is seeded by :func:`batch_seed` / :func:`sample_seed`.
         indices: ``(B,)`` dataset indices of the points.
         batch_size: points per attack call.
         batch_invariant: one call per point.
+        draws: forward passes of ``model`` that judge each point (:func:`correct_in_every_draw`).
+
+    When ``attack_model`` is another model, the points it already misclassifies are attacked again
+    on its gradients with ``model``'s values (the module docstring's oblivious evaluation).
 
     Returns:
         ``(fooled (B,) bool, x_adv, n_outside_budget, params_passed)``.
@@ -222,20 +381,115 @@ def run_attack(name: str, params: Mapping[str, Any], attack_model: nn.Module, mo
         raise ValueError(f"attack {name!r} is an {spec.norm} attack and takes no norm=; it cannot run "
                          f"under norm {norm!r}")
     takes_seed = "seed" in inspect.signature(spec.fn).parameters
-    x_adv = x.clone()
-    starts = range(x.shape[0]) if batch_invariant else range(0, x.shape[0], batch_size)
-    step = 1 if batch_invariant else batch_size
-    for s in starts:
-        sl = slice(s, s + step)
-        idx = indices[sl]
-        call = dict(kw)
-        if takes_seed:
-            call["seed"] = sample_seed(seed, int(idx[0])) if batch_invariant else batch_seed(seed, idx)
-        x_adv[sl] = spec.fn(attack_model, x[sl], y[sl], eps=eps, **call).detach().to(x.dtype)
+    common = dict(eps=eps, seed=seed, batch_size=batch_size, batch_invariant=batch_invariant, takes_seed=takes_seed)
+    x_adv = _calls(spec.fn, kw, attack_model, x, y, indices, **common)
+    if attack_model is not model and x.shape[0]:
+        pre = (metrics.predictions(attack_model, x, batch_size=batch_size) != y).nonzero().flatten()
+        if pre.numel():
+            judged = _Judged(attack_model, model)
+            x_adv[pre] = _calls(spec.fn, kw, judged, x[pre], y[pre], indices[pre.cpu()], **common)
     ok = _within_budget(x_adv, x, eps, norm)
-    pred = metrics.predictions(model, x_adv, batch_size=batch_size) if x.shape[0] else y
-    fooled = (pred != y) & ok
+    fooled = ~correct_in_every_draw(model, x_adv, y, draws=draws, batch_size=batch_size) & ok if x.shape[0] else ok
     return fooled, x_adv, int((~ok).sum()), kw
+
+
+def iteration_count(name: str, params: Mapping[str, Any]) -> tuple[str | None, int]:
+    """The name of ``name``'s iteration-count parameter and the count it runs (``(None, 0)``: none)."""
+    hit, value = _param_value(A.get(name).fn, params, "steps")
+    return (hit, int(value)) if hit is not None and value is not None and int(value) >= 1 else (None, 0)
+
+
+def restart_plan(name: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """How the restarts check restarts attack ``name``: ``{"param": "n_restarts", "restarts": R x its own}``
+    where it has a restarts parameter, ``{"param": "seed", "restarts": R}`` (other seeds) where it
+    starts at random (``random_start`` on), ``None`` where it has no random start to vary."""
+    fn = A.get(name).fn
+    hit, value = _param_value(fn, params, "restarts")
+    if hit is not None:
+        return {"param": hit, "restarts": F.RESTARTS * int(value or 1)}
+    sig = inspect.signature(fn).parameters
+    start = params.get("random_start", sig["random_start"].default) if "random_start" in sig else False
+    if start and "seed" in sig:
+        return {"param": "seed", "restarts": F.RESTARTS}
+    return None
+
+
+def check_runs(name: str, params: Mapping[str, Any], attack_model: nn.Module, model: nn.Module, x: torch.Tensor,
+               y: torch.Tensor, *, eps: float, norm: str, seed: int, indices: torch.Tensor, batch_size: int,
+               batch_invariant: bool, draws: int = 1, steps: bool = True, restarts: bool = True
+               ) -> dict[str, list[list[bool]]]:
+    """The steps and restarts checks of one attack on points ``model`` classifies correctly.
+
+    The attack runs with ``k`` (its own) and ``2k`` steps, same seeds, with ``best=False`` where
+    it has that option (the module :mod:`advviz.evaluate.flags` says why); then from
+    :data:`~advviz.evaluate.flags.RESTARTS` random starts (:func:`restart_plan`; the ``k`` run is
+    the first start). A point counts as broken by the restarts if any start broke it.
+
+    Returns:
+        ``{"steps": [[robust after k, robust after 2k] per point], "restarts": [[robust after one
+        start, robust after all] per point]}``, each only where it applies (an attack without an
+        iteration count has no steps check, one without a random start no restarts check).
+    """
+    param, k = iteration_count(name, params)
+    out: dict[str, list[list[bool]]] = {}
+    if x.shape[0] == 0 or (not steps and not restarts):
+        return out
+    base = dict(params)
+    if "best" in inspect.signature(A.get(name).fn).parameters:
+        base["best"] = False
+    kw = dict(eps=eps, norm=norm, seed=seed, indices=indices, batch_size=batch_size, batch_invariant=batch_invariant,
+              draws=draws)
+    first, _, _, _ = run_attack(name, base, attack_model, model, x, y, **kw)
+    if steps and param is not None:
+        more = {k2: v for k2, v in base.items() if k2 not in PARAM_ALIASES["steps"]}
+        twice, _, _, _ = run_attack(name, {**more, param: 2 * k}, attack_model, model, x, y, **kw)
+        out["steps"] = [[not a, not b] for a, b in zip(first.tolist(), twice.tolist(), strict=True)]
+    plan = restart_plan(name, params) if restarts else None
+    if plan is not None:  # the first run is the first start; the others run where it failed
+        broken = first.clone()
+        if plan["param"] == "seed":
+            extra = [({}, seed + r) for r in range(1, plan["restarts"])]
+        else:
+            rest = {k2: v for k2, v in base.items() if k2 not in PARAM_ALIASES["restarts"]}
+            own = plan["restarts"] // F.RESTARTS
+            extra = [({**rest, plan["param"]: plan["restarts"] - own}, seed + 1)]
+        for change, start_seed in extra:
+            todo = (~broken).nonzero().flatten()
+            if not todo.numel():
+                break
+            fooled, _, _, _ = run_attack(name, {**base, **change}, attack_model, model, x[todo], y[todo],
+                                         **{**kw, "seed": start_seed, "indices": indices[todo.cpu()]})
+            broken[todo[fooled]] = True
+        out["restarts"] = [[not a, not b] for a, b in zip(first.tolist(), broken.tolist(), strict=True)]
+    return out
+
+
+def check_label(name: str, params: Mapping[str, Any]) -> str:
+    """How flags name a checked attack: ``"pgd (steps 20)"``."""
+    param, k = iteration_count(name, params)
+    return f"{name} ({param} {k})" if param else name
+
+
+def _share_robust(pairs: Sequence[Sequence[bool]]) -> tuple[float, float]:
+    return (sum(bool(a) for a, _ in pairs) / len(pairs), sum(bool(b) for _, b in pairs) / len(pairs))
+
+
+def convergence_flags(runs: Mapping[str, Mapping[str, Sequence[Sequence[bool]]]],
+                      steps: Mapping[str, tuple[int, int]]) -> list[str | None]:
+    """The ``non-monotonic`` (more steps did worse), ``not-converged`` and ``restarts`` flags of
+    :func:`check_runs`' results ``{label: {"steps": pairs, "restarts": pairs}}`` on the same points;
+    ``steps``: ``{label: (k, 2k)}``."""
+    by_steps = {lab: r["steps"] for lab, r in runs.items() if r.get("steps")}
+    by_restarts = {lab: r["restarts"] for lab, r in runs.items() if r.get("restarts")}
+    n = max([len(v) for v in (*by_steps.values(), *by_restarts.values())] or [0])
+    grid = {lab: dict(zip(steps[lab], _share_robust(p), strict=True)) for lab, p in by_steps.items()}
+    found: list[str | None] = []
+    for flag in (F.monotonic_flag(grid, n, what="steps"),
+                 F.convergence_flag({f"{lab} at {steps[lab][0]} -> {steps[lab][1]} steps": _share_robust(p)
+                                     for lab, p in by_steps.items()}, n, what="steps"),
+                 F.convergence_flag({lab: _share_robust(p) for lab, p in by_restarts.items()}, n, what="restarts")):
+        found.append(None if flag is None else f"{flag} (checked on {n} points)")
+    return found
 
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "Linf",
@@ -243,7 +497,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                attacks: Sequence[str | tuple[str, Mapping[str, Any]]] | None = None,
                batch_size: int = 256, indices: torch.Tensor | Sequence[int] | None = None,
                batch_invariant: bool = False, attack_model: nn.Module | None = None,
-               checks: bool = True) -> Report:
+               checks: bool = True, draws: int | None = None,
+               provenance: Sequence[Mapping[str, Any] | artifacts.Record] | None = None) -> Report:
     """Robust accuracy under AutoAttack (Croce & Hein 2020), with sanity flags.
 
     Args:
@@ -258,7 +513,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
         norm: ``"Linf"`` or ``"L2"`` (case-insensitive).
         version: ``"standard"`` (APGD-CE, APGD-T, FAB-T, Square-5000) or ``"fast"`` (APGD-CE,
             APGD-T with 3 targets); ignored when ``attacks`` is given.
-        seed: seeds every attack (see the module docstring).
+        seed: seeds every attack and the model's own random draws (see the module docstring).
         attacks: a custom sequence: names, or ``(name, params)`` pairs, e.g. ``["apgd_ce",
             ("pgd", {"steps": 20})]``.
         batch_size: points per attack call.
@@ -266,7 +521,12 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
         batch_invariant: attack each point on its own, seeded by ``(seed, index)``.
         attack_model: the model the attacks differentiate (default ``model``); e.g. the bare
             classifier for an oblivious evaluation of a defense.
-        checks: run the sanity checks (gradients, outputs, a large-eps attack).
+        checks: run the sanity checks (gradients, outputs, a large-eps attack, the steps and
+            restarts checks); the determinism probe, the class count and Square's check always run.
+        draws: forward passes that judge each point (``None``: probe the model, then 1 for a
+            deterministic model and :data:`~advviz.evaluate.flags.JUDGE_DRAWS` for a randomized one).
+        provenance: artefact records (:class:`advviz.artifacts.Record` or their dicts) of the model
+            and the defense, for :attr:`Report.provenance`.
 
     Returns:
         A :class:`Report`.
@@ -278,6 +538,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     version, plan = _plan(version, attacks)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if draws is not None and (isinstance(draws, bool) or int(draws) < 1):
+        raise ValueError(f"draws must be a positive integer (forward passes per point) or None, got {draws!r}")
     b = x.shape[0]
     if indices is None:
         idx = torch.arange(b)
@@ -287,9 +549,45 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
             raise ValueError(f"indices must have shape ({b},) to match x, got {tuple(idx.shape)}")
     amodel = model if attack_model is None else attack_model
     x = x.detach()
+    devices = [x.device] if x.device.type == "cuda" else []
+    with artifacts.track() as used, torch.random.fork_rng(devices=devices):
+        torch.manual_seed(batch_seed(seed, idx))  # a randomized model draws the same numbers in two identical calls
+        rep = _chain(model, amodel, x, y, idx, eps=eps, nrm=nrm, version=version, plan=plan, seed=seed,
+                     batch_size=batch_size, batch_invariant=batch_invariant, checks=checks, draws=draws)
+    records = [r.to_dict() if isinstance(r, artifacts.Record) else dict(r) for r in (provenance or ())]
+    names = {r.get("name") for r in records}
+    records += [r.to_dict() for r in artifacts.records(used, on_disk_only=True) if r.name not in names]
+    rep.provenance = {"weights": weights_identity(model, attack_model), "artifacts": records}
+    return rep
+
+
+def _chain(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *, eps: float,
+           nrm: str, version: str, plan: list[tuple[str, dict[str, Any]]], seed: int, batch_size: int,
+           batch_invariant: bool, checks: bool, draws: int | None) -> Report:
+    """:func:`autoattack`'s work once its inputs are checked (inside its seeded random state)."""
+    b = x.shape[0]
     logits = metrics.logits(model, x, batch_size=batch_size)
     y = check_labels(y, x, logits.shape[1])  # also for a model without num_classes: its number of outputs
+    n_classes = int(logits.shape[1])
+    is_random = F.randomized(model, x[:F.PROBE_POINTS]) if draws is None and b else None
+    n_draws = int(draws) if draws is not None else (F.JUDGE_DRAWS if is_random else 1)
     correct = logits.argmax(1) == y
+    if n_draws > 1:
+        correct &= correct_in_every_draw(model, x, y, draws=n_draws - 1, batch_size=batch_size)
+    plan, skipped, cut = fit_classes(plan, n_classes)
+    # a random model's fast copy cannot be checked against it (and checking it would draw numbers once only)
+    with A.fast_models(False) if n_draws > 1 else contextlib.nullcontext():
+        return _run_chain(model, amodel, x, y, idx, correct, logits, eps=eps, nrm=nrm, version=version, plan=plan,
+                          seed=seed, batch_size=batch_size, batch_invariant=batch_invariant, checks=checks,
+                          n_draws=n_draws, is_random=is_random, skipped=skipped, cut=cut)
+
+
+def _run_chain(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+               correct: torch.Tensor, logits: torch.Tensor, *, eps: float, nrm: str, version: str,
+               plan: list[tuple[str, dict[str, Any]]], seed: int, batch_size: int, batch_invariant: bool, checks: bool,
+               n_draws: int, is_random: bool | None, skipped: list[str], cut: dict[str, tuple[int, int]]) -> Report:
+    b = x.shape[0]
+    n_classes = int(logits.shape[1])
     robust = correct.clone()
     per_sample: list[str | None] = [None if c else "clean" for c in correct.tolist()]
     x_adv = x.clone()
@@ -297,15 +595,15 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     reached: dict[str, int] = {}
     outside: dict[str, int] = {}
     passed: list[dict[str, Any]] = []
+    common = dict(eps=eps, norm=nrm, seed=seed, batch_size=batch_size, batch_invariant=batch_invariant, draws=n_draws)
     for name, params in plan:
         todo = robust.nonzero().flatten()
         reached[name] = int(todo.numel())
         t0 = time.perf_counter()
         if todo.numel():
             pos = todo.cpu()
-            fooled, adv, n_out, kw = run_attack(name, params, amodel, model, x[todo], y[todo], eps=eps, norm=nrm,
-                                                seed=seed, indices=idx[pos], batch_size=batch_size,
-                                                batch_invariant=batch_invariant)
+            fooled, adv, n_out, kw = run_attack(name, params, amodel, model, x[todo], y[todo], indices=idx[pos],
+                                                **common)
             broken = todo[fooled]
             robust[broken] = False
             x_adv[broken] = adv[fooled]
@@ -317,21 +615,50 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
         seconds[name] = time.perf_counter() - t0
         passed.append({"attack": name, **{k: v for k, v in kw.items() if k != "norm"}})
         log.info("%s: ran on %d, %d robust left (%.1f s)", name, reached[name], int(robust.sum()), seconds[name])
-    found: list[str | None] = [F.budget_flag(outside)]
+    found: list[str | None] = [F.randomized_flag(is_random, n_draws), F.few_classes_flag(n_classes, skipped, cut),
+                               F.budget_flag(outside)]
     if "square" in reached and any(n != "square" for n, _ in plan):
-        found.append(F.blackbox_flag(sum(1 for s in per_sample if s == "square"), reached["square"]))
+        found.append(F.blackbox_flag(sum(1 for s in per_sample if s == "square"), b))
+    checked: dict[str, Any] = {}
     if checks:
-        pts = correct.nonzero().flatten()
-        good = F.gradient_ok(amodel, x[pts], y[pts]) if pts.numel() else torch.zeros(0, dtype=torch.bool)
-        found.append(F.gradient_flag(int((~good).sum()), int(pts.numel())))
-        found.append(F.probability_flag(int(F.probability_rows(logits).sum()), b))
-        few = pts[:F.LARGE_EPS_POINTS]
-        big = F.large_eps_robust(amodel, model, x[few], y[few], seed=seed)
-        found.append(F.large_eps_flag(int(big.sum()), int(few.numel())))
+        t0 = time.perf_counter()
+        found += _checks(model, amodel, x, y, correct, logits, plan, idx, checked, **common)
+        seconds["checks"] = time.perf_counter() - t0
     config = {"eps": eps, "norm": "Linf" if nrm == "linf" else "L2", "version": version, "seed": int(seed),
               "attacks": passed, "batch_size": int(batch_size), "batch_invariant": bool(batch_invariant),
-              "n": b, "reference": "Croce & Hein, ICML 2020 (AutoAttack)"}
+              "n": b, "n_classes": n_classes, "reference": "Croce & Hein, ICML 2020 (AutoAttack)",
+              "judge": {"draws": n_draws, "rule": JUDGE_RULE if n_draws > 1 else "one forward pass"},
+              **({"skipped": skipped} if skipped else {}), "checks": checked if checks else None}
     return Report(robust_accuracy=float(robust.float().mean()) if b else float("nan"),
                   clean_accuracy=float(correct.float().mean()) if b else float("nan"),
                   per_sample=per_sample, x_adv=x_adv, flags=F.collect(found), config=config, seconds=seconds,
-                  reached=reached)
+                  reached=reached, randomized=is_random)
+
+
+def _checks(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor,
+            logits: torch.Tensor, plan: Sequence[tuple[str, Mapping[str, Any]]], idx: torch.Tensor,
+            checked: dict[str, Any], *, eps: float, norm: str, seed: int, batch_size: int, batch_invariant: bool,
+            draws: int) -> list[str | None]:
+    """The sanity checks of :func:`autoattack` (``checks=True``); ``checked`` receives what they ran."""
+    pts = correct.nonzero().flatten()
+    n = int(pts.numel())
+    margin_ok = F.gradient_ok(amodel, x[pts], y[pts]) if n else torch.zeros(0, dtype=torch.bool)
+    ce_ok = F.gradient_ok(amodel, x[pts], y[pts], loss="ce") if n else torch.zeros(0, dtype=torch.bool)
+    saturated = F.saturated_flag(int((margin_ok & ~ce_ok).sum()), n)
+    few = pts[:F.LARGE_EPS_POINTS]
+    big = F.large_eps_robust(amodel, model, x[few], y[few], seed=seed)
+    found = [F.gradient_flag(int((~margin_ok).sum()), n), saturated,
+             F.probability_flag(int(F.probability_rows(logits).sum()), x.shape[0]),
+             F.large_eps_flag(int(big.sum()), int(few.numel()), saturated=saturated is not None)]
+    target = next(((nm, p) for nm, p in plan if iteration_count(nm, p)[0] is not None), None)
+    if target is not None and n:
+        name, params = target
+        sel = pts[:F.STEPS_POINTS]
+        runs = check_runs(name, params, amodel, model, x[sel], y[sel], eps=eps, norm=norm, seed=seed,
+                          indices=idx[sel.cpu()], batch_size=batch_size, batch_invariant=batch_invariant, draws=draws)
+        _, k = iteration_count(name, params)
+        label = check_label(name, params)
+        checked.update({"attack": name, "points": int(sel.numel()), "steps": [k, 2 * k],
+                        "restarts": restart_plan(name, params)})
+        found += convergence_flags({label: runs}, {label: (k, 2 * k)})
+    return found

@@ -32,7 +32,7 @@ explorer's Robustness tab draws its security curves through them, so the tab and
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import json
 import logging
 import os
@@ -53,10 +53,20 @@ from advviz import attacks as A
 from advviz import distributed, metrics
 from advviz._modules import module_device
 from advviz._registry import parse_number
-from advviz._weights import tensors_sha256
 from advviz.attacks._core import check_budget
 from advviz.evaluate import flags as F
-from advviz.evaluate.autoattack import PARAM_ALIASES, VERSIONS, autoattack, run_attack
+from advviz.evaluate.autoattack import (
+    JUDGE_RULE,
+    VERSIONS,
+    autoattack,
+    batch_seed,
+    check_runs,
+    convergence_flags,
+    correct_in_every_draw,
+    iteration_count,
+    restart_plan,
+    weights_identity,
+)
 
 __all__ = ["Batch", "Result", "robust_accuracy", "eps_key", "DEFAULT_PARAMS", "ResumeMismatchError"]
 
@@ -228,17 +238,6 @@ def _read_resume_parts(path: Path, config: dict[str, Any]) -> dict[int, dict[str
     return done
 
 
-def _weights_identity(model: nn.Module, attack_model: nn.Module | None) -> dict[str, str | None]:
-    """``{"model": sha256 of its tensors[, "attack_model": ...]}`` (:func:`advviz._weights.tensors_sha256`, names left out):
-    the identity of the weights behind the numbers, so that a resume file never mixes two models'
-    results. A network outside the modules' state (a purifier function's own network) is not in
-    it: the caller records it in ``meta`` (``advviz evaluate`` records every artefact's sha256)."""
-    ident: dict[str, str | None] = {"model": tensors_sha256(model, names=False) if isinstance(model, nn.Module) else None}
-    if attack_model is not None and attack_model is not model:
-        ident["attack_model"] = tensors_sha256(attack_model, names=False) if isinstance(attack_model, nn.Module) else None
-    return ident
-
-
 def _short(digest: Any) -> str:
     return f"{digest[:12]}..." if isinstance(digest, str) else "none recorded"
 
@@ -328,15 +327,17 @@ def _record_problem(rec: Any, budgets: Sequence[str], attacks: Sequence[str]) ->
     return None
 
 
-def _open_for_append(part: Path, config: dict[str, Any]) -> None:
+def _open_for_append(part: Path, config: dict[str, Any] | None) -> None:
     """Make sure ``part`` can take this run's records before any work: write its configuration
-    line when it is new or empty, end a line cut by a kill, and refuse a path that cannot be
-    written (read-only folder or file, a file where a folder should be) with one clear message."""
+    line when it is new or empty (``config=None``: leave a new file empty, only check), end a line
+    cut by a kill, and refuse a path that cannot be written (read-only folder or file, a file
+    where a folder should be) with one clear message."""
     try:
         if not part.exists() or part.stat().st_size == 0:
             part.parent.mkdir(parents=True, exist_ok=True)
-            with open(part, "w") as fh:
-                fh.write(json.dumps({"config": config}) + "\n")
+            with open(part, "a" if config is None else "w") as fh:
+                if config is not None:
+                    fh.write(json.dumps({"config": config}) + "\n")
             return
         with open(part, "rb+") as fh:  # opened for writing now, not after the first batch
             fh.seek(-1, os.SEEK_END)
@@ -353,9 +354,15 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
                     resume: str | os.PathLike[str] | None = None, seed: int = 0, version: str = "standard",
                     attack_model: nn.Module | None = None, batch_invariant: bool = False,
                     meta: Mapping[str, Any] | None = None, steps_check: bool = True,
-                    on_batch: Callable[[Batch], Any] | None = None,
+                    restarts_check: bool = True, on_batch: Callable[[Batch], Any] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> Result:
     """Robust accuracy per budget and attack over a dataset (the security curve), resumable.
+
+    The model is probed for randomness (:func:`advviz.evaluate.flags.randomized`) on the first
+    :data:`~advviz.evaluate.flags.PROBE_POINTS` points of the selection (a resumed run takes the
+    verdict its file recorded); a randomized model's points are judged by
+    :data:`~advviz.evaluate.flags.JUDGE_DRAWS` draws (correct only if correct in all of them, its
+    random draws seeded per batch), recorded in ``config["judge"]``.
 
     Args:
         model: classifier (an ``nn.Module``) taking ``(B, C, H, W)`` in ``[0, 1]`` and returning one
@@ -387,11 +394,18 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
             for an oblivious evaluation, a BPDA/EOT wrapper for an adaptive one.
         batch_invariant: attack each point alone (per-point results independent of batching).
         meta: extra configuration recorded with the results (model name, data, threat model).
-        steps_check: run every iterative attack (``steps``/``n_iter``) again with ``k`` and ``2k``
-            steps on the first :data:`~advviz.evaluate.flags.STEPS_POINTS` correctly classified
-            points at each budget, same seeds, and flag ``non-monotonic`` when more steps leave
-            more than one more of them robust (:mod:`advviz.evaluate.flags`). Costs about
-            ``3k`` steps on 16 points per attack and budget.
+        steps_check: run every iterative attack (``steps``/``n_iter``; for the ``"autoattack"``
+            entry its first, APGD-CE) again with ``k`` and ``2k`` steps on the first
+            :data:`~advviz.evaluate.flags.STEPS_POINTS` correctly classified points at each
+            budget, same seeds (``best=False`` where the attack has it: see
+            :mod:`advviz.evaluate.flags`), and flag ``non-monotonic`` when more steps leave more
+            than one more of them robust, ``not-converged`` when they break more than one more.
+            Costs about ``3k`` steps on 16 points per attack and budget.
+        restarts_check: run every attack with a random start from
+            :data:`~advviz.evaluate.flags.RESTARTS` starts on the same points
+            (:func:`~advviz.evaluate.autoattack.restart_plan`) and flag ``restarts`` when they
+            break more than one point more than one start. Costs about ``RESTARTS - 1`` more
+            runs on 16 points per attack and budget.
         on_batch: called after each finished batch (and after its resume record is written)
             with a :class:`Batch`: per-sample records, clean images, each attack's output. Under
             N processes each process calls its own for its own batches. An exception it raises
@@ -436,6 +450,7 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
         selection = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n]
     else:
         selection = torch.arange(total)
+    dev = torch.device(device) if device is not None else module_device(model)
     config: dict[str, Any] = {
         "eps": grid, "norm": "Linf" if nrm == "linf" else "L2", "seed": int(seed), "n": len(selection),
         "attacks": [{"name": a, "params": p, **({"version": version} if a == "autoattack" else {})} for a, p in plan],
@@ -443,20 +458,26 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
         "data": {"name": getattr(data, "name", type(data).__name__), "split": getattr(data, "split", ""),
                  "size": total},
         "selection": "all, in order" if n is None else "torch.randperm(size, seed)[:n]",
-        "steps_check": _steps_plan(plan) if steps_check else None,
-        "weights": _weights_identity(model, attack_model),
+        "steps_check": _steps_plan(plan, version) if steps_check else None,
+        "restarts_check": _restarts_plan(plan, version) if restarts_check else None,
+        "judge": None,
+        "weights": weights_identity(model, attack_model),
         **({"meta": dict(meta)} if meta else {}),
     }
     world, rank = distributed.world_size(), distributed.rank()
-    dev = torch.device(device) if device is not None else module_device(model)
     path = Path(resume) if resume is not None else None
+    part = _part_path(path, rank, world) if path is not None else None
+    if part is not None:
+        _open_for_append(part, None)  # refuse a path that cannot be written before any work
+    # how points are judged: the verdict a resume file of this very configuration recorded, else the probe's
+    config["judge"] = (_recorded_judge(path, config) if path is not None else None) or _judge(model, data, selection,
+                                                                                          dev)
     samples = _read_resume_parts(path, config) if path is not None else {}
     mine = [start for k, start in enumerate(range(0, len(selection), batch_size)) if k % world == rank]
-    part = _part_path(path, rank, world) if path is not None else None
     if part is not None:
         _open_for_append(part, config)
     amodel = model if attack_model is None else attack_model
-    budget_flags: set[str] = set()
+    budget_flags: set[str] = set()  # flags of the autoattack calls (budget, few-classes), by text
     my_points = [int(i) for start in mine for i in selection[start:start + batch_size].tolist()]
     bar = tqdm(total=len(my_points), initial=sum(i in samples for i in my_points),
                disable=not progress or rank != 0, desc="evaluate" + (f" (rank 0 of {world})" if world > 1 else ""),
@@ -476,7 +497,8 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
             recs = _evaluate_batch(model, amodel, x, y, todo, positions=[start + j for j, i in enumerate(chunk.tolist())
                                                                      if int(i) not in samples],
                                    plan=plan, grid=grid, norm=nrm, seed=int(seed), version=version,
-                                   steps_plan=config["steps_check"],
+                                   steps_plan=config["steps_check"], restarts_plan=config["restarts_check"],
+                                   draws=config["judge"]["draws"],
                                    batch_size=batch_size, batch_invariant=batch_invariant, budget_flags=budget_flags,
                                    adversarial=advs, should_stop=should_stop)
             if part is not None:
@@ -508,10 +530,37 @@ def robust_accuracy(model: nn.Module, data: Dataset, *, attacks: Sequence[str | 
     return result
 
 
+def _recorded_judge(path: Path, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``judge`` entry of a resume file (or of its ``.rank*`` parts) written with ``config``
+    otherwise, so that a run with nothing left to do calls the model not even for the probe; ``None``
+    when there is no such file (a file written otherwise is refused later, saying what differs)."""
+    want = json.loads(json.dumps({k: v for k, v in config.items() if k != "judge"}))
+    for part in [path, *sorted(path.parent.glob(f"{path.name}.rank*"))]:
+        try:
+            with open(part, "rb") as fh:
+                head = json.loads(fh.readline().decode("utf-8"))["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(head, dict) and isinstance(head.get("judge"), dict) and \
+                {k: v for k, v in head.items() if k != "judge"} == want:
+            return head["judge"]
+    return None
+
+
+def _judge(model: nn.Module, data: Dataset, selection: torch.Tensor, dev: torch.device) -> dict[str, Any]:
+    """How points are judged: the determinism probe on the selection's first points
+    (:func:`advviz.evaluate.flags.randomized`) and the draws it implies."""
+    x, _ = _gather(data, selection[:F.PROBE_POINTS])
+    is_random = bool(F.randomized(model, x.to(dev))) if x.shape[0] else False
+    draws = F.JUDGE_DRAWS if is_random else 1
+    return {"randomized": is_random, "draws": draws, "rule": JUDGE_RULE if is_random else "one forward pass"}
+
+
 def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *,
                     positions: list[int], plan: list[tuple[str, dict[str, Any]]], grid: list[float], norm: str,
                     seed: int, version: str, batch_size: int, batch_invariant: bool,
                     budget_flags: set[str], steps_plan: Mapping[str, Any] | None = None,
+                    restarts_plan: Mapping[str, Any] | None = None, draws: int = 1,
                     adversarial: dict[str, dict[str, torch.Tensor]] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> dict[int, dict[str, Any]]:
     """Per-sample records of one batch (the clean checks, then every eps and attack).
@@ -519,12 +568,33 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
     ``adversarial``, when given, receives each attack's output per budget (``{eps_key: {attack:
     x_adv}}``); ``should_stop`` is polled before each attack (raises ``_Stopped``).
     """
+    devices = [x.device] if x.device.type == "cuda" else []
+    # a randomized model's draws: seeded by the batch; its fast copy cannot be checked against it
+    with torch.random.fork_rng(devices=devices), (A.fast_models(False) if draws > 1 else contextlib.nullcontext()):
+        torch.manual_seed(batch_seed(seed, idx))
+        return _batch_records(model, amodel, x, y, idx, positions=positions, plan=plan, grid=grid, norm=norm,
+                              seed=seed, version=version, batch_size=batch_size, batch_invariant=batch_invariant,
+                              budget_flags=budget_flags, steps_plan=steps_plan or {},
+                              restarts_plan=restarts_plan or {}, draws=draws, adversarial=adversarial,
+                              should_stop=should_stop)
+
+
+def _batch_records(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *,
+                   positions: list[int], plan: list[tuple[str, dict[str, Any]]], grid: list[float], norm: str,
+                   seed: int, version: str, batch_size: int, batch_invariant: bool, budget_flags: set[str],
+                   steps_plan: Mapping[str, Any], restarts_plan: Mapping[str, Any], draws: int,
+                   adversarial: dict[str, dict[str, torch.Tensor]] | None,
+                   should_stop: Callable[[], bool] | None) -> dict[int, dict[str, Any]]:
     logits = metrics.logits(model, x, batch_size=batch_size)
     correct = logits.argmax(1) == y
+    if draws > 1:
+        correct &= correct_in_every_draw(model, x, y, draws=draws - 1, batch_size=batch_size)
     prob = F.probability_rows(logits)
     grad = torch.zeros_like(correct)
+    ce_grad = torch.zeros_like(correct)
     if correct.any():
         grad[correct] = F.gradient_ok(amodel, x[correct], y[correct])
+        ce_grad[correct] = F.gradient_ok(amodel, x[correct], y[correct], loss="ce")
     big = torch.zeros_like(correct)
     few = torch.tensor([j for j, p in enumerate(positions) if p < F.LARGE_EPS_POINTS and bool(correct[j])],
                        dtype=torch.long, device=x.device)
@@ -532,12 +602,13 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
         big[few] = F.large_eps_robust(amodel, model, x[few], y[few], seed=seed)
     ids = idx.tolist()
     check = torch.tensor([j for j, p in enumerate(positions) if p < F.STEPS_POINTS and bool(correct[j])],
-                         dtype=torch.long, device=x.device) if steps_plan else torch.zeros(0, dtype=torch.long)
+                         dtype=torch.long, device=x.device)
     recs: dict[int, dict[str, Any]] = {}
     for j, i in enumerate(ids):
         c = bool(correct[j])
         recs[i] = {"clean": c, "robust": {}, "breaker": {}, "checks": {
             "prob_row": bool(prob[j]), "grad_ok": bool(grad[j]) if c else None,
+            "ce_grad_ok": bool(ce_grad[j]) if c else None,
             "large_eps_robust": bool(big[j]) if c and j in few.tolist() else None}}
     for e in grid:
         k = eps_key(e)
@@ -547,28 +618,28 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
                 raise _Stopped
             if name == "autoattack":
                 rep = autoattack(model, x, y, eps=e, norm=norm, version=version, seed=seed, batch_size=batch_size,
-                                 indices=idx, batch_invariant=batch_invariant, attack_model=amodel, checks=False)
+                                 indices=idx, batch_invariant=batch_invariant, attack_model=amodel, checks=False,
+                                 draws=draws, provenance=())
                 for j, i in enumerate(ids):
                     recs[i]["breaker"][k] = rep.per_sample[j]
             else:
                 rep = autoattack(model, x, y, eps=e, norm=norm, seed=seed, batch_size=batch_size, indices=idx,
                                  attacks=[(name, _params_for(name, params, e))], batch_invariant=batch_invariant,
-                                 attack_model=amodel, checks=False)
-            budget_flags.update(f for f in rep.flags if f.startswith("budget"))
+                                 attack_model=amodel, checks=False, draws=draws, provenance=())
+            budget_flags.update(f for f in rep.flags if f.startswith(("budget", "few-classes")))
             per_attack[name] = [s is None for s in rep.per_sample]
             if adversarial is not None:
                 adversarial.setdefault(k, {})[name] = rep.x_adv
-            if check.numel() and name in (steps_plan or {}):  # the steps check: k and 2k steps, same seeds
-                key, few_steps = steps_plan[name]["param"], steps_plan[name]["steps"]
-                robust_at = []
-                for n_steps in (few_steps, 2 * few_steps):
-                    fooled, _, _, _ = run_attack(name, _params_for(name, {**params, key: n_steps}, e), amodel, model,
-                                                 x[check], y[check], eps=e, norm=norm, seed=seed,
-                                                 indices=idx[check.cpu()], batch_size=batch_size,
-                                                 batch_invariant=batch_invariant)
-                    robust_at.append((~fooled).tolist())
-                for j, r_k, r_2k in zip(check.tolist(), *robust_at, strict=True):
-                    recs[ids[j]]["checks"].setdefault("steps", {}).setdefault(k, {})[name] = [r_k, r_2k]
+            checked_name = (steps_plan.get(name) or restarts_plan.get(name) or {}).get("attack", name)
+            if check.numel() and (name in steps_plan or name in restarts_plan):  # the steps and restarts checks
+                target = _check_target(name, params, version, e)
+                runs = check_runs(checked_name, target, amodel, model, x[check], y[check], eps=e, norm=norm,
+                                  seed=seed, indices=idx[check.cpu()], batch_size=batch_size,
+                                  batch_invariant=batch_invariant, draws=draws, steps=name in steps_plan,
+                                  restarts=name in restarts_plan)
+                for what, pairs in runs.items():
+                    for j, pair in zip(check.tolist(), pairs, strict=True):
+                        recs[ids[j]]["checks"].setdefault(what, {}).setdefault(k, {})[name] = pair
         for j, i in enumerate(ids):
             rb = {a: v[j] for a, v in per_attack.items()}
             rb["all"] = all(rb.values())
@@ -579,64 +650,95 @@ def _evaluate_batch(model: nn.Module, amodel: nn.Module, x: torch.Tensor, y: tor
     return recs
 
 
-def _steps_plan(plan: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+def _check_target(name: str, params: Mapping[str, Any], version: str, eps: float) -> dict[str, Any]:
+    """The parameters the checks run plan entry ``name`` with (for ``"autoattack"``: its first
+    iterative attack's, as the version gives them)."""
+    if name == "autoattack":
+        return dict(next(p for n, p in VERSIONS[version] if iteration_count(n, p)[0] is not None))
+    return _params_for(name, params, eps)
+
+
+def _steps_plan(plan: Sequence[tuple[str, Mapping[str, Any]]], version: str = "standard") -> dict[str, dict[str, Any]]:
     """The attacks the steps check reruns: ``{name: {"param": "steps"|"n_iter"|..., "steps": k, "more": 2k}}``
-    for every planned attack (not the ``autoattack`` entry) with an iteration-count parameter."""
+    for every planned attack with an iteration-count parameter; for ``"autoattack"`` its first
+    iterative attack (``"attack"`` names it)."""
     out: dict[str, dict[str, Any]] = {}
     for name, params in plan:
+        attack, p = name, params
         if name == "autoattack":
-            continue
-        sig = inspect.signature(A.get(name).fn).parameters
-        key = next((k for k in PARAM_ALIASES["steps"] if k in sig), None)
-        if key is None:
-            continue
-        k = int(params.get(key, sig[key].default))
-        if k >= 1:
-            out[name] = {"param": key, "steps": k, "more": 2 * k}
+            attack, p = next((n, q) for n, q in VERSIONS[version] if iteration_count(n, q)[0] is not None)
+        key, k = iteration_count(attack, p)
+        if key is not None:
+            out[name] = {"param": key, "steps": k, "more": 2 * k, **({"attack": attack} if attack != name else {})}
     return out
 
 
-def _steps_flag(result: Result) -> str | None:
-    """The ``non-monotonic`` flag of the steps check: per attack and budget, the share of the
-    checked points (the same ones for every attack and budget) robust after ``k`` and ``2k`` steps."""
-    plan = result.config.get("steps_check") or {}
-    checked = [r["checks"]["steps"] for r in result.samples.values() if r.get("checks", {}).get("steps")]
-    if not plan or not checked:
-        return None
-    grid: dict[str, dict[float, float]] = {}
+def _restarts_plan(plan: Sequence[tuple[str, Mapping[str, Any]]], version: str = "standard"
+                   ) -> dict[str, dict[str, Any]]:
+    """The attacks the restarts check reruns from several random starts: ``{name: restart_plan}``
+    (:func:`~advviz.evaluate.autoattack.restart_plan`); for ``"autoattack"`` its first iterative attack."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, params in plan:
+        attack, p = name, params
+        if name == "autoattack":
+            attack, p = next((n, q) for n, q in VERSIONS[version] if iteration_count(n, q)[0] is not None)
+        how = restart_plan(attack, p)
+        if how is not None:
+            out[name] = {**how, **({"attack": attack} if attack != name else {})}
+    return out
+
+
+def _checks_flags(result: Result) -> list[str | None]:
+    """The ``non-monotonic`` (more steps did worse), ``not-converged`` and ``restarts`` flags of the
+    steps and restarts checks: per attack and budget, on the checked points (the same for all)."""
+    steps_plan = result.config.get("steps_check") or {}
+    checked = [r["checks"] for r in result.samples.values()
+               if r.get("checks", {}).get("steps") or r.get("checks", {}).get("restarts")]
+    if not checked:
+        return []
+    runs: dict[str, dict[str, list[list[bool]]]] = {}
+    steps: dict[str, tuple[int, int]] = {}
     for e in result.eps:
         k = eps_key(e)
-        for name, p in plan.items():
-            pairs = [c[k][name] for c in checked if name in c.get(k, {})]
-            if pairs:
-                grid[f"{name} (eps={e:.5g})"] = {p["steps"]: sum(a for a, _ in pairs) / len(pairs),
-                                                 p["more"]: sum(b for _, b in pairs) / len(pairs)}
-    flag = F.monotonic_flag(grid, len(checked), what="steps")
-    return None if flag is None else f"{flag} (steps check on {len(checked)} points)"
+        for name in result.attacks:
+            label = f"{name} (eps={e:.5g})"
+            for what in ("steps", "restarts"):
+                pairs = [c[what][k][name] for c in checked if name in c.get(what, {}).get(k, {})]
+                if pairs:
+                    runs.setdefault(label, {})[what] = pairs
+            if name in steps_plan:
+                steps[label] = (steps_plan[name]["steps"], steps_plan[name]["more"])
+    return convergence_flags(runs, steps)
 
 
 def _flags(result: Result, budget_flags: set[str]) -> list[str]:
     s = list(result.samples.values())
     correct = [r for r in s if r["clean"]]
     checks = [r.get("checks", {}) for r in correct]
+    judge = result.config.get("judge") or {}
+    saturated = F.saturated_flag(sum(1 for c in checks if c.get("grad_ok") is True and c.get("ce_grad_ok") is False),
+                                 len(correct))
     found: list[str | None] = [
+        F.randomized_flag(judge.get("randomized"), judge.get("draws", 1)),
         F.gradient_flag(sum(1 for c in checks if c.get("grad_ok") is False), len(correct)),
+        saturated,
         F.probability_flag(sum(1 for r in s if r.get("checks", {}).get("prob_row")), len(s)),
         F.large_eps_flag(sum(1 for c in checks if c.get("large_eps_robust") is True),
-                         sum(1 for c in checks if c.get("large_eps_robust") is not None)),
+                         sum(1 for c in checks if c.get("large_eps_robust") is not None),
+                         saturated=saturated is not None),
     ]
     if len(result.eps) > 1 and result.n:
         names = result.attacks + (["all"] if len(result.attacks) > 1 else [])
         found.append(F.monotonic_flag({a: {e: result.accuracy(a, e) for e in result.eps} for a in names}, result.n))
-    found.append(_steps_flag(result))
+    found += _checks_flags(result)
     if any(a == "autoattack" for a in result.attacks):
         version = next(a.get("version") for a in result.config["attacks"] if a["name"] == "autoattack")
         if any(name == "square" for name, _ in VERSIONS.get(version, ())):
             for e in result.eps:
                 k = eps_key(e)
-                br = [r.get("breaker", {}).get(k, "clean") for r in correct]
-                flag = F.blackbox_flag(sum(1 for b in br if b == "square"), sum(1 for b in br if b in (None, "square")))
+                n_square = sum(1 for r in correct if r.get("breaker", {}).get(k) == "square")
+                flag = F.blackbox_flag(n_square, result.n)
                 if flag:
-                    found.append(flag + f" (eps={e:.5g})")
+                    found.append(flag + f" (eps={e:.5g}, the autoattack entry)")
     found += sorted(budget_flags)
     return F.collect(found)
