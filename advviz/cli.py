@@ -119,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--threat", choices=("oblivious", "adaptive"), default="adaptive",
                    help="with --defense: attack the bare model (oblivious) or the whole defense, with BPDA through "
                         "non-differentiable purifiers (adaptive, default)")
-    v.add_argument("--eot", type=positive_int, default=1,
-                   help="adaptive: average logits over this many purifier draws (EOT)")
+    v.add_argument("--eot", type=positive_int, default=None,
+                   help="adaptive: average logits over this many purifier draws (EOT; default: 20 when the defense "
+                        "is found random by two forward passes of the same images, else 1)")
     v.add_argument("--data", default=None, help="dataset (digits, mnist, cifar10) or a folder of images, one "
                                                 "sub-folder per class (default: the dataset a pretrained model was "
                                                 "trained on)")
@@ -217,7 +218,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     eps = parse_budgets(args.eps, norm=args.norm)
     attacks = parse_attacks(args.attacks)
     device_asked = parse_device(args.device) if args.device else None
-    if args.eot != 1 and (args.defense is None or args.threat != "adaptive"):
+    if args.eot not in (None, 1) and (args.defense is None or args.threat != "adaptive"):
         raise ValueError("--eot applies to an adaptive attack on a --defense")
     for option, path in (("--json", args.json), ("--plot", args.plot)):
         if path:

@@ -394,9 +394,19 @@ def test_uddn_reproduction_rows_name_the_papers_baselines(one_thread, monkeypatc
     assert {r["defense"] for r in adaptive} == {d for d, _ in rows} - {"none"} and len(adaptive) == len(rows) // 3 - 1
     for r in adaptive:
         assert r["test_set"] == "white_box" and r["paper_accuracy"] is None and r["paper_l1"] is None
-        assert set(r) == set(rows[r["defense"], "white_box"]) | {"end_to_end_accuracy"}
+        assert set(r) == set(rows[r["defense"], "white_box"]) | {"end_to_end_accuracy", "breakers", "per_sample",
+                                                                 "flags"}
         # the per-image worst case of the end-to-end and the oblivious attack
         assert r["accuracy"] <= min(r["end_to_end_accuracy"], rows[r["defense"], "white_box"]["accuracy"])
+        # issue 25: what broke each image, counted and per image; the suite and its parameters in the config
+        assert len(r["per_sample"]) == 4 and sum(r["breakers"].values()) == 4
+        assert r["accuracy"] == r["breakers"]["robust"] / 4 == sum(s is None for s in r["per_sample"]) / 4
+        assert list(r["breakers"]) == ["clean", "apgd_ce", "apgd_t", "transfer", "robust"]
+        suite = res["config"]["adaptive"]["rows"][r["defense"]]
+        assert [(a["attack"], a["n_iter"], a["n_restarts"]) for a in suite["attacks"]] == [("apgd_ce", 100, 1),
+                                                                                           ("apgd_t", 100, 1)]
+        assert suite["eot_samples"] == 1 and suite["randomized"] is False
+        assert suite["bpda"] == (r["defense"] == "jpeg")
     assert rows["pgd", "white_box"]["paper_accuracy"] == 0.582 and rows["pgd", "clean"]["paper_l1"] == 0.0138
     assert rows["pgd", "white_box"]["paper_table3_accuracy"] == 0.514
     assert rows["distillation", "white_box"]["paper_accuracy"] == 0.563
@@ -478,6 +488,8 @@ def test_uddn_reproduction_adaptive_rows_are_no_weaker_than_oblivious(one_thread
         assert e2e[d] <= acc[d, "oblivious"], d
         assert acc[d, "adaptive"] <= e2e[d]
     assert acc["uddn", "oblivious"] - e2e["uddn"] >= 0.4
-    # the stand-in "PGD-AT" is the bare ResNet-20: its adaptive attack is the oblivious one, to the image
-    assert acc["pgd_at", "adaptive"] == acc["pgd_at", "oblivious"] == acc["none", "oblivious"]
+    # the stand-in "PGD-AT" is the bare ResNet-20: its oblivious attack is the white-box one, to the image,
+    # and the adaptive suite (APGD-CE, APGD-T) breaks every image it classifies correctly
+    assert acc["pgd_at", "oblivious"] == acc["none", "oblivious"]
+    assert acc["pgd_at", "adaptive"] == 0.0 <= acc["pgd_at", "oblivious"]
     assert "adaptive" in P.format(res)

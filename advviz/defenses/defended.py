@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advviz._modules import module_device
 from advviz._registry import check_params
 from advviz.defenses import PurifierSpec, get
 
@@ -95,12 +96,15 @@ class Defended(nn.Module):
 
 
 def _gives_gradient(purifier: Callable[..., torch.Tensor], params: Mapping[str, Any],
-                    shape: tuple[int, ...] | None) -> bool:
+                    shape: tuple[int, ...] | None, device: torch.device) -> bool:
+    """Whether the purifier's output on a probe image (seeded noise of ``shape`` on ``device``)
+    carries a gradient. The global random state is forked: probing draws nothing the caller would
+    see (a random purifier draws from it)."""
     if shape is None:
         return True
-    x = torch.rand(1, *shape, requires_grad=True)
+    x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(0)).to(device).requires_grad_(True)
     try:
-        with torch.enable_grad():
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad():
             out = purifier(x, **params)
     except Exception:  # noqa: BLE001 - a purifier that cannot even run here is not probed further
         return True
@@ -118,7 +122,8 @@ def defended(model: nn.Module, purifier: str | Callable[..., torch.Tensor], *,
         params: keyword parameters of the purifier (default: its defaults).
         bpda: identity backward pass through the purifier (Athalye et al. 2018, BPDA). ``None``:
             on when the purifier is registered as non-differentiable, or (for a plain callable)
-            when its output carries no gradient on a probe input of ``model.input_size``.
+            when its output carries no gradient on a probe input of ``model.input_size`` (seeded
+            noise; the global random state is left as it was).
         eot_samples: average the logits over this many draws of a randomised purifier (EOT).
 
     Returns:
@@ -138,6 +143,7 @@ def defended(model: nn.Module, purifier: str | Callable[..., torch.Tensor], *,
     else:
         fn = purifier  # type: ignore[assignment]
         name = getattr(purifier, "__name__", type(purifier).__name__)
-        auto_bpda = bpda is None and not _gives_gradient(fn, params, getattr(model, "input_size", None))
+        auto_bpda = bpda is None and not _gives_gradient(fn, params, getattr(model, "input_size", None),
+                                                         module_device(model))
     return Defended(model, fn, purifier_name=name, purifier_params=params,
                     bpda=auto_bpda if bpda is None else bool(bpda), eot_samples=eot_samples)

@@ -91,6 +91,7 @@ __all__ = [
     "randomized",
     "randomized_flag",
     "saturated_flag",
+    "transfer_flag",
 ]
 
 GRAD_SHARE = 0.10
@@ -334,3 +335,28 @@ def budget_flag(counts: Mapping[str, int]) -> str | None:
 def collect(flags: Sequence[str | None]) -> list[str]:
     """The non-empty flags, in order."""
     return [f for f in flags if f]
+
+
+def transfer_flag(n_transfer_only: int, n: int, *, what: str = "adaptive") -> str | None:
+    """Flag when the transfer (oblivious) attack breaks points the ``what`` (white-box / adaptive)
+    attacks left robust: more than 0.2 percentage points (a share of 0.002) of the ``n`` points
+    and at least 1, the reference AutoAttack's threshold for its black-box check.
+
+    An attack made on another model (or on the bare model, ignoring the defense) has no access to
+    the defended model's gradients; when it does better, the end-to-end gradients are
+    uninformative (Carlini et al. 2019, Sec. 5; Tramer et al. 2020): masked (a non-differentiable
+    step attacked without BPDA), saturated (a softmax whose cross-entropy gradient underflows, as
+    after defensive distillation) or random (a defense evaluated once, attacked without EOT).
+
+    Args:
+        n_transfer_only: points the transfer attack broke and the ``what`` attacks did not.
+        n: all the points of the evaluation.
+        what: the attacks' name for the message.
+    """
+    if n == 0 or n_transfer_only < 1 or n_transfer_only / n <= 0.002:
+        return None
+    return (f"transfer-beats-{what.replace(' ', '-')}: the transfer (oblivious) attack broke {n_transfer_only} of "
+            f"{n} points ({n_transfer_only / n:.1%}) the {what} attacks left robust, so the end-to-end gradients "
+            "are uninformative (masked, saturated or random); attack with a loss that does not saturate (DLR, "
+            "margin: apgd_dlr, apgd_t), BPDA through non-differentiable steps and EOT over random ones, and "
+            "report the per-image worst case")

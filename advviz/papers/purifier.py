@@ -23,16 +23,24 @@ The result's ``analysis`` holds ResNet-20's accuracy on ``x + a * delta`` for fr
 each attack's perturbation (:func:`advviz.metrics.accuracy_along`): how much of the attack a
 purifier must remove before accuracy returns.
 
-**Threat models** (issue 16; Athalye et al., ICML 2018; Tramer et al., NeurIPS 2020). Every row
-carries ``threat``: the paper's rows are ``"oblivious"`` (the attack is made on the bare
+**Threat models** (issues 16 and 25; Athalye et al., ICML 2018; Tramer et al., NeurIPS 2020).
+Every row carries ``threat``: the paper's rows are ``"oblivious"`` (the attack is made on the bare
 ResNet-20 and the purifier is then applied: the attacker does not know the defense). For each
-purifier and each attack an ``"adaptive"`` row is added: the same attack (FGSM, PGD-10, eps
-8/255, same seed) made on the composition ``defended(resnet20, purifier)``
-(:func:`advviz.defenses.defended`), differentiating through the generator end to end (both
-generators are differentiable, so no BPDA; neither is random, so no EOT: ``eot_samples = 1``),
-and scored on the same composition. ``survival`` of an adaptive row compares the purified image
-with the *adaptive* perturbation. The ``none`` rows (no defense) are white-box on the bare model
-and carry ``"oblivious"``: there is nothing to adapt to. On 32x32 CIFAR-10 a tenth of the FGSM
+purifier and each attack an ``"adaptive"`` row is added, computed by
+:func:`advviz.evaluate.adaptive_attack` on ``defended(resnet20, purifier)``: APGD-CE then APGD-T
+(100 iterations each, one restart, 9 target classes, eps 8/255, seeded), end to end through the generator (both
+generators are differentiable, so no BPDA; randomness is probed, not assumed: neither is random, so
+``eot_samples = 1``), then the row's oblivious attack (FGSM or PGD-10 on the bare ResNet-20) as the
+transfer attack on the images still robust. An adaptive row's ``accuracy`` is the per-image worst
+case over the clean image, the adaptive attacks and the transfer attack; ``end_to_end_accuracy``
+is the adaptive attacks alone, ``breakers`` counts what broke the images, ``per_sample`` names it
+per image (in the order of the sampled images) and ``flags`` holds
+:func:`advviz.evaluate.flags.transfer_flag` when the transfer attack broke images the adaptive ones
+did not. The row's other columns are measured on the input that decided each image (the breaking
+attack's, the clean image where none broke it); its ``survival`` averages over the images an attack
+changed. The ``attack`` column of an adaptive row names its transfer attack. The ``none`` rows (no
+defense) are white-box on the bare model and carry ``"oblivious"``: there is nothing to adapt to.
+On 32x32 CIFAR-10 a tenth of the FGSM
 perturbation already costs most of the accuracy (measured: .808 clean, .248 at a = 0.1), so
 purifiers trained only on pixels and VGG-19 features, which keep about a quarter of it, stop far
 short of clean accuracy. (UDDN, trained on ResNet-20's own logits, keeps .04 of it: measured.)
@@ -50,8 +58,8 @@ from typing import Any
 import torch
 
 from advviz import attacks, data, metrics, models
-from advviz.defenses import defended
 from advviz.defenses.pix2pix import load_purifier, purify
+from advviz.evaluate import ADAPTIVE_ATTACKS, adaptive_attack, format_breakers
 from advviz.papers._common import format_rows, result, timer, tracked
 
 __all__ = ["ADAPTIVE", "ATTACK_EPS", "PAPER", "PAPER_COLUMNS", "TABLES", "format", "run"]
@@ -89,12 +97,17 @@ ATTACK_EPS = {
 }
 
 
-# How the adaptive rows attack (recorded in ``config["adaptive"]``).
+# How the adaptive rows attack (recorded in ``config["adaptive"]``, with the suite's own config per row).
 ADAPTIVE = {
-    "what": "the same attack (eps, steps, seed) made on defended(resnet20_cifar10, purifier) end to end and scored "
-            "on it (Athalye et al. 2018; Tramer et al. 2020)",
-    "bpda": False, "bpda_reason": "the generators are differentiable (U-Nets); gradients pass through them as they are",
-    "eot_samples": 1, "eot_reason": "the generators are deterministic in eval mode (no dropout at inference)",
+    "what": "advviz.evaluate.adaptive_attack on defended(resnet20_cifar10, purifier): the attacks below end to end, "
+            "each on the images still robust, then the row's oblivious attack (made on the bare ResNet-20) as the "
+            "transfer attack (Athalye et al. 2018; Tramer et al. 2020; Croce & Hein 2020)",
+    "attacks": [{"attack": a, **p} for a, p in ADAPTIVE_ATTACKS],
+    "accuracy": "per image, the worst case over the clean image, the adaptive attacks and the transfer attack; "
+                "end_to_end_accuracy: the adaptive attacks alone",
+    "bpda": "where the purifier gives no gradient (probed); the generators are differentiable U-Nets: none",
+    "eot": "when advviz.evaluate.flags.randomized finds the defense random (probed on the images); the generators "
+           "are deterministic in eval mode: eot_samples = 1",
 }
 
 # Fractions of each attack's perturbation for the ``analysis`` curve.
@@ -113,6 +126,19 @@ def _row(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, xa: torch.Ten
     if threat == "oblivious":
         for k, v in PAPER.get((defense, attack), {}).items():
             row[f"paper_{k}"] = v
+    return row
+
+
+def _adaptive_row(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ad: Any, xp: torch.Tensor, *,
+                  defense: str, attack: str, seconds: float) -> dict[str, Any]:
+    """An adaptive row: :func:`_row` on the inputs that decided each image (``ad.x_adv``, purified ``xp``),
+    with the per-image worst case as ``accuracy`` and the suite's breakers, per-sample breakers and flags."""
+    row = _row(model, x, y, ad.x_adv, xp, defense=defense, attack=attack, threat="adaptive", seconds=seconds)
+    changed = (ad.x_adv != x).flatten(1).any(1)
+    per = metrics.perturbation_survival(x, ad.x_adv, xp, reduction="none")
+    row["survival"] = float(per[changed].mean()) if bool(changed.any()) else None
+    row.update(ad.row())
+    row["error"] = 1 - row["accuracy"]
     return row
 
 
@@ -142,6 +168,7 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
            "pgd": attacks.pgd(model, x, y, eps=eps, alpha=2 / 255, steps=10, seed=seed)}
     rows: list[dict[str, Any]] = []
     records: dict[str, Any] = {}
+    suites: dict[str, Any] = {}
     for attack, xa in adv.items():
         for defense in ("none", "pix2pix", "cgan"):
             with timer() as t:
@@ -157,17 +184,15 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
             rows.append(_row(model, x, y, xa, xp, defense=defense, attack=attack, threat="oblivious",
                              seconds=t["seconds"]))
             if defense != "none" and attack != "clean":
-                # the adaptive row: the same attack made on the composition itself (module docstring)
-                composed = defended(model, functools.partial(purify, gen), bpda=ADAPTIVE["bpda"],
-                                    eot_samples=ADAPTIVE["eot_samples"]).eval()
+                # the adaptive row: the strong suite end to end, the oblivious attack as transfer (module docstring)
                 with timer() as t:
-                    if attack == "fgsm":
-                        xa_ad = attacks.fgsm(composed, x, y, eps=eps)
-                    else:
-                        xa_ad = attacks.pgd(composed, x, y, eps=eps, alpha=2 / 255, steps=10, seed=seed)
-                    xp_ad = purify(gen, xa_ad)
-                rows.append(_row(model, x, y, xa_ad, xp_ad, defense=defense, attack=attack, threat="adaptive",
-                                 seconds=t["seconds"]))
+                    ad = adaptive_attack(model, x, y, eps=eps, purifier=functools.partial(purify, gen), transfer=xa,
+                                         transfer_name=f"{attack} on the bare resnet20_cifar10 (the oblivious row)",
+                                         seed=seed)
+                    xp_ad = purify(gen, ad.x_adv)
+                rows.append(_adaptive_row(model, x, y, ad, xp_ad, defense=defense, attack=attack,
+                                          seconds=t["seconds"]))
+                suites[f"{defense}/{attack}"] = ad.config
     cfg = {"model": "resnet20_cifar10",
            "paper_models": ("ImageNet; paper_mobilenetv2_*: MobileNetV2 under FGSM (Tables 2-4); "
                             "paper_inception_v3_accuracy / paper_resnet101_accuracy: PGD-10 (Table 5)"),
@@ -175,7 +200,8 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
            "quick": quick,
            "targets": "none: the paper's numbers are for orientation (other data and classifiers); there is no "
                       "accuracy target such as a share of clean accuracy for the cGAN",
-           "recipe": {name: rec["recipe"] for name, rec in records.items()}, "purifiers": records, "adaptive": ADAPTIVE}
+           "recipe": {name: rec["recipe"] for name, rec in records.items()}, "purifiers": records,
+           "adaptive": {**ADAPTIVE, "rows": suites}}
     res = result("purifier", table, cfg, f"CIFAR-10 test split (JPEG copy), {n} random images", rows)
     res["analysis"] = {"accuracy_along": {attack: metrics.accuracy_along(model, x, adv[attack], y, FRACTIONS)
                                           for attack in ("fgsm", "pgd")}}
@@ -184,10 +210,11 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
 
 def format(res: dict[str, Any]) -> str:
     """The result as a text table, paper values beside measured ones."""
-    text = format_rows(res, columns=["defense", "attack", "threat", "accuracy", "misclassification", "confidence", "survival",
-                                     "seconds", *(f"paper_{c}" for c in PAPER_COLUMNS)],
+    text = format_rows(res, columns=["defense", "attack", "threat", "accuracy", "end_to_end_accuracy", "misclassification",
+                                     "confidence", "survival", "seconds", *(f"paper_{c}" for c in PAPER_COLUMNS)],
                        title="Purifier paper, Tables 2-5 (measured: CIFAR-10 ResNet-20, eps 8/255; paper: ImageNet, "
                              "each value under its classifier's name)")
+    text += format_breakers(res["rows"], label=lambda r: f"{r['defense']}/{r['attack']}")
     perc = {k: v.get("perceptual") for k, v in res["config"].get("purifiers", {}).items() if k.startswith("cgan")}
     if perc:
         text += "\nperceptual network: " + "; ".join(f"{k}: {v}" for k, v in perc.items())

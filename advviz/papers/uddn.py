@@ -23,26 +23,33 @@ published ResNet-20 (``resnet20_cifar10``) as the protected model:
   receives (the denoised image, or the input when there is no denoiser) and the clean image
   (Table 1).
 
-**Threat models** (issue 16; Athalye et al., ICML 2018; Tramer et al., NeurIPS 2020). Every row
-carries ``threat``. The paper's rows are ``"oblivious"``: the white-box set is made on the
-undefended ResNet-20 whatever the defense. For each defense an ``"adaptive"`` ``white_box`` row
-is added: the same attack set (half FGSM, half I-FGSM-4, eps 8/255, same seed) made on the
-deployed classifier itself, end to end: ``defended(classifier, purifier)``
-(:func:`advviz.defenses.defended`) for the denoisers (differentiable: gradients pass through
-them) and for JPEG (not differentiable: BPDA's identity backward pass, Athalye et al. Sec. 4.1),
-the defense's own classifier for the defenses that change the classifier (``pgd_at``,
-``distillation``, ``adv_distillation``; ``uddn_distillation`` is UDDN then its student). No
-defense here is random, so EOT is not needed (``eot_samples = 1``). An adaptive row's
-``accuracy`` is the per-image worst case over the end-to-end set and the oblivious white-box set
-(an attacker who knows the defense has both; AutoAttack scores the per-point worst case the same
-way); ``end_to_end_accuracy`` is the end-to-end attack alone, and ``l1`` is its. The worst case
-matters for defensive distillation: its student deployed at T = 1 saturates the softmax, the
-cross-entropy gradient through it vanishes (Carlini & Wagner 2016, "Defensive Distillation is Not
-Robust to Adversarial Examples"), and the end-to-end attack alone does far worse than the one
-transferred from the undefended ResNet-20 (measured with ``--quick``, 128 images: .820 against
-.039). ``none`` has no adaptive row:
-its white-box set is already made on the model it is scored on. Adaptive rows carry no paper
-value (the paper reports only the oblivious setting). ``config["adaptive"]`` records this.
+**Threat models** (issues 16 and 25; Athalye et al., ICML 2018; Tramer et al., NeurIPS 2020).
+Every row carries ``threat``. The paper's rows are ``"oblivious"``: the white-box set is made on
+the undefended ResNet-20 whatever the defense. For each defense an ``"adaptive"`` ``white_box`` row
+is added, computed by :func:`advviz.evaluate.adaptive_attack` on the deployed classifier:
+``defended(classifier, purifier)`` (:func:`advviz.defenses.defended`) for the denoisers
+(differentiable: gradients pass through them) and for JPEG (not differentiable: BPDA's identity
+backward pass, Athalye et al. Sec. 4.1), the defense's own classifier for the defenses that change
+the classifier (``pgd_at``, ``distillation``, ``adv_distillation``; ``uddn_distillation`` is UDDN
+then its student). The suite is APGD-CE then APGD-T (100 iterations each, one restart, 9 target
+classes, eps 8/255, seeded) end to end, each on the images still robust, then the oblivious white-box set as the
+transfer attack on the images still robust. Randomness is probed
+(:func:`advviz.evaluate.flags.randomized`), not assumed: no defense here is random, so
+``eot_samples = 1``. An adaptive row's ``accuracy`` is the per-image worst case over the clean
+image, the adaptive attacks and the transfer attack; ``end_to_end_accuracy`` is the adaptive
+attacks alone; ``breakers`` counts what broke the images and ``per_sample`` names it per image (in
+the order of the sampled images); ``l1`` is measured on the input that decided each image (the
+breaking attack's, the clean image where none broke it); ``flags`` holds
+:func:`advviz.evaluate.flags.transfer_flag` when the transfer attack broke images the adaptive ones
+did not. APGD-T's targeted DLR loss matters for defensive distillation: its student deployed at T = 1 saturates
+the softmax, the cross-entropy gradient through it vanishes (Carlini & Wagner 2016, "Defensive
+Distillation is Not Robust to Adversarial Examples"), and the old end-to-end attack (FGSM and
+I-FGSM-4 on the cross-entropy) left .820 where the transfer attack from the undefended ResNet-20
+left .039 (``--quick``, 128 images); the DLR loss is invariant to the logits' scale and attacks it
+end to end: the suite leaves .000 (APGD-CE broke 7 of the 109 images the student classifies
+correctly, APGD-T the other 102; measured with ``--quick``). ``none`` has no adaptive row: its white-box set is already made on the model it is
+scored on. Adaptive rows carry no paper value (the paper reports only the oblivious setting).
+``config["adaptive"]`` records this.
 """
 
 from __future__ import annotations
@@ -53,11 +60,11 @@ from typing import Any
 import torch
 
 from advviz import attacks, data, metrics, models
-from advviz.defenses import defended
 from advviz.defenses import distillation as dist
 from advviz.defenses.jpeg import jpeg
 from advviz.defenses.pix2pix import purify
 from advviz.defenses.uddn import load_denoiser, training_pairs
+from advviz.evaluate import ADAPTIVE_ATTACKS, adaptive_attack, format_breakers
 from advviz.papers import protected
 from advviz.papers._common import format_rows, result, timer, tracked
 
@@ -68,13 +75,16 @@ TABLES = ("1-3",)
 DISTILL = {"T": 10.0, "lam": 1.0, "epochs": 1, "lr": 0.01, "optimizer": "sgd", "batch_size": 64}
 
 ADAPTIVE = {
-    "what": "the white-box attack set (half FGSM, half I-FGSM-4, eps 8/255, same seed) made on the deployed "
-            "classifier end to end (Athalye et al. 2018; Tramer et al. 2020)",
-    "bpda": "jpeg only (not differentiable: identity backward pass); the denoisers are differentiated as they are",
-    "eot_samples": 1, "eot_reason": "no defense here is random",
-    "accuracy": "per image, the worse of the end-to-end attack and the oblivious white-box attack; "
-                "end_to_end_accuracy: the end-to-end attack alone (gradient masking, e.g. defensive distillation's "
-                "saturated softmax, weakens it: Carlini & Wagner 2016)",
+    "what": "advviz.evaluate.adaptive_attack on the deployed classifier: the attacks below end to end, each on the "
+            "images still robust, then the oblivious white-box set (half FGSM, half I-FGSM-4, eps 8/255, made on the "
+            "undefended ResNet-20) as the transfer attack (Athalye et al. 2018; Tramer et al. 2020; Croce & Hein 2020)",
+    "attacks": [{"attack": a, **p} for a, p in ADAPTIVE_ATTACKS],
+    "bpda": "where the purifier gives no gradient: jpeg (registered as non-differentiable: identity backward pass); "
+            "the denoisers are differentiated as they are",
+    "eot": "when advviz.evaluate.flags.randomized finds the defense random (probed on the images); none is here",
+    "accuracy": "per image, the worst case over the clean image, the adaptive attacks and the transfer attack; "
+                "end_to_end_accuracy: the adaptive attacks alone (APGD-T's loss is invariant to the logits' scale, so "
+                "defensive distillation's saturated softmax does not stop it: Carlini & Wagner 2016)",
     "none": "no adaptive row: its white-box set is already made on the model it is scored on",
 }
 
@@ -158,11 +168,8 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
         xin = xs if pre is None else jpeg(xs) if pre == "jpeg" else purify(pre, xs)
         return metrics.accuracy(clf, xin, y), float((xin - x).abs().mean())
 
-    def correct(pre: Any, clf: torch.nn.Module, xs: torch.Tensor) -> torch.Tensor:
-        xin = xs if pre is None else jpeg(xs) if pre == "jpeg" else purify(pre, xs)
-        return metrics.predictions(clf, xin).to(y.device) == y
-
     rows: list[dict[str, Any]] = []
+    suites: dict[str, Any] = {}
     for name, (pre, clf) in defenses.items():
         for test_set, xs in sets.items():
             with timer() as t:
@@ -174,20 +181,19 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
                 row["paper_table3_accuracy"] = PAPER_TABLE3_PGD[test_set]
             rows.append(row)
             if test_set == "white_box" and name != "none":
-                # the adaptive row: the attack set made on the deployed classifier itself (module docstring)
+                # the adaptive row: the strong suite on the deployed classifier, the white-box set as transfer
                 with timer() as t:
-                    deployed = (clf if pre is None else defended(clf, "jpeg") if pre == "jpeg" else
-                                defended(clf, functools.partial(purify, pre), bpda=False)).eval()
-                    x_e2e = _attack_set(deployed, x, y, seed)
-                    acc_e2e, l1 = score(pre, clf, x_e2e)
-                    # per image, the worse of the end-to-end and the oblivious attack (module docstring)
-                    worst = float((correct(pre, clf, x_e2e) & correct(pre, clf, xs)).float().mean())
-                row = {"defense": name, "test_set": test_set, "threat": "adaptive", "accuracy": worst,
-                       "paper_accuracy": None, "l1": l1, "paper_l1": None, "end_to_end_accuracy": acc_e2e,
-                       "seconds": t["seconds"]}
+                    purifier = None if pre is None else "jpeg" if pre == "jpeg" else functools.partial(purify, pre)
+                    ad = adaptive_attack(clf, x, y, eps=8 / 255, purifier=purifier, transfer=xs,
+                                         transfer_name="the white-box set on the undefended resnet20_cifar10",
+                                         seed=seed)
+                    _, l1 = score(pre, clf, ad.x_adv)
+                row = {"defense": name, "test_set": test_set, "threat": "adaptive", "accuracy": ad.accuracy,
+                       "paper_accuracy": None, "l1": l1, "paper_l1": None, **ad.row(), "seconds": t["seconds"]}
                 if name == "pgd":
                     row["paper_table3_accuracy"] = None
                 rows.append(row)
+                suites[name] = ad.config
     cfg = {"model": "resnet20_cifar10", "black_box_surrogate": "resnet32_cifar10", "paper_model": "FaceNet on LFW",
            "eps": 8 / 255, "attacks": "half FGSM, half I-FGSM-4 (alpha 2/255)", "n": n, "seed": seed, "quick": quick,
            "uddn": {k: v for k, v in uddn_rec.items() if k not in ("history", "artifact")},
@@ -199,7 +205,7 @@ def run(*, table: str | None = None, quick: bool = False, n: int | None = None, 
            "adv_distillation": {**DISTILL, "init": "resnet20_cifar10 (fine-tuned)", "seconds": t_dist["seconds"],
                                 "what": "teacher fine-tuned on the attacked training pairs (one-hot labels), student "
                                         "on its outputs (eq. 6); advviz's variant, no paper value"},
-           "adaptive": ADAPTIVE,
+           "adaptive": {**ADAPTIVE, "rows": suites},
            "paper_tables": ("paper_accuracy: Table 2 (none, dae, pgd, uddn) or Table 3 (jpeg, distillation, "
                             "uddn_distillation); paper_l1: Table 1; paper_table3_accuracy: Table 3's 'PGD [27]'")}
     cfg["dae"]["deviation"] = ("the DAE's encoder stops at 16x16 (recipe levels=1) where the paper's UDDN goes to 2x2: "
@@ -237,4 +243,5 @@ def format(res: dict[str, Any]) -> str:
                  + (f", final training loss {h['final_loss']:.4f}" if isinstance(h.get("final_loss"), (int, float)) else "")
                  for name, h in health.items()]
         text += "\nbaseline health:\n" + "\n".join(lines)
+    text += format_breakers(res["rows"], label=lambda r: r["defense"])
     return text
