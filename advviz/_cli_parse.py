@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from torch import nn
 
 from advviz import attacks as A

@@ -422,7 +422,6 @@ def test_bench_autoattack_registered_and_lazy():
 def test_bench_autoattack_format():
     from advviz.benchmarks import autoattack as bench
 
-    sides = ("advviz", "advviz_no_fast_copy", "reference", "torchattacks")
     row = {"eps": 0.5 / 255, "n": 10, "threads": 1, "repeats": 3, "model": "resnet20_cifar10", "defense": None,
            "threat": "white-box", "robust": {"advviz": 0.3, "advviz_no_fast_copy": 0.3, "reference": 0.3,
                                              "torchattacks": 0.4},

@@ -143,7 +143,7 @@ def test_reproduce_tsgan_generators_record_what_they_were_made_from(monkeypatch,
     retrains stage 2 and keeps stage 1."""
     import dataclasses
 
-    from advviz import artifacts, models
+    from advviz import artifacts
     from advviz.artifacts import Built, _core
     from advviz.generative import advgan as A
     from advviz.generative import tsgan as T

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from advviz import defenses
-
 from tests.helpers import stub_artifacts
 
 P = importlib.import_module("advviz.defenses.pix2pix")

@@ -10,7 +10,6 @@ import ast
 import datetime
 import hashlib
 import io
-import threading
 import time
 
 import ipywidgets as W

@@ -273,7 +273,6 @@ def adaptive_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
                              f"radius eps={float(eps):.5g} around x (or outside [0, 1]): make them with the same "
                              "budget")
     plan = [(name, dict(p)) for name, p in attacks]
-    t0 = time.perf_counter()
     rep = autoattack(evaluated, x, y, eps=eps, norm=norm, seed=seed, attacks=plan, batch_size=batch_size,
                      attack_model=attacked, checks=checks)
     per_sample = list(rep.per_sample)

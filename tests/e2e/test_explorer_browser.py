@@ -20,7 +20,6 @@ Run: ``pytest -m e2e tests/e2e`` (about 1-2 minutes on 2 cores).
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 from pathlib import Path
