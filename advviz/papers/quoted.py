@@ -330,8 +330,9 @@ class TextCheck:
                 f"{Path(self.notebook).name}: {len(self.bad)} of {len(self.rows)} numbers the text quotes disagree "
                 f"with this run ({self.measured_in}); tolerance: the quoted digits (or the marker's tol=).\n"
                 + self.table(self.bad)
-                + f"\nUpdate the text (python -m advviz.papers.quoted report --execute --write {self.notebook}), "
-                  "then read the prose around each number.")
+                + f"\nUpdate the text: python -m advviz.papers.quoted report --execute --write "
+                  f"notebooks/{Path(self.notebook).name} (a notebook generated from code, like the explorer, also "
+                  "needs --also with its generator), then read the prose around each changed number.")
 
 
 def _show(v: Any) -> str:
