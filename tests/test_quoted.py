@@ -20,7 +20,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def _nb(*markdown: str) -> dict:
-    return {"cells": [{"cell_type": "markdown", "metadata": {}, "source": m} for m in markdown],
+    return {"cells": [{"cell_type": "markdown", "id": f"md{i}", "metadata": {}, "source": m}
+                      for i, m in enumerate(markdown)],
             "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
@@ -173,6 +174,27 @@ def test_report_refuses_a_notebook_that_ran_elsewhere_or_never_ran(tmp_path, cap
     assert "--execute" in capsys.readouterr().out
     assert Q.main(["report", str(_write(tmp_path, _executed(_nb(TEXT), FIGURES, applies=False), "x.ipynb"))]) == 1
     assert "run it in that configuration" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_report_execute_runs_the_notebook_in_the_default_configuration(tmp_path, capsys, monkeypatch):
+    """One command end to end: run a notebook whose last cell checks its text, then list the numbers."""
+    pytest.importorskip("nbclient")
+    monkeypatch.setenv("ADVVIZ_FAST", "1")  # --execute runs the default configuration whatever is set
+    nb = _nb("The run computes <!--fig:x-->0.75 and <!--fig:try1.y-->2.")
+    nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb["cells"].append({"cell_type": "code", "id": "check", "metadata": {}, "execution_count": None, "outputs": [],
+                        "source": (
+        "import os\nfrom advviz.papers.quoted import check_notebook, exercises_enabled\n"
+        "fast = os.environ.get('ADVVIZ_FAST', '') not in ('', '0')\n"
+        "check = check_notebook('nb.ipynb', {'x': 0.7, 'try1.y': 2}, applies=not fast, exercises=exercises_enabled(),"
+        " measured_in='the default run', this_run='fast' if fast else 'the default run')")})
+    path = _write(tmp_path, nb)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    assert Q.main(["report", "--execute", "--out", str(tmp_path / "out"), str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "1 ok, 1 stale" in out and "0.75" in out and (tmp_path / "out" / "nb.ipynb").is_file()
+    assert __import__("os").environ["ADVVIZ_FAST"] == "1"  # the caller's environment is left as it was
 
 
 # ------------------------------------------------------------------------------ the walkthroughs

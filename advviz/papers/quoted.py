@@ -459,10 +459,19 @@ def _execute(path: Path, out: Path | None) -> dict[str, Any]:
         from nbclient import NotebookClient
     except ImportError as e:  # pragma: no cover - the dev extra has both
         raise SystemExit(f"--execute needs nbclient and nbformat (pip install -e '.[dev]'): {e}") from e
-    os.environ.pop("ADVVIZ_FAST", None)
+    saved = {k: os.environ.get(k) for k in ("ADVVIZ_FAST", EXERCISES_ENV)}
+    os.environ.pop("ADVVIZ_FAST", None)  # the kernel inherits the environment: the default configuration
     os.environ[EXERCISES_ENV] = "1"
     nb = nbformat.read(str(path), as_version=4)
-    NotebookClient(nb, timeout=3600, allow_errors=True, resources={"metadata": {"path": str(path.parent)}}).execute()
+    try:
+        client = NotebookClient(nb, timeout=3600, allow_errors=True, resources={"metadata": {"path": str(path.parent)}})
+        client.execute()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     if out is not None:
         nbformat.write(nb, str(out))
     return json.loads(nbformat.writes(nb))
