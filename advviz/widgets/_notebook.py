@@ -80,7 +80,7 @@ the smallest change that still fools the network, and what does it cost in time?
 <details><summary>Answer</summary>
 
 On the same four images (ε = 8/255, the attacks' defaults), all three attacks fooled ResNet-20 on
-all four <!--claim:task2.all_fooled-->. FGSM changes nearly every element
+all four<!--claim:task2.all_fooled-->. FGSM changes nearly every element
 (ℓ0 <!--fig:task2.fgsm.l0-->3,048 of 3,072 on average: only pixels already at 0 or 1 stay) by exactly
 ε = 8/255: ℓ∞ <!--fig:task2.fgsm.linf-->0.031, ℓ2 <!--fig:task2.fgsm.l2-->1.72,
 SSIM <!--fig:task2.fgsm.ssim-->0.906; the amplified perturbation is a speckle over the whole image.
@@ -108,12 +108,12 @@ put in front of a classifier, and which one harms clean images?
 The tab's table (ResNet-20 on 256 CIFAR-10 test images, seed 0; FGSM 8/255) answers it: without a
 purifier accuracy falls from <!--fig:task3.none.clean-->0.816 to <!--fig:task3.none.fgsm-->0.059.
 **UDDN** brings it back to <!--fig:task3.uddn_resnet20_cifar10.fgsm-->0.664, the best of the
-table <!--claim:task3.uddn_best-->, and keeps clean images
+table<!--claim:task3.uddn_best-->, and keeps clean images
 at <!--fig:task3.uddn_resnet20_cifar10.clean-->0.824: the one to deploy. The cGAN (trained on FGSM)
 gets <!--fig:task3.cgan_fgsm_cifar10.fgsm-->0.336,
 pix2pix <!--fig:task3.pix2pix_fgsm_cifar10.fgsm-->0.246 and the
 **DAE** <!--fig:task3.dae_resnet20_cifar10.fgsm-->0.348 under FGSM. Every purifier but UDDN costs a few
-points on *clean* images <!--claim:task3.only_uddn_keeps_clean-->: the
+points on *clean* images<!--claim:task3.only_uddn_keeps_clean-->: the
 cGAN <!--fig:task3.cgan_fgsm_cifar10.clean-->0.766, the DAE <!--fig:task3.dae_resnet20_cifar10.clean-->0.781,
 pix2pix <!--fig:task3.pix2pix_fgsm_cifar10.clean-->0.789
 against <!--fig:task3.none.clean-->0.816 without one: they blur away detail the classifier uses together
@@ -142,8 +142,8 @@ differ by a few points): 2 epochs gave <!--fig:task4.e2.acc1-->0.836 then <!--fi
 then <!--fig:task4.e10.acc3-->0.922 in epochs 1–3, <!--fig:task4.e10.acc4-->0.975, <!--fig:task4.e10.acc5-->0.972
 and <!--fig:task4.e10.acc6-->0.983 in epochs 4–6, <!--fig:task4.e10.acc7-->0.967, <!--fig:task4.e10.acc8-->0.978,
 then <!--fig:task4.e10.acc9-->0.986 and <!--fig:task4.e10.acc10-->0.975 in epochs 7–10, so the extra epochs buy
-about <!--fig:task4.gain_points-->5 points, most of them by epoch 4 <!--claim:task4.most_by_4-->, and the last
-one already dips <!--claim:task4.last_dips--> (more epochs are not always better). A better-trained
+about <!--fig:task4.gain_points-->5 points, most of them by epoch 4<!--claim:task4.most_by_4-->, and the last
+one already dips<!--claim:task4.last_dips--> (more epochs are not always better). A better-trained
 model is not a more robust one: FGSM at the explorer's digits budget (ε = 0.3) fooled the explorer's
 own LeNet-5 (`lenet5_digits`) on <!--fig:task4.fooled.lenet5_digits-->38 of the first 40 digits test
 images and the 2-epoch model on <!--fig:task4.fooled.e2-->40 of 40. Robustness has to be
