@@ -197,6 +197,16 @@ def test_report_execute_runs_the_notebook_in_the_default_configuration(tmp_path,
     assert __import__("os").environ["ADVVIZ_FAST"] == "1"  # the caller's environment is left as it was
 
 
+def test_fingerprint_names_the_weights():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    assert Q.fingerprint(a) == Q.fingerprint(a) and Q.fingerprint(a) != Q.fingerprint(b)
+    assert Q.fingerprint(a, b) != Q.fingerprint(b, a) and len(Q.fingerprint(a)) == 12
+    b.load_state_dict(a.state_dict())
+    assert Q.fingerprint(a) == Q.fingerprint(b)
+
+
 # ------------------------------------------------------------------------------ the walkthroughs
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_each_walkthrough_marks_its_numbers_readably_and_checks_them_in_a_hidden_last_cell(path):

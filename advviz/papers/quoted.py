@@ -51,6 +51,7 @@ Command line, after a change that moves results (``python -m advviz.papers.quote
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -62,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["MIME", "Quote", "Row", "StaleText", "TextCheck", "check_notebook", "compare", "exercises_enabled",
-           "format_like", "lint", "main", "parse_number", "quotes", "read_notebook"]
+           "fingerprint", "format_like", "lint", "main", "parse_number", "quotes", "read_notebook"]
 
 #: The mimetype under which the check cell's output carries the computed figures (read back by ``report``).
 MIME = "application/vnd.advviz.quoted+json"
@@ -352,6 +353,21 @@ def _jsonable(v: Any) -> Any:
         return float(v)
     except (TypeError, ValueError):
         return str(v)
+
+
+def fingerprint(*modules: Any) -> str:
+    """The first 12 hex digits of a sha256 over the parameters and buffers of ``modules`` (``nn.Module``).
+
+    A notebook whose figures depend on networks trained on first use (whose weights then depend on
+    the process that trained them) names the networks it was measured with by this fingerprint, and
+    its check applies only when they are the same.
+    """
+    h = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def exercises_enabled() -> bool:
