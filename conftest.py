@@ -3,6 +3,8 @@
 * Offline and hermetic: ``ADVVIZ_OFFLINE=1``; ``ADVVIZ_DATA``/``ADVVIZ_WEIGHTS`` default to
   ``../shared/{data,weights}`` beside the repository when unset; ``ADVVIZ_CACHE`` points at a
   per-session temporary folder (set ``ADVVIZ_TEST_CACHE`` to reuse one between runs).
+* ``ADVVIZ_CHECK_EXERCISES=1`` (unless set): the notebooks re-measure their exercise answers and
+  check the numbers the text quotes (``advviz.papers.quoted``).
 * ``--device``: CPU by default; ``pytest --device cuda`` opts in to the GPU.
 * Each notebook's duration is recorded (``tests/notebook_durations.py``): a table at the end of the
   session, ``test-output/notebook-durations.json``, and a failure when one exceeds its budget.
@@ -46,6 +48,9 @@ def _set_environment() -> None:
 
         os.environ["ADVVIZ_CACHE"] = os.environ["ADVVIZ_CACHE_SESSION"] = tempfile.mkdtemp(prefix="advviz-test-cache-")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # the notebooks' hidden last cells re-run the exercises and compare the numbers their answers
+    # quote with the text (advviz.papers.quoted); a class's run skips that
+    os.environ.setdefault("ADVVIZ_CHECK_EXERCISES", "1")
 
 
 # At import, before any other conftest or test module reads the environment.

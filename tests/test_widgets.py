@@ -634,7 +634,8 @@ def test_notebook_file_matches_its_definition():
     # the check and its heading are hidden on the documentation site; nothing a student reads is
     assert checked[0].metadata["tags"] == ["remove-cell"]
     hidden = [c for c in on_disk.cells if "remove-cell" in c.metadata.get("tags", [])]
-    assert len(hidden) == 2 and all("NBVAL" not in c.source for c in on_disk.cells if c not in hidden)
+    assert len(hidden) == 3 and all("NBVAL" not in c.source for c in on_disk.cells if c not in hidden)
+    assert "check_notebook(" in hidden[-1].source and hidden[-1] is on_disk.cells[-1]  # the text's numbers, checked
     # the guided tour: at least three tasks, each with a collapsible answer that has been filled in
     tour = "\n".join(c.source for c in on_disk.cells if c.cell_type == "markdown")
     assert tour.count("### Task ") >= 3 and tour.count("<details><summary>Answer</summary>") == tour.count("### Task ")
