@@ -252,7 +252,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not distributed.is_main():  # rank 0 reports and writes for all
         return 0 if result.complete else 130
     # the records of the files actually loaded (model and defense), read from the store
-    provenance = artifacts.provenance(used, on_disk_only=True) + [_own_provenance(own)] * bool(own)
+    provenance = artifacts.provenance(used, on_disk_only=True) + ([_own_provenance(own)] if own else [])
     _out("\n".join([result.format(), "artefacts:", *(f"  {line}" for line in artifacts.provenance_lines(provenance))]))
     if args.json:
         with open(args.json, "w") as fh:
