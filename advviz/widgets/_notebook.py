@@ -255,6 +255,7 @@ if EXERCISES:
         panel.epochs.value = epochs
         panel.start()
         panel.wait()
+        panel.use_model()  # as the task's "Use this model"
         trained[epochs] = ex.state.model
         FIGURES.update({f"task4.e{epochs}.acc{h['epoch']}": h["val_accuracy"] for h in panel.result.history})
     x40, y40 = data.load("digits", "test").tensors()
