@@ -39,7 +39,8 @@ def test_suite_end_to_end_beats_transfer_on_a_distilled_stand_in(one_thread):
     x, y = data.sample(data.load("digits", "test"), 32, seed=0, model=student)
     transfer = attacks.pgd(base, x, y, eps=EPS_DIGITS, alpha=EPS_DIGITS / 4, steps=10, seed=0)
     ce_only = adaptive_attack(student, x, y, eps=EPS_DIGITS, transfer=transfer, attacks=(("apgd_ce", {"steps": 100}),))
-    assert ce_only.end_to_end_accuracy == 1.0 > ce_only.transfer_accuracy  # the saturation the issue is about
+    # the saturation the issue is about (1.000 with the seeded LeNet-5 a fresh cache trains; .969 with an older one)
+    assert ce_only.end_to_end_accuracy >= 0.9 > ce_only.transfer_accuracy
     assert any(f.startswith("transfer-beats-adaptive") for f in ce_only.flags)
     res = adaptive_attack(student, x, y, eps=EPS_DIGITS, transfer=transfer)
     assert res.end_to_end_accuracy <= res.transfer_accuracy
