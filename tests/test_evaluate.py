@@ -887,3 +887,17 @@ def test_runner_autoattack_entry_is_checked(lenet_digits, digits_test):
     assert checked and all(set(c["steps"][k]) == {"autoattack"} and set(c["restarts"][k]) == {"autoattack"}
                            for c in checked)
     assert res.flags == []
+
+
+def test_bench_model_sample_takes_store_classifiers_and_refuses_other_artefacts():
+    """``advviz bench autoattack --model`` takes a classifier the store makes (the documented
+    ``resnet20_cifar10_pgd_at_quick`` was refused as an unknown model); a purifier is refused with
+    what to pass, an unknown name with the list."""
+    from advviz.benchmarks._setup import model_sample
+
+    with pytest.raises(ValueError, match="is a purifier, not a classifier"):
+        with model_sample("uddn_resnet20_cifar10", n=1):
+            pass
+    with pytest.raises(KeyError, match="no artefact named 'nope'"):
+        with model_sample("nope", n=1):
+            pass

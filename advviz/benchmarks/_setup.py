@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
-from advviz import data, models
+from advviz import artifacts, data, models
 
 __all__ = ["model_sample", "resnet20_sample"]
 
@@ -23,7 +23,7 @@ def model_sample(name: str = "resnet20_cifar10", *, n: int, device: str | torch.
 
     Args:
         name: a pretrained entry (:func:`advviz.models.list_models` with ``pretrained=True``, or any
-            artefact with an architecture, e.g. ``resnet20_cifar10_pgd_at``).
+            classifier artefact of the store, e.g. ``resnet20_cifar10_pgd_at_quick``).
         n: number of images (:func:`advviz.data.sample` with ``model=``, seeded with ``seed``).
         device: where the model and images go.
         seed: seeds the sample.
@@ -43,10 +43,16 @@ def model_sample(name: str = "resnet20_cifar10", *, n: int, device: str | torch.
         torch.set_num_threads(int(threads))
     try:
         dev = torch.device(device)
-        model = models.load(name, device=dev)
+        if name in models.list_models(True):
+            model, dataset = models.load(name, device=dev), models.get_weights_spec(name).dataset
+        else:  # a classifier the store makes (e.g. resnet20_cifar10_pgd_at_quick); unknown names: KeyError
+            spec = artifacts.get_spec(name)
+            if spec.kind != "classifier":
+                raise ValueError(f"{name!r} is a {spec.kind}, not a classifier: benchmark a pretrained model or a "
+                                 "classifier artefact")
+            model, dataset = artifacts.fresh(name, device=dev).eval(), spec.dataset
         keep = [model] if judge is None else [model, judge(model)]
-        x, y = data.sample(data.load(models.get_weights_spec(name).dataset, "test"), n, seed=seed, model=keep,
-                           device=dev)
+        x, y = data.sample(data.load(dataset, "test"), n, seed=seed, model=keep, device=dev)
         yield model, x.to(dev), y.to(dev), dev
     finally:
         torch.set_num_threads(old)

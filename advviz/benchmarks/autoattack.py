@@ -34,7 +34,7 @@ deterministic purifier) and are judged on the defended model too.
 What measures the goals of the evaluation issue (the lead's command, on a quiet machine)::
 
     ADVVIZ_BENCH_THREADS=2 advviz bench autoattack --model resnet20_cifar10 --eps 0.25/255,0.5/255,1/255 --n 100
-    ADVVIZ_BENCH_THREADS=2 advviz bench autoattack --model resnet20_cifar10_pgd_at --eps 8/255 --n 100
+    ADVVIZ_BENCH_THREADS=2 advviz bench autoattack --model resnet20_cifar10_pgd_at_quick --eps 8/255 --n 100
     ADVVIZ_BENCH_THREADS=2 advviz bench autoattack --defense jpeg --eps 8/255 --n 100
     ADVVIZ_BENCH_THREADS=2 advviz bench autoattack --defense uddn --eps 8/255 --n 100
 
