@@ -479,6 +479,10 @@ def test_uddn_reproduction_adaptive_rows_are_no_weaker_than_oblivious(one_thread
     x = torch.rand(4, 3, 32, 32)
     monkeypatch.setattr(U, "training_pairs", lambda *_a, **_k: (x, x, torch.zeros(4, dtype=torch.long), {}))
     monkeypatch.setattr(P, "_student", lambda *_a, **_k: resnet)
+    # papers.uddn holds its own references to these (imported at the top of the module): stand them in there
+    # too, or the pixel-guided denoiser's full recipe trains on a cold cache (over 15 minutes)
+    monkeypatch.setattr(P, "load_denoiser", U.load_denoiser)
+    monkeypatch.setattr(P, "training_pairs", U.training_pairs)
     res = P.run(n=24, seed=0, device="cpu")  # the adaptive suite through UDDN: about 60 s on 2 cores
     acc = {(r["defense"], r["threat"]): r["accuracy"] for r in res["rows"] if r["test_set"] == "white_box"}
     e2e = {r["defense"]: r["end_to_end_accuracy"] for r in res["rows"] if r["threat"] == "adaptive"}
