@@ -52,11 +52,6 @@ def weights_dirs() -> list[Path]:
     return dirs
 
 
-def find_weights(filename: str) -> Path | None:
-    """The first ``<dir>/filename`` that exists among :func:`weights_dirs`, else ``None``."""
-    return next((d / filename for d in weights_dirs() if (d / filename).is_file()), None)
-
-
 def offline() -> bool:
     """True when ``$ADVVIZ_OFFLINE`` is set to a true value: no download is attempted."""
     return os.environ.get("ADVVIZ_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
