@@ -901,3 +901,34 @@ def test_bench_model_sample_takes_store_classifiers_and_refuses_other_artefacts(
     with pytest.raises(KeyError, match="no artefact named 'nope'"):
         with model_sample("nope", n=1):
             pass
+
+
+def test_flag_weak_adaptive_rule():
+    """An adaptive evaluation needs APGD-CE and a scale-invariant loss (APGD-DLR or APGD-T) at 100 iterations,
+    or the AutoAttack entry; anything less is flagged (Tramer et al. 2020)."""
+    def runs(*pairs):
+        return [{"name": n, "params": p} for n, p in pairs]
+
+    assert FL.weak_adaptive_flag(runs(("fgsm", {}))).startswith("weak-adaptive: this adaptive evaluation ran only fgsm")
+    assert FL.weak_adaptive_flag(runs(("pgd", {"steps": 1000}), ("apgd_ce", {}))).startswith("weak-adaptive")
+    assert FL.weak_adaptive_flag(runs(("apgd_ce", {}), ("apgd_t", {"n_iter": 50}))).startswith("weak-adaptive")
+    assert FL.weak_adaptive_flag(runs(("apgd_ce", {}), ("apgd_t", {}))) is None
+    assert FL.weak_adaptive_flag(runs(("apgd_ce", {"n_iter": 200}), ("apgd_dlr", {}), ("fgsm", {}))) is None
+    assert FL.weak_adaptive_flag([{"name": "autoattack", "params": {}, "version": "fast"}]) is None
+
+
+def test_cli_evaluate_flags_a_weak_adaptive_attack_only(tmp_path, lenet_digits, digits_test):
+    """`advviz evaluate --defense ... --threat adaptive --attacks fgsm` is flagged; the same attack set in an
+    oblivious evaluation, and an adaptive one with APGD-CE and APGD-T, are not."""
+    from advviz.cli import main
+
+    def flags(*extra: str) -> list:
+        out = tmp_path / "out.json"
+        rc = main(["evaluate", "lenet5_digits", "--data", "digits", "--defense", "jpeg", "--eps", "0.1", "--n", "6",
+                   "--no-progress", "--no-steps-check", "--no-restarts-check", "--json", str(out), *extra])
+        assert rc == 0
+        return _codes(json.loads(out.read_text())["flags"])
+
+    assert "weak-adaptive" in flags("--attacks", "fgsm")
+    assert "weak-adaptive" not in flags("--attacks", "fgsm", "--threat", "oblivious")
+    assert "weak-adaptive" not in flags("--attacks", "apgd_ce:n_iter=100,apgd_t:n_target_classes=2")

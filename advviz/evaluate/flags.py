@@ -52,11 +52,17 @@ recorded here):
   needs 3 classes, the targeted DLR 4, and APGD-T/FAB-T at most ``K - 1`` targets; the message
   says what was skipped or cut (Croce & Hein 2020; the reference's ``check_n_classes``).
 * ``budget``: an attack returned points outside its budget (those points are not counted).
+* ``weak-adaptive``: an adaptive evaluation of a defense (``threat="adaptive"``) ran neither the
+  AutoAttack entry nor APGD-CE together with a scale-invariant loss (APGD-DLR or APGD-T), each at
+  least :data:`STRONG_ITERATIONS` iterations: its accuracy is what weaker attacks leave, an
+  upper bound that defenses often owe to the attack (Tramer et al. 2020; Carlini et al. 2019,
+  "use the strongest attack end to end").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +82,7 @@ __all__ = [
     "PROBE_POINTS",
     "RESTARTS",
     "STEPS_POINTS",
+    "STRONG_ITERATIONS",
     "blackbox_flag",
     "budget_flag",
     "collect",
@@ -92,6 +99,7 @@ __all__ = [
     "randomized_flag",
     "saturated_flag",
     "transfer_flag",
+    "weak_adaptive_flag",
 ]
 
 GRAD_SHARE = 0.10
@@ -109,6 +117,8 @@ PROBE_POINTS = 8
 JUDGE_DRAWS = 10
 #: random starts of the restarts check (the first one is the evaluation's own run)
 RESTARTS = 3
+#: the iterations an APGD run needs to count as a strong attack (``weak-adaptive``; Croce & Hein 2020's 100)
+STRONG_ITERATIONS = 100
 
 
 def randomized(model: nn.Module, x: torch.Tensor, *, draws: int = 2, atol: float = 0.0) -> bool:
@@ -321,6 +331,28 @@ def few_classes_flag(n_classes: int, skipped: Sequence[str], cut: Mapping[str, t
     return (f"few-classes: the model has {n_classes} classes: " + "; ".join(parts) + ". The evaluation rests on "
             "the attacks that remain, so it may be weaker than the standard one; if the model's softmax saturates, "
             "add an attack on the logit margin (FAB, or a CW-loss attack), which needs no third class")
+
+
+def weak_adaptive_flag(attacks: Sequence[Mapping[str, Any]]) -> str | None:
+    """Flag an adaptive evaluation whose attacks lack the strong pair (see the module docstring).
+
+    Args:
+        attacks: the evaluation's attacks as its ``config["attacks"]`` records them: dicts with
+            ``name`` and ``params`` (an APGD's ``n_iter`` defaults to 100).
+    """
+    runs = {a["name"]: a.get("params") or {} for a in attacks}
+    if "autoattack" in runs:
+        return None
+
+    def strong(name: str) -> bool:
+        return name in runs and int(runs[name].get("n_iter", STRONG_ITERATIONS)) >= STRONG_ITERATIONS
+
+    if strong("apgd_ce") and (strong("apgd_dlr") or strong("apgd_t")):
+        return None
+    return (f"weak-adaptive: this adaptive evaluation ran only {', '.join(runs)}: without APGD-CE and a "
+            f"scale-invariant loss (APGD-DLR or APGD-T), {STRONG_ITERATIONS} iterations each, its accuracy is what "
+            "weaker attacks leave, which a defense can owe to the attack; run the default --attacks autoattack, or "
+            "add apgd_ce,apgd_t (Tramer et al. 2020; Carlini et al. 2019)")
 
 
 def budget_flag(counts: Mapping[str, int]) -> str | None:

@@ -740,5 +740,7 @@ def _flags(result: Result, budget_flags: set[str]) -> list[str]:
                 flag = F.blackbox_flag(n_square, result.n)
                 if flag:
                     found.append(flag + f" (eps={e:.5g}, the autoattack entry)")
+    if (result.config.get("meta") or {}).get("threat") == "adaptive":
+        found.append(F.weak_adaptive_flag(result.config["attacks"]))
     found += sorted(budget_flags)
     return F.collect(found)
