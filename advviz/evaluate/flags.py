@@ -62,7 +62,6 @@ recorded here):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -333,23 +332,22 @@ def few_classes_flag(n_classes: int, skipped: Sequence[str], cut: Mapping[str, t
             "add an attack on the logit margin (FAB, or a CW-loss attack), which needs no third class")
 
 
-def weak_adaptive_flag(attacks: Sequence[Mapping[str, Any]]) -> str | None:
+def weak_adaptive_flag(iterations: Mapping[str, int]) -> str | None:
     """Flag an adaptive evaluation whose attacks lack the strong pair (see the module docstring).
 
     Args:
-        attacks: the evaluation's attacks as its ``config["attacks"]`` records them: dicts with
-            ``name`` and ``params`` (an APGD's ``n_iter`` defaults to 100).
+        iterations: the evaluation's attacks, ``{name: iterations it runs}`` (0 for a one-step or
+            non-iterative attack); an ``"autoattack"`` entry is strong by itself.
     """
-    runs = {a["name"]: a.get("params") or {} for a in attacks}
-    if "autoattack" in runs:
+    if "autoattack" in iterations:
         return None
 
     def strong(name: str) -> bool:
-        return name in runs and int(runs[name].get("n_iter", STRONG_ITERATIONS)) >= STRONG_ITERATIONS
+        return iterations.get(name, 0) >= STRONG_ITERATIONS
 
     if strong("apgd_ce") and (strong("apgd_dlr") or strong("apgd_t")):
         return None
-    return (f"weak-adaptive: this adaptive evaluation ran only {', '.join(runs)}: without APGD-CE and a "
+    return (f"weak-adaptive: this adaptive evaluation ran only {', '.join(iterations)}: without APGD-CE and a "
             f"scale-invariant loss (APGD-DLR or APGD-T), {STRONG_ITERATIONS} iterations each, its accuracy is what "
             "weaker attacks leave, which a defense can owe to the attack; run the default --attacks autoattack, or "
             "add apgd_ce,apgd_t (Tramer et al. 2020; Carlini et al. 2019)")

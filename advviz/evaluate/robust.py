@@ -741,6 +741,8 @@ def _flags(result: Result, budget_flags: set[str]) -> list[str]:
                 if flag:
                     found.append(flag + f" (eps={e:.5g}, the autoattack entry)")
     if (result.config.get("meta") or {}).get("threat") == "adaptive":
-        found.append(F.weak_adaptive_flag(result.config["attacks"]))
+        found.append(F.weak_adaptive_flag({a["name"]: 0 if a["name"] == "autoattack" else
+                                           iteration_count(a["name"], a["params"])[1]
+                                           for a in result.config["attacks"]}))
     found += sorted(budget_flags)
     return F.collect(found)
