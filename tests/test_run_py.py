@@ -154,3 +154,33 @@ def test_widgets_js_pins_are_the_ipywidgets_8_html_manager() -> None:
     assert pins["@jupyter-widgets/html-manager"]["version"].startswith("1.")
     assert pins["@jupyter-widgets/html-manager"]["file"] == "dist/embed-amd.js"
     assert pins["requirejs"]["file"] == "require.js"
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_server_starts_leaves_no_jupyterlab(tmp_path: Path) -> None:
+    """Bug: ``kill -TERM`` before the explorer had installed its handler (while JupyterLab started, or
+    right after the URL was printed) ended the wrapper by default and left JupyterLab running."""
+    psutil = pytest.importorskip("psutil")
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
+           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, sys.executable, "-m", "advviz.cli", "explore", "--no-browser"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        family: list = []
+        while not any("jupyter" in " ".join(p.cmdline()) for p in family):  # JupyterLab launched, not yet answering
+            assert proc.poll() is None and time.monotonic() < deadline, "JupyterLab never started"
+            try:
+                family = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                family = []
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        _, alive = psutil.wait_procs(family, timeout=30)
+        assert not alive, f"still running after SIGTERM: {[p.cmdline() for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -213,23 +213,27 @@ def start(port: int = 0, *, notebook: str | os.PathLike[str] | None = None, toke
     log = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(root))
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            tail = Path(log_path).read_text(errors="replace")[-3000:] if log_path else ""
-            raise RuntimeError(f"JupyterLab exited with status {proc.returncode}: {tail}")
-        try:
-            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise RuntimeError(f"JupyterLab did not answer on {base} within {timeout:.0f} s")
-        time.sleep(0.3)
     url = f"{base}/lab/tree/{nb.name}?token={token}"
-    return LabServer(process=proc, url=url, base_url=base, token=token, root=root, notebook=nb)
+    server = LabServer(process=proc, url=url, base_url=base, token=token, root=root, notebook=nb)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                tail = Path(log_path).read_text(errors="replace")[-3000:] if log_path else ""
+                raise RuntimeError(f"JupyterLab exited with status {proc.returncode}: {tail}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"JupyterLab did not answer on {base} within {timeout:.0f} s")
+            time.sleep(0.3)
+    except BaseException:  # not answering, Ctrl-C or `kill` while it starts: no server is left behind
+        server.stop()
+        raise
+    return server
 
 
 def main(port: int = 0, open_browser: bool = True, report: Callable[[str], None] | None = None,
@@ -250,21 +254,37 @@ def main(port: int = 0, open_browser: bool = True, report: Callable[[str], None]
     say = report or log.info
     nb = Path(notebook) if notebook is not None else working_copy()
     log_path = cache_dir() / "explorer" / "jupyterlab.log"
-    server = start(port, notebook=nb, log_path=log_path)
-    say(f"advviz explorer: {server.url}")
-    say(f"notebook (a working copy; the repository's stays clean): {nb}" if notebook is None else
-        f"notebook (written for your model and images; rewritten at each launch): {nb}")
-    say(f"server log: {log_path}")
-    if open_browser and _has_display():
-        webbrowser.open(server.url)
-    elif open_browser:
-        say("no display found: open the URL above in a browser")
+
     def _terminate(_signum: int, _frame: object) -> None:  # `kill`: take the server down with us
         raise KeyboardInterrupt  # unwinds out of wait() (which holds Popen's lock), then stop() below
 
+    # installed before the server starts: a `kill` right after the URL is printed (or while the server
+    # starts) must not end this process with its default action and leave JupyterLab running
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        return _serve(nb, notebook is None, log_path, port, open_browser, say)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _serve(nb: Path, working: bool, log_path: Path, port: int, open_browser: bool, say: Callable[[str], None]) -> int:
+    """:func:`main`'s work once its SIGTERM handler is in place: start, report, wait; stop on Ctrl-C or `kill`."""
+    try:
+        server = start(port, notebook=nb, log_path=log_path)  # stops its own server when interrupted
+    except KeyboardInterrupt:
+        return 0
+    try:
+        say(f"advviz explorer: {server.url}")
+        say(f"notebook (a working copy; the repository's stays clean): {nb}" if working else
+            f"notebook (written for your model and images; rewritten at each launch): {nb}")
+        say(f"server log: {log_path}")
+        if open_browser and _has_display():
+            webbrowser.open(server.url)
+        elif open_browser:
+            say("no display found: open the URL above in a browser")
         return int(server.process.wait() or 0)
     except KeyboardInterrupt:
         server.stop()
