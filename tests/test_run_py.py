@@ -70,16 +70,29 @@ def test_exit_status_is_the_childs(tmp_path: Path) -> None:
     assert code == 3
 
 
+def _explore(tmp_path: Path, *, stdout: int) -> subprocess.Popen:
+    """``advviz explore --no-browser`` behind run.py's driver, in its own session, Jupyter's folders in ``tmp_path``."""
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
+           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-c", DRIVER, sys.executable, "-m", "advviz.cli", "explore", "--no-browser"]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=tmp_path, start_new_session=True)
+
+
+def _terminate_and_check(proc: subprocess.Popen, family: list, psutil) -> None:
+    """``kill -TERM`` the driver; it ends within 60 s and none of ``family`` (its processes) outlives it by 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, f"still running after SIGTERM: {[p.cmdline() for p in alive]}"
+
+
 @pytest.mark.slow
 def test_sigterm_takes_down_explore_jupyterlab_and_kernels(tmp_path: Path) -> None:
     """``kill -TERM`` on the wrapper of ``advviz explore`` leaves no JupyterLab process behind."""
     psutil = pytest.importorskip("psutil")
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
-           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, sys.executable, "-m", "advviz.cli", "explore", "--no-browser"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, cwd=tmp_path, start_new_session=True)
+    proc = _explore(tmp_path, stdout=subprocess.PIPE)
     try:
         lines = []
         deadline = time.monotonic() + 120
@@ -90,10 +103,7 @@ def test_sigterm_takes_down_explore_jupyterlab_and_kernels(tmp_path: Path) -> No
             lines.append(line)
         family = psutil.Process(proc.pid).children(recursive=True)
         assert any("jupyter" in " ".join(p.cmdline()) for p in family), [p.cmdline() for p in family]
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        _, alive = psutil.wait_procs(family, timeout=30)
-        assert not alive, f"still running after SIGTERM: {[p.cmdline() for p in alive]}"
+        _terminate_and_check(proc, family, psutil)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -161,12 +171,7 @@ def test_sigterm_while_the_server_starts_leaves_no_jupyterlab(tmp_path: Path) ->
     """Bug: ``kill -TERM`` before the explorer had installed its handler (while JupyterLab started, or
     right after the URL was printed) ended the wrapper by default and left JupyterLab running."""
     psutil = pytest.importorskip("psutil")
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
-           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, sys.executable, "-m", "advviz.cli", "explore", "--no-browser"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env, cwd=tmp_path, start_new_session=True)
+    proc = _explore(tmp_path, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         family: list = []
@@ -177,10 +182,7 @@ def test_sigterm_while_the_server_starts_leaves_no_jupyterlab(tmp_path: Path) ->
             except psutil.NoSuchProcess:
                 family = []
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        _, alive = psutil.wait_procs(family, timeout=30)
-        assert not alive, f"still running after SIGTERM: {[p.cmdline() for p in alive]}"
+        _terminate_and_check(proc, family, psutil)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
